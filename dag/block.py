@@ -1,0 +1,116 @@
+"""Blocks: bytes bound to their CID (cid.py), decoded with cbor.py; stored by store.py."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Final, NoReturn, final
+
+from dag import cbor
+from dag.cid import CID, DAG_CBOR, RAW, SHA2_256
+
+_PRIVATE: Final = object()
+_NOT_DECODED: Final = object()
+
+
+class BlockError(ValueError):
+    """A block cannot be built or verified (unsupported codec or hash function)."""
+
+
+class BlockMismatchError(BlockError):
+    """The bytes of a block do not hash to its CID."""
+
+
+@final
+class Block:
+    """Bytes whose CID is known to match; build one with encode(), raw() or decode()."""
+
+    __slots__ = ("_value", "cid", "data")
+
+    cid: CID
+    data: bytes
+    _value: object
+
+    def __init__(self, cid: CID, data: bytes, value: object, *, _token: object = None) -> None:
+        if _token is not _PRIVATE:
+            raise TypeError("use Block.encode(), Block.raw() or Block.decode() to make a Block")
+        object.__setattr__(self, "cid", cid)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "_value", value)
+
+    @classmethod
+    def encode(cls, value: object) -> Block:
+        """DAG-CBOR encode `value` (raises cbor.DagCborError)."""
+        data = cbor.encode(value)
+        return cls(CID.of(data, DAG_CBOR), data, _NOT_DECODED, _token=_PRIVATE)
+
+    @classmethod
+    def raw(cls, data: bytes) -> Block:
+        data = bytes(data)
+        return cls(CID.of(data, RAW), data, data, _token=_PRIVATE)
+
+    @classmethod
+    def decode(cls, cid: CID, data: bytes) -> Block:
+        """Check `data` against `cid` (sha2-256; dag-cbor or raw) and strictly decode it."""
+        data = bytes(data)
+        if cid.codec not in (DAG_CBOR, RAW):
+            raise BlockError(f"unsupported codec 0x{cid.codec:x} in {cid} (only dag-cbor and raw)")
+        if cid.hash_code != SHA2_256:
+            raise BlockError(
+                f"unsupported hash function 0x{cid.hash_code:x} in {cid} (only sha2-256)"
+            )
+        digest = hashlib.sha256(data).digest()
+        if digest != cid.digest:
+            _mismatch(cid, digest)
+        value = cbor.decode(data) if cid.codec == DAG_CBOR else data
+        return cls(cid, data, value, _token=_PRIVATE)
+
+    @property
+    def value(self) -> object:
+        """The decoded value (bytes for raw blocks); shared, so do not mutate it."""
+        v = self._value
+        if v is _NOT_DECODED:
+            v = cbor.decode(self.data)
+            object.__setattr__(self, "_value", v)
+        return v
+
+    def links(self) -> list[CID]:
+        """Every CID inside the value, depth-first, in encoded order (none for raw blocks)."""
+        if self.cid.codec == RAW:
+            return []
+        return list(iter_links(self.value))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Block):
+            return self.cid == other.cid
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.cid)
+
+    def __repr__(self) -> str:
+        return f"Block({self.cid}, {len(self.data)} bytes)"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Block is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Block is immutable")
+
+
+def _mismatch(cid: CID, digest: bytes) -> NoReturn:
+    raise BlockMismatchError(
+        f"block bytes do not match CID {cid}: digest is {digest.hex()}, CID wants {cid.digest.hex()}"
+    )
+
+
+def iter_links(value: object) -> Iterator[CID]:
+    """Yield every CID in a decoded DAG-CBOR value, depth-first."""
+    if type(value) is CID:
+        yield value
+    elif type(value) is dict:
+        for v in value.values():
+            yield from iter_links(v)
+    elif type(value) is list or type(value) is tuple:
+        for v in value:
+            yield from iter_links(v)

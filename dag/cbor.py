@@ -1,0 +1,243 @@
+"""Strict DAG-CBOR codec: own encoder, cbor2 + re-encode to decode, _cbor_strict.py for errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Final
+
+import cbor2
+
+from dag.cid import CID, CIDError
+
+# Containers nested deeper than this are refused on encode and decode: it bounds recursion
+# (and cyclic values on encode) well below Python's default recursion limit.
+MAX_DEPTH: Final = 256
+INT_MIN: Final = -(2**64)
+INT_MAX: Final = 2**64 - 1
+
+_DATA_MODEL = "None, bool, int, float, str, bytes, list, dict and CID"
+
+
+class DagCborError(ValueError):
+    """A value cannot be DAG-CBOR encoded, or bytes are not canonical DAG-CBOR.
+
+    `offset` is the byte offset of the problem (decode); `path` is where in the value it is,
+    e.g. ``$.a[2]`` (encode, and decode when inside a container).
+    """
+
+    def __init__(self, reason: str, *, offset: int | None = None, path: str | None = None) -> None:
+        self.reason = reason
+        self.offset = offset
+        self.path = path
+        where = []
+        if offset is not None:
+            where.append(f"offset {offset}")
+        if path is not None:
+            where.append(path)
+        super().__init__(f"at {', '.join(where)}: {reason}" if where else reason)
+
+
+def format_path(segments: list[str | int]) -> str:
+    """Render a value path: `$`, then `.key`, `["odd key"]` or `[index]` per step."""
+    out = ["$"]
+    for seg in segments:
+        if isinstance(seg, int):
+            out.append(f"[{seg}]")
+        elif seg.isidentifier():
+            out.append(f".{seg}")
+        else:
+            out.append(f"[{json.dumps(seg, ensure_ascii=False)}]")
+    return "".join(out)
+
+
+# -- encode -----------------------------------------------------------------------------------
+
+
+def encode(value: object) -> bytes:
+    """Encode `value` as canonical DAG-CBOR; raise DagCborError naming the path of a bad part."""
+    out: list[bytes] = []
+    try:
+        _write(value, out, 0)
+    except Exception as exc:  # anything outside the data model; _explain says where and why
+        _explain(value, [], 0)
+        raise DagCborError(f"cannot encode: {exc!r}", path="$") from exc
+    return b"".join(out)
+
+
+_BYTE: Final = [bytes((n,)) for n in range(256)]
+_pack_float: Final = struct.Struct(">Bd").pack
+
+
+def _head(major: int, n: int) -> bytes:
+    """The shortest head for major type `major` (already shifted) and argument `n`."""
+    if n < 24:
+        return _BYTE[major | n]
+    if n < 0x100:
+        return _BYTE[major | 24] + _BYTE[n]
+    if n < 0x10000:
+        return bytes((major | 25,)) + n.to_bytes(2, "big")
+    if n < 0x1_0000_0000:
+        return bytes((major | 26,)) + n.to_bytes(4, "big")
+    return bytes((major | 27,)) + n.to_bytes(8, "big")  # OverflowError past 2**64-1
+
+
+def _write(v: object, out: list[bytes], depth: int) -> None:
+    """Append the encoding of `v`; raise (any exception) if it is not in the data model."""
+    if type(v) is str:
+        b = v.encode("utf-8")
+        out.append(_head(0x60, len(b)))
+        out.append(b)
+    elif type(v) is int:
+        out.append(_head(0x00, v) if v >= 0 else _head(0x20, -1 - v))
+    elif type(v) is dict:
+        if depth >= MAX_DEPTH:
+            raise _TooDeep
+        items = []
+        for k, x in v.items():
+            if type(k) is not str:
+                raise TypeError("map key")
+            kb = k.encode("utf-8")
+            items.append((len(kb), kb, x))
+        # keys are unique, so sorting by (length, bytes) never compares the values
+        items.sort()
+        out.append(_head(0xA0, len(items)))
+        for n, kb, x in items:
+            out.append(_head(0x60, n))
+            out.append(kb)
+            _write(x, out, depth + 1)
+    elif type(v) is list or type(v) is tuple:
+        if depth >= MAX_DEPTH:
+            raise _TooDeep
+        out.append(_head(0x80, len(v)))
+        for x in v:
+            _write(x, out, depth + 1)
+    elif type(v) is bytes:
+        out.append(_head(0x40, len(v)))
+        out.append(v)
+    elif type(v) is float:
+        if not math.isfinite(v):
+            raise ValueError("float")
+        out.append(_pack_float(0xFB, v))  # always 64-bit
+    elif v is None:
+        out.append(b"\xf6")
+    elif v is True:
+        out.append(b"\xf5")
+    elif v is False:
+        out.append(b"\xf4")
+    elif type(v) is CID:
+        buf = v.buffer
+        out.append(b"\xd8\x2a" + _head(0x40, len(buf) + 1) + b"\x00")
+        out.append(buf)
+    else:
+        raise TypeError(type(v).__name__)
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _explain(v: object, path: list[str | int], depth: int) -> None:
+    """Walk the value and raise a DagCborError naming the first part _write refused."""
+
+    def fail(reason: str) -> DagCborError:
+        return DagCborError(reason, path=format_path(path))
+
+    if v is None or type(v) is bool or type(v) is bytes or type(v) is CID:
+        return
+    if type(v) is str:
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise fail(f"string is not valid Unicode text ({exc.reason})") from None
+        return
+    if type(v) is int:
+        if not INT_MIN <= v <= INT_MAX:
+            raise fail(f"integer {v} is outside the DAG-CBOR range -2**64 .. 2**64-1")
+        return
+    if type(v) is float:
+        if math.isnan(v):
+            raise fail("float NaN is not allowed")
+        if math.isinf(v):
+            raise fail(f"float {'-' if v < 0 else ''}Infinity is not allowed")
+        return
+    if (type(v) is list or type(v) is tuple or type(v) is dict) and depth >= MAX_DEPTH:
+        raise fail(f"nesting deeper than {MAX_DEPTH} levels (is the value cyclic?)")
+    if type(v) is dict:
+        for k, x in v.items():
+            if type(k) is not str:
+                raise fail(f"map key {k!r} is {type(k).__name__}; DAG-CBOR map keys must be str")
+            try:
+                k.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise fail(f"map key {k!r} is not valid Unicode text ({exc.reason})") from None
+            path.append(k)
+            _explain(x, path, depth + 1)
+            path.pop()
+        return
+    if type(v) is list or type(v) is tuple:
+        for i, x in enumerate(v):
+            path.append(i)
+            _explain(x, path, depth + 1)
+            path.pop()
+        return
+    raise fail(f"cannot encode {type(v).__name__}: the DAG-CBOR data model is {_DATA_MODEL}")
+
+
+# -- decode -----------------------------------------------------------------------------------
+
+
+def _tag_hook(tag: cbor2.CBORTag, immutable: bool) -> CID:
+    if tag.tag != 42:
+        raise DagCborError(f"tag {tag.tag} is not allowed")
+    v = tag.value
+    if type(v) is not bytes or v[:1] != b"\x00":
+        raise DagCborError("tag 42 must hold a byte string starting with 0x00")
+    try:
+        return CID.parse(v[1:])
+    except CIDError as exc:
+        raise DagCborError(f"invalid CID in tag 42: {exc}") from None
+
+
+def decode(data: bytes | bytearray | memoryview) -> object:
+    """Decode one canonical DAG-CBOR value; any other input raises DagCborError."""
+    data = bytes(data)
+    try:
+        value = cbor2.loads(
+            data,
+            tag_hook=_tag_hook,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            strict_hashable_types=True,
+            max_depth=MAX_DEPTH + 8,
+        )
+    except Exception:
+        pass
+    else:
+        # Re-encoding and comparing rejects every non-canonical form cbor2 lets through
+        # (non-minimal ints, short floats, key order, trailing bytes, simple values...).
+        out: list[bytes] = []
+        try:
+            _write(value, out, 0)
+        except Exception:
+            pass
+        else:
+            if b"".join(out) == data:
+                return value
+    return _diagnose(data)
+
+
+def _diagnose(data: bytes) -> object:
+    """Slow path: the pure-Python strict reader raises a precise error."""
+    from dag._cbor_strict import read
+
+    value = read(data)
+    # The strict reader accepted what the fast path refused; report the first differing byte.
+    again = encode(value)
+    if again == data:
+        return value
+    n = next((i for i, (a, b) in enumerate(zip(data, again, strict=False)) if a != b), None)
+    if n is None:
+        n = min(len(data), len(again))
+    raise DagCborError("not canonical DAG-CBOR: re-encoding differs here", offset=n)

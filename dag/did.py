@@ -1,0 +1,160 @@
+"""Ed25519 keys as did:key and libp2p peer ids (pynacl + base58); head.py signs with Keypair."""
+
+from __future__ import annotations
+
+from typing import Final, NoReturn, final
+
+import base58
+import nacl.exceptions
+import nacl.signing
+
+from dag.cid import CID, LIBP2P_KEY, CIDError, decode_varint
+
+ED25519_PUB: Final = 0xED
+_DID_KEY_PREFIX: Final = "did:key:"
+_MULTICODEC_ED25519: Final = b"\xed\x01"
+# Identity multihash (0x00, length 36) of the protobuf PublicKey{Type: Ed25519 (1), Data: 32 bytes}.
+_PEER_ID_PREFIX: Final = b"\x00\x24\x08\x01\x12\x20"
+
+
+class InvalidDid(ValueError):
+    """Not a did:key for an Ed25519 key; the message starts with the did:key spec's error name."""
+
+
+class InvalidPeerId(ValueError):
+    """Not a libp2p peer id that inlines an Ed25519 public key."""
+
+
+def _bad_did(name: str, detail: str) -> NoReturn:
+    raise InvalidDid(f"{name}: {detail}")
+
+
+def did_from_public_key(pub: bytes) -> str:
+    if len(pub) != 32:
+        _bad_did("invalidPublicKeyLength", f"Ed25519 public key must be 32 bytes, got {len(pub)}")
+    return (
+        _DID_KEY_PREFIX + "z" + base58.b58encode(_MULTICODEC_ED25519 + bytes(pub)).decode("ascii")
+    )
+
+
+def public_key_from_did(did: str) -> bytes:
+    """The 32-byte Ed25519 public key inside `did:key:z6Mk…`; raise InvalidDid otherwise."""
+    if not isinstance(did, str) or not did.startswith("did:"):
+        _bad_did("invalidDid", f"not a DID: {did!r}")
+    parts = did.split(":")
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        _bad_did("invalidDid", f"expected did:key:<multibase>, got {did!r}")
+    if parts[1] != "key":
+        _bad_did("methodNotSupported", f"DID method {parts[1]!r} is not 'key' in {did!r}")
+    mb = parts[2]
+    if not mb.startswith("z"):
+        _bad_did("invalidDid", f"multibase value must start with 'z' (base58btc) in {did!r}")
+    try:
+        raw = base58.b58decode(mb[1:])
+        codec, pos = decode_varint(raw)
+    except (ValueError, CIDError):
+        _bad_did("invalidDid", f"bad base58btc or multicodec varint in {did!r}")
+    if codec != ED25519_PUB:
+        _bad_did(
+            "unsupportedPublicKeyType",
+            f"multicodec 0x{codec:x} is not ed25519-pub (0xed) in {did!r}",
+        )
+    key = raw[pos:]
+    if len(key) != 32:
+        _bad_did("invalidPublicKeyLength", f"Ed25519 key is {len(key)} bytes, not 32, in {did!r}")
+    return key
+
+
+def peer_id_from_public_key(pub: bytes) -> str:
+    if len(pub) != 32:
+        raise InvalidPeerId(f"Ed25519 public key must be 32 bytes, got {len(pub)}")
+    return base58.b58encode(_PEER_ID_PREFIX + bytes(pub)).decode("ascii")
+
+
+def public_key_from_peer_id(pid: str) -> bytes:
+    """Accepts base58 `12D3KooW…` and CIDv1 libp2p-key forms (`bafz…`, `k51…`)."""
+    try:
+        if pid.startswith("1"):
+            mh = base58.b58decode(pid)
+        else:
+            cid = CID.parse(pid)
+            if cid.codec != LIBP2P_KEY:
+                raise InvalidPeerId(f"CID {pid!r} is not a libp2p-key (0x72) CID")
+            mh = cid.multihash
+    except (ValueError, CIDError) as exc:
+        if isinstance(exc, InvalidPeerId):
+            raise
+        raise InvalidPeerId(f"cannot decode peer id {pid!r}: {exc}") from None
+    if len(mh) != 38 or mh[:6] != _PEER_ID_PREFIX:
+        raise InvalidPeerId(f"{pid!r} is not an identity-multihash Ed25519 peer id (12D3KooW…)")
+    return mh[6:]
+
+
+def did_from_peer_id(pid: str) -> str:
+    return did_from_public_key(public_key_from_peer_id(pid))
+
+
+def peer_id_from_did(did: str) -> str:
+    return peer_id_from_public_key(public_key_from_did(did))
+
+
+def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Ed25519 detached-signature check; False (never an exception) for any bad input."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    try:
+        nacl.signing.VerifyKey(bytes(public_key)).verify(bytes(message), bytes(signature))
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError, TypeError):
+        return False
+    return True
+
+
+@final
+class Keypair:
+    """An Ed25519 signing key; repr never shows the seed."""
+
+    __slots__ = ("_signing", "did", "peer_id", "public_key")
+
+    _signing: nacl.signing.SigningKey
+    public_key: bytes
+    did: str
+    peer_id: str
+
+    def __init__(self, signing: nacl.signing.SigningKey) -> None:
+        object.__setattr__(self, "_signing", signing)
+        pub = bytes(signing.verify_key)
+        object.__setattr__(self, "public_key", pub)
+        object.__setattr__(self, "did", did_from_public_key(pub))
+        object.__setattr__(self, "peer_id", peer_id_from_public_key(pub))
+
+    @classmethod
+    def generate(cls) -> Keypair:
+        return cls(nacl.signing.SigningKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> Keypair:
+        if len(seed) != 32:
+            raise ValueError(f"Ed25519 seed must be 32 bytes, got {len(seed)}")
+        return cls(nacl.signing.SigningKey(bytes(seed)))
+
+    @property
+    def seed(self) -> bytes:
+        return bytes(self._signing)
+
+    def sign(self, msg: bytes) -> bytes:
+        """64-byte detached Ed25519 signature."""
+        return self._signing.sign(bytes(msg)).signature
+
+    def __repr__(self) -> str:
+        return f"Keypair({self.did})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Keypair):
+            return self.public_key == other.public_key
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.public_key)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Keypair is immutable")

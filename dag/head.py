@@ -1,0 +1,161 @@
+"""Signed head blocks (UCAN-1.0-shaped envelope) over a state root from state.py, keys from did.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, NoReturn
+
+from dag import cbor
+from dag.block import Block
+from dag.cid import CID, DAG_CBOR
+from dag.did import InvalidDid, Keypair, public_key_from_did, verify
+
+# varsig header: varsig 0x34, version 1, Ed25519 key (0xed), Ed25519 (0xed), sha2-512 (0x13),
+# payload encoding DAG-CBOR (0x71) -- the UCAN 1.0 spec's example header for EdDSA.
+VARSIG_ED25519_DAG_CBOR: Final = bytes.fromhex("3401ed01ed011371")
+HEAD_TAG: Final = "p2pico/head@1.0.0"
+# seq and ts must stay exact in JS engines.
+MAX_SAFE_INT: Final = 2**53 - 1
+# canonical array(2) head + bytes(64) head: the signed payload is everything after the signature.
+_ENVELOPE_PREFIX: Final = b"\x82\x58\x40"
+_BODY_KEYS: Final = frozenset({"pico", "seq", "prev", "state", "ts", "cause"})
+
+
+class InvalidHead(ValueError):
+    """A head block (or chain of them) is malformed, wrongly signed or broken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A verified head: pico `pico` committed state `state` as its `seq`-th head."""
+
+    pico: str
+    seq: int
+    prev: CID | None
+    state: CID
+    ts: int
+    cause: CID | None
+    cid: CID
+
+
+def _safe_int(name: str, v: object) -> int:
+    if type(v) is not int or not 0 <= v <= MAX_SAFE_INT:
+        raise InvalidHead(f"{name} must be an int in 0..2**53-1, got {v!r}")
+    return v
+
+
+def _cid(name: str, v: object) -> CID:
+    if isinstance(v, CID):
+        return v
+    raise InvalidHead(f"{name} must be a CID, got {v!r}")
+
+
+def _opt_cid(name: str, v: object) -> CID | None:
+    return None if v is None else _cid(name, v)
+
+
+def _check_genesis(seq: int, prev: CID | None) -> None:
+    if (seq == 0) != (prev is None):
+        raise InvalidHead(
+            f"seq {seq} with prev {prev}: exactly the genesis head (seq 0) has no prev"
+        )
+
+
+def sign_head(
+    keypair: Keypair, *, seq: int, prev: CID | None, state: CID, ts: int, cause: CID | None = None
+) -> Block:
+    """Build and sign a head block for `keypair`'s pico."""
+    _safe_int("seq", seq)
+    _safe_int("ts", ts)
+    _opt_cid("prev", prev)
+    _cid("state", state)
+    _opt_cid("cause", cause)
+    _check_genesis(seq, prev)
+    body = {"pico": keypair.did, "seq": seq, "prev": prev, "state": state, "ts": ts, "cause": cause}
+    payload = {"h": VARSIG_ED25519_DAG_CBOR, HEAD_TAG: body}
+    return Block.encode([keypair.sign(cbor.encode(payload)), payload])
+
+
+def verify_head(block: Block) -> Head:
+    """Check shape, header, signer and signature of a head block; return its body."""
+    try:
+        return _verify(block)
+    except InvalidHead as exc:
+        raise InvalidHead(f"head {block.cid}: {exc}") from None
+
+
+def _verify(block: Block) -> Head:
+    def bad(reason: str) -> NoReturn:
+        raise InvalidHead(reason)
+
+    if block.cid.codec != DAG_CBOR:
+        bad(f"codec must be dag-cbor, not 0x{block.cid.codec:x}")
+    value = block.value
+    if type(value) is not list or len(value) != 2:
+        bad("must be a 2-element array [signature, payload]")
+    sig, payload = value
+    if type(sig) is not bytes or len(sig) != 64:
+        bad("signature must be 64 bytes")
+    if type(payload) is not dict or set(payload) != {"h", HEAD_TAG}:
+        bad(f'payload must be a map with exactly the keys "h" and "{HEAD_TAG}"')
+    if payload["h"] != VARSIG_ED25519_DAG_CBOR:
+        bad(f"unsupported varsig header {payload['h']!r}")
+    body = payload[HEAD_TAG]
+    if type(body) is not dict or set(body) != _BODY_KEYS:
+        bad(f"body must be a map with exactly the keys {sorted(_BODY_KEYS)}")
+    pico = body["pico"]
+    if type(pico) is not str:
+        bad("pico must be a did:key string")
+    seq = _safe_int("seq", body["seq"])
+    ts = _safe_int("ts", body["ts"])
+    prev = _opt_cid("prev", body["prev"])
+    state = _cid("state", body["state"])
+    cause = _opt_cid("cause", body["cause"])
+    _check_genesis(seq, prev)
+    try:
+        key = public_key_from_did(pico)
+    except InvalidDid as exc:
+        bad(f"pico is not an Ed25519 did:key: {exc}")
+    # Block.decode/encode guarantee canonical bytes, so the signed payload is a slice of them.
+    data = block.data
+    if data[:3] != _ENVELOPE_PREFIX:  # pragma: no cover - implied by the checks above
+        bad("not a canonical envelope")
+    if not verify(key, data[67:], sig):
+        bad(f"signature does not verify for {pico}")
+    return Head(pico=pico, seq=seq, prev=prev, state=state, ts=ts, cause=cause, cid=block.cid)
+
+
+def verify_chain(get: Callable[[CID], Block | None], head_cid: CID) -> list[Head]:
+    """Verify the chain from `head_cid` back to genesis; return it oldest first."""
+    chain: list[Head] = []
+    cid: CID | None = head_cid
+    while cid is not None:
+        want = f"seq {chain[-1].seq - 1}" if chain else "the newest head"
+        block = get(cid)
+        if block is None:
+            raise InvalidHead(f"missing head block {cid} ({want})")
+        if block.cid != cid:
+            raise InvalidHead(f"asked for head {cid} ({want}) but got block {block.cid}")
+        head = verify_head(block)
+        if chain:
+            newer = chain[-1]
+            if head.pico != newer.pico:
+                raise InvalidHead(
+                    f"head {cid} (seq {head.seq}) is signed by {head.pico}, "
+                    f"but head {newer.cid} (seq {newer.seq}) by {newer.pico}"
+                )
+            if head.seq != newer.seq - 1:
+                raise InvalidHead(
+                    f"broken chain: head {newer.cid} (seq {newer.seq}) links to {cid} "
+                    f"with seq {head.seq}, expected {newer.seq - 1}"
+                )
+        chain.append(head)
+        cid = head.prev
+    chain.reverse()
+    return chain
+
+
+def detect_fork(a: Head, b: Head) -> bool:
+    """True when `a` and `b` prove equivocation: same pico and seq, different heads."""
+    return a.pico == b.pico and a.seq == b.seq and a.cid != b.cid

@@ -1,0 +1,139 @@
+"""Block stores (memory, SQLite) and DAG walking over blocks from block.py; state.py writes here."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from dag.block import Block
+from dag.cid import CID
+
+
+class MissingBlock(KeyError):
+    """A block needed to read or walk a DAG is not in the store."""
+
+    def __init__(self, cid: CID, context: str = "") -> None:
+        self.cid = cid
+        super().__init__(f"block {cid} is not in the store{context}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@runtime_checkable
+class BlockStore(Protocol):
+    def get(self, cid: CID) -> bytes | None: ...
+    def has(self, cid: CID) -> bool: ...
+    def put(self, block: Block) -> None: ...
+    def put_many(self, blocks: Iterable[Block]) -> None: ...
+    def get_block(self, cid: CID) -> Block | None:
+        """The block for `cid`, re-verified against it; None if absent."""
+        ...
+
+
+class MemoryBlockStore:
+    """Blocks in a dict; for tests and short-lived engines."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[CID, bytes] = {}
+
+    def get(self, cid: CID) -> bytes | None:
+        return self._blocks.get(cid)
+
+    def has(self, cid: CID) -> bool:
+        return cid in self._blocks
+
+    def put(self, block: Block) -> None:
+        self._blocks[block.cid] = block.data
+
+    def put_many(self, blocks: Iterable[Block]) -> None:
+        for block in blocks:
+            self._blocks[block.cid] = block.data
+
+    def get_block(self, cid: CID) -> Block | None:
+        data = self._blocks.get(cid)
+        return None if data is None else Block.decode(cid, data)
+
+    def cids(self) -> Iterator[CID]:
+        return iter(list(self._blocks))
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+
+class SqliteBlockStore:
+    """Blocks in one SQLite table `blocks(cid BLOB PRIMARY KEY, data BLOB)`, WAL mode, one thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        # isolation_level=None: autocommit, so put_many can own its BEGIN/COMMIT.
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS blocks (cid BLOB PRIMARY KEY, data BLOB NOT NULL)"
+        )
+
+    def get(self, cid: CID) -> bytes | None:
+        row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid.buffer,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def has(self, cid: CID) -> bool:
+        row = self._db.execute("SELECT 1 FROM blocks WHERE cid = ?", (cid.buffer,)).fetchone()
+        return row is not None
+
+    def put(self, block: Block) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", (block.cid.buffer, block.data)
+        )
+
+    def put_many(self, blocks: Iterable[Block]) -> None:
+        rows = [(b.cid.buffer, b.data) for b in blocks]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def get_block(self, cid: CID) -> Block | None:
+        data = self.get(cid)
+        return None if data is None else Block.decode(cid, data)
+
+    def cids(self) -> Iterator[CID]:
+        rows = self._db.execute("SELECT cid FROM blocks").fetchall()
+        return (CID.parse(bytes(r[0])) for r in rows)
+
+    def __len__(self) -> int:
+        (n,) = self._db.execute("SELECT count(*) FROM blocks").fetchone()
+        return int(n)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteBlockStore:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def walk(store: BlockStore, root: CID) -> Iterator[Block]:
+    """Yield every block reachable from `root` once, depth-first, verifying each."""
+    seen = {root}
+    stack = [root]
+    while stack:
+        cid = stack.pop()
+        block = store.get_block(cid)
+        if block is None:
+            raise MissingBlock(cid, f" (reachable from {root})")
+        yield block
+        for link in reversed(block.links()):
+            if link not in seen:
+                seen.add(link)
+                stack.append(link)

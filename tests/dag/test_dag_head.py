@@ -1,0 +1,176 @@
+import dataclasses
+import itertools
+
+import pytest
+
+from dag import cbor
+from dag.block import Block, BlockMismatchError
+from dag.cbor import DagCborError
+from dag.cid import CID
+from dag.did import Keypair, verify
+from dag.head import (
+    HEAD_TAG,
+    VARSIG_ED25519_DAG_CBOR,
+    Head,
+    InvalidHead,
+    detect_fork,
+    sign_head,
+    verify_chain,
+    verify_head,
+)
+
+KP = Keypair.from_seed(bytes(32))
+OTHER = Keypair.from_seed(bytes(31) + b"\x01")
+STATE = CID.of(b"state")
+
+
+def test_sign_and_verify() -> None:
+    block = sign_head(KP, seq=0, prev=None, state=STATE, ts=1_700_000_000_000)
+    head = verify_head(block)
+    assert head == Head(
+        pico=KP.did, seq=0, prev=None, state=STATE, ts=1_700_000_000_000, cause=None, cid=block.cid
+    )
+    value = block.value
+    assert isinstance(value, list)
+    sig, payload = value
+    assert payload["h"] == VARSIG_ED25519_DAG_CBOR == bytes.fromhex("3401ed01ed011371")
+    assert set(payload[HEAD_TAG]) == {"pico", "seq", "prev", "state", "ts", "cause"}
+    assert verify(KP.public_key, cbor.encode(payload), sig)  # signature is over DAG-CBOR(payload)
+    assert block.links() == [STATE]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        head.seq = 1  # type: ignore[misc]
+
+
+def test_deterministic() -> None:
+    a = sign_head(KP, seq=1, prev=STATE, state=STATE, ts=5, cause=STATE)
+    assert a.cid == sign_head(KP, seq=1, prev=STATE, state=STATE, ts=5, cause=STATE).cid
+
+
+def _resign(
+    body_changes: dict[str, object], *, key: Keypair = KP, header: bytes = VARSIG_ED25519_DAG_CBOR
+) -> Block:
+    body = {
+        "pico": KP.did,
+        "seq": 0,
+        "prev": None,
+        "state": STATE,
+        "ts": 1,
+        "cause": None,
+        **body_changes,
+    }
+    payload = {"h": header, HEAD_TAG: body}
+    return Block.encode([key.sign(cbor.encode(payload)), payload])
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        (_resign({}, key=OTHER), "signature does not verify for did:key:z6MkiTBz"),
+        (_resign({"pico": OTHER.did}), "signature does not verify for did:key:z6Mkjchh"),
+        (_resign({}, header=b"\x34\x01"), "unsupported varsig header"),
+        (_resign({"seq": -1}), "seq must be an int in 0..2\\*\\*53-1, got -1"),
+        (_resign({"seq": True}), "seq must be an int"),
+        (_resign({"ts": 2**53}), "ts must be an int"),
+        (_resign({"seq": 1}), "exactly the genesis head"),
+        (_resign({"state": "bafy"}), "state must be a CID, got 'bafy'"),
+        (_resign({"pico": "did:web:x"}), "pico is not an Ed25519 did:key: methodNotSupported"),
+        (_resign({"extra": 1}), "body must be a map with exactly the keys"),
+        (Block.encode({"not": "a head"}), "must be a 2-element array"),
+        (Block.encode([b"x", {}]), "signature must be 64 bytes"),
+        (Block.encode([bytes(64), {"h": b""}]), "payload must be a map with exactly the keys"),
+        (Block.raw(b"raw"), "codec must be dag-cbor"),
+    ],
+)
+def test_invalid_heads(block: Block, message: str) -> None:
+    with pytest.raises(InvalidHead, match=f"^head {block.cid}: .*{message}"):
+        verify_head(block)
+
+
+def test_tampered_bytes_rejected() -> None:
+    block = sign_head(KP, seq=0, prev=None, state=STATE, ts=7)
+    for i in range(len(block.data)):
+        for bit in (0x01, 0x80):
+            data = bytearray(block.data)
+            data[i] ^= bit
+            # same CID: the bytes no longer match it
+            with pytest.raises(BlockMismatchError):
+                Block.decode(block.cid, bytes(data))
+            # re-addressed: either not DAG-CBOR any more, or not a valid head
+            with pytest.raises((DagCborError, InvalidHead)):
+                verify_head(Block.decode(CID.of(bytes(data)), bytes(data)))
+
+
+def test_sign_head_rejects_bad_arguments() -> None:
+    with pytest.raises(InvalidHead, match="exactly the genesis head"):
+        sign_head(KP, seq=0, prev=STATE, state=STATE, ts=0)
+    with pytest.raises(InvalidHead, match="seq must be an int"):
+        sign_head(KP, seq=2**53, prev=STATE, state=STATE, ts=0)
+    with pytest.raises(InvalidHead, match="state must be a CID"):
+        sign_head(KP, seq=0, prev=None, state="x", ts=0)  # type: ignore[arg-type]
+
+
+def _chain(n: int, key: Keypair = KP) -> list[Block]:
+    blocks: list[Block] = []
+    for seq in range(n):
+        prev = blocks[-1].cid if blocks else None
+        blocks.append(sign_head(key, seq=seq, prev=prev, state=CID.of(b"%d" % seq), ts=1000 + seq))
+    return blocks
+
+
+def test_verify_chain() -> None:
+    blocks = _chain(5)
+    by_cid = {b.cid: b for b in blocks}
+    heads = verify_chain(by_cid.get, blocks[-1].cid)
+    assert [h.seq for h in heads] == [0, 1, 2, 3, 4]
+    assert [h.cid for h in heads] == [b.cid for b in blocks]
+    assert heads[0].prev is None
+    assert all(h.prev == p.cid for p, h in itertools.pairwise(heads))
+
+
+def test_verify_chain_missing_block() -> None:
+    blocks = _chain(5)
+    by_cid = {b.cid: b for b in blocks if b is not blocks[2]}
+    with pytest.raises(InvalidHead, match=f"^missing head block {blocks[2].cid} \\(seq 2\\)$"):
+        verify_chain(by_cid.get, blocks[-1].cid)
+    with pytest.raises(InvalidHead, match=r"missing head block .* \(the newest head\)"):
+        verify_chain(lambda cid: None, blocks[-1].cid)
+
+
+def test_verify_chain_broken() -> None:
+    blocks = _chain(3)
+    skip = sign_head(KP, seq=3 + 1, prev=blocks[1].cid, state=STATE, ts=9)  # seq 4 -> seq 1
+    by_cid = {b.cid: b for b in [*blocks, skip]}
+    with pytest.raises(
+        InvalidHead,
+        match=f"broken chain: head {skip.cid} \\(seq 4\\) links to {blocks[1].cid} with seq 1, expected 3",
+    ):
+        verify_chain(by_cid.get, skip.cid)
+
+
+def test_verify_chain_other_signer() -> None:
+    mine = _chain(2)
+    theirs = sign_head(OTHER, seq=2, prev=mine[1].cid, state=STATE, ts=9)
+    by_cid = {b.cid: b for b in [*mine, theirs]}
+    with pytest.raises(
+        InvalidHead,
+        match=f"is signed by {KP.did}, but head {theirs.cid} \\(seq 2\\) by {OTHER.did}",
+    ):
+        verify_chain(by_cid.get, theirs.cid)
+
+
+def test_verify_chain_wrong_block_returned() -> None:
+    blocks = _chain(2)
+    with pytest.raises(InvalidHead, match="but got block"):
+        verify_chain(lambda cid: blocks[0], blocks[1].cid)
+
+
+def test_detect_fork() -> None:
+    g = sign_head(KP, seq=0, prev=None, state=STATE, ts=1)
+    a = verify_head(sign_head(KP, seq=1, prev=g.cid, state=CID.of(b"a"), ts=2))
+    b = verify_head(sign_head(KP, seq=1, prev=g.cid, state=CID.of(b"b"), ts=2))
+    assert detect_fork(a, b)
+    assert detect_fork(b, a)
+    assert not detect_fork(a, a)
+    assert not detect_fork(a, verify_head(g))
+    c = verify_head(sign_head(OTHER, seq=1, prev=g.cid, state=CID.of(b"a"), ts=2))
+    assert not detect_fork(a, c)
