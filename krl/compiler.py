@@ -1,0 +1,823 @@
+"""Compile ``ast`` nodes from the parser into Python closures for the runtime.
+
+Neighbours: ``parser`` (syntax trees in), ``runtime`` (the :class:`~krl.runtime.Ruleset`
+out, and the value semantics), ``stdlib`` (operators and built-in functions).
+
+Design: every expression becomes a closure ``eval(frame, run) -> value`` and every
+statement a closure ``exec(frame, run) -> None``, built once when the ruleset is
+loaded. Names are resolved here, at compile time, to (scope depth, slot index), so
+running a rule never looks a name up by string. A frame is a Python list whose slot
+0 links to the enclosing scope's frame (rule frame -> global frame; function frame
+-> the frame the function literal was evaluated in). No Python source is generated
+and nothing is passed to ``eval``/``exec``.
+
+Safety: KRL can only reach what these closures reach: member access goes through
+``stdlib.get_key``/``get_path`` (maps and arrays only), calls only accept KRL and
+stdlib functions, and the engine is reached only through the ``Context`` protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from . import ast
+from .errors import KrlCompileError, KrlRuntimeError
+from .parser import parse_ruleset
+from .runtime import (
+    Eval,
+    Event,
+    Exec,
+    Frame,
+    FunctionCode,
+    KrlCallable,
+    KrlFunction,
+    Matcher,
+    Rule,
+    Ruleset,
+    Run,
+    StdlibFunction,
+    StopRule,
+    to_plain,
+    to_string,
+    truthy,
+    type_of,
+)
+from .stdlib import (
+    ACTIONS,
+    BINARY_OPS,
+    MODULES,
+    STDLIB,
+    compile_regex,
+    delete_path,
+    get_key,
+    get_path,
+    key_path,
+    op_neg,
+    set_path,
+)
+
+__all__ = ["compile_ruleset"]
+
+
+def compile_ruleset(source: str, *, filename: str = "<krl>") -> Ruleset:
+    """Parse and compile KRL source; raises KrlSyntaxError or KrlCompileError."""
+    tree = parse_ruleset(source)
+    return _Compiler(source, filename, tree.rid).ruleset(tree)
+
+
+class Scope:
+    """Compile-time map from names to frame slots; one per global/rule/function body."""
+
+    def __init__(self, parent: Scope | None) -> None:
+        self.parent = parent
+        self.names: dict[str, int] = {}
+        self.size = 1  # slot 0 links to the parent frame
+
+    def declare(self, name: str) -> int:
+        slot = self.names.get(name)
+        if slot is None:
+            slot = self.names[name] = self.size
+            self.size += 1
+        return slot
+
+    def resolve(self, name: str) -> tuple[int, int] | None:
+        scope: Scope | None = self
+        depth = 0
+        while scope is not None:
+            slot = scope.names.get(name)
+            if slot is not None:
+                return depth, slot
+            scope = scope.parent
+            depth += 1
+        return None
+
+
+def _annotate(err: KrlRuntimeError, span: ast.Span) -> None:
+    if err.span is None:
+        err.span = (span.start, span.end)
+
+
+def _const(value: object) -> Eval:
+    return lambda f, r: value
+
+
+def _read(depth: int, slot: int) -> Eval:
+    if depth == 0:
+        return lambda f, r: f[slot]
+    if depth == 1:
+        return lambda f, r: f[0][slot]
+    if depth == 2:
+        return lambda f, r: f[0][0][slot]
+
+    def read(f: Frame, r: Run) -> Any:
+        for _ in range(depth):
+            f = f[0]
+        return f[slot]
+
+    return read
+
+
+def _is_constant(node: ast.Expr) -> bool:
+    return isinstance(node, ast.Null | ast.Boolean | ast.Number | ast.String | ast.RegExp)
+
+
+def _is_pure(node: object) -> bool:
+    """True if evaluating ``node`` cannot observe the pico, the event or the clock."""
+    if isinstance(node, ast.Function):
+        return True  # its body runs later, with the caller's context
+    if isinstance(node, ast.DomainIdentifier | ast.Call | ast.DotCall):
+        return False
+    if dataclasses.is_dataclass(node):
+        return all(_is_pure(getattr(node, f.name)) for f in dataclasses.fields(node))
+    if isinstance(node, tuple):
+        return all(_is_pure(item) for item in node)
+    return True
+
+
+class _Compiler:
+    def __init__(self, source: str, filename: str, rid: str) -> None:
+        self.source = source
+        self.filename = filename
+        self.rid = rid
+
+    def fail(self, message: str, span: ast.Span) -> NoReturn:
+        raise KrlCompileError.at(message, self.source, span.start, self.filename)
+
+    # -- ruleset ---------------------------------------------------------
+
+    def ruleset(self, tree: ast.Ruleset) -> Ruleset:
+        meta, shares, provides = self.meta(tree)
+        gscope = Scope(None)
+        global_steps, globals_pure = self.globals(tree.global_decls, gscope)
+        for names, what in ((shares, "shares"), (provides, "provides")):
+            for ident in names:
+                if ident.name not in gscope.names:
+                    self.fail(
+                        f"'{ident.name}' is listed in {what} but not declared in global", ident.span
+                    )
+        rules: list[Rule] = []
+        seen: dict[str, ast.Rule] = {}
+        for node in tree.rules:
+            if node.name.name in seen:
+                self.fail(f"duplicate rule name '{node.name.name}'", node.name.span)
+            seen[node.name.name] = node
+            if node.active:
+                rules.append(self.rule(node, gscope))
+        nglobals = gscope.size
+        steps = tuple(global_steps)
+
+        def global_init(run: Run) -> Frame:
+            frame: Frame = [None] * nglobals
+            for slot, ev in steps:
+                frame[slot] = ev(frame, run)
+            return frame
+
+        return Ruleset(
+            rid=tree.rid,
+            meta=meta,
+            shares=frozenset(i.name for i in shares),
+            provides=frozenset(i.name for i in provides),
+            rules=tuple(rules),
+            global_names=dict(gscope.names),
+            global_init=global_init,
+            globals_are_pure=globals_pure,
+            source=self.source,
+            filename=self.filename,
+        )
+
+    def meta(
+        self, tree: ast.Ruleset
+    ) -> tuple[dict[str, object], list[ast.Identifier], list[ast.Identifier]]:
+        meta: dict[str, object] = {}
+        shares: list[ast.Identifier] = []
+        provides: list[ast.Identifier] = []
+        for prop in tree.meta:
+            if isinstance(prop, ast.UseModule):
+                self.fail("'use module' is not supported yet", prop.span)
+            if isinstance(prop, ast.Configure):
+                self.fail("'configure using' is not supported yet", prop.span)
+            if prop.key in meta:
+                self.fail(f"meta property '{prop.key}' is given more than once", prop.span)
+            if isinstance(prop, ast.MetaNames):
+                (shares if prop.key == "shares" else provides).extend(prop.names)
+                meta[prop.key] = [i.name for i in prop.names]
+            else:
+                meta[prop.key] = self.constant(prop.value, f"meta {prop.key}")
+        return meta, shares, provides
+
+    def constant(self, node: ast.Expr, what: str) -> object:
+        if isinstance(node, ast.Null):
+            return None
+        if isinstance(node, ast.Boolean | ast.Number | ast.String):
+            return node.value
+        if isinstance(node, ast.Chevron) and all(isinstance(p, ast.String) for p in node.parts):
+            return "".join(p.value for p in node.parts if isinstance(p, ast.String))
+        self.fail(f"{what} must be a constant (a string, number, boolean or null)", node.span)
+
+    def globals(
+        self, decls: Sequence[ast.Declaration], scope: Scope
+    ) -> tuple[list[tuple[int, Eval]], bool]:
+        """Values are compiled in order (no forward references); functions see every name."""
+        seen: set[str] = set()
+        for decl in decls:
+            if decl.name.name in seen:
+                self.fail(f"'{decl.name.name}' is already declared in global", decl.name.span)
+            seen.add(decl.name.name)
+            if isinstance(decl.value, ast.Function):
+                scope.declare(decl.name.name)
+        evals: dict[int, Eval] = {}
+        later: list[ast.Declaration] = []
+        for decl in decls:
+            if isinstance(decl.value, ast.Function):
+                later.append(decl)
+                continue
+            ev = self.expr(decl.value, scope)
+            evals[id(decl)] = ev
+            scope.declare(decl.name.name)
+        for decl in later:
+            evals[id(decl)] = self.expr(decl.value, scope, decl.name.name)
+        steps = [(scope.names[d.name.name], evals[id(d)]) for d in decls]
+        return steps, all(_is_pure(d.value) for d in decls)
+
+    # -- rules -----------------------------------------------------------
+
+    def rule(self, node: ast.Rule, gscope: Scope) -> Rule:
+        scope = Scope(gscope)
+        setting_names: list[str] = []
+        self.collect_settings(node.select, setting_names)
+        for name in setting_names:
+            scope.declare(name)
+        matcher, events = self.event_expr(node.select, scope)
+        needs_globals = self.has_where(node.select)
+        if node.foreach:
+            self.fail("'foreach' is not supported yet", node.foreach[0].span)
+
+        pre: list[tuple[int, Eval]] = []
+        declared: set[str] = set()
+        for decl in node.pre:
+            if decl.name.name in declared:
+                self.fail(f"'{decl.name.name}' is already declared in pre", decl.name.span)
+            declared.add(decl.name.name)
+            ev = self.expr(decl.value, scope, decl.name.name)
+            pre.append((scope.declare(decl.name.name), ev))
+        pre_steps = tuple(pre)
+
+        condition: Eval | None = None
+        actions: tuple[Exec, ...] = ()
+        has_actions = node.action_block is not None
+        if node.action_block is not None:
+            block = node.action_block
+            if block.condition is not None:
+                condition = self.expr(block.condition, scope)
+            if block.kind != "every":
+                self.fail(f"'{block.kind}' action blocks are not supported yet", block.span)
+            actions = tuple(self.action(a, scope) for a in block.actions)
+
+        post = node.postlude
+        fired = self.statements(post.fired if post else None, scope)
+        notfired = self.statements(post.notfired if post else None, scope)
+        always = self.statements(post.always if post else None, scope)
+
+        def body(frame: Frame, run: Run) -> bool:
+            for slot, ev in pre_steps:
+                frame[slot] = ev(frame, run)
+            did_fire = True
+            if has_actions:
+                did_fire = condition is None or truthy(condition(frame, run))
+                if did_fire:
+                    for act in actions:
+                        act(frame, run)
+            run.fired = did_fire
+            for stmt in fired if did_fire else notfired:
+                stmt(frame, run)
+            for stmt in always:
+                stmt(frame, run)
+            return did_fire
+
+        return Rule(
+            node.name.name, events, tuple(setting_names), matcher, needs_globals, body, scope.size
+        )
+
+    def collect_settings(self, node: ast.EventExpr, out: list[str]) -> None:
+        if isinstance(node, ast.EventPattern):
+            for ident in node.setting:
+                if ident.name not in out:
+                    out.append(ident.name)
+        else:
+            for arg in node.args:
+                self.collect_settings(arg, out)
+
+    def has_where(self, node: ast.EventExpr) -> bool:
+        if isinstance(node, ast.EventPattern):
+            return node.where is not None
+        return any(self.has_where(a) for a in node.args)
+
+    def event_expr(
+        self, node: ast.EventExpr, scope: Scope
+    ) -> tuple[Matcher, frozenset[tuple[str, str]]]:
+        if isinstance(node, ast.EventPattern):
+            return self.event_pattern(node, scope), frozenset({(node.domain, node.type)})
+        if node.op != "or":
+            self.fail(f"'{node.op}' in select when is not supported yet (only 'or')", node.span)
+        branches = [self.event_expr(arg, scope) for arg in node.args]
+        slot_sets = [self.pattern_slots(arg, scope) for arg in node.args]
+        plans: list[tuple[Matcher, tuple[int, ...]]] = []
+        for i, (matcher, _) in enumerate(branches):
+            others = {s for j, slots in enumerate(slot_sets) if j != i for s in slots}
+            plans.append((matcher, tuple(sorted(others - set(slot_sets[i])))))
+        events = frozenset().union(*(e for _, e in branches))
+
+        def match_or(event: Event, frame: Frame, run: Run) -> bool:
+            for matcher, clear in plans:
+                if matcher(event, frame, run):
+                    for slot in clear:  # the branch that did not match binds null
+                        frame[slot] = None
+                    return True
+            return False
+
+        return match_or, events
+
+    def pattern_slots(self, node: ast.EventExpr, scope: Scope) -> set[int]:
+        names: list[str] = []
+        self.collect_settings(node, names)
+        return {scope.names[n] for n in names}
+
+    def event_pattern(self, node: ast.EventPattern, scope: Scope) -> Matcher:
+        domain, etype = node.domain, node.type
+        checks = tuple((a.name, self.regex(a.regex).pattern) for a in node.attrs)
+        slots = tuple(scope.names[i.name] for i in node.setting)
+        where = self.expr(node.where, scope) if node.where is not None else None
+        where_span = node.where.span if node.where is not None else node.span
+
+        def match(event: Event, frame: Frame, run: Run) -> bool:
+            if event.type != etype or event.domain != domain:
+                return False
+            captures: list[object] = []
+            attrs = event.attrs
+            for name, pattern in checks:
+                value = attrs.get(name)
+                m = pattern.search("" if value is None else to_string(value))
+                if m is None:
+                    return False
+                captures.extend(m.groups())
+            for i, slot in enumerate(slots):
+                frame[slot] = captures[i] if i < len(captures) else None
+            if where is not None:
+                try:
+                    return truthy(where(frame, run))
+                except KrlRuntimeError as err:
+                    _annotate(err, where_span)
+                    raise
+            return True
+
+        return match
+
+    def action(self, node: ast.Action, scope: Scope) -> Exec:
+        callee = node.callee
+        if isinstance(callee, ast.DomainIdentifier):
+            self.fail(
+                f"the action '{callee.domain}:{callee.name}' is not supported yet", callee.span
+            )
+        fn = ACTIONS.get(callee.name)
+        if scope.resolve(callee.name) is not None or fn is None:
+            self.fail(f"'{callee.name}' is not an action", callee.span)
+        call = self.static_call(fn, (), node.args, scope, node.span)
+        if not node.setting:
+
+            def act(frame: Frame, run: Run) -> None:
+                call(frame, run)
+
+            return act
+        if len(node.setting) > 1:
+            self.fail("an action can set only one variable", node.setting[1].span)
+        slot = scope.declare(node.setting[0].name)
+
+        def act_setting(frame: Frame, run: Run) -> None:
+            frame[slot] = call(frame, run)
+
+        return act_setting
+
+    # -- postlude statements ---------------------------------------------
+
+    def statements(self, nodes: Sequence[ast.Statement] | None, scope: Scope) -> tuple[Exec, ...]:
+        return tuple(self.statement(n, scope) for n in nodes or ())
+
+    def statement(self, node: ast.Statement, scope: Scope) -> Exec:
+        inner = self.statement_core(node, scope)
+        span = node.span
+
+        def stmt(frame: Frame, run: Run) -> None:
+            try:
+                inner(frame, run)
+            except KrlRuntimeError as err:
+                _annotate(err, span)
+                raise
+
+        return stmt
+
+    def statement_core(self, node: ast.Statement, scope: Scope) -> Exec:
+        rid = self.rid
+        if isinstance(node, ast.Guarded):
+            inner = self.statement_core(node.statement, scope)
+            if node.condition is None:  # "on final": every run is final without foreach
+                return inner
+            cond = self.expr(node.condition, scope)
+
+            def guarded(frame: Frame, run: Run) -> None:
+                if truthy(cond(frame, run)):
+                    inner(frame, run)
+
+            return guarded
+        if isinstance(node, ast.Declaration):
+            value = self.expr(node.value, scope, node.name.name)
+            slot = scope.declare(node.name.name)
+
+            def declare(frame: Frame, run: Run) -> None:
+                frame[slot] = value(frame, run)
+
+            return declare
+        if isinstance(node, ast.EntAssign):
+            return self.ent_assign(node, scope)
+        if isinstance(node, ast.ClearEnt):
+            name = node.name
+            if node.path is None:
+                return lambda f, r: r.ctx.ent_clear(rid, name)
+            path = self.expr(node.path, scope)
+
+            def clear_path(frame: Frame, run: Run) -> None:
+                current = run.ctx.ent_get(rid, name)
+                run.ctx.ent_set(rid, name, delete_path(current, key_path(path(frame, run))))
+
+            return clear_path
+        if isinstance(node, ast.RaiseEvent):
+            return self.raise_event(node, scope)
+        if isinstance(node, ast.LogStatement):
+            level = node.level
+            message = self.expr(node.message, scope)
+            return lambda f, r: r.ctx.log(level, to_string(message(f, r)))
+        if isinstance(node, ast.Last):
+
+            def last(frame: Frame, run: Run) -> None:
+                run.last = True
+                raise StopRule
+
+            return last
+        raise AssertionError(f"unknown statement {node!r}")  # pragma: no cover
+
+    def ent_assign(self, node: ast.EntAssign, scope: Scope) -> Exec:
+        rid, name = self.rid, node.name
+        value = self.expr(node.value, scope)
+        what = f"the value of ent:{name}"
+        if node.path is None:
+
+            def assign(frame: Frame, run: Run) -> None:
+                v = to_plain(value(frame, run), what)
+                if v is None:
+                    run.ctx.ent_clear(rid, name)
+                else:
+                    run.ctx.ent_set(rid, name, v)
+
+            return assign
+        path = self.expr(node.path, scope)
+
+        def assign_path(frame: Frame, run: Run) -> None:
+            keys = key_path(path(frame, run))
+            v = to_plain(value(frame, run), what)
+            current = run.ctx.ent_get(rid, name)
+            run.ctx.ent_set(rid, name, set_path(current, keys, v, lists=True))
+
+        return assign_path
+
+    def raise_event(self, node: ast.RaiseEvent, scope: Scope) -> Exec:
+        static_domain = node.domain
+        etype = self.expr(node.type, scope)
+        attributes = self.expr(node.attributes, scope) if node.attributes is not None else None
+        for_rid = self.expr(node.for_rid, scope) if node.for_rid is not None else None
+
+        def raise_(frame: Frame, run: Run) -> None:
+            kind = to_string(etype(frame, run))
+            if static_domain is None:
+                domain, sep, kind = re.sub(r"\s+", "", kind).partition(":")
+                if not sep or not domain or not kind:
+                    raise KrlRuntimeError(f'raise event expects "domain:type", found {kind!r}')
+            else:
+                domain = static_domain
+            attrs = attributes(frame, run) if attributes is not None else None
+            if attrs is None:
+                attrs = {}
+            if not isinstance(attrs, dict):
+                raise KrlRuntimeError(f"event attributes must be a Map, not {type_of(attrs)}")
+            target = for_rid(frame, run) if for_rid is not None else None
+            run.ctx.raise_event(
+                domain,
+                kind,
+                to_plain(attrs, "event attributes"),
+                None if target is None else to_string(target),
+            )
+
+        return raise_
+
+    # -- expressions -------------------------------------------------------
+
+    def regex(self, node: ast.RegExp) -> Any:
+        try:
+            return compile_regex(node.pattern, node.flags)
+        except ValueError as err:
+            self.fail(str(err), node.span)
+
+    def expr(self, node: ast.Expr, scope: Scope, name: str = "function") -> Eval:
+        if isinstance(node, ast.Null):
+            return _const(None)
+        if isinstance(node, ast.Boolean | ast.Number | ast.String):
+            return _const(node.value)
+        if isinstance(node, ast.RegExp):
+            return _const(self.regex(node))
+        if isinstance(node, ast.Identifier):
+            return self.identifier(node, scope)
+        if isinstance(node, ast.DomainIdentifier):
+            return self.domain_identifier(node)
+        if isinstance(node, ast.Function):
+            return self.function(node, scope, name)
+        method = getattr(self, "expr_" + type(node).__name__)
+        result: Eval = method(node, scope)
+        return result
+
+    def expr_Chevron(self, node: ast.Chevron, scope: Scope) -> Eval:
+        parts = tuple(self.expr(p, scope) for p in node.parts)
+        if all(isinstance(p, ast.String) for p in node.parts):
+            return _const("".join(p.value for p in node.parts if isinstance(p, ast.String)))
+        return lambda f, r: "".join([to_string(p(f, r)) for p in parts])
+
+    def expr_Array(self, node: ast.Array, scope: Scope) -> Eval:
+        if all(_is_constant(i) for i in node.items):
+            value = [
+                self.constant(i, "") if not isinstance(i, ast.RegExp) else self.regex(i)
+                for i in node.items
+            ]
+            return lambda f, r: value  # never mutated, so it can be shared
+        items = tuple(self.expr(i, scope) for i in node.items)
+        return lambda f, r: [item(f, r) for item in items]
+
+    def expr_Map(self, node: ast.Map, scope: Scope) -> Eval:
+        entries = tuple((k.value, self.expr(v, scope)) for k, v in node.entries)
+        return lambda f, r: {k: v(f, r) for k, v in entries}
+
+    def identifier(self, node: ast.Identifier, scope: Scope) -> Eval:
+        where = scope.resolve(node.name)
+        if where is not None:
+            return _read(*where)
+        fn = STDLIB.get(node.name)
+        if fn is not None:
+            return _const(fn)
+        if node.name in ACTIONS:
+            self.fail(
+                f"'{node.name}' is an action and can only be used in an action block", node.span
+            )
+        self.fail(f"undefined name '{node.name}'", node.span)
+
+    def domain_identifier(self, node: ast.DomainIdentifier) -> Eval:
+        if node.domain == "ent":
+            rid, name = self.rid, node.name
+            return lambda f, r: r.ctx.ent_get(rid, name)
+        member = self.module_member(node)
+        if isinstance(member, StdlibFunction):  # a module function used without ()
+            impl = member.impl
+            return lambda f, r: impl(r)
+        prop = member
+        return lambda f, r: prop(r)
+
+    def module_member(self, node: ast.DomainIdentifier) -> Any:
+        module = MODULES.get(node.domain)
+        if module is None:
+            self.fail(f"unknown module '{node.domain}' (modules are not supported yet)", node.span)
+        member = module.get(node.name)
+        if member is None:
+            self.fail(f"'{node.domain}:{node.name}' is not defined", node.span)
+        return member
+
+    def function(self, node: ast.Function, scope: Scope, name: str) -> Eval:
+        fscope = Scope(scope)
+        params: list[tuple[str, Eval | None]] = []
+        for param in node.params:
+            if param.name in fscope.names:
+                self.fail(f"duplicate parameter '{param.name}'", param.span)
+            default = self.expr(param.default, fscope) if param.default is not None else None
+            fscope.declare(param.name)
+            params.append((param.name, default))
+        body: list[tuple[int, Eval]] = []
+        for decl in node.body:
+            if decl.name.name in fscope.names:
+                self.fail(
+                    f"'{decl.name.name}' is already declared in this function", decl.name.span
+                )
+            ev = self.expr(decl.value, fscope, decl.name.name)
+            body.append((fscope.declare(decl.name.name), ev))
+        result = self.expr(node.result, fscope)
+        code = FunctionCode(tuple(params), tuple(body), result, fscope.size, name)
+        return lambda f, r: KrlFunction(code, f)
+
+    def expr_Unary(self, node: ast.Unary, scope: Scope) -> Eval:
+        operand = self.expr(node.operand, scope)
+        if node.op == "not":
+            return lambda f, r: not truthy(operand(f, r))
+        if node.op == "+":
+            return operand
+        span = node.span
+
+        def negate(f: Frame, r: Run) -> Any:
+            try:
+                return op_neg(operand(f, r))
+            except KrlRuntimeError as err:
+                _annotate(err, span)
+                raise
+
+        return negate
+
+    def expr_Binary(self, node: ast.Binary, scope: Scope) -> Eval:
+        left = self.expr(node.left, scope)
+        right = self.expr(node.right, scope)
+        if node.op == "&&":
+
+            def and_(f: Frame, r: Run) -> Any:
+                value = left(f, r)
+                return right(f, r) if truthy(value) else value
+
+            return and_
+        if node.op == "||":
+
+            def or_(f: Frame, r: Run) -> Any:
+                value = left(f, r)
+                return value if truthy(value) else right(f, r)
+
+            return or_
+        op = BINARY_OPS[node.op]
+        span = node.span
+
+        def binary(f: Frame, r: Run) -> Any:
+            try:
+                return op(left(f, r), right(f, r))
+            except KrlRuntimeError as err:
+                _annotate(err, span)
+                raise
+
+        return binary
+
+    def expr_Conditional(self, node: ast.Conditional, scope: Scope) -> Eval:
+        test = self.expr(node.test, scope)
+        then = self.expr(node.then, scope)
+        otherwise = self.expr(node.otherwise, scope)
+        return lambda f, r: then(f, r) if truthy(test(f, r)) else otherwise(f, r)
+
+    def expr_Path(self, node: ast.Path, scope: Scope) -> Eval:
+        target = self.expr(node.target, scope)
+        key = self.expr(node.key, scope)
+        return lambda f, r: get_path(target(f, r), key(f, r))
+
+    def expr_Index(self, node: ast.Index, scope: Scope) -> Eval:
+        target = self.expr(node.target, scope)
+        key = self.expr(node.key, scope)
+        return lambda f, r: get_key(target(f, r), key(f, r))
+
+    def expr_DotAccess(self, node: ast.DotAccess, scope: Scope) -> Eval:
+        target = self.expr(node.target, scope)
+        key = node.name.name
+        return lambda f, r: get_key(target(f, r), key)
+
+    def expr_Call(self, node: ast.Call, scope: Scope) -> Eval:
+        callee = node.callee
+        if isinstance(callee, ast.Identifier) and scope.resolve(callee.name) is None:
+            fn = STDLIB.get(callee.name)
+            if fn is not None:
+                return self.static_call(fn, (), node.args, scope, node.span)
+        if isinstance(callee, ast.DomainIdentifier) and callee.domain != "ent":
+            member = self.module_member(callee)
+            if not isinstance(member, StdlibFunction):
+                self.fail(f"'{callee.domain}:{callee.name}' is not a function", callee.span)
+            return self.static_call(member, (), node.args, scope, node.span)
+        return self.dynamic_call(self.expr(callee, scope), (), node.args, scope, node.span, callee)
+
+    def expr_DotCall(self, node: ast.DotCall, scope: Scope) -> Eval:
+        receiver = self.expr(node.receiver, scope)
+        name = node.name
+        if isinstance(name, ast.DomainIdentifier):
+            member = self.module_member(name)
+            if not isinstance(member, StdlibFunction):
+                self.fail(f"'{name.domain}:{name.name}' is not a function", name.span)
+            return self.static_call(member, (receiver,), node.args, scope, node.span)
+        if scope.resolve(name.name) is not None:
+            fn_eval = self.identifier(name, scope)
+            return self.dynamic_call(fn_eval, (receiver,), node.args, scope, node.span, name)
+        fn = STDLIB.get(name.name)
+        if fn is None:
+            self.fail(f"unknown operator or function '{name.name}'", name.span)
+        return self.static_call(fn, (receiver,), node.args, scope, node.span)
+
+    def arguments(
+        self, args: Sequence[ast.Arg], scope: Scope
+    ) -> tuple[list[Eval], list[tuple[str, Eval, ast.Span]]]:
+        positional: list[Eval] = []
+        named: list[tuple[str, Eval, ast.Span]] = []
+        for arg in args:
+            if arg.name is None:
+                if named:
+                    self.fail("positional arguments must come before named arguments", arg.span)
+                positional.append(self.expr(arg.value, scope))
+            else:
+                named.append((arg.name, self.expr(arg.value, scope), arg.span))
+        return positional, named
+
+    def static_call(
+        self,
+        fn: StdlibFunction,
+        before: tuple[Eval, ...],
+        args: Sequence[ast.Arg],
+        scope: Scope,
+        span: ast.Span,
+    ) -> Eval:
+        """A call to a known stdlib function, with arguments arranged at compile time."""
+        positional, named = self.arguments(args, scope)
+        evals = [*before, *positional]
+        if not fn.variadic:
+            evals = evals[: len(fn.params)]
+        for key, ev, arg_span in named:
+            if key not in fn.params:
+                self.fail(f"'{fn.name}' has no parameter named '{key}'", arg_span)
+            index = fn.params.index(key)
+            while len(evals) <= index:
+                evals.append(_const(None))
+            evals[index] = ev
+        impl = fn.impl
+        if len(evals) == 1:
+            (a,) = evals
+
+            def call1(f: Frame, r: Run) -> Any:
+                try:
+                    return impl(r, a(f, r))
+                except KrlRuntimeError as err:
+                    _annotate(err, span)
+                    raise
+
+            return call1
+        if len(evals) == 2:
+            a, b = evals
+
+            def call2(f: Frame, r: Run) -> Any:
+                try:
+                    return impl(r, a(f, r), b(f, r))
+                except KrlRuntimeError as err:
+                    _annotate(err, span)
+                    raise
+
+            return call2
+        all_args = tuple(evals)
+
+        def call(f: Frame, r: Run) -> Any:
+            try:
+                return impl(r, *[e(f, r) for e in all_args])
+            except KrlRuntimeError as err:
+                _annotate(err, span)
+                raise
+
+        return call
+
+    def dynamic_call(
+        self,
+        callee: Eval,
+        before: tuple[Eval, ...],
+        args: Sequence[ast.Arg],
+        scope: Scope,
+        span: ast.Span,
+        callee_node: ast.Expr,
+    ) -> Eval:
+        """A call whose target is only known at run time (a variable holding a function)."""
+        positional, named_list = self.arguments(args, scope)
+        evals = (*before, *positional)
+        named = tuple((k, ev) for k, ev, _ in named_list)
+        shown = _describe_callee(callee_node)
+
+        def call(f: Frame, r: Run) -> Any:
+            fn = callee(f, r)
+            if not isinstance(fn, KrlCallable):
+                raise KrlRuntimeError(
+                    f"{shown} is not a function (it is {type_of(fn)})", span=(span.start, span.end)
+                )
+            values = [e(f, r) for e in evals]
+            kwargs = {k: ev(f, r) for k, ev in named} if named else None
+            try:
+                return fn.call(r, values, kwargs)
+            except KrlRuntimeError as err:
+                _annotate(err, span)
+                raise
+
+        return call
+
+
+def _describe_callee(node: ast.Expr) -> str:
+    if isinstance(node, ast.Identifier):
+        return f"'{node.name}'"
+    if isinstance(node, ast.DomainIdentifier):
+        return f"'{node.domain}:{node.name}'"
+    return "the called value"

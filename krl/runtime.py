@@ -1,0 +1,709 @@
+"""Values, budgets and the compiled Ruleset that the engine drives.
+
+Neighbours: ``compiler`` builds :class:`Ruleset` objects out of closures;
+``stdlib`` implements the operators on the values defined here; the engine calls
+:meth:`Ruleset.select`, :meth:`Ruleset.run` and :meth:`Ruleset.query`.
+
+KRL values are plain Python data: ``None``, ``bool``, ``int``, ``float``, ``str``,
+``list``, ``dict`` (string keys), plus :class:`KrlRegExp` and the two callable
+kinds :class:`KrlFunction` and :class:`StdlibFunction`. Their semantics are
+JavaScript's, as in pico-engine: see :func:`truthy`, :func:`to_string`,
+:func:`to_number`, :func:`krl_equals` and :func:`compare`. Integral numbers are
+always ``int`` (so ``4 / 2`` is ``2``), and lists and dicts are never mutated in
+place once built, so values can be shared freely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+from .errors import KrlBudgetExceeded, KrlError, KrlRuntimeError, line_column
+
+__all__ = [
+    "Budget",
+    "Context",
+    "Event",
+    "KrlFunction",
+    "KrlRegExp",
+    "Rule",
+    "RuleResult",
+    "Ruleset",
+    "Selection",
+    "StdlibFunction",
+    "compare",
+    "krl_equals",
+    "to_number",
+    "to_plain",
+    "to_string",
+    "truthy",
+    "type_of",
+]
+
+Frame = list[Any]
+"""Variable slots of one scope; slot 0 holds the enclosing scope's frame."""
+Eval = Callable[[Frame, "Run"], Any]
+Exec = Callable[[Frame, "Run"], None]
+
+MAX_SAFE_INTEGER = 2**53
+
+
+# ---------------------------------------------------------------------------
+# Engine-facing data
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    domain: str
+    type: str
+    attrs: Mapping[str, object] = field(default_factory=dict)
+    eid: str = "none"
+    time: float = 0.0
+
+
+class Context(Protocol):
+    """What a ruleset needs from the engine; one per transaction."""
+
+    pico_id: str
+    eci: str
+
+    def ent_get(self, rid: str, name: str) -> object: ...
+    def ent_set(self, rid: str, name: str, value: object) -> None: ...
+    def ent_clear(self, rid: str, name: str) -> None: ...
+    def raise_event(
+        self, domain: str, type: str, attrs: Mapping[str, object], for_rid: str | None
+    ) -> None: ...
+    def send_directive(self, name: str, options: Mapping[str, object]) -> None: ...
+    def log(self, level: str, message: str) -> None: ...
+
+
+class Budget:
+    """Bounds the work one transaction may do: steps, wall-clock time and call depth.
+
+    A step is counted for every KRL function call, every iteration of a stdlib
+    higher-order operator, and for every element a stdlib operator creates
+    (``range``), so neither runaway recursion nor a huge ``map`` can hang the engine.
+    """
+
+    __slots__ = ("deadline", "max_depth", "max_seconds", "max_steps", "steps")
+
+    # Time is checked every this many steps; a step is far cheaper than a clock read.
+    CLOCK_INTERVAL = 1024
+
+    def __init__(
+        self, max_steps: int = 1_000_000, max_seconds: float = 5.0, max_depth: int = 100
+    ) -> None:
+        self.max_steps = max_steps
+        self.max_seconds = max_seconds
+        self.max_depth = max_depth
+        self.steps = 0
+        self.deadline = time.monotonic() + max_seconds
+
+    def charge(self, run: Run, steps: int = 1) -> None:
+        before = self.steps
+        self.steps = before + steps
+        if self.steps > self.max_steps:
+            raise KrlBudgetExceeded(f"step budget of {self.max_steps} exceeded in {run.where}")
+        if (
+            before // self.CLOCK_INTERVAL != self.steps // self.CLOCK_INTERVAL
+            and time.monotonic() > self.deadline
+        ):
+            raise KrlBudgetExceeded(
+                f"time budget of {self.max_seconds:g} seconds exceeded in {run.where}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A rule whose ``select when`` matched an event, with its ``setting`` values."""
+
+    rule: Rule
+    settings: tuple[object, ...]
+
+    @property
+    def bindings(self) -> dict[str, object]:
+        return dict(zip(self.rule.setting_names, self.settings, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    fired: bool
+    last: bool
+
+
+# ---------------------------------------------------------------------------
+# Value kinds beyond plain data
+
+
+class KrlRegExp:
+    """A compiled regex literal; ``source`` and ``flags`` are in KRL (JavaScript) form."""
+
+    __slots__ = ("flags", "pattern", "source")
+
+    def __init__(self, source: str, flags: str, pattern: re.Pattern[str]) -> None:
+        self.source = source
+        self.flags = flags
+        self.pattern = pattern
+
+    @property
+    def is_global(self) -> bool:
+        return "g" in self.flags
+
+    def __repr__(self) -> str:
+        return f"re#{self.source}#{self.flags}"
+
+
+class KrlCallable:
+    __slots__ = ()
+
+    def call(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
+        raise NotImplementedError
+
+
+class StdlibFunction(KrlCallable):
+    """A built-in operator: ``impl(run, *args)``; ``params`` names its arguments."""
+
+    __slots__ = ("impl", "name", "params", "variadic")
+
+    def __init__(
+        self,
+        name: str,
+        params: tuple[str, ...],
+        impl: Callable[..., Any],
+        variadic: bool = False,
+    ) -> None:
+        self.name = name
+        self.params = params
+        self.impl = impl
+        self.variadic = variadic
+
+    def arrange(self, args: Sequence[object], named: Mapping[str, object] | None) -> list[object]:
+        out = list(args) if self.variadic else list(args[: len(self.params)])
+        if named:
+            for key, value in named.items():
+                if key in self.params:
+                    index = self.params.index(key)
+                    while len(out) <= index:
+                        out.append(None)
+                    out[index] = value
+        return out
+
+    def call(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
+        return self.impl(run, *self.arrange(args, named))
+
+    def __repr__(self) -> str:
+        return f"<krl stdlib {self.name}>"
+
+
+class FunctionCode:
+    """The compiled form of a ``function(…){…}`` literal, shared by all its closures."""
+
+    __slots__ = ("body", "name", "nslots", "params", "result")
+
+    def __init__(
+        self,
+        params: tuple[tuple[str, Eval | None], ...],
+        body: tuple[tuple[int, Eval], ...],
+        result: Eval,
+        nslots: int,
+        name: str = "function",
+    ) -> None:
+        self.params = params  # parameters occupy slots 1..len(params), in order
+        self.body = body
+        self.result = result
+        self.nslots = nslots
+        self.name = name
+
+
+class KrlFunction(KrlCallable):
+    """A KRL function value: compiled code plus the frame it closes over."""
+
+    __slots__ = ("code", "frame")
+
+    def __init__(self, code: FunctionCode, frame: Frame) -> None:
+        self.code = code
+        self.frame = frame
+
+    def call(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
+        budget = run.budget
+        budget.charge(run)
+        if run.depth >= budget.max_depth:
+            raise KrlBudgetExceeded(
+                f"call depth limit of {budget.max_depth} exceeded in {run.where}"
+            )
+        code = self.code
+        frame: Frame = [None] * code.nslots
+        frame[0] = self.frame
+        nargs = len(args)
+        slot = 1
+        for name, default in code.params:
+            value = args[slot - 1] if slot <= nargs else None
+            if named and name in named:
+                value = named[name]
+            if value is None and default is not None:
+                value = default(frame, run)
+            frame[slot] = value
+            slot += 1
+        run.depth += 1
+        try:
+            for index, expr in code.body:
+                frame[index] = expr(frame, run)
+            return code.result(frame, run)
+        finally:
+            run.depth -= 1
+
+    def __repr__(self) -> str:
+        return f"<krl function {self.code.name}>"
+
+
+def call_value(run: Run, fn: object, args: Sequence[object], what: str = "value") -> Any:
+    """Call a KRL function value with positional arguments (used by stdlib)."""
+    if isinstance(fn, KrlCallable):
+        return fn.call(run, args, None)
+    raise KrlRuntimeError(f"{what} is not a function: {to_string(fn)} ({type_of(fn)})")
+
+
+def is_callable(value: object) -> bool:
+    return isinstance(value, KrlCallable)
+
+
+# ---------------------------------------------------------------------------
+# JavaScript-like value semantics
+
+
+def is_number(x: object) -> bool:
+    t = type(x)
+    return t is int or (t is float and x == x)
+
+
+def normalize(x: int | float) -> int | float:
+    """Integral floats become ints, as KRL prints ``6/3`` as ``2``."""
+    if type(x) is float:
+        if x.is_integer() and -MAX_SAFE_INTEGER <= x <= MAX_SAFE_INTEGER:
+            return int(x)
+        return x
+    if -MAX_SAFE_INTEGER <= x <= MAX_SAFE_INTEGER:
+        return x
+    return float(x)
+
+
+def truthy(x: object) -> bool:
+    """JavaScript truthiness: null, false, 0, NaN and "" are false; [] and {} are true."""
+    if x is None or x is False:
+        return False
+    if x is True:
+        return True
+    t = type(x)
+    if t is int:
+        return x != 0
+    if t is float:
+        return x == x and x != 0
+    if t is str:
+        return x != ""
+    return True
+
+
+_HEX = re.compile(r"0x[0-9a-f]+", re.IGNORECASE)
+_JS_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_JS_SPACE = " \t\n\r\v\f\u00a0\ufeff\u2028\u2029"
+
+
+def type_of(x: object) -> str:
+    if x is None:
+        return "Null"
+    t = type(x)
+    if t is bool:
+        return "Boolean"
+    if t is int:
+        return "Number"
+    if t is float:
+        return "Number" if x == x else "Null"
+    if t is str:
+        return "Hex" if _HEX.fullmatch(x) else "String"  # type: ignore[call-overload]
+    if t is list:
+        return "Array"
+    if t is dict:
+        return "Map"
+    if t is KrlRegExp:
+        return "RegExp"
+    if isinstance(x, KrlCallable):
+        return "Function"
+    return "JSObject"
+
+
+def is_null(x: object) -> bool:
+    return x is None or (type(x) is float and x != x)
+
+
+def format_number(x: int | float) -> str:
+    """A number as JavaScript's ``String(x)`` writes it."""
+    if type(x) is int:
+        return str(x)
+    if x != x:
+        return "NaN"
+    if x in (math.inf, -math.inf):
+        return "Infinity" if x > 0 else "-Infinity"
+    if x == 0:
+        return "0"
+    sign = "-" if x < 0 else ""
+    digits_t, exponent = Decimal(repr(abs(x))).normalize().as_tuple()[1:]
+    assert isinstance(exponent, int)
+    digits = "".join(map(str, digits_t))
+    k = len(digits)
+    n = exponent + k  # the decimal point sits after n digits
+    if k <= n <= 21:
+        out = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        out = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        out = "0." + "0" * -n + digits
+    else:
+        mantissa = digits[0] + ("." + digits[1:] if k > 1 else "")
+        e = n - 1
+        out = f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + out
+
+
+def to_string(x: object) -> str:
+    if type(x) is str:
+        return x
+    if x is None:
+        return "null"
+    if x is True:
+        return "true"
+    if x is False:
+        return "false"
+    t = type(x)
+    if t is int or t is float:
+        return format_number(x)  # type: ignore[arg-type]
+    if t is list:
+        return "[Array]"
+    if t is dict:
+        return "[Map]"
+    if t is KrlRegExp:
+        return repr(x)
+    if isinstance(x, KrlCallable):
+        return "[Function]"
+    return "[JSObject]"
+
+
+def to_number(x: object) -> int | float | None:
+    """JavaScript-like numeric conversion; None when impossible."""
+    t = type(x)
+    if t is int:
+        return x  # type: ignore[return-value]
+    if t is float:
+        return x if x == x else None  # type: ignore[return-value]
+    if x is None:
+        return 0
+    if t is bool:
+        return 1 if x else 0
+    if t is str:
+        s = x.strip(_JS_SPACE)  # type: ignore[attr-defined]
+        if s == "":
+            return 0
+        if _HEX.fullmatch(s):
+            return normalize(int(s, 16))
+        if _JS_DECIMAL.fullmatch(s):
+            return normalize(float(s))
+        if s in ("Infinity", "+Infinity"):
+            return math.inf
+        if s == "-Infinity":
+            return -math.inf
+        return None
+    if t is list or t is dict:
+        return len(x)  # type: ignore[arg-type]
+    return None
+
+
+def krl_equals(a: object, b: object) -> bool:
+    """Deep structural equality with no cross-type coercion ("1" != 1)."""
+    if a is b:
+        return True
+    ta, tb = type(a), type(b)
+    if ta is bool or tb is bool:
+        return False
+    if (ta is int or ta is float) and (tb is int or tb is float):
+        return a == b
+    if is_null(a) or is_null(b):
+        return is_null(a) and is_null(b)
+    if ta is not tb:
+        return False
+    if isinstance(a, str):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(krl_equals(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(krl_equals(v, b[k]) for k, v in a.items())
+    if isinstance(a, KrlRegExp) and isinstance(b, KrlRegExp):
+        return a.source == b.source and a.flags == b.flags
+    return False
+
+
+def compare(a: object, b: object) -> int:
+    """-1, 0 or 1: numerically if both convert to numbers, else by string form."""
+    x = to_number(a)
+    y = to_number(b)
+    if x is None or y is None:
+        s, t = to_string(a), to_string(b)
+        return 0 if s == t else (1 if s > t else -1)
+    return 0 if x == y else (1 if x > y else -1)
+
+
+def to_plain(value: object, what: str) -> Any:
+    """A JSON-like copy of ``value`` for the engine; functions are refused.
+
+    Regexes become their ``re#…#`` text, NaN and infinities become null (as JSON does).
+    """
+    t = type(value)
+    if value is None or t is str or t is bool or t is int:
+        return value
+    if t is float:
+        assert isinstance(value, float)
+        return normalize(value) if math.isfinite(value) else None
+    if t is list:
+        assert isinstance(value, list)
+        return [to_plain(v, what) for v in value]
+    if t is dict:
+        assert isinstance(value, dict)
+        return {k: to_plain(v, what) for k, v in value.items()}
+    if t is KrlRegExp:
+        return repr(value)
+    if isinstance(value, KrlCallable):
+        raise KrlRuntimeError(f"a function cannot be used as {what}; only data can")
+    raise KrlRuntimeError(f"a {type_of(value)} cannot be used as {what}")
+
+
+# ---------------------------------------------------------------------------
+# One evaluation: the state compiled closures receive alongside their frame
+
+
+class StopRule(Exception):
+    """Raised by ``last`` to leave the rule body; never escapes :meth:`Ruleset.run`."""
+
+
+class Run:
+    """Per-call state: the engine context, the event, the budget and where we are."""
+
+    __slots__ = ("budget", "ctx", "depth", "event", "fired", "in_query", "last", "rule", "ruleset")
+
+    def __init__(
+        self,
+        ruleset: Ruleset,
+        ctx: Context,
+        event: Event | None,
+        budget: Budget,
+        rule: str | None,
+        in_query: bool = False,
+    ) -> None:
+        self.ruleset = ruleset
+        self.ctx = ctx
+        self.event = event
+        self.budget = budget
+        self.rule = rule
+        self.in_query = in_query
+        self.depth = 0
+        self.last = False
+        self.fired = False
+
+    @property
+    def where(self) -> str:
+        if self.in_query:
+            return f"query {self.rule}"
+        if self.rule is None:
+            return "global declarations"
+        return f"rule {self.rule}"
+
+    @property
+    def rid(self) -> str:
+        return self.ruleset.rid
+
+
+# ---------------------------------------------------------------------------
+# Compiled rulesets
+
+Matcher = Callable[[Event, Frame, "Run"], bool]
+"""Fills the rule frame's ``setting`` slots and returns True when the event matches."""
+
+
+class Rule:
+    """A compiled rule: which events it listens for, its matcher and its body."""
+
+    __slots__ = ("body", "events", "matcher", "name", "needs_globals", "nslots", "setting_names")
+
+    def __init__(
+        self,
+        name: str,
+        events: frozenset[tuple[str, str]],
+        setting_names: tuple[str, ...],
+        matcher: Matcher,
+        needs_globals: bool,
+        body: Callable[[Frame, Run], bool],
+        nslots: int,
+    ) -> None:
+        self.name = name
+        self.events = events  # salience: the (domain, type) pairs that can match
+        self.setting_names = setting_names  # occupy slots 1..n of the rule frame
+        self.matcher = matcher
+        self.needs_globals = needs_globals  # the matcher has a `where` clause
+        self.body = body
+        self.nslots = nslots
+
+    def __repr__(self) -> str:
+        return f"<krl rule {self.name}>"
+
+
+class Ruleset:
+    """A compiled ruleset; one object serves every pico that installs it."""
+
+    def __init__(
+        self,
+        *,
+        rid: str,
+        meta: Mapping[str, object],
+        shares: frozenset[str],
+        provides: frozenset[str],
+        rules: tuple[Rule, ...],
+        global_names: Mapping[str, int],
+        global_init: Callable[[Run], Frame],
+        globals_are_pure: bool,
+        source: str,
+        filename: str,
+    ) -> None:
+        self.rid = rid
+        self.meta = meta
+        self.shares = shares
+        self.provides = provides
+        self.rules = rules
+        self.source = source
+        self.filename = filename
+        self._global_names = global_names
+        self._global_init = global_init
+        self._pure_frame: Frame | None = None
+        self._globals_are_pure = globals_are_pure
+        self._cached_ctx: object = None
+        self._cached_frame: Frame | None = None
+        self._salient: dict[tuple[str, str], tuple[Rule, ...]] = {}
+        for rule in rules:
+            for key in rule.events:
+                self._salient[key] = (*self._salient.get(key, ()), rule)
+
+    def __repr__(self) -> str:
+        return f"<krl ruleset {self.rid}>"
+
+    # -- globals --------------------------------------------------------
+
+    def _globals(self, run: Run) -> Frame:
+        """The global frame; computed once if pure, else once per transaction (context)."""
+        if self._globals_are_pure:
+            if self._pure_frame is None:
+                self._pure_frame = self._global_init(run)
+            return self._pure_frame
+        if self._cached_ctx is not run.ctx or self._cached_frame is None:
+            rule, in_query = run.rule, run.in_query
+            run.rule, run.in_query = None, False
+            try:
+                frame = self._global_init(run)
+            finally:
+                run.rule, run.in_query = rule, in_query
+            self._cached_ctx, self._cached_frame = run.ctx, frame
+        return self._cached_frame
+
+    # -- engine API -------------------------------------------------------
+
+    def select(self, event: Event, ctx: Context, budget: Budget) -> list[Selection]:
+        """The rules, in source order, whose ``select when`` matches ``event``."""
+        rules = self._salient.get((event.domain, event.type))
+        if not rules:
+            return []
+        selected: list[Selection] = []
+        for rule in rules:
+            run = Run(self, ctx, event, budget, rule.name)
+            with self._errors(run):
+                gframe = self._globals(run) if rule.needs_globals else None
+                frame: Frame = [None] * rule.nslots
+                frame[0] = gframe
+                if rule.matcher(event, frame, run):
+                    settings = tuple(frame[1 : 1 + len(rule.setting_names)])
+                    selected.append(Selection(rule, settings))
+        return selected
+
+    def run(self, selection: Selection, event: Event, ctx: Context, budget: Budget) -> RuleResult:
+        """Evaluate the selected rule: pre, action block, postlude."""
+        rule = selection.rule
+        run = Run(self, ctx, event, budget, rule.name)
+        with self._errors(run):
+            frame: Frame = [None] * rule.nslots
+            frame[0] = self._globals(run)
+            frame[1 : 1 + len(selection.settings)] = selection.settings
+            with contextlib.suppress(StopRule):
+                rule.body(frame, run)
+        return RuleResult(run.fired, run.last)
+
+    def query(self, name: str, args: Mapping[str, object], ctx: Context, budget: Budget) -> object:
+        """Call a shared function by parameter name, or return a shared value."""
+        if name not in self.shares:
+            raise KrlRuntimeError(f"Not shared: {name}")
+        run = Run(self, ctx, None, budget, name, in_query=True)
+        with self._errors(run):
+            value = self._globals(run)[self._global_names[name]]
+            if isinstance(value, KrlFunction):
+                positional: list[object] = []
+                index = 0
+                while str(index) in args:  # "0", "1", … also work positionally
+                    positional.append(args[str(index)])
+                    index += 1
+                named = {k: v for k, v in args.items() if not k.isdigit()}
+                value = value.call(run, positional, named)
+            elif isinstance(value, KrlCallable):
+                value = value.call(run, [], dict(args))
+            return to_plain(value, f"the result of query {name}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _errors(self, run: Run) -> _ErrorScope:
+        return _ErrorScope(self, run)
+
+
+class _ErrorScope:
+    """Turns anything raised inside a ruleset into a located KrlRuntimeError."""
+
+    __slots__ = ("ruleset", "run")
+
+    def __init__(self, ruleset: Ruleset, run: Run) -> None:
+        self.ruleset = ruleset
+        self.run = run
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> Literal[False]:
+        if exc is None:
+            return False
+        run, ruleset = self.run, self.ruleset
+        if isinstance(exc, RecursionError):
+            err: KrlRuntimeError = KrlBudgetExceeded(
+                f"call depth limit exceeded in {run.where} (the Python stack ran out)"
+            )
+        elif isinstance(exc, KrlRuntimeError):
+            err = exc
+        elif isinstance(exc, KrlError) or not isinstance(exc, Exception):
+            return False  # compile errors, KeyboardInterrupt, …: not ours to rewrite
+        else:
+            err = KrlRuntimeError(f"internal error: {type(exc).__name__}: {exc}")
+        if err.rid is None:
+            err.rid = ruleset.rid
+        if err.rule is None and run.rule is not None:
+            err.rule = f"query {run.rule}" if run.in_query else f"rule {run.rule}"
+        if err.span is not None and err.line is None:
+            err.line, err.column, _ = line_column(ruleset.source, err.span[0])
+        if err is exc:
+            return False
+        raise err from exc

@@ -1,0 +1,921 @@
+"""KRL operators, standard-library functions and the ``event:``/``meta:`` modules.
+
+Neighbours: ``runtime`` defines the values these operate on; ``compiler`` looks
+names up in :data:`BINARY_OPS`, :data:`STDLIB`, :data:`ACTIONS` and :data:`MODULES`.
+
+Every function here takes the current ``Run`` first and then KRL values; missing
+trailing arguments are simply not passed, so Python defaults stand for "omitted".
+Semantics follow pico-engine's ``krl-stdlib`` (JavaScript coercions), written afresh.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .errors import KrlRuntimeError
+from .runtime import (
+    KrlRegExp,
+    Run,
+    StdlibFunction,
+    call_value,
+    compare,
+    is_callable,
+    is_null,
+    is_number,
+    krl_equals,
+    normalize,
+    to_number,
+    to_plain,
+    to_string,
+    truthy,
+    type_of,
+)
+
+__all__ = [
+    "ACTIONS",
+    "BINARY_OPS",
+    "MODULES",
+    "STDLIB",
+    "compile_regex",
+    "delete_path",
+    "encode",
+    "get_key",
+    "get_path",
+    "key_path",
+    "op_neg",
+    "set_path",
+]
+
+_MISSING: Any = object()
+
+# ---------------------------------------------------------------------------
+# Regular expressions: KRL uses JavaScript syntax; translate the differences that matter.
+
+
+def _translate_regex(source: str, multiline: bool) -> str:
+    out: list[str] = []
+    i, n = 0, len(source)
+    in_class = False
+    while i < n:
+        ch = source[i]
+        if ch == "\\" and i + 1 < n:
+            out.append(source[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if ch == "]":
+                in_class = False
+        elif ch == "[":
+            in_class = True
+            if source.startswith("[^]", i):  # JavaScript's "any character"
+                out.append(r"[\s\S]")
+                i += 3
+                in_class = False
+                continue
+        elif ch == "$" and not multiline:
+            out.append(r"\Z")
+            i += 1
+            continue
+        elif source.startswith("(?<", i) and source[i + 3 : i + 4] not in ("=", "!"):
+            out.append("(?P<")
+            i += 3
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=512)
+def compile_regex(source: str, flags: str = "") -> KrlRegExp:
+    """A KrlRegExp from JavaScript-style source; raises ValueError with a reason."""
+    py_flags = 0
+    if "i" in flags:
+        py_flags |= re.IGNORECASE
+    if "m" in flags:
+        py_flags |= re.MULTILINE
+    try:
+        pattern = re.compile(_translate_regex(source, "m" in flags), py_flags)
+    except re.error as err:
+        raise ValueError(f"invalid regular expression re#{source}#: {err}") from None
+    return KrlRegExp(source, "".join(f for f in "gim" if f in flags), pattern)
+
+
+def _regex_arg(value: object) -> KrlRegExp:
+    if isinstance(value, KrlRegExp):
+        return value
+    try:
+        return compile_regex(to_string(value))
+    except ValueError as err:
+        raise KrlRuntimeError(str(err)) from None
+
+
+# ---------------------------------------------------------------------------
+# Infix and prefix operators
+
+
+def op_add(a: object, b: object) -> object:
+    if is_number(a) and is_number(b):
+        return normalize(a + b)  # type: ignore[operator]
+    return to_string(a) + to_string(b)
+
+
+def _numbers(a: object, b: object, message: str) -> tuple[int | float, int | float]:
+    x, y = to_number(a), to_number(b)
+    if x is None or y is None:
+        raise KrlRuntimeError(message.format(to_string(a), to_string(b)))
+    return x, y
+
+
+def op_sub(a: object, b: object) -> object:
+    x, y = _numbers(a, b, "{1} cannot be subtracted from {0}")
+    return normalize(x - y)
+
+
+def op_mul(a: object, b: object) -> object:
+    x, y = _numbers(a, b, "{0} cannot be multiplied by {1}")
+    return normalize(x * y)
+
+
+def op_div(a: object, b: object) -> object:
+    x, y = _numbers(a, b, "{0} cannot be divided by {1}")
+    if y == 0:
+        return 0  # KRL: division by zero gives 0
+    return normalize(x / y)
+
+
+def op_mod(a: object, b: object) -> object:
+    x, y = _numbers(a, b, "Cannot calculate {0} modulo {1}")
+    if y == 0:
+        return 0
+    if type(x) is int and type(y) is int:
+        r = abs(x) % abs(y)
+        return -r if x < 0 else r
+    return normalize(math.fmod(x, y))
+
+
+def op_neg(a: object) -> object:
+    x = to_number(a)
+    if x is None:
+        raise KrlRuntimeError(f"Cannot negate {to_string(a)}")
+    return normalize(-x)
+
+
+def op_like(a: object, b: object) -> bool:
+    return _regex_arg(b).pattern.search(to_string(a)) is not None
+
+
+def op_cmp(a: object, b: object) -> int:
+    s, t = to_string(a), to_string(b)
+    return 0 if s == t else (1 if s > t else -1)
+
+
+def op_contains(a: object, b: object) -> bool:
+    if isinstance(a, list):
+        return any(krl_equals(x, b) for x in a)
+    if isinstance(a, dict):
+        return to_string(b) in a
+    return False
+
+
+BINARY_OPS: dict[str, Callable[[object, object], object]] = {
+    "+": op_add,
+    "-": op_sub,
+    "*": op_mul,
+    "/": op_div,
+    "%": op_mod,
+    "==": krl_equals,
+    "!=": lambda a, b: not krl_equals(a, b),
+    "<": lambda a, b: compare(a, b) < 0,
+    ">": lambda a, b: compare(a, b) > 0,
+    "<=": lambda a, b: compare(a, b) <= 0,
+    ">=": lambda a, b: compare(a, b) >= 0,
+    "<=>": compare,
+    "cmp": op_cmp,
+    "like": op_like,
+    "><": op_contains,
+}
+
+# ---------------------------------------------------------------------------
+# Paths: m{k}, m{[k1, k2]}, put/set/delete
+
+
+def key_path(path: object) -> list[str]:
+    if isinstance(path, list):
+        return [to_string(k) for k in path]
+    return [to_string(path)]
+
+
+def _index(key: str) -> int | None:
+    return int(key) if key.isdigit() and key.isascii() else None
+
+
+def get_key(value: object, key: object) -> object:
+    """``value{key}`` / ``value[key]``: only maps and arrays have members."""
+    if isinstance(value, dict):
+        return value.get(key if type(key) is str else to_string(key))
+    if isinstance(value, list):
+        i = key if type(key) is int else _index(to_string(key))
+        if i is not None and 0 <= i < len(value):
+            return value[i]
+    return None
+
+
+def get_path(value: object, path: object) -> object:
+    if not isinstance(path, list):
+        return get_key(value, path)
+    for key in key_path(path):
+        value = get_key(value, key)
+        if value is None:
+            return None
+    return value
+
+
+def set_path(root: object, keys: list[str], value: object, lists: bool) -> object:
+    """A copy of ``root`` with ``value`` at ``keys``.
+
+    Missing levels become maps, or lists when ``lists`` is set and the next key is
+    an integer (lodash ``set``, used by ``ent:x{path} :=``). A non-index key on a
+    list turns it into a map with string indexes.
+    """
+    if not keys:
+        return value
+    key, rest = keys[0], keys[1:]
+    if isinstance(root, list):
+        i = _index(key)
+        if i is not None:
+            out = list(root)
+            if i >= len(out):
+                out.extend([None] * (i + 1 - len(out)))
+            out[i] = set_path(out[i], rest, value, lists)
+            return out
+        root = {str(j): v for j, v in enumerate(root)}
+    if isinstance(root, dict):
+        new = dict(root)
+        new[key] = set_path(root.get(key), rest, value, lists)
+        return new
+    if lists and _index(key) is not None:
+        return set_path([], keys, value, lists)
+    return {key: set_path(None, rest, value, lists)}
+
+
+def delete_path(root: object, keys: list[str]) -> object:
+    if not keys:
+        return None
+    key, rest = keys[0], keys[1:]
+    if isinstance(root, dict):
+        if key not in root:
+            return root
+        new = dict(root)
+        if rest:
+            new[key] = delete_path(root[key], rest)
+        else:
+            del new[key]
+        return new
+    if isinstance(root, list):
+        i = _index(key)
+        if i is None or i >= len(root):
+            return root
+        out = list(root)
+        if rest:
+            out[i] = delete_path(root[i], rest)
+        else:
+            out[i] = None  # lodash unset leaves a hole in an array
+        return out
+    return root
+
+
+# ---------------------------------------------------------------------------
+# JSON
+
+
+def encode(value: object, indent: object = None) -> str:
+    step = ""
+    if is_number(indent):
+        step = " " * max(0, min(10, int(indent)))  # type: ignore[call-overload]
+    elif isinstance(indent, str):
+        step = indent[:10]
+    return _encode(value, step, "")
+
+
+def _encode(value: object, step: str, current: str) -> str:
+    if value is None or value is True or value is False or is_number(value):
+        if type(value) is float and not math.isfinite(value):
+            return "null"
+        return "null" if value is None else to_string(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | dict):
+        if not value:
+            return "[]" if isinstance(value, list) else "{}"
+        inner = current + step
+        sep, colon, nl = (",\n" + inner, ": ", "\n") if step else (",", ":", "")
+        if isinstance(value, list):
+            items = [_encode(v, step, inner) for v in value]
+            return "[" + nl + inner * bool(step) + sep.join(items) + nl + current * bool(step) + "]"
+        pairs = [
+            json.dumps(k, ensure_ascii=False) + colon + _encode(v, step, inner)
+            for k, v in value.items()
+        ]
+        return "{" + nl + inner * bool(step) + sep.join(pairs) + nl + current * bool(step) + "}"
+    return json.dumps(to_string(value), ensure_ascii=False)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(name)
+
+
+def decode(run: Run, value: object = None) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(
+            value,
+            parse_float=lambda t: normalize(float(t)),
+            parse_int=lambda t: normalize(int(t)) if len(t) < 400 else float(t),
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError):
+        return value
+
+
+# ---------------------------------------------------------------------------
+# Universal operators
+
+
+def _as(run: Run, value: object = None, kind: object = _MISSING) -> object:
+    if kind is _MISSING:
+        return value
+    vtype = type_of(value)
+    if vtype == kind:
+        return value
+    if kind == "Boolean":
+        if value == "false":
+            return False
+        if vtype == "Number":
+            return value != 0
+        return truthy(value)
+    if kind == "String":
+        return to_string(value)
+    if kind == "Number":
+        return to_number(value)
+    if kind == "RegExp":
+        source = to_string(value)
+        if vtype != "String" and re.fullmatch(r"\[[a-z]+\]", source, re.IGNORECASE):
+            source = "\\[" + source[1:-1] + "\\]"
+        return _regex_arg(source)
+    raise KrlRuntimeError(
+        f'Cannot use the .as("{to_string(kind)}") operator with {to_string(value)} (type {vtype})'
+    )
+
+
+def _defaults_to(
+    run: Run, value: object = None, default: object = None, message: object = None
+) -> object:
+    if not is_null(value):
+        return value
+    if not is_null(message):
+        run.ctx.log("debug", f"[DEFAULTSTO] {to_string(message)}")
+    return default
+
+
+def _klog(run: Run, value: object = None, message: object = None) -> object:
+    label = "klog" if is_null(message) else to_string(message)
+    try:
+        text = encode(value)
+    except Exception:  # klog never throws
+        text = to_string(value)
+    run.ctx.log("klog", f"{label} {text}")
+    return value
+
+
+def _sprintf(run: Run, value: object = None, template: object = None) -> object:
+    if is_null(template):
+        return ""
+    text = to_string(template)
+    if is_number(value):
+        spec = "%d"
+    elif isinstance(value, str):
+        spec = "%s"
+    else:
+        return text
+    shown = to_string(value)
+    pattern = re.compile(r"(^|[^\\])" + spec)
+    parts = [pattern.sub(lambda m: m.group(1) + shown, p) for p in text.split("\\\\")]
+    return "\\".join(parts).replace("\\" + spec, spec)
+
+
+# ---------------------------------------------------------------------------
+# Strings
+
+
+def _str_fn(fn: Callable[[str], object]) -> Callable[..., object]:
+    return lambda run, value=None: fn(to_string(value))
+
+
+def _match(run: Run, value: object = None, regex: object = None) -> bool:
+    if isinstance(regex, str):
+        regex = _regex_arg(regex)
+    elif not isinstance(regex, KrlRegExp):
+        return False
+    return regex.pattern.search(to_string(value)) is not None
+
+
+def _extract(run: Run, value: object = None, regex: object = _MISSING) -> list[object]:
+    if regex is _MISSING:
+        return []
+    rx = _regex_arg(regex)
+    text = to_string(value)
+    if rx.is_global:
+        return [m.group(0) for m in rx.pattern.finditer(text)]
+    m = rx.pattern.search(text)
+    return list(m.groups()) if m else []
+
+
+def _split(run: Run, value: object = None, sep: object = None) -> list[object]:
+    text = to_string(value)
+    if isinstance(sep, KrlRegExp):
+        return [p for p in sep.pattern.split(text)]
+    s = to_string(sep)
+    if s == "":
+        return list(text)
+    return list(text.split(s))
+
+
+_JS_REPLACEMENT = re.compile(r"\$(\$|&|\d{1,2}|`|')")
+
+
+def _expand(template: str, m: re.Match[str]) -> str:
+    def one(t: re.Match[str]) -> str:
+        tok = t.group(1)
+        if tok == "$":
+            return "$"
+        if tok == "&":
+            return m.group(0)
+        if tok == "`":
+            return m.string[: m.start()]
+        if tok == "'":
+            return m.string[m.end() :]
+        n = int(tok)
+        if 1 <= n <= (m.re.groups or 0):
+            return m.group(n) or ""
+        return t.group(0)
+
+    return _JS_REPLACEMENT.sub(one, template)
+
+
+def _replace(
+    run: Run, value: object = None, regex: object = _MISSING, repl: object = None
+) -> object:
+    if regex is _MISSING:
+        return value
+    text = to_string(value)
+    if isinstance(regex, KrlRegExp) or is_callable(repl):
+        rx = _regex_arg(regex)
+        count = 0 if rx.is_global else 1
+        if is_callable(repl):
+
+            def call(m: re.Match[str]) -> str:
+                run.budget.charge(run)
+                args = [m.group(0), *m.groups(), m.start(), text]
+                return to_string(call_value(run, repl, args))
+
+            return rx.pattern.sub(call, text, count=count)
+        template = "" if is_null(repl) else to_string(repl)
+        return rx.pattern.sub(lambda m: _expand(template, m), text, count=count)
+    needle = to_string(regex)
+    template = "" if is_null(repl) else to_string(repl)
+    at = text.find(needle)
+    if at < 0:
+        return text
+    m = re.compile(re.escape(needle)).search(text, at)
+    assert m is not None
+    return text[:at] + _expand(template, m) + text[at + len(needle) :]
+
+
+def _substr(run: Run, value: object = None, start: object = None, length: object = None) -> str:
+    text = to_string(value)
+    s = to_number(start) if start is not None else None
+    if s is None:
+        return text
+    s = max(0, int(s))
+    if s > len(text):
+        return ""
+    n = to_number(length) if length is not None else None
+    if n is None:
+        end = len(text)
+    elif n > 0:
+        end = s + int(n)
+    else:
+        end = len(text) + int(n)
+    return text[s:end] if end > s else ""
+
+
+def _ord(run: Run, value: object = None) -> object:
+    text = to_string(value)
+    return ord(text[0]) if text else None
+
+
+def _chr(run: Run, value: object = None) -> object:
+    n = to_number(value)
+    if n is None or not math.isfinite(n):
+        return None
+    try:
+        return chr(int(n) % 0x10000)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Collections
+
+
+def _items(value: object, name: str) -> Iterator[tuple[object, object]]:
+    if isinstance(value, list):
+        return iter(enumerate(value))
+    if isinstance(value, dict):
+        return iter(value.items())
+    raise KrlRuntimeError(f"{name} only works on collections (Array or Map), not {type_of(value)}")
+
+
+def _function_arg(fn: object, name: str) -> object:
+    if not is_callable(fn):
+        raise KrlRuntimeError(f"{name} expects a function, found {type_of(fn)}")
+    return fn
+
+
+def _iterate(
+    run: Run, value: object, fn: object, name: str
+) -> Iterator[tuple[object, object, object]]:
+    """(key, element, fn(element, key, collection)) for each element, charging the budget."""
+    fn = _function_arg(fn, name)
+    for key, item in _items(value, name):
+        run.budget.charge(run)
+        yield key, item, call_value(run, fn, (item, key, value))
+
+
+def _map(run: Run, value: object = None, fn: object = None) -> object:
+    pairs = [(k, r) for k, _, r in _iterate(run, value, fn, "map")]
+    if isinstance(value, list):
+        return [r for _, r in pairs]
+    return {k: r for k, r in pairs}
+
+
+def _filter(run: Run, value: object = None, fn: object = None) -> object:
+    kept = [(k, v) for k, v, r in _iterate(run, value, fn, "filter") if truthy(r)]
+    if isinstance(value, list):
+        return [v for _, v in kept]
+    return dict(kept)
+
+
+def _any(run: Run, value: object = None, fn: object = None) -> bool:
+    return any(truthy(r) for _, _, r in _iterate(run, value, fn, "any"))
+
+
+def _all(run: Run, value: object = None, fn: object = None) -> bool:
+    return all(truthy(r) for _, _, r in _iterate(run, value, fn, "all"))
+
+
+def _collect(run: Run, value: object = None, fn: object = None) -> dict[str, list[object]]:
+    groups: dict[str, list[object]] = {}
+    for _, item, r in _iterate(run, value, fn, "collect"):
+        groups.setdefault(to_string(r), []).append(item)
+    return groups
+
+
+def _reduce(run: Run, value: object = None, fn: object = None, init: object = _MISSING) -> object:
+    if not isinstance(value, list):
+        raise KrlRuntimeError(f"reduce only works on an Array, not {type_of(value)}")
+    fn = _function_arg(fn, "reduce")
+    items = value
+    if init is _MISSING:
+        if not items:
+            return 0
+        acc, start = items[0], 1
+    else:
+        acc, start = init, 0
+    for i in range(start, len(items)):
+        run.budget.charge(run)
+        acc = call_value(run, fn, (acc, items[i], i, value))
+    return acc
+
+
+def _length(run: Run, value: object = None) -> int:
+    if isinstance(value, str | list | dict):
+        return len(value)
+    return 0
+
+
+def _keys(run: Run, value: object = None, path: object = _MISSING) -> list[object]:
+    if path is not _MISSING:
+        value = get_path(value, path)
+    if isinstance(value, dict):
+        return list(value.keys())
+    if isinstance(value, list):
+        return [str(i) for i in range(len(value))]
+    return []
+
+
+def _values(run: Run, value: object = None, path: object = _MISSING) -> list[object]:
+    if path is not _MISSING:
+        value = get_path(value, path)
+    if isinstance(value, dict):
+        return list(value.values())
+    if isinstance(value, list):
+        return list(value)
+    return []
+
+
+def _put(run: Run, value: object = None, path: object = _MISSING, new: object = _MISSING) -> object:
+    if path is _MISSING:
+        return value
+    if new is _MISSING:
+        if isinstance(value, dict) and isinstance(path, dict):
+            return {**value, **path}
+        if isinstance(path, dict) and value is None:
+            return dict(path)
+        return value
+    return set_path(value, key_path(path), new, lists=False)
+
+
+def _set(run: Run, value: object = None, path: object = _MISSING, new: object = None) -> object:
+    if path is _MISSING:
+        return value
+    return set_path(value, key_path(path), new, lists=True)
+
+
+def _get(run: Run, value: object = None, path: object = None) -> object:
+    return get_path(value, path)
+
+
+def _delete(run: Run, value: object = None, path: object = _MISSING) -> object:
+    if path is _MISSING:
+        return value
+    return delete_path(value, key_path(path))
+
+
+def _append(run: Run, *args: object) -> list[object]:
+    out: list[object] = []
+    for arg in args:
+        if isinstance(arg, list):
+            run.budget.charge(run, len(arg) // 64)
+            out.extend(arg)
+        else:
+            out.append(arg)
+    return out
+
+
+def _head(run: Run, value: object = None) -> object:
+    if not isinstance(value, list):
+        return value
+    return value[0] if value else None
+
+
+def _tail(run: Run, value: object = None) -> list[object]:
+    return list(value[1:]) if isinstance(value, list) else []
+
+
+def _join(run: Run, value: object = None, sep: object = None) -> str:
+    if not isinstance(value, list):
+        return to_string(value)
+    return ("," if sep is None else to_string(sep)).join(to_string(v) for v in value)
+
+
+def _index_of(run: Run, value: object = None, item: object = None) -> int:
+    if not isinstance(value, list):
+        raise KrlRuntimeError(f"index only works on an Array, not {type_of(value)}")
+    for i, v in enumerate(value):
+        if krl_equals(v, item):
+            return i
+    return -1
+
+
+def _reverse(run: Run, value: object = None) -> object:
+    if isinstance(value, list):
+        return value[::-1]
+    if isinstance(value, str):
+        return value[::-1]
+    return value
+
+
+def _slice(run: Run, value: object = None, a: object = None, b: object = _MISSING) -> object:
+    if not isinstance(value, list):
+        raise KrlRuntimeError(f"slice only works on an Array, not {type_of(value)}")
+    i = to_number(a)
+    if i is None:
+        return []
+    if b is _MISSING:
+        start, end = 0, int(i)
+    else:
+        j = to_number(b)
+        if j is None:
+            return []
+        start, end = sorted((int(i), int(j)))
+    if start < 0 or end >= len(value):
+        return []
+    return value[start : end + 1]
+
+
+def _is_empty(run: Run, value: object = None) -> bool:
+    if isinstance(value, str | list | dict):
+        return len(value) == 0
+    return True
+
+
+def _unique(run: Run, value: object = None) -> object:
+    if not isinstance(value, list):
+        return value
+    out: list[object] = []
+    for v in value:
+        run.budget.charge(run)
+        if not any(krl_equals(v, u) for u in out):
+            out.append(v)
+    return out
+
+
+def _sort(run: Run, value: object = None, how: object = None) -> object:
+    if not isinstance(value, list):
+        return value
+    run.budget.charge(run, len(value))
+    if is_callable(how):
+
+        def cmp(a: object, b: object) -> int:
+            run.budget.charge(run)
+            n = to_number(call_value(run, how, (a, b)))
+            return 0 if not n else (1 if n > 0 else -1)
+
+        return sorted(value, key=functools.cmp_to_key(cmp))
+    if how == "numeric":
+        return sorted(value, key=functools.cmp_to_key(compare))
+    if how == "ciremun":
+        return sorted(value, key=functools.cmp_to_key(lambda a, b: compare(b, a)))
+    by_string = sorted(value, key=lambda v: to_string(v).encode("utf-16-be"))
+    if how == "reverse":
+        by_string.reverse()
+    return by_string
+
+
+def _range(run: Run, start: object = None, end: object = _MISSING) -> list[object]:
+    if end is _MISSING:
+        return []
+    a, b = to_number(start), to_number(end)
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return []
+    count = math.floor(abs(b - a)) + 1
+    run.budget.charge(run, count)  # before building the list
+    step = 1 if b >= a else -1
+    return [normalize(a + step * i) for i in range(count)]
+
+
+# ---------------------------------------------------------------------------
+# Tables
+
+
+def _fn(name: str, params: str, impl: Callable[..., Any], variadic: bool = False) -> StdlibFunction:
+    return StdlibFunction(name, tuple(params.split()), impl, variadic)
+
+
+STDLIB: dict[str, StdlibFunction] = {
+    f.name: f
+    for f in [
+        _fn("as", "val type", _as),
+        _fn("defaultsTo", "val default message", _defaults_to),
+        _fn("isnull", "val", lambda run, v=None: is_null(v)),
+        _fn("typeof", "val", lambda run, v=None: type_of(v)),
+        _fn("klog", "val message", _klog),
+        _fn("sprintf", "val template", _sprintf),
+        _fn("encode", "val indent", lambda run, v=None, indent=None: encode(v, indent)),
+        _fn("decode", "val", decode),
+        _fn("noop", "", lambda run, *args: None, variadic=True),
+        # numbers
+        _fn("range", "val end", _range),
+        _fn("chr", "val", _chr),
+        # strings
+        _fn("lc", "val", _str_fn(str.lower)),
+        _fn("uc", "val", _str_fn(str.upper)),
+        _fn("capitalize", "val", _str_fn(lambda s: s[:1].upper() + s[1:])),
+        _fn("trim", "val", _str_fn(str.strip)),
+        _fn("trimLeading", "val", _str_fn(str.lstrip)),
+        _fn("trimTrailing", "val", _str_fn(str.rstrip)),
+        _fn(
+            "startsWith",
+            "val target",
+            lambda run, v=None, t=None: to_string(v).startswith(to_string(t)),
+        ),
+        _fn(
+            "endsWith",
+            "val target",
+            lambda run, v=None, t=None: to_string(v).endswith(to_string(t)),
+        ),
+        _fn("contains", "val target", lambda run, v=None, t=None: to_string(t) in to_string(v)),
+        _fn("match", "val regex", _match),
+        _fn("extract", "val regex", _extract),
+        _fn("split", "val separator", _split),
+        _fn("replace", "val regex replacement", _replace),
+        _fn("substr", "val start length", _substr),
+        _fn("ord", "val", _ord),
+        # collections
+        _fn("length", "val", _length),
+        _fn("isEmpty", "val", _is_empty),
+        _fn("keys", "val path", _keys),
+        _fn("values", "val path", _values),
+        _fn("put", "val path value", _put),
+        _fn("set", "val path value", _set),
+        _fn("get", "val path", _get),
+        _fn("delete", "val path", _delete),
+        _fn("append", "val", _append, variadic=True),
+        _fn("head", "val", _head),
+        _fn("tail", "val", _tail),
+        _fn("join", "val separator", _join),
+        _fn("index", "val elm", _index_of),
+        _fn("reverse", "val", _reverse),
+        _fn("slice", "val start end", _slice),
+        _fn("unique", "val", _unique),
+        _fn("sort", "val how", _sort),
+        _fn("map", "val iter", _map),
+        _fn("filter", "val iter", _filter),
+        _fn("reduce", "val iter init", _reduce),
+        _fn("collect", "val iter", _collect),
+        _fn("any", "val iter", _any),
+        _fn("all", "val iter", _all),
+        _fn("none", "val iter", lambda run, v=None, f=None: not _any(run, v, f)),
+        _fn("notall", "val iter", lambda run, v=None, f=None: not _all(run, v, f)),
+    ]
+}
+
+# ---------------------------------------------------------------------------
+# Actions (usable only in an action block)
+
+
+def _send_directive(run: Run, name: object = None, options: object = None) -> object:
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise KrlRuntimeError(f"send_directive options must be a Map, not {type_of(options)}")
+    plain = to_plain(options, "directive options")
+    directive_name = to_string(name)
+    run.ctx.send_directive(directive_name, plain)
+    event = run.event
+    return {
+        "type": "directive",
+        "name": directive_name,
+        "options": plain,
+        "meta": {"rid": run.rid, "rule_name": run.rule, "txnId": event.eid if event else None},
+    }
+
+
+ACTIONS: dict[str, StdlibFunction] = {
+    "send_directive": _fn("send_directive", "name options", _send_directive),
+    "noop": STDLIB["noop"],
+}
+
+# ---------------------------------------------------------------------------
+# Modules: module:name properties (read without parentheses) and functions
+
+Property = Callable[[Run], object]
+
+
+def _event_attr(run: Run, name: object = None) -> object:
+    if run.event is None:
+        return None
+    return run.event.attrs.get(to_string(name))
+
+
+def _event_attrs(run: Run) -> object:
+    if run.event is None:
+        return None
+    attrs = run.event.attrs
+    return attrs if type(attrs) is dict else dict(attrs)
+
+
+def _meta_name(key: str) -> Property:
+    return lambda run: run.ruleset.meta.get(key)
+
+
+MODULES: dict[str, dict[str, Property | StdlibFunction]] = {
+    "event": {
+        "attrs": _event_attrs,
+        "attr": _fn("attr", "name", _event_attr),
+        "domain": lambda run: run.event.domain if run.event else None,
+        "type": lambda run: run.event.type if run.event else None,
+        "name": lambda run: run.event.type if run.event else None,
+        "eid": lambda run: run.event.eid if run.event else None,
+        "time": lambda run: normalize(run.event.time) if run.event else None,
+    },
+    "meta": {
+        "rid": lambda run: run.rid,
+        "eci": lambda run: run.ctx.eci,
+        "picoId": lambda run: run.ctx.pico_id,
+        "ruleName": lambda run: None if run.in_query else run.rule,
+        "inQuery": lambda run: run.in_query,
+        "txnId": lambda run: run.event.eid if run.event else None,
+        "rulesetName": _meta_name("name"),
+        "rulesetDescription": _meta_name("description"),
+        "rulesetAuthor": _meta_name("author"),
+        "rulesetVersion": _meta_name("version"),
+    },
+}

@@ -1,0 +1,74 @@
+"""Fakes for the KRL tests: an in-memory Context and a tiny event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import krl
+
+
+class FakeContext:
+    """An in-memory stand-in for the engine's per-transaction context."""
+
+    def __init__(self, pico_id: str = "pico-1", eci: str = "eci-1") -> None:
+        self.pico_id = pico_id
+        self.eci = eci
+        self.ents: dict[tuple[str, str], object] = {}
+        self.raised: list[tuple[str, str, Mapping[str, object], str | None]] = []
+        self.directives: list[tuple[str, Mapping[str, object]]] = []
+        self.logs: list[tuple[str, str]] = []
+
+    def ent_get(self, rid: str, name: str) -> object:
+        return self.ents.get((rid, name))
+
+    def ent_set(self, rid: str, name: str, value: object) -> None:
+        self.ents[(rid, name)] = value
+
+    def ent_clear(self, rid: str, name: str) -> None:
+        self.ents.pop((rid, name), None)
+
+    def raise_event(
+        self, domain: str, type: str, attrs: Mapping[str, object], for_rid: str | None
+    ) -> None:
+        self.raised.append((domain, type, attrs, for_rid))
+
+    def send_directive(self, name: str, options: Mapping[str, object]) -> None:
+        self.directives.append((name, options))
+
+    def log(self, level: str, message: str) -> None:
+        self.logs.append((level, message))
+
+
+def send_event(
+    ruleset: krl.Ruleset,
+    ctx: FakeContext,
+    domain: str,
+    type: str,
+    attrs: Mapping[str, object] | None = None,
+    budget: krl.Budget | None = None,
+    max_events: int = 50,
+) -> list[tuple[str, Mapping[str, object]]]:
+    """Process one event and, breadth-first, every event it raises; return the directives."""
+    budget = budget or krl.Budget()
+    queue = [krl.Event(domain, type, dict(attrs or {}))]
+    start = len(ctx.directives)
+    handled = 0
+    while queue and handled < max_events:
+        event = queue.pop(0)
+        handled += 1
+        before = len(ctx.raised)
+        for selection in ruleset.select(event, ctx, budget):
+            result = ruleset.run(selection, event, ctx, budget)
+            if result.last:
+                break
+        for d, t, a, _ in ctx.raised[before:]:
+            queue.append(krl.Event(d, t, a))
+    return ctx.directives[start:]
+
+
+def evaluate(expr: str, ctx: FakeContext | None = None, **attrs: Any) -> Any:
+    """Evaluate a KRL expression through a throwaway ruleset and a shared query."""
+    source = f"ruleset t.eval {{ meta {{ shares v }} global {{ v = function() {{ {expr} }} }} }}"
+    ruleset = krl.compile_ruleset(source)
+    return ruleset.query("v", {}, ctx or FakeContext(), krl.Budget())

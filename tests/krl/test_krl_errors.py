@@ -1,0 +1,210 @@
+"""Exact texts of syntax and compile errors, caret line included."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+import krl
+
+CASES = [
+    pytest.param(
+        "ruleset a {\n  rule r {\n    select when a b\n",
+        "line 3, column 20: expected '}' to close the rule block opened at line 2, column 10, "
+        "found end of input\n"
+        "    select when a b\n"
+        "                   ^",
+        id="missing-rule-brace",
+    ),
+    pytest.param(
+        "ruleset a {\n  global {\n    x = 1\n",
+        "line 3, column 10: expected '}' to close the global block opened at line 2, column 10, "
+        "found end of input\n"
+        "    x = 1\n"
+        "         ^",
+        id="missing-global-brace",
+    ),
+    pytest.param(
+        'ruleset a {\n  global {\n    x = "abc\n  }\n}\n',
+        "line 5, column 2: expected '\"' to close the string opened at line 3, column 9, "
+        "found end of input\n"
+        "}\n"
+        " ^",
+        id="unterminated-string",
+    ),
+    pytest.param(
+        "ruleset a {\n  rule r {\n    select when echo\n  }\n}",
+        "line 4, column 3: expected an event type after the event domain 'echo', found '}'\n"
+        "  }\n"
+        "  ^",
+        id="select-when-without-type",
+    ),
+    pytest.param(
+        "ruleset a {\n  global { x = 1 ? 2 }\n}",
+        "line 2, column 18: unexpected character '?'\n  global { x = 1 ? 2 }\n                 ^",
+        id="bad-character",
+    ),
+    pytest.param(
+        "ruleset a {\n  global { x = (1 + 2 }\n}",
+        "line 2, column 23: expected ')' to close the parenthesis opened at line 2, column 16, "
+        "found '}'\n"
+        "  global { x = (1 + 2 }\n"
+        "                      ^",
+        id="unclosed-paren",
+    ),
+    pytest.param(
+        "ruleset a {\n  global { m = {a: 1} }\n}",
+        "line 2, column 17: expected a string map key or '}', found 'a'\n"
+        "  global { m = {a: 1} }\n"
+        "                ^",
+        id="bare-map-key",
+    ),
+    pytest.param(
+        "ruleset a {\n  rule r {\n    select when a b\n    fired { x := 1 }\n  }\n}",
+        "line 4, column 13: expected a postlude statement (ent:name := value, clear, raise, log, "
+        "last or name = value), found 'x'\n"
+        "    fired { x := 1 }\n"
+        "            ^",
+        id="assign-non-ent",
+    ),
+    pytest.param(
+        "ruleset a {\n  rule r {\n    select when a b\n    else { ent:x := 1 }\n  }\n}",
+        "line 4, column 5: 'else' must follow a 'fired' or 'notfired' block\n"
+        "    else { ent:x := 1 }\n"
+        "    ^",
+        id="bare-else",
+    ),
+    pytest.param(
+        "ruleset a {\n  rule r {\n    pre { x = 1 }\n  }\n}",
+        "line 3, column 5: expected 'select' at the start of the rule body, found 'pre'\n"
+        "    pre { x = 1 }\n"
+        "    ^",
+        id="rule-without-select",
+    ),
+    pytest.param(
+        "ruleset a { /* oops }",
+        "line 1, column 22: expected '*/' to close the comment opened at line 1, column 13, "
+        "found end of input\n"
+        "ruleset a { /* oops }\n"
+        "                     ^",
+        id="unclosed-comment",
+    ),
+    pytest.param(
+        "ruleset a {\n\tglobal { x = <<abc #{y}\n}",
+        "line 3, column 2: expected '>>' to close the chevron string opened at line 2, column 15, "
+        "found end of input\n"
+        "}\n"
+        " ^",
+        id="unclosed-chevron",
+    ),
+    pytest.param(
+        "ruleset a {\n\tglobal { x = 1 }\n} extra",
+        "line 3, column 3: expected end of input after the ruleset, found 'extra'\n} extra\n  ^",
+        id="trailing-text",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "message"), CASES)
+def test_syntax_error_text(source: str, message: str) -> None:
+    with pytest.raises(krl.KrlSyntaxError) as info:
+        krl.parse_ruleset(source)
+    assert str(info.value) == message
+
+
+def test_caret_keeps_tabs() -> None:
+    with pytest.raises(krl.KrlSyntaxError) as info:
+        krl.parse_ruleset("ruleset a {\n\tglobal { x = 1 ? 2 }\n}")
+    assert str(info.value).splitlines()[1:] == ["\tglobal { x = 1 ? 2 }", "\t               ^"]
+
+
+def test_error_fields() -> None:
+    with pytest.raises(krl.KrlSyntaxError) as info:
+        krl.parse_ruleset("ruleset a {\n  global { x = 1 ? 2 }\n}")
+    err = info.value
+    assert (err.offset, err.line, err.column) == (29, 2, 18)
+    assert err.message == "unexpected character '?'"
+    copy = pickle.loads(pickle.dumps(err))
+    assert str(copy) == str(err)
+
+
+COMPILE_CASES = [
+    pytest.param(
+        "ruleset a { global { x = y } }",
+        "line 1, column 26: undefined name 'y'\n"
+        "ruleset a { global { x = y } }\n"
+        "                         ^",
+        id="undefined-name",
+    ),
+    pytest.param(
+        "ruleset a { meta { shares nope } }",
+        "line 1, column 27: 'nope' is listed in shares but not declared in global\n"
+        "ruleset a { meta { shares nope } }\n"
+        "                          ^",
+        id="share-undeclared",
+    ),
+    pytest.param(
+        "ruleset a { rule r { select when a b and c d } }",
+        "line 1, column 34: 'and' in select when is not supported yet (only 'or')\n"
+        "ruleset a { rule r { select when a b and c d } }\n"
+        "                                 ^",
+        id="and-not-supported",
+    ),
+    pytest.param(
+        "ruleset a { global { x = re#(# } }",
+        "line 1, column 26: invalid regular expression re#(#: missing ), unterminated subpattern "
+        "at position 0\n"
+        "ruleset a { global { x = re#(# } }\n"
+        "                         ^",
+        id="bad-regex",
+    ),
+    pytest.param(
+        "ruleset a { global { x = 1; y = x; x = 2 } }",
+        "line 1, column 36: 'x' is already declared in global\n"
+        "ruleset a { global { x = 1; y = x; x = 2 } }\n"
+        "                                   ^",
+        id="duplicate-global",
+    ),
+    pytest.param(
+        "ruleset a { global { a = b; b = 1 } }",
+        "line 1, column 26: undefined name 'b'\n"
+        "ruleset a { global { a = b; b = 1 } }\n"
+        "                         ^",
+        id="forward-value-reference",
+    ),
+    pytest.param(
+        'ruleset a { global { x = send_directive("a") } }',
+        "line 1, column 26: 'send_directive' is an action and can only be used in an action block\n"
+        'ruleset a { global { x = send_directive("a") } }\n'
+        "                         ^",
+        id="action-in-expression",
+    ),
+    pytest.param(
+        "ruleset a { global { x = 1.nope() } }",
+        "line 1, column 28: unknown operator or function 'nope'\n"
+        "ruleset a { global { x = 1.nope() } }\n"
+        "                           ^",
+        id="unknown-operator",
+    ),
+    pytest.param(
+        "ruleset a { rule r { select when a b } rule r { select when c d } }",
+        "line 1, column 45: duplicate rule name 'r'\n"
+        "ruleset a { rule r { select when a b } rule r { select when c d } }\n"
+        "                                            ^",
+        id="duplicate-rule",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "message"), COMPILE_CASES)
+def test_compile_error_text(source: str, message: str) -> None:
+    with pytest.raises(krl.KrlCompileError) as info:
+        krl.compile_ruleset(source)
+    assert str(info.value) == message
+
+
+def test_functions_may_refer_forward_and_recurse() -> None:
+    krl.compile_ruleset(
+        "ruleset a { global { f = function(n) { n <= 0 => c | f(n - 1) }; c = 1 } }"
+    )
