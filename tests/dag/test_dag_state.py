@@ -144,4 +144,3 @@ def test_rid_mismatch() -> None:
     store.put_many([rs, ch, root, Block.raw(b"")])
     with pytest.raises(InvalidState, match="rid is 'other', but the state root lists it as 'a'"):
         read_state(store, root.cid)
-
