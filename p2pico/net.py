@@ -1,0 +1,824 @@
+"""The libp2p boundary of p2pico: a host, request/response streams and gossipsub behind one API.
+
+This is the only module in the project that imports libp2p (tests/test_boundaries.py checks).
+Everything above it talks in peer-id strings, multiaddr strings and bytes, so a py-libp2p
+upgrade, or a swap to another implementation, touches this file alone.
+
+Theory of operation
+-------------------
+``serve_net`` owns the whole stack and is started with ``nursery.start``. It builds, in this
+order (shared/research/libp2p-probe.md §3-4 has the measurements behind each choice):
+
+1. The host: TCP + Noise + yamux and nothing else. Noise is the only security transport we
+   offer, because py-libp2p otherwise also offers plaintext (P10).
+   ``max_connections_per_peer=1`` avoids a 250 ms happy-eyeballs wait on every dial (P1).
+2. Gossipsub with spam protection off (its default drops anything over 10 msg/s, our own
+   publishes included: P2). Pubsub and its router run *before* the host listens or dials:
+   a connection that arrives between ``Pubsub(...)`` and the start of its service deadlocks
+   ``connect()`` (P4).
+3. The host listens, the bootstrap peers are dialled (with retries, never fatal), and only
+   then ``task_status.started(net)``.
+
+Request/response: one stream per request. The requester writes one length-prefixed frame
+(protocols.framing), half-closes, and reads one frame back. The responder reads one frame
+(within ``REQUEST_READ_TIMEOUT``, so a peer that stalls cannot pin a task), calls the
+handler, writes one frame and closes. Any failure on the responder side resets the stream,
+which the requester sees as ``StreamFailed``. Handlers never run while bytes are waiting
+unread: the request is read in full first, so yamux's 5-second flow-control timeout (P8)
+cannot fire on a request.
+
+Connection events come from a libp2p network notifee. It never awaits user code: each
+``on_peer_connected`` callback runs in its own task in the Net's nursery.
+
+Failed dials put a peer in libp2p's 60-second negative dial cache (P7); every dial made here
+calls ``unblock_peer`` first, so a peer that comes back is reachable at once. A dead peer's
+connection stays registered for a while (P13); when a stream on an existing connection fails,
+``request`` drops that connection and tries once more through a fresh dial (only opening the
+stream is retried, never a request that was already sent).
+
+Shutdown: py-libp2p runs its TCP listeners in trio system tasks, outside any nursery of ours,
+so ``serve_net`` closes them itself on the way out (``_close_listeners``).
+
+py-libp2p's logging is routed through the ``p2pico.libp2p`` logger at WARNING and above;
+see ``_route_libp2p_logging``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import types
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import nacl.signing
+import trio
+from libp2p import new_host
+from libp2p.abc import INotifee
+from libp2p.crypto.ed25519 import Ed25519PrivateKey
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.host.exceptions import StreamFailure
+from libp2p.network.config import ConnectionConfig
+from libp2p.network.connection import swarm_connection as _libp2p_swarm_connection
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
+
+from protocols.framing import (
+    MAX_FRAME_SIZE,
+    FrameDecoder,
+    FramingError,
+    decode_uvarint,
+    encode_frame,
+)
+
+__all__ = [
+    "Net",
+    "NetError",
+    "PeerUnreachable",
+    "ProtocolNotSupported",
+    "RequestTimeout",
+    "StreamFailed",
+    "serve_net",
+]
+
+logger = logging.getLogger(__name__)
+
+RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
+TopicHandler = Callable[[str, bytes], Awaitable[None]]
+PeerCallback = Callable[[str], Awaitable[None]]
+
+# A responder waits this long for the whole request frame. The requester writes it in one go
+# right after opening the stream, so anything slower is a stalled or hostile peer.
+REQUEST_READ_TIMEOUT: Final = 30.0
+# Upper bound on handler + response write on the responder side. The requester's own default
+# timeout is 30 s, so work past this point could never be delivered.
+RESPONSE_TIMEOUT: Final = 60.0
+# Stream reads ask for at most this much; the frame decoder bounds the total.
+_READ_CHUNK: Final = 64 * 1024
+# Bound on the shielded cleanup serve_net does when cancelled.
+SHUTDOWN_TIMEOUT: Final = 2.0
+# Bootstrap: attempts per address and the first back-off (doubled after each failure).
+BOOTSTRAP_ATTEMPTS: Final = 3
+BOOTSTRAP_BACKOFF: Final = 0.5
+# Pubsub messages wait here between libp2p's 32-slot subscription buffer (P3) and the
+# topic handlers, so a briefly slow handler does not make libp2p drop messages.
+_TOPIC_QUEUE_SIZE: Final = 1024
+# publish() waits until each peer's outbound RPC queue (32 slots, libp2p's
+# pubsub/rpc_queue.py OutBoundQueueSize) holds at most this many RPCs, for at most
+# PUBLISH_BACKPRESSURE_LIMIT seconds. One publish costs about 2 RPCs per peer (P3).
+_OUTBOUND_QUEUE_HIGH: Final = 16
+PUBLISH_BACKPRESSURE_LIMIT: Final = 2.0
+_GOSSIPSUB_PROTOCOLS: Final = (PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class NetError(Exception):
+    """A network operation failed; the message says why."""
+
+
+class PeerUnreachable(NetError):
+    """No connection to the peer could be made: no known address, or every dial failed."""
+
+
+class StreamFailed(NetError):
+    """The stream broke before a full response frame arrived (reset, EOF, bad frame)."""
+
+
+class ProtocolNotSupported(StreamFailed):
+    """The peer is reachable but has no handler for the requested protocol."""
+
+
+class RequestTimeout(NetError):
+    """The request did not complete within its timeout."""
+
+
+# --- logging ------------------------------------------------------------------------------
+
+# Records libp2p logs at WARNING or above for situations this module turns into exceptions
+# of its own (so logging them too would report each failure twice). They go out at DEBUG.
+_DEMOTED_LIBP2P_MESSAGES: Final = (
+    "Failed to open stream to peer",  # new_stream: we raise StreamFailed/ProtocolNotSupported
+    "MultiselectClient handshake: ",  # stream negotiation on a dying connection: same
+    "Failed to open TCP stream",  # a failed dial: connect/request raise PeerUnreachable
+)
+
+
+class _Libp2pLogBridge(logging.Handler):
+    """Re-emit libp2p's log records through the ``p2pico.libp2p`` logger.
+
+    On import, libp2p sets its ``libp2p`` logger to WARNING with no handlers and
+    ``propagate = False`` (libp2p/utils/logging.py). Python then prints such records through
+    ``logging.lastResort`` straight to stderr, bypassing the application's logging setup
+    entirely (P12). This handler hands them to our logger tree instead, so the application's
+    configuration decides where they go, and the record keeps its ``libp2p.*`` name.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self._target = logging.getLogger("p2pico.libp2p")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and record.msg.startswith(_DEMOTED_LIBP2P_MESSAGES):
+            record = logging.makeLogRecord(
+                record.__dict__
+            )  # a copy: other handlers see the original
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        if self._target.isEnabledFor(record.levelno):
+            self._target.handle(record)
+
+
+class _LoggingModuleShim:
+    """Stands in for the ``logging`` module inside one libp2p module.
+
+    libp2p/network/connection/swarm_connection.py logs through the module-level functions
+    (``logging.debug(...)``), i.e. on the *root* logger. When the root logger has no
+    handler yet, each such call runs ``logging.basicConfig()``, which installs a stderr
+    handler on the application's root logger behind its back, and the records bypass the
+    ``libp2p`` logger's level. This shim sends them to the module's own named logger.
+    """
+
+    _LEVEL_FUNCTIONS: Final = frozenset(
+        {"debug", "info", "warning", "error", "exception", "critical", "log"}
+    )
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._LEVEL_FUNCTIONS:
+            return getattr(self._logger, name)
+        return getattr(logging, name)
+
+
+def _route_libp2p_logging() -> None:
+    """Send libp2p's WARNING+ records through our loggers (idempotent).
+
+    Left alone when ``LIBP2P_DEBUG`` is set: then libp2p installs its own handlers, and
+    whoever set the variable wants that output.
+    """
+    module = _libp2p_swarm_connection
+    if isinstance(getattr(module, "logging", None), types.ModuleType):
+        setattr(module, "logging", _LoggingModuleShim(logging.getLogger(module.__name__)))  # noqa: B010
+    if os.environ.get("LIBP2P_DEBUG"):
+        return
+    libp2p_logger = logging.getLogger("libp2p")
+    if any(isinstance(h, _Libp2pLogBridge) for h in libp2p_logger.handlers):
+        return
+    libp2p_logger.setLevel(logging.WARNING)
+    libp2p_logger.propagate = False
+    libp2p_logger.addHandler(_Libp2pLogBridge())
+
+
+_route_libp2p_logging()
+
+
+# --- identity -----------------------------------------------------------------------------
+
+
+def _key_pair_from_seed(seed: bytes) -> KeyPair:
+    """The libp2p key pair for a 32-byte Ed25519 seed.
+
+    libp2p's Ed25519PrivateKey wraps a pynacl SigningKey, so the peer id is exactly the one
+    derived from ``nacl.signing.SigningKey(seed)`` elsewhere in p2pico (did:key and peer id
+    are two encodings of the same public key; libp2p-probe.md §3 "Identity").
+    """
+    if len(seed) != 32:
+        raise ValueError(f"Ed25519 seed must be 32 bytes, got {len(seed)}")
+    private = Ed25519PrivateKey(nacl.signing.SigningKey(seed))
+    return KeyPair(private, private.get_public_key())
+
+
+def _parse_peer_id(peer_id: str) -> ID:
+    """Parse a base58 peer id; the bytes must be an identity or sha2-256 multihash."""
+    try:
+        raw = ID.from_base58(peer_id).to_bytes()
+        header = decode_uvarint(raw)
+        length = decode_uvarint(raw, header[1]) if header else None
+    except Exception as error:  # base58 and varint errors
+        raise ValueError(f"not a peer id: {peer_id!r}") from error
+    if header is None or length is None or header[0] not in (0x00, 0x12):
+        raise ValueError(f"not a peer id: {peer_id!r}")
+    if length[1] + length[0] != len(raw):
+        raise ValueError(f"not a peer id: {peer_id!r}")
+    return ID(raw)
+
+
+def _describe(error: BaseException) -> str:
+    """A one-line reason for an error from libp2p, looking inside exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in error.exceptions)
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# --- stream helpers -----------------------------------------------------------------------
+
+
+class _EndOfStream(Exception):
+    """The stream ended before a whole frame arrived."""
+
+
+async def _read_frame(stream: Any, max_frame_size: int = MAX_FRAME_SIZE) -> bytes:
+    """Read exactly one frame; bytes after it are ignored.
+
+    Raises:
+        _EndOfStream: EOF before the frame was complete.
+        FramingError: bad length prefix or oversized frame.
+        StreamError (libp2p): reset or otherwise broken stream.
+    """
+    decoder = FrameDecoder(max_frame_size)
+    while (frame := decoder.next_frame()) is None:
+        try:
+            chunk = await stream.read(_READ_CHUNK)
+        except EOFError:  # libp2p's StreamEOF is an EOFError
+            chunk = b""
+        if not chunk:
+            got = f"{decoder.buffered} byte(s)" if decoder.buffered else "nothing"
+            raise _EndOfStream(f"stream ended after {got}, before a complete frame")
+        decoder.feed(chunk)
+    return frame
+
+
+async def _reset_quietly(stream: Any) -> None:
+    """Reset a stream, even while being cancelled, without waiting long or raising."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        try:
+            await stream.reset()
+        except Exception:
+            logger.debug("stream reset failed", exc_info=True)
+
+
+# --- Net ----------------------------------------------------------------------------------
+
+
+class _ConnectionNotifee(INotifee):
+    """Forwards libp2p connection events to the Net without ever blocking libp2p."""
+
+    def __init__(self, net: Net) -> None:
+        self._net = net
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        self._net._connection_opened(conn)
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        self._net._connection_closed(conn)
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        pass
+
+    async def listen(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+    async def listen_close(self, network: Any, multiaddr: Any) -> None:
+        pass
+
+
+class Net:
+    """A running libp2p node. Obtain one from ``serve_net``; do not construct it directly.
+
+    All methods must be called from the trio run that runs ``serve_net``, while it runs.
+    Peer ids are base58 strings (``12D3KooW…``) and addresses are multiaddr strings.
+    """
+
+    peer_id: str
+
+    def __init__(self, host: Any, pubsub: Any, nursery: trio.Nursery) -> None:
+        self._host = host
+        self._pubsub = pubsub
+        self._nursery = nursery
+        self.peer_id = str(host.get_id())
+        # Per-responder limits; tests lower them.
+        self.request_read_timeout = REQUEST_READ_TIMEOUT
+        self.response_timeout = RESPONSE_TIMEOUT
+        self._handlers: dict[str, RequestHandler] = {}
+        self._peer_callbacks: list[PeerCallback] = []
+        # Open connections per peer, as reported by the notifee (libp2p SwarmConn objects).
+        self._connections: dict[ID, list[Any]] = {}
+        # Addresses we were told about through connect() or bootstrap. The peerstore
+        # forgets addresses after a TTL (120 s for dialled peers), this does not.
+        self._known_addrs: dict[ID, list[Multiaddr]] = {}
+        self._topic_handlers: dict[str, list[TopicHandler]] = {}
+        self._topic_ready: dict[str, trio.Event] = {}
+        self._closed = False
+
+    # --- addresses and peers ---
+
+    def multiaddrs(self) -> list[str]:
+        """Our listen addresses, each ending in ``/p2p/<peer id>``, with real port numbers."""
+        return [str(addr) for addr in self._host.get_addrs()]
+
+    def connected_peers(self) -> list[str]:
+        """Peers with at least one open connection right now.
+
+        libp2p notices a dead peer only after a moment (P13), so a stream error, not this
+        list, is the reliable sign that a peer is gone.
+        """
+        connections = self._host.get_network().connections
+        return [
+            str(peer) for peer, conns in connections.items() if any(not c.is_closed for c in conns)
+        ]
+
+    async def connect(self, multiaddr: str, *, timeout: float = 30.0) -> str:
+        """Connect to the peer at a ``…/p2p/<peer id>`` address and return its peer id.
+
+        A no-op if already connected. The address is remembered for later redials by
+        ``request``.
+
+        Raises:
+            ValueError: the address is malformed, lacks ``/p2p/<id>``, or is our own.
+            PeerUnreachable: the dial failed or took longer than ``timeout``.
+        """
+        try:
+            info = info_from_p2p_addr(Multiaddr(multiaddr))
+        except Exception as error:
+            raise ValueError(f"not a dialable p2p multiaddr: {multiaddr!r}") from error
+        if info.peer_id == self._host.get_id():
+            raise ValueError(f"refusing to connect to ourselves: {multiaddr!r}")
+        self._remember_addrs(info.peer_id, info.addrs)
+        with trio.move_on_after(timeout) as scope:
+            await self._dial(info)
+        if scope.cancelled_caught:
+            raise PeerUnreachable(f"dial to {info.peer_id} timed out after {timeout} s")
+        return str(info.peer_id)
+
+    def on_peer_connected(self, callback: PeerCallback) -> None:
+        """Call ``callback(peer_id)`` whenever a peer becomes connected, in either direction.
+
+        It fires once per peer each time the peer goes from no connection to a connection
+        (so again after a disconnect and reconnect). Peers already connected when the
+        callback is registered, such as the bootstrap peers dialled before ``serve_net``
+        handed out this Net, are not reported: use ``connected_peers()`` for those. Each
+        call runs in its own task in the Net's nursery; an exception is logged and does not
+        affect the node.
+        """
+        self._peer_callbacks.append(callback)
+
+    def _connection_opened(self, conn: Any) -> None:
+        peer = conn.muxed_conn.peer_id
+        # Drop connections that closed without (yet) telling us: libp2p notifies
+        # "disconnected" only after a 100 ms pause (SwarmConn._cleanup), and a reconnect
+        # inside that window must still count as a new connection.
+        live = [c for c in self._connections.get(peer, ()) if not c.is_closed]
+        is_new = not live
+        self._connections[peer] = [*live, conn]
+        if is_new and not self._closed:
+            for callback in self._peer_callbacks:
+                self._spawn_peer_callback(callback, peer)
+
+    def _connection_closed(self, conn: Any) -> None:
+        peer = conn.muxed_conn.peer_id
+        live = [c for c in self._connections.get(peer, ()) if c is not conn and not c.is_closed]
+        if live:
+            self._connections[peer] = live
+        else:
+            self._connections.pop(peer, None)
+
+    def _spawn_peer_callback(self, callback: PeerCallback, peer: ID) -> None:
+        if not self._closed:
+            self._nursery.start_soon(self._run_peer_callback, callback, str(peer))
+
+    async def _run_peer_callback(self, callback: PeerCallback, peer: str) -> None:
+        try:
+            await callback(peer)
+        except Exception:
+            logger.exception("on_peer_connected callback %r failed for %s", callback, peer)
+
+    def _remember_addrs(self, peer: ID, addrs: Sequence[Multiaddr]) -> None:
+        known = self._known_addrs.setdefault(peer, [])
+        known.extend(addr for addr in addrs if addr not in known)
+
+    async def _dial(self, info: PeerInfo) -> None:
+        # Lift the 60-second negative dial cache first (P7): we only dial when we want to.
+        self._host.get_network().unblock_peer(info.peer_id)
+        try:
+            await self._host.connect(info)
+        except Exception as error:  # SwarmException, OSError, exception groups of them
+            raise PeerUnreachable(f"dial to {info.peer_id} failed: {_describe(error)}") from error
+
+    async def _ensure_connected(self, peer: ID) -> None:
+        if self._host.get_network().connections.get(peer):
+            return
+        addrs = list(self._known_addrs.get(peer, ()))
+        with contextlib.suppress(PeerStoreError):  # the peerstore has no (unexpired) addrs
+            addrs.extend(a for a in self._host.get_peerstore().addrs(peer) if a not in addrs)
+        if not addrs:
+            raise PeerUnreachable(f"no known address for peer {peer}")
+        await self._dial(PeerInfo(peer, addrs))
+
+    # --- request / response ---
+
+    def set_handler(self, protocol: str, handler: RequestHandler) -> None:
+        """Answer requests on ``protocol`` (e.g. ``/p2pico/sync/1.0.0``) with ``handler``.
+
+        ``handler(remote_peer_id, request) -> response`` runs once per request, in its own
+        task. If it raises, the error is logged and the stream reset, so the requester gets
+        ``StreamFailed``; the node carries on. Setting a handler again replaces it.
+        """
+        if protocol not in self._handlers:
+
+            async def stream_handler(stream: Any) -> None:
+                await self._serve_stream(protocol, stream)
+
+            self._host.set_stream_handler(TProtocol(protocol), stream_handler)
+        self._handlers[protocol] = handler
+
+    async def _serve_stream(self, protocol: str, stream: Any) -> None:
+        remote = str(stream.muxed_conn.peer_id)
+        handler = self._handlers[protocol]
+        try:
+            with trio.fail_after(self.request_read_timeout):
+                request = await _read_frame(stream)
+        except trio.TooSlowError:
+            logger.info(
+                "%s request from %s: not received within %s s, resetting stream",
+                protocol,
+                remote,
+                self.request_read_timeout,
+            )
+            await _reset_quietly(stream)
+            return
+        except Exception as error:
+            logger.info(
+                "%s request from %s: unreadable (%s), resetting stream",
+                protocol,
+                remote,
+                _describe(error),
+            )
+            await _reset_quietly(stream)
+            return
+        try:
+            with trio.fail_after(self.response_timeout):
+                try:
+                    response = await handler(remote, request)
+                except Exception:
+                    logger.exception("%s handler failed on a request from %s", protocol, remote)
+                    await _reset_quietly(stream)
+                    return
+                await stream.write(encode_frame(response))
+                await stream.close()
+        except trio.TooSlowError:
+            logger.warning(
+                "%s request from %s: no response within %s s, resetting stream",
+                protocol,
+                remote,
+                self.response_timeout,
+            )
+            await _reset_quietly(stream)
+        except Exception as error:
+            # FramingError here means the handler returned more than MAX_FRAME_SIZE bytes.
+            logger.info("%s response to %s not delivered: %s", protocol, remote, _describe(error))
+            await _reset_quietly(stream)
+
+    async def request(
+        self, peer_id: str, protocol: str, payload: bytes, *, timeout: float = 30.0
+    ) -> bytes:
+        """Send one request frame on a new stream and return the one response frame.
+
+        Connects first if needed, using addresses from ``connect``/bootstrap and from the
+        peerstore (identify fills it in for peers that connected to us).
+
+        Raises:
+            ValueError: ``peer_id`` is not a peer id, or ``payload`` exceeds MAX_FRAME_SIZE.
+            PeerUnreachable: no known address, or every dial failed (also for our own id).
+            ProtocolNotSupported: the peer has no handler for ``protocol``.
+            StreamFailed: the stream was reset or ended before a full response frame.
+            RequestTimeout: the whole exchange took longer than ``timeout`` seconds.
+        """
+        peer = _parse_peer_id(peer_id)
+        frame = encode_frame(payload)
+        if peer == self._host.get_id():
+            raise PeerUnreachable("cannot send a request to ourselves")
+        try:
+            with trio.fail_after(timeout):
+                stream = await self._open_stream_redialling(peer, protocol)
+                try:
+                    response = await self._exchange(stream, frame)
+                except BaseException:
+                    await _reset_quietly(stream)
+                    raise
+        except trio.TooSlowError:
+            raise RequestTimeout(
+                f"{protocol} request to {peer_id} timed out after {timeout} s"
+            ) from None
+        return response
+
+    async def _open_stream_redialling(self, peer: ID, protocol: str) -> Any:
+        """Open a stream, connecting first if needed.
+
+        libp2p keeps a dead connection registered for a while after the peer went away
+        (P13), so a stream on an existing connection can fail although a fresh dial would
+        succeed. In that case drop the connection and try once more through a new dial.
+        """
+        had_connection = bool(self._host.get_network().connections.get(peer))
+        await self._ensure_connected(peer)
+        try:
+            return await self._open_stream(peer, protocol)
+        except ProtocolNotSupported:
+            raise
+        except NetError as error:
+            if not had_connection:
+                raise
+            logger.debug(
+                "stream to %s on an existing connection failed (%s); redialling", peer, error
+            )
+        try:
+            await self._host.disconnect(peer)
+        except Exception:
+            logger.debug("closing the stale connection to %s failed", peer, exc_info=True)
+        await self._ensure_connected(peer)
+        return await self._open_stream(peer, protocol)
+
+    async def _open_stream(self, peer: ID, protocol: str) -> Any:
+        try:
+            return await self._host.new_stream(peer, [TProtocol(protocol)])
+        except StreamFailure as error:
+            cause = error.__cause__
+            if cause is not None and "protocols not supported" in str(cause):
+                raise ProtocolNotSupported(f"{peer} does not support {protocol}") from error
+            reason = _describe(cause if cause is not None else error)
+            raise StreamFailed(f"could not open a {protocol} stream to {peer}: {reason}") from error
+        except Exception as error:  # SwarmException when the connection vanished meanwhile
+            raise PeerUnreachable(
+                f"could not open a {protocol} stream to {peer}: {_describe(error)}"
+            ) from error
+
+    async def _exchange(self, stream: Any, frame: bytes) -> bytes:
+        try:
+            await stream.write(frame)
+            await stream.close_write()
+            response = await _read_frame(stream)
+        except _EndOfStream as error:
+            # A reset by the responder usually surfaces here too: yamux drops the stream's
+            # buffer on RST, and the next read reports end of stream rather than a reset.
+            raise StreamFailed(f"no response: {error}") from error
+        except FramingError as error:
+            raise StreamFailed(f"malformed response: {error}") from error
+        except Exception as error:  # StreamReset, StreamClosed, yamux connection errors
+            raise StreamFailed(f"stream failed: {_describe(error)}") from error
+        try:
+            await stream.close()
+        except Exception:
+            logger.debug("closing a finished request stream failed", exc_info=True)
+        return response
+
+    # --- pubsub ---
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish ``data`` on ``topic`` (gossipsub, signed).
+
+        Fire-and-forget: libp2p queues are lossy and never report drops (P3, P15), so
+        anything that must arrive needs an acknowledgement or anti-entropy path of its own.
+        Keep the rate below ~100 messages/s per node.
+
+        Applies backpressure: first waits (at most ``PUBLISH_BACKPRESSURE_LIMIT`` seconds)
+        until every peer's outbound queue is at most half full, since libp2p silently drops
+        RPCs once a 32-slot queue is full and a burst of publishes fills it at once (P3).
+        """
+        with trio.move_on_after(PUBLISH_BACKPRESSURE_LIMIT):
+            # RpcQueue offers no "space available" event, so poll; each sender task drains
+            # its queue in well under a millisecond per RPC on loopback.
+            while any(len(q) > _OUTBOUND_QUEUE_HIGH for q in self._pubsub.peer_queues.values()):  # noqa: ASYNC110
+                await trio.sleep(0.002)
+        await self._pubsub.publish(topic, data)
+
+    def subscribe(self, topic: str, handler: TopicHandler) -> None:
+        """Call ``handler(from_peer_id, data)`` for each message on ``topic``, ours included.
+
+        Works any time while the Net runs (the Net only exists once ``serve_net`` has
+        started). The subscription becomes active shortly after this returns; use
+        ``wait_for_topic_peer`` to know when a given peer's messages will reach us.
+        Handlers for one topic run one message at a time, in arrival order; an exception
+        is logged and the next message is handled. Several handlers per topic are allowed.
+        """
+        self._topic_handlers.setdefault(topic, []).append(handler)
+        if topic not in self._topic_ready:
+            self._topic_ready[topic] = trio.Event()
+            self._nursery.start_soon(self._run_topic, topic)
+
+    async def wait_for_topic_peer(self, peer_id: str, topic: str, *, timeout: float = 10.0) -> None:
+        """Wait until ``peer_id`` is in our gossipsub mesh for ``topic`` (we must subscribe).
+
+        After this, what either side publishes on ``topic`` reaches the other. Without a
+        subscription of our own, waits only until we know the peer subscribes.
+
+        Raises:
+            RequestTimeout: not there within ``timeout`` seconds.
+        """
+        peer = _parse_peer_id(peer_id)
+        try:
+            with trio.fail_after(timeout):
+                ready = self._topic_ready.get(topic)
+                if ready is None:
+                    await self._pubsub.wait_for_subscription(peer, topic, timeout=math.inf)
+                else:
+                    await ready.wait()
+                    await self._pubsub.wait_for_mesh(peer, topic, timeout=math.inf)
+        except trio.TooSlowError:
+            raise RequestTimeout(f"{peer_id} not in the {topic!r} mesh after {timeout} s") from None
+
+    async def _run_topic(self, topic: str) -> None:
+        try:
+            subscription = await self._pubsub.subscribe(topic)
+        except Exception:
+            logger.exception("subscribing to topic %r failed; its handlers will not run", topic)
+            return
+        self._topic_ready[topic].set()
+        send, receive = trio.open_memory_channel[tuple[str, bytes]](_TOPIC_QUEUE_SIZE)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._dispatch_topic, topic, receive)
+            async with send:
+                async for message in subscription:
+                    item = (str(ID(message.from_id)), bytes(message.data))
+                    try:
+                        send.send_nowait(item)
+                    except trio.WouldBlock:
+                        logger.warning(
+                            "topic %r: handlers too slow, dropped a message from %s", topic, item[0]
+                        )
+
+    async def _dispatch_topic(
+        self, topic: str, receive: trio.MemoryReceiveChannel[tuple[str, bytes]]
+    ) -> None:
+        async with receive:
+            async for sender, data in receive:
+                for handler in list(self._topic_handlers[topic]):
+                    try:
+                        await handler(sender, data)
+                    except Exception:
+                        logger.exception(
+                            "topic %r handler %r failed on a message from %s",
+                            topic,
+                            handler,
+                            sender,
+                        )
+
+
+# --- serve_net ----------------------------------------------------------------------------
+
+
+def _new_host(key_pair: KeyPair, listen: Sequence[Multiaddr]) -> Any:
+    noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=key_pair,
+        listen_addrs=listen,
+        sec_opt={NOISE_PROTOCOL_ID: noise},  # Noise only: no plaintext fallback (P10)
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        connection_config=ConnectionConfig(max_connections_per_peer=1),  # P1
+    )
+
+
+async def _close_listeners(host: Any) -> None:
+    """Close the host's listeners, even though we are being cancelled.
+
+    py-libp2p runs each TCP listener, and the connections it accepts, in a trio *system
+    task* (transport/tcp/tcp.py ``spawn_system_task(_run_server)``), outside our nursery.
+    Only ``listener.close()`` stops it, and the swarm's own close path is cut short by the
+    cancellation before it gets there. Without this the node lives on after serve_net
+    returns: it keeps accepting and answering connections, and since the socket has
+    SO_REUSEPORT a restarted node on the same port shares the port with the zombie.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
+        for listener in list(host.get_network().listeners.values()):
+            try:
+                await listener.close()
+            except Exception:
+                logger.warning("closing a libp2p listener failed", exc_info=True)
+
+
+async def _bootstrap(net: Net, address: str) -> None:
+    delay = BOOTSTRAP_BACKOFF
+    for attempt in range(1, BOOTSTRAP_ATTEMPTS + 1):
+        try:
+            peer = await net.connect(address, timeout=10.0)
+        except PeerUnreachable as error:
+            if attempt == BOOTSTRAP_ATTEMPTS:
+                logger.warning(
+                    "bootstrap %s: giving up after %d attempt(s): %s", address, attempt, error
+                )
+                return
+            logger.info(
+                "bootstrap %s: attempt %d failed, retrying in %.1f s: %s",
+                address,
+                attempt,
+                delay,
+                error,
+            )
+            await trio.sleep(delay)
+            delay *= 2
+        else:
+            logger.info("bootstrap: connected to %s", peer)
+            return
+
+
+async def serve_net(
+    seed: bytes,
+    listen: Sequence[str],
+    bootstrap: Sequence[str] = (),
+    *,
+    # libp2p depends on trio-typing, whose outdated trio-stubs shadow trio's own annotations
+    # for mypy and lack trio.TaskStatus; the ignore goes once those stubs are gone.
+    task_status: trio.TaskStatus[Net] = trio.TASK_STATUS_IGNORED,  # type: ignore[name-defined]
+) -> None:
+    """Run a libp2p node until cancelled; ``nursery.start`` returns its ``Net``.
+
+    ``seed`` is the node's 32-byte Ed25519 seed; the peer id derives from it. ``listen``
+    holds multiaddrs such as ``/ip4/127.0.0.1/tcp/0`` (port 0 picks a free port;
+    ``Net.multiaddrs()`` reports the real one). Each ``bootstrap`` address
+    (``…/p2p/<peer id>``) is dialled before startup completes, with a few retries; a peer
+    that stays unreachable is logged, not fatal. A malformed address raises ValueError.
+    """
+    key_pair = _key_pair_from_seed(seed)
+    listen_addrs = [Multiaddr(addr) for addr in listen]
+    for address in bootstrap:  # configuration errors fail now, not as dial failures later
+        try:
+            info_from_p2p_addr(Multiaddr(address))
+        except Exception as error:
+            raise ValueError(f"not a dialable p2p multiaddr: {address!r}") from error
+    host = _new_host(key_pair, listen_addrs)
+    router = GossipSub(
+        list(_GOSSIPSUB_PROTOCOLS),
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=1,
+        spam_protection_enabled=False,  # P2
+    )
+    # Construct Pubsub and start it and its router before the host listens or dials (P4).
+    pubsub = Pubsub(host, router)
+    async with trio.open_nursery() as nursery:
+        net = Net(host, pubsub, nursery)
+        host.get_network().register_notifee(_ConnectionNotifee(net))
+        try:
+            async with background_trio_service(pubsub), background_trio_service(router):
+                await pubsub.wait_until_ready()
+                async with host.run(listen_addrs):
+                    try:
+                        logger.info("libp2p node %s listening on %s", net.peer_id, net.multiaddrs())
+                        async with trio.open_nursery() as dials:
+                            for address in bootstrap:
+                                dials.start_soon(_bootstrap, net, address)
+                        task_status.started(net)
+                        await trio.sleep_forever()
+                    finally:
+                        await _close_listeners(host)
+        finally:
+            net._closed = True
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""libp2p wire protocols of p2pico: pure codecs and state machines, no I/O."""
