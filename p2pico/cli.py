@@ -1,0 +1,211 @@
+"""The ``p2pico`` command: run a node, or talk to one over its HTTP API.
+
+Neighbours: p2pico.node (``p2pico node``), p2pico.http (the API every other
+sub-command calls).  Every sub-command except ``node`` prints JSON on stdout
+and exits 1 with ``{"error": ...}`` when the node reports an error.
+
+The node is chosen by ``--node URL``, else ``$P2PICO_NODE``, else the ``http``
+field of ``<home>/node.json`` (home: ``--home``, ``$P2PICO_HOME``, ``~/.p2pico``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from p2pico.home import DEFAULT_HOME
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home or os.environ.get("P2PICO_HOME") or DEFAULT_HOME).expanduser()
+
+
+def _node_url(args: argparse.Namespace) -> str:
+    if args.node:
+        return str(args.node).rstrip("/")
+    if os.environ.get("P2PICO_NODE"):
+        return os.environ["P2PICO_NODE"].rstrip("/")
+    info_file = _home(args) / "node.json"
+    try:
+        return str(json.loads(info_file.read_text())["http"]).rstrip("/")
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(
+            f"p2pico: no node to talk to ({info_file}: {e}); start one with `p2pico node` "
+            "or pass --node URL"
+        ) from e
+
+
+def _kv(pairs: list[str]) -> dict[str, object]:
+    """``k=v`` arguments; a value that parses as JSON (numbers, true, maps) is taken as such."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"p2pico: expected key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: object = None) -> Any:
+    import httpx
+
+    url = _node_url(args) + path
+    try:
+        response = httpx.request(method, url, json=body, timeout=args.timeout)
+    except httpx.HTTPError as e:
+        raise SystemExit(f"p2pico: cannot reach the node at {url}: {e}") from e
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _emit(result: Any) -> int:
+    print(json.dumps(result, indent=None if isinstance(result, (str, int, float)) else 2))
+    return 1 if isinstance(result, dict) and "error" in result else 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    import trio
+
+    from p2pico.node import NodeConfig, run_until_signal
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("libp2p", "multiaddr", "hypercorn.error", "async_service"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = NodeConfig(
+        home=_home(args),
+        listen=args.listen or ["/ip4/127.0.0.1/tcp/0"],
+        http=args.http,
+        bootstrap=args.bootstrap or [],
+    )
+    trio.run(run_until_signal, config)
+    return 0
+
+
+def cmd_pico_new(args: argparse.Namespace) -> int:
+    sources = [Path(f).read_text() for f in args.ruleset or []]
+    return _emit(_call(args, "POST", "/api/picos", {"rulesets": sources}))
+
+
+def cmd_picos(args: argparse.Namespace) -> int:
+    return _emit(_call(args, "GET", "/api/picos"))
+
+
+def cmd_event(args: argparse.Namespace) -> int:
+    domain, sep, type_ = args.event.partition(":")
+    if not sep or not domain or not type_:
+        raise SystemExit(f"p2pico: expected DOMAIN:TYPE, got {args.event!r}")
+    path = f"/sky/event/{quote(args.target, safe=':')}/none/{quote(domain)}/{quote(type_)}"
+    return _emit(_call(args, "POST", path, _kv(args.attrs)))
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    path = f"/sky/cloud/{quote(args.target, safe=':')}/{quote(args.rid)}/{quote(args.function)}"
+    return _emit(_call(args, "POST", path, _kv(args.args)))
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    return _emit(_call(args, "POST", "/api/move", {"did": args.did, "to": args.to}))
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    result = _call(args, "GET", f"/api/resolve/{quote(args.did, safe=':')}")
+    if isinstance(result, dict) and "host" in result and not args.full:
+        print(result["host"])
+        return 0
+    return _emit(result)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    return _emit(_call(args, "GET", f"/api/picos/{quote(args.did, safe=':')}/history"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="p2pico", description=__doc__.split("\n")[0])
+    parser.add_argument("--home", help="node home folder (default ~/.p2pico or $P2PICO_HOME)")
+    parser.add_argument("--node", help="HTTP URL of the node to talk to")
+    parser.add_argument("--timeout", type=float, default=150.0, help="seconds to wait for the node")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    node = sub.add_parser("node", help="run an engine as a peer of the mesh")
+    node.add_argument(
+        "--listen",
+        action="append",
+        metavar="MULTIADDR",
+        help="libp2p listen address (default /ip4/127.0.0.1/tcp/0)",
+    )
+    node.add_argument(
+        "--http",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="HTTP API address (default 127.0.0.1:0, a free port)",
+    )
+    node.add_argument(
+        "--bootstrap",
+        nargs="+",
+        action="extend",
+        metavar="MULTIADDR",
+        help="peers to dial at start",
+    )
+    node.add_argument("-v", "--verbose", action="store_true")
+    node.set_defaults(func=cmd_node)
+
+    pico = sub.add_parser("pico", help="create and list picos")
+    pico_sub = pico.add_subparsers(dest="pico_command", required=True)
+    new = pico_sub.add_parser("new", help="create a pico on this node")
+    new.add_argument("--ruleset", action="append", metavar="FILE", help="KRL file to install")
+    new.set_defaults(func=cmd_pico_new)
+    ls = pico_sub.add_parser("list", help="picos hosted on this node")
+    ls.set_defaults(func=cmd_picos)
+
+    event = sub.add_parser("event", help="send an event to a pico (by DID or ECI)")
+    event.add_argument("target")
+    event.add_argument("event", metavar="DOMAIN:TYPE")
+    event.add_argument("attrs", nargs="*", metavar="k=v")
+    event.set_defaults(func=cmd_event)
+
+    query = sub.add_parser("query", help="call a shared function of a pico")
+    query.add_argument("target")
+    query.add_argument("rid")
+    query.add_argument("function")
+    query.add_argument("args", nargs="*", metavar="k=v")
+    query.set_defaults(func=cmd_query)
+
+    move = sub.add_parser("move", help="move a pico to another engine")
+    move.add_argument("did")
+    move.add_argument("--to", required=True, metavar="PEER_ID")
+    move.set_defaults(func=cmd_move)
+
+    resolve = sub.add_parser("resolve", help="the peer id of the engine hosting a DID")
+    resolve.add_argument("did")
+    resolve.add_argument("--full", action="store_true", help="print the whole record summary")
+    resolve.set_defaults(func=cmd_resolve)
+
+    history = sub.add_parser("history", help="a hosted pico's signed heads, verified")
+    history.add_argument("did")
+    history.set_defaults(func=cmd_history)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

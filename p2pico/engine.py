@@ -1,0 +1,468 @@
+"""The engine: picos hosted on this node, each running one transaction at a time.
+
+Neighbours: krl (compiles and runs rulesets), dag (state blocks and signed heads),
+p2pico.home (keys and head pointers on disk), p2pico.mesh (routes what is not
+hosted here and drives moves).
+
+Theory of operation
+-------------------
+Every hosted pico has an inbox (a bounded trio memory channel) and one worker
+task.  Events and queries are Work items put in the inbox; the worker takes
+them in arrival order, so a pico never runs two transactions at once.
+
+An event is one transaction.  Entity-variable writes go to an overlay; when
+every scheduled (ruleset, event) pair has run, the overlay is applied and the
+new state is committed as blocks under a head signed by the pico's key.  If a
+rule fails, the overlay is dropped: no partial writes, and the error goes back
+to the caller.
+
+A move is also a Work item, so it starts at an event boundary with the pico
+quiesced.  If the move commits, the pico is detached from this engine and the
+worker forwards whatever is still in its inbox to the new host, in order,
+before it says "drained".  On the new host the pico starts with a second,
+"forwarded" lane that is served first until that "drained" arrives, so items
+that reached the old host first are also applied first.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+import krl
+from dag.block import Block
+from dag.cid import CID
+from dag.did import Keypair
+from dag.head import sign_head, verify_head
+from dag.state import PicoState, RulesetState, read_state, write_state
+from p2pico.home import Home
+
+log = logging.getLogger("p2pico.engine")
+
+# Items waiting for one pico beyond this are refused (backpressure), not buffered forever.
+MAX_INBOX = 1000
+# A pico moved here waits this long for its old host's "drained" before it serves
+# direct traffic anyway (the old host may have died mid-drain).
+DRAIN_TIMEOUT = 30.0
+# (ruleset, event) steps in one transaction; stops raise loops that do little KRL work.
+MAX_SCHEDULE_STEPS = 10_000
+TXN_MAX_STEPS = 2_000_000
+TXN_MAX_SECONDS = 5.0
+
+
+class PicoError(Exception):
+    """A request a pico could not serve; the text is shown to the caller as is."""
+
+    code = "error"
+
+
+class NotHosted(PicoError):
+    code = "not-hosted"
+
+
+class Busy(PicoError):
+    code = "busy"
+
+
+_CLEARED = object()
+
+
+@dataclass
+class InstalledRuleset:
+    rid: str
+    source: str
+    compiled: krl.Ruleset
+
+
+class Handoff(Protocol):
+    """What a committed move leaves the old host's worker to do (p2pico.mesh implements it)."""
+
+    @property
+    def result(self) -> object:
+        """What the move returns to whoever asked for it."""
+
+    async def forward(self, work: Work) -> None:
+        """Send one queued item to the new host and finish it with the reply."""
+
+    async def finish(self) -> None:
+        """Tell the new host that everything queued here has been forwarded."""
+
+
+@dataclass
+class Work:
+    kind: str  # "event" | "query" | "move"
+    run: Callable[[Pico], Awaitable[Handoff]] | None = None  # for "move"
+    event: krl.Event | None = None
+    eci: str = ""
+    rid: str = ""
+    name: str = ""
+    args: Mapping[str, object] = field(default_factory=dict)
+    done: trio.Event = field(default_factory=trio.Event)
+    result: object = None
+    error: BaseException | None = None
+
+    def finish(self, result: object = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+@dataclass
+class Pico:
+    did: str
+    keypair: Keypair
+    rulesets: list[InstalledRuleset]
+    ent: dict[str, dict[str, object]]
+    channels: dict[str, dict[str, object]]
+    head: CID
+    seq: int
+    inbox: trio.MemorySendChannel[Work] | None = None
+    forwarded: trio.MemorySendChannel[Work] | None = None
+
+    @property
+    def eci(self) -> str:
+        """The pico's first channel, the one `p2pico pico new` hands out."""
+        return next(iter(self.channels))
+
+
+class Transaction:
+    """The krl.Context of one event or query: reads see the overlay, writes stay in it."""
+
+    def __init__(self, pico: Pico, eci: str, txn_id: str, *, read_only: bool = False) -> None:
+        self.pico = pico
+        self.pico_id = pico.did
+        self.eci = eci
+        self.txn_id = txn_id
+        self.read_only = read_only
+        self.writes: dict[tuple[str, str], object] = {}
+        self.directives: list[dict[str, object]] = []
+        self.raised: list[tuple[krl.Event, str | None]] = []
+        self.rid = ""
+        self.rule_name = ""
+
+    def ent_get(self, rid: str, name: str) -> object:
+        value = self.writes.get((rid, name), None)
+        if (rid, name) in self.writes:
+            return None if value is _CLEARED else value
+        return self.pico.ent.get(rid, {}).get(name)
+
+    def ent_set(self, rid: str, name: str, value: object) -> None:
+        if self.read_only:
+            raise krl.KrlRuntimeError("a query cannot change entity variables")
+        self.writes[(rid, name)] = value
+
+    def ent_clear(self, rid: str, name: str) -> None:
+        if self.read_only:
+            raise krl.KrlRuntimeError("a query cannot change entity variables")
+        self.writes[(rid, name)] = _CLEARED
+
+    def raise_event(
+        self, domain: str, type: str, attrs: Mapping[str, object], for_rid: str | None
+    ) -> None:
+        if self.read_only:
+            raise krl.KrlRuntimeError("a query cannot raise events")
+        event = krl.Event(domain, type, dict(attrs), eid=self.txn_id, time=time.time())
+        self.raised.append((event, for_rid))
+
+    def send_directive(self, name: str, options: Mapping[str, object]) -> None:
+        self.directives.append(
+            {
+                "type": "directive",
+                "name": name,
+                "options": dict(options),
+                "meta": {"rid": self.rid, "rule_name": self.rule_name, "txnId": self.txn_id},
+            }
+        )
+
+    def log(self, level: str, message: str) -> None:
+        log.info("[%s] %s %s: %s", self.pico.did[-8:], self.rid, level, message)
+
+
+def new_eci() -> str:
+    return "c" + secrets.token_hex(12)
+
+
+def new_txn_id() -> str:
+    return "t" + secrets.token_hex(8)
+
+
+class Engine:
+    """Hosts picos.  Pico workers run in the nursery given to ``serve``."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.store = home.blocks
+        self.picos: dict[str, Pico] = {}
+        self._eci_index: dict[str, str] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # -- lifetime ----------------------------------------------------------------
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for hosted in self.home.hosted():
+                pico = self._load(hosted.did, hosted.keypair, hosted.head)
+                self._attach(pico)
+            log.info("engine: %d picos recovered from %s", len(self.picos), self.home.path)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _load(self, did: str, keypair: Keypair, head_cid: CID) -> Pico:
+        head_block = self.store.get_block(head_cid)
+        if head_block is None:
+            raise PicoError(f"head block {head_cid} of {did} is missing from the block store")
+        head = verify_head(head_block)
+        state = read_state(self.store, head.state)
+        return self._pico_from_state(keypair, state, head_cid, head.seq)
+
+    @staticmethod
+    def _pico_from_state(keypair: Keypair, state: PicoState, head: CID, seq: int) -> Pico:
+        rulesets = [
+            InstalledRuleset(rs.rid, rs.source, krl.compile_ruleset(rs.source, filename=rs.rid))
+            for rs in state.rulesets
+        ]
+        return Pico(
+            did=state.did,
+            keypair=keypair,
+            rulesets=rulesets,
+            ent={rs.rid: dict(rs.ent) for rs in state.rulesets},
+            channels={eci: dict(ch) for eci, ch in state.channels.items()},
+            head=head,
+            seq=seq,
+        )
+
+    def _attach(self, pico: Pico, *, draining: bool = False) -> None:
+        assert self._nursery is not None, "engine is not serving"
+        send, recv = trio.open_memory_channel[Work](MAX_INBOX)
+        pico.inbox = send
+        fwd_recv = None
+        if draining:
+            pico.forwarded, fwd_recv = trio.open_memory_channel[Work](MAX_INBOX)
+        self.picos[pico.did] = pico
+        for eci in pico.channels:
+            self._eci_index[eci] = pico.did
+        self._nursery.start_soon(self._worker, pico, recv, fwd_recv)
+
+    def _detach(self, pico: Pico) -> None:
+        """After a committed move: new submits no longer find the pico here."""
+        del self.picos[pico.did]
+        for eci in pico.channels:
+            self._eci_index.pop(eci, None)
+        assert pico.inbox is not None
+        pico.inbox.close()
+        self.home.forget_pico(pico.did)
+
+    # -- creating and adopting picos ------------------------------------------------
+
+    def create_pico(self, sources: list[str]) -> Pico:
+        """A new pico with these rulesets installed; its genesis head is seq 0."""
+        compiled = [krl.compile_ruleset(src) for src in sources]
+        rids = [c.rid for c in compiled]
+        if len(set(rids)) != len(rids):
+            raise PicoError(f"the same ruleset is given twice: {rids}")
+        keypair = Keypair.generate()
+        channel = {"tags": ["p2pico"], "family": False}
+        pico = Pico(
+            did=keypair.did,
+            keypair=keypair,
+            rulesets=[
+                InstalledRuleset(c.rid, s, c) for c, s in zip(compiled, sources, strict=True)
+            ],
+            ent={c.rid: {} for c in compiled},
+            channels={new_eci(): channel},
+            head=CID.of(b""),  # replaced by the genesis commit below
+            seq=-1,
+        )
+        self._commit(pico, pico.ent, cause=None)
+        self.home.save_pico(pico.did, keypair, pico.head)
+        self._attach(pico)
+        return pico
+
+    def adopt(self, keypair: Keypair, head_cid: CID) -> Pico:
+        """Take over a pico whose blocks are already in our store (the target side of a move)."""
+        pico = self._load(keypair.did, keypair, head_cid)
+        self.home.save_pico(pico.did, keypair, head_cid)
+        self._attach(pico, draining=True)
+        return pico
+
+    def drained(self, did: str) -> None:
+        pico = self.picos.get(did)
+        if pico is not None and pico.forwarded is not None:
+            pico.forwarded.close()
+            pico.forwarded = None
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def hosts(self, did: str) -> bool:
+        return did in self.picos
+
+    def did_of_eci(self, eci: str) -> str | None:
+        return self._eci_index.get(eci)
+
+    # -- submitting work -----------------------------------------------------------
+
+    async def submit(self, did: str, work: Work, *, forwarded: bool = False) -> object:
+        """Queue work on a hosted pico and wait for its result; NotHosted if it is not here."""
+        pico = self.picos.get(did)
+        if pico is None:
+            raise NotHosted(f"pico {did} is not hosted here")
+        lane = pico.forwarded if forwarded and pico.forwarded is not None else pico.inbox
+        assert lane is not None
+        try:
+            lane.send_nowait(work)
+        except trio.WouldBlock:
+            raise Busy(f"pico {did} has {MAX_INBOX} requests waiting; try again later") from None
+        except trio.ClosedResourceError:
+            raise NotHosted(f"pico {did} is leaving this engine") from None
+        await work.done.wait()
+        if work.error is not None:
+            raise work.error
+        return work.result
+
+    # -- the worker ------------------------------------------------------------------
+
+    async def _worker(
+        self,
+        pico: Pico,
+        inbox: trio.MemoryReceiveChannel[Work],
+        forwarded: trio.MemoryReceiveChannel[Work] | None,
+    ) -> None:
+        if forwarded is not None:
+            with trio.move_on_after(DRAIN_TIMEOUT) as scope:
+                async for work in forwarded:
+                    await self._run(pico, work)
+            if scope.cancelled_caught:
+                log.warning("%s: old host never said drained; serving direct traffic", pico.did)
+                self.drained(pico.did)
+        async for work in inbox:
+            if work.kind != "move":
+                await self._run(pico, work)
+                continue
+            assert work.run is not None
+            try:
+                handoff = await work.run(pico)
+            except Exception as e:  # the move failed; the pico stays and keeps serving
+                log.warning("%s: move failed: %s", pico.did, e)
+                work.finish(error=PicoError(f"move failed: {e}"))
+                continue
+            self._detach(pico)
+            work.finish(result=handoff.result)
+            # The inbox is closed for sending now; what is left in it goes to the new host, in order.
+            async for rest in inbox:
+                await handoff.forward(rest)
+            await handoff.finish()
+            return
+
+    async def _run(self, pico: Pico, work: Work) -> None:
+        try:
+            if work.kind == "event":
+                assert work.event is not None
+                result: object = self._run_event(pico, work.event, work.eci)
+            elif work.kind == "query":
+                result = self._run_query(pico, work.eci, work.rid, work.name, work.args)
+            else:
+                raise PicoError(f"unknown work kind {work.kind!r}")
+        except (PicoError, krl.KrlError) as e:
+            work.finish(error=e if isinstance(e, PicoError) else PicoError(str(e)))
+        except Exception as e:  # a bug of ours: report it, keep the pico serving
+            log.exception("%s: internal error", pico.did)
+            work.finish(error=PicoError(f"internal error: {type(e).__name__}: {e}"))
+        else:
+            work.finish(result=result)
+
+    def _check_channel(self, pico: Pico, eci: str) -> None:
+        if eci and eci not in pico.channels:
+            raise PicoError(f"ECI not found {eci}")
+
+    def _run_event(self, pico: Pico, event: krl.Event, eci: str) -> dict[str, object]:
+        self._check_channel(pico, eci)
+        txn = Transaction(pico, eci, new_txn_id())
+        budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=TXN_MAX_SECONDS)
+        schedule: deque[tuple[InstalledRuleset, krl.Event]] = deque(
+            (rs, event) for rs in pico.rulesets
+        )
+        steps = 0
+        while schedule:
+            steps += 1
+            if steps > MAX_SCHEDULE_STEPS:
+                raise PicoError(f"more than {MAX_SCHEDULE_STEPS} raised events in one transaction")
+            rs, ev = schedule.popleft()
+            txn.rid = rs.rid
+            for selection in rs.compiled.select(ev, txn, budget):
+                txn.rule_name = selection.rule.name
+                outcome = rs.compiled.run(selection, ev, txn, budget)
+                for raised, for_rid in txn.raised:
+                    schedule.extend(
+                        (r, raised) for r in pico.rulesets if for_rid is None or r.rid == for_rid
+                    )
+                txn.raised.clear()
+                if outcome.last:
+                    break
+        if txn.writes:
+            ent = {rid: dict(vars) for rid, vars in pico.ent.items()}
+            for (rid, name), value in txn.writes.items():
+                if value is _CLEARED:
+                    ent.setdefault(rid, {}).pop(name, None)
+                else:
+                    ent.setdefault(rid, {})[name] = value
+            cause = {
+                "domain": event.domain,
+                "type": event.type,
+                "eid": event.eid,
+                "txn": txn.txn_id,
+            }
+            self._commit(pico, ent, cause)
+            self.home.set_head(pico.did, pico.head)
+        return {"eid": txn.txn_id, "directives": txn.directives}
+
+    def _run_query(
+        self, pico: Pico, eci: str, rid: str, name: str, args: Mapping[str, object]
+    ) -> object:
+        self._check_channel(pico, eci)
+        for rs in pico.rulesets:
+            if rs.rid == rid:
+                txn = Transaction(pico, eci, new_txn_id(), read_only=True)
+                txn.rid = rid
+                budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=TXN_MAX_SECONDS)
+                return rs.compiled.query(name, args, txn, budget)
+        raise PicoError(f"Pico doesn't have {rid} installed.")
+
+    # -- committing state ---------------------------------------------------------------
+
+    def state_of(self, pico: Pico, ent: Mapping[str, Mapping[str, object]]) -> PicoState:
+        return PicoState(
+            did=pico.did,
+            rulesets=tuple(
+                RulesetState(rs.rid, rs.source, dict(ent.get(rs.rid, {}))) for rs in pico.rulesets
+            ),
+            channels=pico.channels,
+            meta={},
+        )
+
+    def _commit(
+        self, pico: Pico, ent: dict[str, dict[str, object]], cause: Mapping[str, object] | None
+    ) -> None:
+        """Write the new state and a signed head; only then does the pico see it."""
+        root = write_state(self.store, self.state_of(pico, ent))
+        cause_cid = None
+        if cause is not None:
+            cause_block = Block.encode(cause)
+            self.store.put(cause_block)
+            cause_cid = cause_block.cid
+        head = sign_head(
+            pico.keypair,
+            seq=pico.seq + 1,
+            prev=pico.head if pico.seq >= 0 else None,
+            state=root,
+            ts=int(time.time() * 1000),
+            cause=cause_cid,
+        )
+        self.store.put(head)
+        pico.ent, pico.head, pico.seq = ent, head.cid, pico.seq + 1

@@ -1,0 +1,122 @@
+"""A node's home folder: engine key, block store, and the node's own tables.
+
+Layout of ``--home DIR`` (default ``~/.p2pico``):
+
+    engine.key      32-byte Ed25519 seed of the engine (mode 0600); its peer id names the node
+    blocks.sqlite   the content-addressed block store (dag.store.SqliteBlockStore)
+    node.sqlite     picos hosted here (seed, head, record seq), newest location record per DID
+    node.json       written when the node is ready: {"peer_id", "multiaddrs", "http"}
+
+A pico's state lives only in blocks; node.sqlite holds pointers to it (the head
+CID) and the pico's private key, which never enters a block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from dag.cid import CID
+from dag.did import Keypair
+from dag.store import SqliteBlockStore
+
+DEFAULT_HOME = Path("~/.p2pico").expanduser()
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS picos (
+    did   TEXT PRIMARY KEY,
+    seed  BLOB NOT NULL,
+    head  BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    did    TEXT PRIMARY KEY,
+    record BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HostedPico:
+    did: str
+    keypair: Keypair
+    head: CID
+
+
+class Home:
+    """Everything a node keeps on disk.  One instance per process; not thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.engine_key = self._load_or_create_key(path / "engine.key")
+        self.blocks = SqliteBlockStore(path / "blocks.sqlite")
+        self._db = sqlite3.connect(path / "node.sqlite", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    @staticmethod
+    def _load_or_create_key(file: Path) -> Keypair:
+        if file.exists():
+            seed = file.read_bytes()
+            if len(seed) != 32:
+                raise SystemExit(
+                    f"{file}: expected a 32-byte Ed25519 seed, found {len(seed)} bytes"
+                )
+            return Keypair.from_seed(seed)
+        key = Keypair.generate()
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.seed)
+        return key
+
+    def close(self) -> None:
+        self._db.close()
+        self.blocks.close()
+
+    # -- hosted picos ----------------------------------------------------------
+
+    def hosted(self) -> list[HostedPico]:
+        rows = self._db.execute("SELECT did, seed, head FROM picos ORDER BY did").fetchall()
+        return [
+            HostedPico(did, Keypair.from_seed(seed), CID.parse(head)) for did, seed, head in rows
+        ]
+
+    def save_pico(self, did: str, keypair: Keypair, head: CID) -> None:
+        self._db.execute(
+            "INSERT INTO picos (did, seed, head) VALUES (?, ?, ?) "
+            "ON CONFLICT(did) DO UPDATE SET head = excluded.head, seed = excluded.seed",
+            (did, keypair.seed, head.buffer),
+        )
+
+    def set_head(self, did: str, head: CID) -> None:
+        self._db.execute("UPDATE picos SET head = ? WHERE did = ?", (head.buffer, did))
+
+    def forget_pico(self, did: str) -> None:
+        """The pico moved away: drop its key and head pointer (its blocks stay until GC)."""
+        self._db.execute("DELETE FROM picos WHERE did = ?", (did,))
+
+    # -- location records ------------------------------------------------------
+
+    def records(self) -> list[bytes]:
+        return [r for (r,) in self._db.execute("SELECT record FROM records")]
+
+    def save_record(self, did: str, record: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO records (did, record) VALUES (?, ?) "
+            "ON CONFLICT(did) DO UPDATE SET record = excluded.record",
+            (did, record),
+        )
+
+    # -- node.json -------------------------------------------------------------
+
+    def write_node_json(self, info: dict[str, object]) -> None:
+        tmp = self.path / "node.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(self.path / "node.json")
+
+    def remove_node_json(self) -> None:
+        (self.path / "node.json").unlink(missing_ok=True)

@@ -1,0 +1,205 @@
+"""The node's HTTP API: pico-engine's routes plus p2pico's management routes.
+
+Neighbours: p2pico.mesh (every request goes through it, so any pico of the
+mesh is reachable from any node), p2pico.node (serves this app with hypercorn).
+
+pico-engine routes (shared/research/krl-catalog.md §4), where ``:eci`` may also
+be a pico's DID:
+
+    /sky/event/:eci/:eid/:domain/:type     event, waits  → {"eid", "directives"}
+    /sky/cloud/:eci/:rid/:function         query         → JSON result
+    /c/:eci/event/:domain/:type            event, waits  → {"eid", "directives"}
+    /c/:eci/event-wait/:domain/:type       same
+    /c/:eci/query/:rid/:name               query
+
+Errors a pico raises come back as HTTP 200 ``{"error": "..."}`` as on
+pico-engine; a malformed request (bad JSON, a body that is not a map) is a 400.
+
+Management routes (JSON; used by the ``p2pico`` CLI):
+
+    GET  /api/node                  {"peer_id", "multiaddrs", "http"}
+    GET  /api/picos                 picos hosted here
+    POST /api/picos                 {"rulesets": [KRL source, ...]} → {"did", "eci"}
+    GET  /api/resolve/:did          {"did", "host", "seq", "state"}
+    POST /api/move                  {"did", "to"} → {"did", "host", "seq", "head"}
+    GET  /api/picos/:did/history    the verified chain of signed heads, oldest first
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import krl
+from dag.head import InvalidHead, verify_chain
+from p2pico.engine import PicoError
+from p2pico.mesh import Mesh
+from protocols.messages import Target
+
+ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
+# Attributes and query arguments larger than this are refused with a 413.
+MAX_BODY = 1024 * 1024
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _attrs(request: Request) -> dict[str, object]:
+    """Query string, overlaid by a JSON or form body (the body wins), as on pico-engine."""
+    attrs: dict[str, object] = dict(request.query_params)
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise BadRequest(f"request body is {len(body)} bytes; the limit is {MAX_BODY}", 413)
+    if not body:
+        return attrs
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/x-www-form-urlencoded"):
+        form = await request.form()
+        attrs.update({k: v for k, v in form.items() if isinstance(v, str)})
+        return attrs
+    try:
+        parsed = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"body is not valid JSON: {e}") from e
+    if isinstance(parsed, list):
+        parsed = {str(i): v for i, v in enumerate(parsed)}
+    if not isinstance(parsed, dict):
+        raise BadRequest("body must be a JSON object")
+    attrs.update(parsed)
+    return attrs
+
+
+def _json(value: object) -> Response:
+    if value is None:
+        return Response(b"", media_type="application/json")
+    return JSONResponse(value)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(fn: Handler) -> Handler:
+    async def run(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except BadRequest as e:
+            return JSONResponse({"error": str(e)}, status_code=e.status)
+        except (PicoError, krl.KrlError) as e:
+            return JSONResponse({"error": str(e)})
+
+    return run
+
+
+def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlette:
+    async def target(eci_or_did: str) -> Target:
+        did = await mesh.did_of(eci_or_did)
+        return Target(did, None if eci_or_did.startswith("did:") else eci_or_did)
+
+    async def sky_event(request: Request) -> Response:
+        p = request.path_params
+        attrs = await _attrs(request)
+        if p.get("eid", "none") != "none":
+            attrs.setdefault("__eid", p["eid"])
+        return _json(await mesh.event(await target(p["eci"]), p["domain"], p["type"], attrs))
+
+    async def sky_cloud(request: Request) -> Response:
+        p = request.path_params
+        name, kind = p["function"], "json"
+        for suffix in (".html", ".txt"):
+            if name.endswith(suffix):
+                name, kind = name[: -len(suffix)], suffix[1:]
+        result = await mesh.query(await target(p["eci"]), p["rid"], name, await _attrs(request))
+        if kind == "html":
+            return Response(str(result if result is not None else ""), media_type="text/html")
+        if kind == "txt":
+            return Response(str(result if result is not None else ""), media_type="text/plain")
+        return _json(result)
+
+    async def node(request: Request) -> Response:
+        return JSONResponse(node_info())
+
+    async def picos(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(
+                [
+                    {"did": p.did, "eci": p.eci, "seq": p.seq, "head": str(p.head)}
+                    for p in mesh.engine.picos.values()
+                ]
+            )
+        body = await _attrs(request)
+        sources = body.get("rulesets", [])
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise BadRequest("'rulesets' must be a list of KRL sources")
+        pico = await mesh.create_pico(sources)
+        return JSONResponse({"did": pico.did, "eci": pico.eci})
+
+    async def resolve(request: Request) -> Response:
+        did = request.path_params["did"]
+        record = await mesh.resolve(did)
+        if record is None:
+            return JSONResponse({"error": f"no engine is known to host {did}"}, status_code=404)
+        return JSONResponse(
+            {"did": did, "host": record.host, "seq": record.seq, "state": record.state}
+        )
+
+    async def move(request: Request) -> Response:
+        body = await _attrs(request)
+        did, to = body.get("did"), body.get("to")
+        if not isinstance(did, str) or not isinstance(to, str):
+            raise BadRequest("'did' and 'to' (a peer id) are required")
+        return JSONResponse(await mesh.move(did, to))
+
+    async def history(request: Request) -> Response:
+        did = request.path_params["did"]
+        pico = mesh.engine.picos.get(did)
+        if pico is None:
+            return JSONResponse({"error": f"{did} is not hosted here"}, status_code=404)
+        try:
+            heads = verify_chain(mesh.engine.store.get_block, pico.head)
+        except InvalidHead as e:
+            return JSONResponse({"error": f"history does not verify: {e}", "verified": False})
+        return JSONResponse(
+            {
+                "did": did,
+                "verified": True,
+                "heads": [
+                    {
+                        "seq": h.seq,
+                        "cid": str(h.cid),
+                        "ts": h.ts,
+                        "state": str(h.state),
+                        "cause": str(h.cause) if h.cause else None,
+                    }
+                    for h in heads
+                ],
+            }
+        )
+
+    def route(path: str, fn: Handler, methods: list[str] | None = None) -> Route:
+        return Route(path, _guarded(fn), methods=methods or ALL_METHODS)
+
+    async def c_query(request: Request) -> Response:
+        request.path_params["function"] = request.path_params.pop("name")
+        return await sky_cloud(request)
+
+    routes = [
+        route("/sky/event/{eci}/{eid}/{domain}/{type}", sky_event),
+        route("/sky/cloud/{eci}/{rid}/{function}", sky_cloud),
+        route("/c/{eci}/event/{domain}/{type}", sky_event),
+        route("/c/{eci}/event-wait/{domain}/{type}", sky_event),
+        route("/c/{eci}/query/{rid}/{name}", c_query),
+        route("/api/node", node, ["GET"]),
+        route("/api/picos", picos, ["GET", "POST"]),
+        route("/api/resolve/{did}", resolve, ["GET"]),
+        route("/api/move", move, ["POST"]),
+        route("/api/picos/{did}/history", history, ["GET"]),
+    ]
+    return Starlette(routes=routes)

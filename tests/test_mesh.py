@@ -1,0 +1,182 @@
+"""The mesh's checks, without a network: records it refuses, blocks it refuses, moves it refuses.
+
+A FakeNet connects Mesh objects in one process by calling each other's handlers,
+so what crosses the "wire" is exactly the bytes the protocols produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from dag.did import Keypair
+from p2pico.engine import Engine
+from p2pico.home import Home
+from p2pico.mesh import Mesh
+from p2pico.net import StreamFailed
+from protocols import location
+from protocols.messages import BLOCKS_PROTOCOL, MOVE_PROTOCOL, MovePropose, Reply, Target
+
+COUNTER = (Path(__file__).resolve().parents[1] / "rulesets" / "counter.krl").read_text()
+RID = "io.p2pico.counter"
+
+Handler = Callable[[str, bytes], Awaitable[bytes]]
+
+
+class FakeNet:
+    """Just enough of p2pico.net.Net: request/response between Meshes in one process."""
+
+    def __init__(self, peer_id: str, world: dict[str, FakeNet]) -> None:
+        self.peer_id = peer_id
+        self.world = world
+        self.handlers: dict[str, Handler] = {}
+        self.published: list[bytes] = []
+        self.tamper: Callable[[str, bytes], bytes] | None = None  # rewrites replies we send
+        world[peer_id] = self
+
+    def multiaddrs(self) -> list[str]:
+        return []
+
+    def connected_peers(self) -> list[str]:
+        return [p for p in self.world if p != self.peer_id]
+
+    def set_handler(self, protocol: str, handler: Handler) -> None:
+        self.handlers[protocol] = handler
+
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], Awaitable[None]]) -> None:
+        pass
+
+    def on_peer_connected(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        pass
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        self.published.append(data)
+
+    async def request(
+        self, peer: str, protocol: str, payload: bytes, *, timeout: float = 30.0
+    ) -> bytes:
+        remote = self.world[peer]
+        try:
+            reply = await remote.handlers[protocol](self.peer_id, payload)
+        except Exception as e:  # the real Net resets the stream
+            raise StreamFailed(f"{type(e).__name__}: {e}") from e
+        return remote.tamper(protocol, reply) if remote.tamper else reply
+
+
+async def start_mesh(nursery: trio.Nursery, home: Path, world: dict[str, FakeNet]) -> Mesh:
+    h = Home(home)
+    engine = Engine(h)
+    await nursery.start(engine.serve)
+    mesh = Mesh(engine, FakeNet(h.engine_key.peer_id, world), h)  # type: ignore[arg-type]
+    await nursery.start(mesh.serve)
+    return mesh
+
+
+async def test_gossiped_forged_and_older_records_are_refused(tmp_path: Path) -> None:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        pico = await a.create_pico([COUNTER])
+        held = a.records[pico.did]
+
+        # A record for this DID signed by some other key: refused, the held one stays.
+        intruder = Keypair.generate()
+        forged = location.build_record(intruder, intruder, seq=held.seq + 10)
+        forged_for_did = forged.replace(intruder.did.encode(), pico.did.encode())
+        await a._on_gossip("12D3KooWintruder", forged_for_did)
+        assert a.records[pico.did] is held
+
+        # A validly signed but older record: ignored.
+        newer = location.build_record(pico.keypair, a.engine_key, seq=held.seq + 1, prev=held)
+        assert a.consider(newer, source="test") is not None
+        await a._on_gossip("12D3KooWpeer", held.raw)
+        assert a.records[pico.did].seq == held.seq + 1
+
+        # Same sequence, other content: reported as equivocation, resolved deterministically.
+        rival = location.build_record(pico.keypair, intruder, seq=held.seq + 1, prev=held)
+        kept = a.consider(rival, source="test")
+        assert len(a.equivocations) == 1
+        assert kept is a.records[pico.did]
+        nursery.cancel_scope.cancel()
+
+
+async def test_move_refuses_blocks_that_do_not_match_their_cid(tmp_path: Path) -> None:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        for _ in range(3):
+            await a.event(Target(pico.did), "counter", "inc", {})
+
+        def corrupt(protocol: str, reply: bytes) -> bytes:
+            # Flip one byte inside the block payloads A serves.
+            if protocol == BLOCKS_PROTOCOL:
+                i = len(reply) // 2
+                return reply[:i] + bytes([reply[i] ^ 0x01]) + reply[i + 1 :]
+            return reply
+
+        world[a.peer_id].tamper = corrupt
+        with pytest.raises(
+            Exception, match=r"move failed: .* refused: block bytes do not match CID bafy"
+        ):
+            await a.move(pico.did, b.peer_id)
+        # Nothing changed: A still hosts the pico and serves it; B holds nothing.
+        assert a.engine.hosts(pico.did)
+        assert not b.engine.hosts(pico.did)
+        assert a.records[pico.did].host == a.peer_id
+        assert await a.query(Target(pico.did), RID, "count", {}) == 3
+
+        # With honest blocks the same move goes through.
+        world[a.peer_id].tamper = None
+        result = await a.move(pico.did, b.peer_id)
+        assert result["host"] == b.peer_id
+        assert b.engine.hosts(pico.did)
+        assert not a.engine.hosts(pico.did)
+        assert await a.query(Target(pico.did), RID, "count", {}) == 3  # routed to B
+        nursery.cancel_scope.cancel()
+
+
+async def test_target_refuses_a_move_with_a_stale_record(tmp_path: Path) -> None:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        stale = a.records[pico.did]
+        newer = location.build_record(pico.keypair, a.engine_key, seq=stale.seq + 1, prev=stale)
+        b.consider(newer, source="test")  # B already saw a newer record
+
+        propose = MovePropose(pico.did, pico.head, pico.keypair.seed, stale.raw)
+        reply = Reply.decode(
+            await world[b.peer_id].handlers[MOVE_PROTOCOL](a.peer_id, propose.encode())
+        )
+        assert reply.code == "move-refused"
+        assert reply.error == f"a newer record for {pico.did} exists (seq {stale.seq + 1})"
+        assert not b.engine.hosts(pico.did)
+
+        # A key that is not the DID's is refused too.
+        wrong = MovePropose(pico.did, pico.head, Keypair.generate().seed, stale.raw)
+        reply = Reply.decode(
+            await world[b.peer_id].handlers[MOVE_PROTOCOL](a.peer_id, wrong.encode())
+        )
+        assert reply.error == "the key sent does not belong to the DID"
+        nursery.cancel_scope.cancel()
+
+
+async def test_blocks_are_served_only_to_the_move_target(tmp_path: Path) -> None:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        from protocols.messages import encode_want
+
+        with pytest.raises(StreamFailed, match="may not fetch blocks"):
+            await world[b.peer_id].request(
+                a.peer_id, BLOCKS_PROTOCOL, encode_want(pico.did, [pico.head])
+            )
+        nursery.cancel_scope.cancel()
