@@ -7,11 +7,18 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
+
+from p2pico.engine import Engine
+from p2pico.home import Home
+from p2pico.mesh import Mesh
+from p2pico.net import StreamFailed
 
 READY_TIMEOUT = 60.0
 
@@ -79,13 +86,13 @@ def start_node(
     )
 
 
-def cli(*args: str, node: NodeProcess | None = None, check: bool = True) -> Any:
-    """Run the ``p2pico`` CLI against a node and parse its JSON output."""
+def cli(*args: str, node: NodeProcess | None = None, exit_code: int = 0) -> Any:
+    """Run the ``p2pico`` CLI against a node, check its exit code and parse its JSON output."""
     cmd = [sys.executable, "-m", "p2pico"]
     if node is not None:
         cmd += ["--node", node.url]
     done = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=180)
-    if check and done.returncode != 0:
+    if done.returncode != exit_code:
         raise AssertionError(
             f"p2pico {' '.join(args)} exited {done.returncode}: {done.stdout}{done.stderr}"
         )
@@ -94,3 +101,58 @@ def cli(*args: str, node: NodeProcess | None = None, check: bool = True) -> Any:
         return json.loads(out)
     except ValueError:
         return out
+
+
+# -- in-process meshes --------------------------------------------------------------
+
+Handler = Callable[[str, bytes], Awaitable[bytes]]
+
+
+class FakeNet:
+    """Just enough of p2pico.net.Net: request/response between Meshes in one process."""
+
+    def __init__(self, peer_id: str, world: dict[str, FakeNet]) -> None:
+        self.peer_id = peer_id
+        self.world = world
+        self.handlers: dict[str, Handler] = {}
+        self.published: list[bytes] = []
+        self.tamper: Callable[[str, bytes], bytes] | None = None  # rewrites replies we send
+        world[peer_id] = self
+
+    def multiaddrs(self) -> list[str]:
+        return []
+
+    def connected_peers(self) -> list[str]:
+        return [p for p in self.world if p != self.peer_id]
+
+    def set_handler(self, protocol: str, handler: Handler) -> None:
+        self.handlers[protocol] = handler
+
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], Awaitable[None]]) -> None:
+        pass
+
+    def on_peer_connected(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        pass
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        self.published.append(data)
+
+    async def request(
+        self, peer: str, protocol: str, payload: bytes, *, timeout: float = 30.0
+    ) -> bytes:
+        remote = self.world[peer]
+        try:
+            reply = await remote.handlers[protocol](self.peer_id, payload)
+        except Exception as e:  # the real Net resets the stream
+            raise StreamFailed(f"{type(e).__name__}: {e}") from e
+        return remote.tamper(protocol, reply) if remote.tamper else reply
+
+
+async def start_mesh(nursery: trio.Nursery, home: Path, world: dict[str, FakeNet]) -> Mesh:
+    """An engine and its mesh in this process, on a FakeNet shared through ``world``."""
+    h = Home(home)
+    engine = Engine(h)
+    await nursery.start(engine.serve)
+    mesh = Mesh(engine, FakeNet(h.engine_key.peer_id, world), h)  # type: ignore[arg-type]
+    await nursery.start(mesh.serve)
+    return mesh

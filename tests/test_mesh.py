@@ -1,78 +1,24 @@
 """The mesh's checks, without a network: records it refuses, blocks it refuses, moves it refuses.
 
-A FakeNet connects Mesh objects in one process by calling each other's handlers,
-so what crosses the "wire" is exactly the bytes the protocols produce.
+Meshes are connected in one process by p2pico.testing.FakeNet, so what crosses
+the "wire" is exactly the bytes the protocols produce.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import trio
 
 from dag.did import Keypair
-from p2pico.engine import Engine
-from p2pico.home import Home
-from p2pico.mesh import Mesh
 from p2pico.net import StreamFailed
+from p2pico.testing import FakeNet, start_mesh
 from protocols import location
 from protocols.messages import BLOCKS_PROTOCOL, MOVE_PROTOCOL, MovePropose, Reply, Target
 
 COUNTER = (Path(__file__).resolve().parents[1] / "rulesets" / "counter.krl").read_text()
 RID = "io.p2pico.counter"
-
-Handler = Callable[[str, bytes], Awaitable[bytes]]
-
-
-class FakeNet:
-    """Just enough of p2pico.net.Net: request/response between Meshes in one process."""
-
-    def __init__(self, peer_id: str, world: dict[str, FakeNet]) -> None:
-        self.peer_id = peer_id
-        self.world = world
-        self.handlers: dict[str, Handler] = {}
-        self.published: list[bytes] = []
-        self.tamper: Callable[[str, bytes], bytes] | None = None  # rewrites replies we send
-        world[peer_id] = self
-
-    def multiaddrs(self) -> list[str]:
-        return []
-
-    def connected_peers(self) -> list[str]:
-        return [p for p in self.world if p != self.peer_id]
-
-    def set_handler(self, protocol: str, handler: Handler) -> None:
-        self.handlers[protocol] = handler
-
-    def subscribe(self, topic: str, handler: Callable[[str, bytes], Awaitable[None]]) -> None:
-        pass
-
-    def on_peer_connected(self, callback: Callable[[str], Awaitable[None]]) -> None:
-        pass
-
-    async def publish(self, topic: str, data: bytes) -> None:
-        self.published.append(data)
-
-    async def request(
-        self, peer: str, protocol: str, payload: bytes, *, timeout: float = 30.0
-    ) -> bytes:
-        remote = self.world[peer]
-        try:
-            reply = await remote.handlers[protocol](self.peer_id, payload)
-        except Exception as e:  # the real Net resets the stream
-            raise StreamFailed(f"{type(e).__name__}: {e}") from e
-        return remote.tamper(protocol, reply) if remote.tamper else reply
-
-
-async def start_mesh(nursery: trio.Nursery, home: Path, world: dict[str, FakeNet]) -> Mesh:
-    h = Home(home)
-    engine = Engine(h)
-    await nursery.start(engine.serve)
-    mesh = Mesh(engine, FakeNet(h.engine_key.peer_id, world), h)  # type: ignore[arg-type]
-    await nursery.start(mesh.serve)
-    return mesh
 
 
 async def test_gossiped_forged_and_older_records_are_refused(tmp_path: Path) -> None:

@@ -123,6 +123,10 @@ async def test_counter_pico_moves_from_a_to_b_without_losing_events(nodes, tmp_p
     assert count_of(b2, did) == total
     assert count_of(b2, eci) == total
     assert cli("resolve", did, node=b2) == b.peer_id
-    with b2.client() as c:
-        r = c.post(f"/sky/event/{eci}/none/counter/inc", json={"by": 1}).json()
-    assert r["directives"][0]["options"]["count"] == total + 1
+    done = cli("event", eci, "counter:inc", "by=1", node=b2)
+    assert done["directives"][0]["options"]["count"] == total + 1
+    assert cli("query", did, RID, "count", node=a) == total + 1
+    # Bad input gets a clear error and a non-zero exit; the node keeps serving.
+    bad = cli("event", "no-such-eci", "counter:inc", node=a, exit_code=1)
+    assert bad == {"error": "ECI not found no-such-eci"}
+    assert cli("query", eci, RID, "count", node=b2) == total + 1

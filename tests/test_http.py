@@ -1,0 +1,169 @@
+"""The HTTP API in process: pico-engine's routes, its error convention, and malformed requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from p2pico.http import build_app
+from p2pico.mesh import Mesh
+from p2pico.testing import FakeNet, start_mesh
+
+COUNTER = (Path(__file__).resolve().parents[1] / "rulesets" / "counter.krl").read_text()
+RID = "io.p2pico.counter"
+HELLO = """ruleset hello {
+  meta { shares page, text, greeting }
+  global {
+    page = function(name) { <<<h1>Hello #{name}</h1>&>> }
+    text = function() { "plain" }
+    greeting = function(name) { {"hello": name, "n": ent:n.defaultsTo(0)} }
+  }
+  rule echo {
+    select when echo hello name re#^(\\w+)$# setting(who)
+    send_directive("say", {"who": who, "headers_seen": event:attrs.keys().length() > 0})
+    fired { ent:n := ent:n.defaultsTo(0) + 1 }
+  }
+}
+"""
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Mesh]]:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        mesh = await start_mesh(nursery, tmp_path / "a", world)
+        app = build_app(mesh, lambda: {"peer_id": mesh.peer_id})
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://p2pico.test") as client:
+            yield client, mesh
+        nursery.cancel_scope.cancel()
+
+
+async def new_pico(client: httpx.AsyncClient, *sources: str) -> dict[str, str]:
+    r = await client.post("/api/picos", json={"rulesets": list(sources)})
+    assert r.status_code == 200, r.text
+    made = r.json()
+    assert set(made) == {"did", "eci"}
+    return made
+
+
+async def test_sky_event_and_cloud_by_eci_and_by_did(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    made = await new_pico(client, HELLO)
+    for target in (made["eci"], made["did"]):
+        r = await client.get(f"/sky/event/{target}/none/echo/hello", params={"name": "ada"})
+        body = r.json()
+        assert body["eid"].startswith("t")
+        [directive] = body["directives"]
+        assert directive["name"] == "say"
+        assert directive["options"] == {"who": "ada", "headers_seen": True}
+        assert directive["meta"]["rid"] == "hello"
+        assert directive["meta"]["rule_name"] == "echo"
+    r = await client.post(f"/sky/cloud/{made['eci']}/hello/greeting", json={"name": "bob"})
+    assert r.json() == {"hello": "bob", "n": 2}
+    # A JSON body overlays the query string.
+    r = await client.post(f"/c/{made['eci']}/query/hello/greeting?name=x", json={"name": "y"})
+    assert r.json()["hello"] == "y"
+
+
+async def test_html_and_txt_suffixes(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    made = await new_pico(client, HELLO)
+    r = await client.get(f"/sky/cloud/{made['eci']}/hello/page.html", params={"name": "ada"})
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.text == "<h1>Hello ada</h1>&"
+    r = await client.get(f"/c/{made['eci']}/query/hello/text.txt")
+    assert r.headers["content-type"].startswith("text/plain")
+    assert r.text == "plain"
+
+
+async def test_event_routes_of_c(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    made = await new_pico(client, COUNTER)
+    for route in ("event", "event-wait"):
+        r = await client.post(f"/c/{made['eci']}/{route}/counter/inc", json={"by": 2})
+        assert r.json()["directives"][0]["options"] == {"count": 4 if route == "event-wait" else 2}
+    r = await client.get(f"/sky/cloud/{made['did']}/{RID}/count")
+    assert r.json() == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/sky/event/nope/none/a/b", "ECI not found nope"),
+        ("/sky/cloud/{eci}/no.such.rid/f", "Pico doesn't have no.such.rid installed."),
+        ("/sky/cloud/{eci}/io.p2pico.counter/secret", "Not shared: secret"),
+    ],
+)
+async def test_pico_errors_are_200_with_error(api, path: str, error: str) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    made = await new_pico(client, COUNTER)
+    r = await client.get(path.format(eci=made["eci"]))
+    assert r.status_code == 200
+    assert r.json() == {"error": error}
+
+
+async def test_malformed_requests_are_4xx_with_a_reason(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    made = await new_pico(client, COUNTER)
+    url = f"/sky/event/{made['eci']}/none/counter/inc"
+    r = await client.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("body is not valid JSON: Expecting property name")
+    r = await client.post(url, json="a string")
+    assert (r.status_code, r.json()) == (400, {"error": "body must be a JSON object"})
+    r = await client.post(url, content=b"x" * (1024 * 1024 + 1))
+    assert r.status_code == 413
+    r = await client.post("/api/move", json={"did": 3})
+    assert r.status_code == 400
+    # The pico was not disturbed by any of this.
+    r = await client.post(url, json={})
+    assert r.json()["directives"][0]["options"] == {"count": 1}
+
+
+async def test_a_rule_error_leaves_no_partial_writes(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    src = """ruleset half {
+      meta { shares n }
+      global { n = function() { ent:n.defaultsTo(0) } }
+      rule first { select when t go  fired { ent:n := n() + 1 } }
+      rule second { select when t go  pre { x = event:attr("x").as("Nope") } }
+    }"""
+    made = await new_pico(client, src)
+    r = await client.post(f"/sky/event/{made['eci']}/none/t/go", json={"x": 1})
+    assert "error" in r.json()
+    assert "Nope" in r.json()["error"]
+    r = await client.get(f"/sky/cloud/{made['eci']}/half/n")
+    assert r.json() == 0  # the first rule's write was rolled back
+
+
+async def test_syntax_errors_in_new_rulesets_name_the_line(api) -> None:  # type: ignore[no-untyped-def]
+    client, mesh = api
+    r = await client.post("/api/picos", json={"rulesets": ["ruleset x {\n  rule r {\n"]})
+    assert r.status_code == 200
+    assert r.json()["error"] == (
+        "line 2, column 11: expected 'select' at the start of the rule body, found end of input\n"
+        "  rule r {\n"
+        "          ^"
+    )
+    assert not mesh.engine.picos  # nothing was created
+
+
+async def test_history_and_resolve(api) -> None:  # type: ignore[no-untyped-def]
+    client, mesh = api
+    made = await new_pico(client, COUNTER)
+    for _ in range(3):
+        await client.post(f"/sky/event/{made['eci']}/none/counter/inc")
+    history = (await client.get(f"/api/picos/{made['did']}/history")).json()
+    assert history["verified"] is True
+    assert [h["seq"] for h in history["heads"]] == [0, 1, 2, 3]
+    assert history["heads"][0]["cause"] is None
+    assert all(h["cause"].startswith("bafyrei") for h in history["heads"][1:])
+    resolved = (await client.get(f"/api/resolve/{made['did']}")).json()
+    assert resolved == {"did": made["did"], "host": mesh.peer_id, "seq": 0, "state": "active"}
+    r = await client.get("/api/resolve/did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK")
+    assert r.status_code == 404
