@@ -20,7 +20,9 @@ Management routes (JSON; used by the ``p2pico`` CLI):
     GET  /api/node                  {"peer_id", "multiaddrs", "http"}
     GET  /api/picos                 picos hosted here
     POST /api/picos                 {"rulesets": [KRL source, ...]} → {"did", "eci"}
-    GET  /api/resolve/:did          {"did", "host", "seq", "state"}
+    GET  /api/resolve/:did          {"did", "host", "seq", "state"}, asking peers if need be
+    GET  /api/records               every location record this node holds
+    GET  /api/records/:did          the one it holds; ?after=N&wait=S waits for a newer one
     POST /api/move                  {"did", "to"} → {"did", "host", "seq", "head"}
     GET  /api/picos/:did/history    the verified chain of signed heads, oldest first
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
+import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,11 +42,14 @@ import krl
 from dag.head import InvalidHead, verify_chain
 from p2pico.engine import PicoError
 from p2pico.mesh import Mesh
+from protocols.location import LocationRecord
 from protocols.messages import Target
 
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 # Attributes and query arguments larger than this are refused with a 413.
 MAX_BODY = 1024 * 1024
+# The longest a client may ask /api/records/:did to wait for a newer record.
+MAX_WAIT = 60.0
 
 
 class BadRequest(Exception):
@@ -150,6 +156,33 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
             {"did": did, "host": record.host, "seq": record.seq, "state": record.state}
         )
 
+    def record_summary(record: LocationRecord) -> dict[str, object]:
+        return {
+            "did": record.did,
+            "host": record.host,
+            "seq": record.seq,
+            "state": record.state,
+            "from": record.from_host,
+        }
+
+    async def records(request: Request) -> Response:
+        return JSONResponse([record_summary(r) for r in mesh.records.values()])
+
+    async def one_record(request: Request) -> Response:
+        """The record this node holds, without look-ups; ``?after=N&wait=S`` waits for a newer one."""
+        did = request.path_params["did"]
+        try:
+            after = int(request.query_params.get("after", "-1"))
+            wait = min(float(request.query_params.get("wait", "0")), MAX_WAIT)
+        except ValueError as e:
+            raise BadRequest(f"'after' must be an integer and 'wait' a number: {e}") from e
+        with trio.move_on_after(wait):
+            await mesh.wait_for_record(did, after_seq=after)
+        record = mesh.records.get(did)
+        if record is None or record.seq <= after:
+            return JSONResponse({"error": f"no record for {did} newer than seq {after}"}, 404)
+        return JSONResponse(record_summary(record))
+
     async def move(request: Request) -> Response:
         body = await _attrs(request)
         did, to = body.get("did"), body.get("to")
@@ -199,6 +232,8 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
         route("/api/node", node, ["GET"]),
         route("/api/picos", picos, ["GET", "POST"]),
         route("/api/resolve/{did}", resolve, ["GET"]),
+        route("/api/records", records, ["GET"]),
+        route("/api/records/{did}", one_record, ["GET"]),
         route("/api/move", move, ["POST"]),
         route("/api/picos/{did}/history", history, ["GET"]),
     ]

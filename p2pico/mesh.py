@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +68,11 @@ log = logging.getLogger("p2pico.mesh")
 
 # A host re-signs its picos' records this often; records are valid for 24 h.
 REPUBLISH_INTERVAL = 12 * 3600
+# Every this often, a full record sync with one connected peer repairs anything
+# gossip dropped (gossipsub delivery is best effort: libp2p-probe.md P3, P5).
+ANTI_ENTROPY_INTERVAL = 60.0
+# How long catch-up waits for a new peer to join the record topic before syncing.
+TOPIC_JOIN_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
 MOVE_TIMEOUT = 120.0
 
@@ -83,6 +89,7 @@ class Mesh:
         self._move_targets: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
         self.equivocations: list[tuple[LocationRecord, LocationRecord]] = []
+        self._records_changed = trio.Event()
 
     @property
     def peer_id(self) -> str:
@@ -105,11 +112,19 @@ class Mesh:
                 await self._republish(did)
             for peer in self.net.connected_peers():
                 nursery.start_soon(self._catch_up, peer)
+            nursery.start_soon(self._anti_entropy)
             task_status.started()
             while True:
                 await trio.sleep(REPUBLISH_INTERVAL)
                 for did in list(self.engine.picos):
                     await self._republish(did)
+
+    async def _anti_entropy(self) -> None:
+        while True:
+            await trio.sleep(ANTI_ENTROPY_INTERVAL)
+            peers = self.net.connected_peers()
+            if peers:
+                await self._sync_with(random.choice(peers))
 
     # -- location records ------------------------------------------------------------
 
@@ -132,9 +147,19 @@ class Mesh:
                 if new is held:
                     return held
         self.records[new.did] = new
+        if new.host != self.peer_id and new.addrs:
+            self.net.add_addrs(new.host, new.addrs)
         if persist:
             self.home.save_record(new.did, new.raw)
+        self._records_changed.set()
+        self._records_changed = trio.Event()
         return new
+
+    async def wait_for_record(self, did: str, *, after_seq: int) -> LocationRecord:
+        """Wait until we hold a record for ``did`` newer than ``after_seq`` (no look-ups)."""
+        while (held := self.records.get(did)) is None or held.seq <= after_seq:
+            await self._records_changed.wait()
+        return held
 
     async def _publish(self, record: LocationRecord) -> None:
         try:
@@ -146,16 +171,33 @@ class Mesh:
         pico = self.engine.picos[did]
         held = self.records.get(did)
         seq = held.seq + 1 if held else 0
-        raw = location.build_record(pico.keypair, self.engine_key, seq=seq, prev=held)
+        raw = self._sign_record(pico.keypair, seq=seq, prev=held)
         record = self.consider(raw, source="self")
         if record is not None:
             await self._publish(record)
+
+    def _sign_record(self, pico: Keypair, *, seq: int, prev: LocationRecord | None) -> bytes:
+        """A record naming this engine as host, with the addresses it listens on."""
+        return location.build_record(
+            pico, self.engine_key, seq=seq, prev=prev, addrs=self.net.multiaddrs()
+        )
 
     async def _on_gossip(self, from_peer: str, data: bytes) -> None:
         self.consider(data, source=f"gossip via {from_peer}")
 
     async def _catch_up(self, peer: str) -> None:
-        """Fetch every record a newly connected peer holds (gossip alone can miss some)."""
+        """Sync every record a newly connected peer holds, once it has joined the record topic.
+
+        In that order, nothing falls between the two: what the peer published before
+        it joined comes in the sync, and what it publishes after comes by gossip.
+        """
+        try:
+            await self.net.wait_for_topic_peer(peer, LOC_TOPIC, timeout=TOPIC_JOIN_TIMEOUT)
+        except NetError as e:
+            log.info("%s did not join %s: %s; syncing anyway", peer, LOC_TOPIC, e)
+        await self._sync_with(peer)
+
+    async def _sync_with(self, peer: str) -> None:
         try:
             data = await self.net.request(peer, LOC_PROTOCOL, messages.encode_loc_request(None))
             for raw in messages.decode_records(data):
@@ -343,7 +385,7 @@ class Mesh:
 
     async def create_pico(self, sources: list[str]) -> Pico:
         pico = self.engine.create_pico(sources)
-        raw = location.build_record(pico.keypair, self.engine_key, seq=0)
+        raw = self._sign_record(pico.keypair, seq=0, prev=None)
         record = self.consider(raw, source="self")
         assert record is not None
         await self._publish(record)
@@ -446,7 +488,7 @@ class Mesh:
             raise PicoError(f"a newer record for {did} exists (seq {held.seq if held else '?'})")
         heads = await self._fetch(peer, did, request.head)
         log.info("fetched %s from %s: %d heads verified", did, peer, len(heads))
-        raw = location.build_record(keypair, self.engine_key, seq=old.seq + 1, prev=old)
+        raw = self._sign_record(keypair, seq=old.seq + 1, prev=old)
         record = self.consider(raw, source="self")
         if record is None or record.raw != raw:  # check-and-set lost
             raise PicoError(f"a competing record for {did} won; move aborted")

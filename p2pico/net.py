@@ -441,6 +441,24 @@ class Net:
         except Exception:
             logger.exception("on_peer_connected callback %r failed for %s", callback, peer)
 
+    def add_addrs(self, peer_id: str, multiaddrs: Sequence[str]) -> None:
+        """Addresses of ``peer_id`` learned elsewhere (location records), tried on the next dial.
+
+        Each address may end in ``/p2p/<peer_id>``; one naming another peer, or one that
+        does not parse, is ignored (they come from the network).
+        """
+        peer = _parse_peer_id(peer_id)
+        parsed = []
+        for text in multiaddrs:
+            try:
+                info = info_from_p2p_addr(Multiaddr(text))
+            except Exception:  # py-libp2p raises several unrelated types for bad input
+                logger.debug("ignoring address %r for %s", text, peer_id)
+                continue
+            if info.peer_id == peer:
+                parsed.extend(info.addrs)
+        self._remember_addrs(peer, parsed)
+
     def _remember_addrs(self, peer: ID, addrs: Sequence[Multiaddr]) -> None:
         known = self._known_addrs.setdefault(peer, [])
         known.extend(addr for addr in addrs if addr not in known)

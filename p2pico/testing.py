@@ -120,7 +120,10 @@ class FakeNet:
         world[peer_id] = self
 
     def multiaddrs(self) -> list[str]:
-        return []
+        return [f"/ip4/127.0.0.1/tcp/1/p2p/{self.peer_id}"]
+
+    def add_addrs(self, peer_id: str, multiaddrs: list[str]) -> None:
+        pass
 
     def connected_peers(self) -> list[str]:
         return [p for p in self.world if p != self.peer_id]
@@ -132,6 +135,9 @@ class FakeNet:
         pass
 
     def on_peer_connected(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        pass
+
+    async def wait_for_topic_peer(self, peer_id: str, topic: str, *, timeout: float = 10.0) -> None:
         pass
 
     async def publish(self, topic: str, data: bytes) -> None:

@@ -14,6 +14,7 @@ A record is an IPNS record (ipfs/specs ``ipns-record.md``): a protobuf
     _prev        bytes | null                 sha256 of the previous record (check-and-set chain)
     _from        str | null                   previous host peer id
     _kst         int                          key-state index, 0 for did:key
+    _addrs       [str]                        the host's listen multiaddrs (…/p2p/<peer id>)
     _host_sig    bytes                        engine countersignature
 
 Rule 1: the pico key signs ``"ipns-signature:" ‖ data`` (signatureV2).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -50,6 +52,8 @@ DEFAULT_TTL_NS: Final = 60 * 1_000_000_000
 _PICO_DOMAIN: Final = b"ipns-signature:"
 _HOST_DOMAIN: Final = b"p2pico-host:"
 _STATES: Final = ("active", "moving", "tombstone")
+# A host lists at most this many addresses, each at most 256 bytes.
+MAX_ADDRS: Final = 16
 
 State = Literal["active", "moving", "tombstone"]
 
@@ -71,6 +75,7 @@ class LocationRecord:
     prev: bytes | None
     from_host: str | None
     kst: int
+    addrs: tuple[str, ...]
     raw: bytes
 
     @property
@@ -169,6 +174,7 @@ def build_record(
     now: _dt.datetime | None = None,
     validity: _dt.timedelta = DEFAULT_VALIDITY,
     ttl_ns: int = DEFAULT_TTL_NS,
+    addrs: Sequence[str] = (),
 ) -> bytes:
     """Sign a record saying ``host`` hosts ``pico`` (both keys are needed: Rules 1 and 2)."""
     now = now or _dt.datetime.now(_dt.UTC)
@@ -183,6 +189,7 @@ def build_record(
         "_prev": prev.hash if prev else None,
         "_from": prev.host if prev else None,
         "_kst": 0,
+        "_addrs": list(addrs),
     }
     data["_host_sig"] = host.sign(_HOST_DOMAIN + cbor.encode(data))
     encoded = cbor.encode(data)
@@ -255,6 +262,13 @@ def parse_record(raw: bytes, *, now: _dt.datetime | None = None) -> LocationReco
     prev = data.get("_prev")
     if prev is not None and not isinstance(prev, bytes):
         raise InvalidRecord("_prev must be bytes or null")
+    addrs = data.get("_addrs", [])
+    if (
+        not isinstance(addrs, list)
+        or len(addrs) > MAX_ADDRS
+        or not all(isinstance(a, str) and a.startswith("/") and len(a) <= 256 for a in addrs)
+    ):
+        raise InvalidRecord(f"_addrs must be a list of at most {MAX_ADDRS} multiaddr strings")
     from_host = data.get("_from")
     if from_host is not None and not isinstance(from_host, str):
         raise InvalidRecord("_from must be a string or null")
@@ -268,6 +282,7 @@ def parse_record(raw: bytes, *, now: _dt.datetime | None = None) -> LocationReco
         prev=prev,
         from_host=from_host,
         kst=kst,
+        addrs=tuple(addrs),
         raw=raw,
     )
 

@@ -130,3 +130,22 @@ async def test_counter_pico_moves_from_a_to_b_without_losing_events(nodes, tmp_p
     bad = cli("event", "no-such-eci", "counter:inc", node=a, exit_code=1)
     assert bad == {"error": "ECI not found no-such-eci"}
     assert cli("query", eci, RID, "count", node=b2) == total + 1
+
+
+async def test_a_third_engine_learns_of_a_move_by_gossip(nodes) -> None:  # type: ignore[no-untyped-def]
+    """C never asks about the pico; the records reach it by gossip relayed through A."""
+    a = nodes("a")
+    b = nodes("b", bootstrap=[a.multiaddr])
+    c = nodes("c", bootstrap=[a.multiaddr])
+    made = cli("pico", "new", "--ruleset", str(COUNTER), node=a)
+    did = made["did"]
+    with c.client() as client:
+        first = client.get(f"/api/records/{did}", params={"after": -1, "wait": 30}).json()
+        assert (first["host"], first["seq"]) == (a.peer_id, 0)
+        cli("move", did, "--to", b.peer_id, node=a)
+        moved = client.get(f"/api/records/{did}", params={"after": 0, "wait": 30}).json()
+        assert (moved["host"], moved["seq"], moved["from"]) == (b.peer_id, 1, a.peer_id)
+        # C now routes by DID straight to B, with no look-up.
+        r = client.post(f"/sky/event/{did}/none/counter/inc", json={"by": 1}).json()
+        assert "error" not in r, r
+        assert r["directives"][0]["options"]["count"] == 1

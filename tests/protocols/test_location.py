@@ -112,3 +112,14 @@ def test_equivocation_is_detected_and_resolved_deterministically() -> None:
     chosen = location.pick_equivocation(first, rival)
     assert chosen is location.pick_equivocation(rival, first)
     assert chosen.hash == min(first.hash, rival.hash)
+
+
+def test_host_addresses_travel_in_the_record_and_are_checked() -> None:
+    addrs = [f"/ip4/127.0.0.1/tcp/4001/p2p/{HOST.peer_id}"]
+    record = parse_record(build_record(PICO, HOST, seq=0, now=NOW, addrs=addrs), now=NOW)
+    assert record.addrs == tuple(addrs)
+    too_many = build_record(PICO, HOST, seq=0, now=NOW, addrs=["/ip4/1.2.3.4/tcp/1"] * 17)
+    with pytest.raises(
+        InvalidRecord, match=r"^_addrs must be a list of at most 16 multiaddr strings$"
+    ):
+        parse_record(too_many, now=NOW)
