@@ -41,7 +41,7 @@ from dag.block import Block
 from dag.cid import CID
 from dag.did import Keypair
 from dag.head import sign_head, verify_head
-from dag.state import PicoState, RulesetState, read_state, write_state
+from dag.state import PicoState, RulesetState, read_state, state_blocks
 from p2pico.home import Home
 
 log = logging.getLogger("p2pico.engine")
@@ -449,20 +449,20 @@ class Engine:
     def _commit(
         self, pico: Pico, ent: dict[str, dict[str, object]], cause: Mapping[str, object] | None
     ) -> None:
-        """Write the new state and a signed head; only then does the pico see it."""
-        root = write_state(self.store, self.state_of(pico, ent))
-        cause_cid = None
-        if cause is not None:
-            cause_block = Block.encode(cause)
-            self.store.put(cause_block)
-            cause_cid = cause_block.cid
+        """Write the new state and a signed head; only then does the pico see it.
+
+        All blocks of a commit go to the store in one transaction; blocks it already
+        holds (unchanged sub-trees, the ruleset sources) are skipped by the store.
+        """
+        root, blocks = state_blocks(self.state_of(pico, ent))
+        cause_block = Block.encode(cause) if cause is not None else None
         head = sign_head(
             pico.keypair,
             seq=pico.seq + 1,
             prev=pico.head if pico.seq >= 0 else None,
-            state=root,
+            state=root.cid,
             ts=int(time.time() * 1000),
-            cause=cause_cid,
+            cause=cause_block.cid if cause_block else None,
         )
-        self.store.put(head)
+        self.store.put_many([*blocks, *([cause_block] if cause_block else []), head])
         pico.ent, pico.head, pico.seq = ent, head.cid, pico.seq + 1

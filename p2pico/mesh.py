@@ -40,6 +40,7 @@ from dag.block import Block
 from dag.cid import CID
 from dag.did import Keypair
 from dag.head import Head, verify_chain
+from dag.store import walk
 from p2pico.engine import Engine, NotHosted, Pico, PicoError, Work
 from p2pico.home import Home
 from p2pico.net import Net, NetError
@@ -47,13 +48,16 @@ from protocols import location, messages
 from protocols.location import InvalidRecord, LocationRecord
 from protocols.messages import (
     BLOCKS_PROTOCOL,
+    BLOCKS_REPLY_BUDGET,
     LOC_PROTOCOL,
     LOC_TOPIC,
     MAX_HOPS,
+    MAX_MANIFEST,
     MAX_WANT,
     MOVE_PROTOCOL,
     MSG_PROTOCOL,
     EventRequest,
+    ManifestRequest,
     MessageError,
     MoveCommand,
     MoveDrained,
@@ -61,6 +65,7 @@ from protocols.messages import (
     QueryRequest,
     Reply,
     Target,
+    WantRequest,
     WhoisEci,
 )
 
@@ -455,10 +460,24 @@ class Mesh:
         )
 
     async def _on_blocks(self, peer: str, data: bytes) -> bytes:
-        did, want = messages.decode_want(data)
-        if self._move_targets.get(did) != peer:
-            raise PermissionError(f"{peer} may not fetch blocks of {did}")
-        return messages.encode_blocks([self.engine.store.get(cid) for cid in want])
+        request = messages.decode_blocks_request(data)
+        if self._move_targets.get(request.did) != peer:
+            raise PermissionError(f"{peer} may not fetch blocks of {request.did}")
+        store = self.engine.store
+        if isinstance(request, ManifestRequest):
+            cids = [block.cid for block in walk(store, request.root)]
+            if len(cids) > MAX_MANIFEST:
+                raise PicoError(f"{len(cids)} blocks is more than a move can carry yet")
+            return messages.encode_manifest(cids)
+        blocks: list[bytes | None] = []
+        size = 0
+        for cid in request.want:
+            if size >= BLOCKS_REPLY_BUDGET:
+                break  # the requester asks again for the rest
+            raw = store.get(cid)
+            blocks.append(raw)
+            size += len(raw or b"")
+        return messages.encode_blocks(blocks)
 
     # -- moving: target side ------------------------------------------------------------
 
@@ -498,40 +517,50 @@ class Mesh:
         return raw
 
     async def _fetch(self, peer: str, did: str, head: CID) -> list[Head]:
-        """Fetch every block reachable from ``head`` that we lack, verifying each."""
+        """Fetch every block reachable from ``head`` that we lack, verifying each.
+
+        The source's manifest says which blocks to ask for; it is not trusted.  Each
+        block must match its CID, and at the end a local walk from the head must find
+        every reachable block and a head chain signed by ``did`` from genesis.
+        """
         store = self.engine.store
-        queue = [head]
-        seen: set[CID] = set()
-        while queue:
-            batch: list[CID] = []
-            while queue and len(batch) < MAX_WANT:
-                cid = queue.pop()
-                if cid in seen:
-                    continue
-                seen.add(cid)
-                if store.has(cid):
-                    block = store.get_block(cid)
-                    assert block is not None
-                    queue.extend(block.links())
-                else:
-                    batch.append(cid)
-            if not batch:
-                continue
+        manifest = messages.decode_manifest(
+            await self.net.request(
+                peer, BLOCKS_PROTOCOL, ManifestRequest(did, head).encode(), timeout=MOVE_TIMEOUT
+            )
+        )
+        missing = [cid for cid in dict.fromkeys(manifest) if not store.has(cid)]
+        fetched: dict[CID, Block] = {}
+        while missing:
+            batch = missing[:MAX_WANT]
             data = await self.net.request(
-                peer, BLOCKS_PROTOCOL, messages.encode_want(did, batch), timeout=REQUEST_TIMEOUT
+                peer, BLOCKS_PROTOCOL, WantRequest(did, batch).encode(), timeout=REQUEST_TIMEOUT
             )
             answers = messages.decode_blocks(data)
-            if len(answers) != len(batch):
+            if not answers or len(answers) > len(batch):
                 raise PicoError(f"{peer} answered {len(answers)} blocks for {len(batch)} wanted")
             blocks = []
-            for cid, raw in zip(batch, answers, strict=True):
+            for cid, raw in zip(batch, answers, strict=False):
                 if raw is None:
                     raise PicoError(f"{peer} does not have block {cid}")
-                block = Block.decode(cid, raw)  # raises if the bytes do not match the CID
-                blocks.append(block)
-                queue.extend(block.links())
+                blocks.append(Block.decode(cid, raw))  # raises if the bytes do not match
             store.put_many(blocks)
-        heads = verify_chain(store.get_block, head)
+            fetched.update((b.cid, b) for b in blocks)
+            missing = missing[len(answers) :]
+
+        def get(cid: CID) -> Block | None:  # blocks verified above are not decoded again
+            return fetched.get(cid) or store.get_block(cid)
+
+        seen, stack = {head}, [head]
+        while stack:
+            block = get(cid := stack.pop())
+            if block is None:
+                raise PicoError(f"{peer}'s manifest left out block {cid} (reachable from {head})")
+            for link in block.links():
+                if link not in seen:
+                    seen.add(link)
+                    stack.append(link)
+        heads = verify_chain(get, head)
         if heads[-1].pico != did:
             raise PicoError(f"head {head} is signed for {heads[-1].pico}, not {did}")
         return heads

@@ -6,7 +6,8 @@ on a fresh stream; p2pico.mesh is the trio driver.  The protocols:
     /p2pico/msg/1.0.0     event | query | whois-eci | move → Reply
     /p2pico/loc/1.0.0     sync | locate               → {"records": [bytes]}
     /p2pico/move/1.0.0    propose | drained           → Reply
-    /p2pico/blocks/1.0.0  want                        → {"blocks": [bytes | null]}
+    /p2pico/blocks/1.0.0  manifest                    → {"cids": [CID]}
+                          want                        → {"blocks": [bytes | null]}
 
 A decoder never trusts its input: a missing or mistyped field raises
 MessageError naming the field, which the driver turns into an error reply.
@@ -30,9 +31,14 @@ LOC_TOPIC: Final = "/p2pico/loc/1"
 # Orleans' MaxForwardCount is 2 (did-routing.md §2.5); one more hop lets a
 # request that raced a move come back to the new host as a forwarded item.
 MAX_HOPS: Final = 3
-# A want list larger than this is split by the requester (blocks are ≤ 256 KiB,
-# frames ≤ 4 MiB, so 64 small blocks per reply keeps replies well inside a frame).
-MAX_WANT: Final = 64
+# At most this many CIDs in one want list.  The server stops adding blocks to its
+# reply once it holds BLOCKS_REPLY_BUDGET bytes (blocks are ≤ 256 KiB, frames ≤ 4 MiB),
+# so a reply may answer only a prefix of the list; the requester asks again for the rest.
+MAX_WANT: Final = 2048
+BLOCKS_REPLY_BUDGET: Final = 2 * 1024 * 1024
+# A manifest lists every block reachable from a head; past this, a move needs paging
+# (a pico with this many blocks is far beyond what the skeleton moves).
+MAX_MANIFEST: Final = 100_000
 
 
 class MessageError(ValueError):
@@ -333,19 +339,57 @@ def decode_move_request(data: bytes) -> MovePropose | MoveDrained:
 # -- /p2pico/blocks/1.0.0 ----------------------------------------------------------------
 
 
-def encode_want(did: str, cids: list[CID]) -> bytes:
-    if len(cids) > MAX_WANT:
-        raise MessageError(f"at most {MAX_WANT} CIDs per want list")
-    return cbor.encode({"did": did, "want": cids})
+@dataclass(frozen=True, slots=True)
+class ManifestRequest:
+    """Which blocks are reachable from ``root``?  The answer is a hint, not trusted:
+    the requester verifies every block against its CID and walks the DAG itself."""
+
+    did: str
+    root: CID
+
+    def encode(self) -> bytes:
+        return cbor.encode({"op": "manifest", "did": self.did, "root": self.root})
 
 
-def decode_want(data: bytes) -> tuple[str, list[CID]]:
+@dataclass(frozen=True, slots=True)
+class WantRequest:
+    did: str
+    want: list[CID]
+
+    def __post_init__(self) -> None:
+        if len(self.want) > MAX_WANT:
+            raise MessageError(f"at most {MAX_WANT} CIDs per want list")
+
+    def encode(self) -> bytes:
+        return cbor.encode({"op": "want", "did": self.did, "want": self.want})
+
+
+def decode_blocks_request(data: bytes) -> ManifestRequest | WantRequest:
     msg = _decode_map(data)
+    op = _str(msg, "op")
+    if op == "manifest":
+        root = _field(msg, "root", CID)
+        assert isinstance(root, CID)
+        return ManifestRequest(_str(msg, "did"), root)
+    if op != "want":
+        raise MessageError(f"unknown op {op!r} on {BLOCKS_PROTOCOL}")
     want = _field(msg, "want", list)
     assert isinstance(want, list)
-    if len(want) > MAX_WANT or not all(isinstance(c, CID) for c in want):
-        raise MessageError(f"'want' must be a list of at most {MAX_WANT} CIDs")
-    return _str(msg, "did"), want
+    if not all(isinstance(c, CID) for c in want):
+        raise MessageError("'want' must be a list of CIDs")
+    return WantRequest(_str(msg, "did"), want)
+
+
+def encode_manifest(cids: list[CID]) -> bytes:
+    return cbor.encode({"cids": cids})
+
+
+def decode_manifest(data: bytes) -> list[CID]:
+    cids = _field(_decode_map(data), "cids", list)
+    assert isinstance(cids, list)
+    if len(cids) > MAX_MANIFEST or not all(isinstance(c, CID) for c in cids):
+        raise MessageError(f"'cids' must be a list of at most {MAX_MANIFEST} CIDs")
+    return cids
 
 
 def encode_blocks(blocks: list[bytes | None]) -> bytes:

@@ -11,11 +11,21 @@ from pathlib import Path
 import pytest
 import trio
 
+from dag import cbor
 from dag.did import Keypair
 from p2pico.net import StreamFailed
 from p2pico.testing import FakeNet, start_mesh
 from protocols import location
-from protocols.messages import BLOCKS_PROTOCOL, MOVE_PROTOCOL, MovePropose, Reply, Target
+from protocols.messages import (
+    BLOCKS_PROTOCOL,
+    MOVE_PROTOCOL,
+    ManifestRequest,
+    MovePropose,
+    Reply,
+    Target,
+    WantRequest,
+    encode_manifest,
+)
 
 COUNTER = (Path(__file__).resolve().parents[1] / "rulesets" / "counter.krl").read_text()
 RID = "io.p2pico.counter"
@@ -67,7 +77,8 @@ async def test_move_refuses_blocks_that_do_not_match_their_cid(tmp_path: Path) -
 
         world[a.peer_id].tamper = corrupt
         with pytest.raises(
-            Exception, match=r"move failed: .* refused: block bytes do not match CID bafy"
+            Exception,
+            match=r"move failed: .* refused: block bytes do not match CID baf[a-z2-7]+: digest is",
         ):
             await a.move(pico.did, b.peer_id)
         # Nothing changed: A still hosts the pico and serves it; B holds nothing.
@@ -119,10 +130,31 @@ async def test_blocks_are_served_only_to_the_move_target(tmp_path: Path) -> None
         a = await start_mesh(nursery, tmp_path / "a", world)
         b = await start_mesh(nursery, tmp_path / "b", world)
         pico = await a.create_pico([COUNTER])
-        from protocols.messages import encode_want
+        for request in (WantRequest(pico.did, [pico.head]), ManifestRequest(pico.did, pico.head)):
+            with pytest.raises(StreamFailed, match="may not fetch blocks"):
+                await world[b.peer_id].request(a.peer_id, BLOCKS_PROTOCOL, request.encode())
+        nursery.cancel_scope.cancel()
 
-        with pytest.raises(StreamFailed, match="may not fetch blocks"):
-            await world[b.peer_id].request(
-                a.peer_id, BLOCKS_PROTOCOL, encode_want(pico.did, [pico.head])
-            )
+
+async def test_move_refuses_a_manifest_that_leaves_out_blocks(tmp_path: Path) -> None:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        await a.event(Target(pico.did), "counter", "inc", {})
+
+        def drop_one(protocol: str, reply: bytes) -> bytes:
+            value = cbor.decode(reply)
+            if protocol == BLOCKS_PROTOCOL and isinstance(value, dict) and "cids" in value:
+                return encode_manifest(value["cids"][:-1])
+            return reply
+
+        world[a.peer_id].tamper = drop_one
+        with pytest.raises(
+            Exception, match=r"manifest left out block bafy[a-z2-7]+ \(reachable from bafy"
+        ):
+            await a.move(pico.did, b.peer_id)
+        assert a.engine.hosts(pico.did)
+        assert not b.engine.hosts(pico.did)
         nursery.cancel_scope.cancel()

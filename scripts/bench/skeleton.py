@@ -5,7 +5,10 @@
 2. counter events/s through HTTP: POST /sky/event to the node hosting the pico;
 3. the same events sent to node B for a pico hosted on node A: the DID-addressed
    round trip B → A → B over libp2p, p50/p99, beside the local HTTP figure from
-   the same run, so the mesh hop's cost is the difference.
+   the same run, so the mesh hop's cost is the difference;
+4. moving that pico from A to B (POST /api/move until the move committed): B
+   fetches and verifies every block of its history, which by then has one head
+   per event.
 
     .venv/bin/python scripts/bench/skeleton.py [--events N]
 """
@@ -96,6 +99,7 @@ def main() -> None:
     from p2pico.testing import start_node
 
     results = [bench_in_process(args.events)]
+    move: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         a = start_node(Path(tmp) / "a")
         b = start_node(Path(tmp) / "b", bootstrap=[a.multiaddr])
@@ -105,13 +109,31 @@ def main() -> None:
             did = made["did"]
             results.append(bench_http(a.url, did, args.events, "HTTP to the host (A)"))
             results.append(bench_http(b.url, did, args.events, "HTTP to B, DID-routed to A"))
+            with a.client() as c:
+                heads = c.get(f"/api/picos/{did}/history").json()["heads"]
+                t0 = time.perf_counter()
+                moved = c.post("/api/move", json={"did": did, "to": b.peer_id}).json()
+                move_s = time.perf_counter() - t0
+            if moved.get("host") != b.peer_id:
+                raise SystemExit(f"move failed: {moved}")
+            move = {
+                "name": "move A→B",
+                "heads": len(heads),
+                "seconds": round(move_s, 3),
+                "heads_per_s": round(len(heads) / move_s, 1),
+            }
         finally:
             b.stop()
             a.stop()
 
     print(
         json.dumps(
-            {"benchmark": "skeleton", "python": sys.version.split()[0], "results": results},
+            {
+                "benchmark": "skeleton",
+                "python": sys.version.split()[0],
+                "results": results,
+                "move": move,
+            },
             indent=2,
         )
     )
@@ -122,6 +144,7 @@ def main() -> None:
     local, routed = results[1], results[2]
     hop = float(routed["p50_ms"]) - float(local["p50_ms"])  # type: ignore[arg-type]
     print(f"\nthe B→A→B mesh hop adds {hop:.2f} ms at p50")
+    print(f"moving the pico with {move['heads']} heads of history took {move['seconds']} s")
 
 
 if __name__ == "__main__":
