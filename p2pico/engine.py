@@ -195,8 +195,9 @@ def new_txn_id() -> str:
 class Engine:
     """Hosts picos.  Pico workers run in the nursery given to ``serve``."""
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, *, txn_seconds: float = TXN_MAX_SECONDS) -> None:
         self.home = home
+        self.txn_seconds = txn_seconds
         self.store = home.blocks
         self.picos: dict[str, Pico] = {}
         self._eci_index: dict[str, str] = {}
@@ -362,11 +363,18 @@ class Engine:
 
     async def _run(self, pico: Pico, work: Work) -> None:
         try:
+            # KRL runs in a worker thread, so a rule spending its whole budget slows the
+            # node down (the GIL) but never stops it: HTTP, libp2p and other picos go on.
+            # State is committed here, on the trio thread, which owns the SQLite stores.
             if work.kind == "event":
                 assert work.event is not None
-                result: object = self._run_event(pico, work.event, work.eci)
+                event = work.event
+                txn = await trio.to_thread.run_sync(self._evaluate_event, pico, event, work.eci)
+                result: object = self._apply(pico, event, txn)
             elif work.kind == "query":
-                result = self._run_query(pico, work.eci, work.rid, work.name, work.args)
+                result = await trio.to_thread.run_sync(
+                    self._run_query, pico, work.eci, work.rid, work.name, work.args
+                )
             else:
                 raise PicoError(f"unknown work kind {work.kind!r}")
         except (PicoError, krl.KrlError) as e:
@@ -381,10 +389,11 @@ class Engine:
         if eci and eci not in pico.channels:
             raise PicoError(f"ECI not found {eci}")
 
-    def _run_event(self, pico: Pico, event: krl.Event, eci: str) -> dict[str, object]:
+    def _evaluate_event(self, pico: Pico, event: krl.Event, eci: str) -> Transaction:
+        """Run every scheduled (ruleset, event) pair; the writes stay in the transaction."""
         self._check_channel(pico, eci)
         txn = Transaction(pico, eci, new_txn_id())
-        budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=TXN_MAX_SECONDS)
+        budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds)
         schedule: deque[tuple[InstalledRuleset, krl.Event]] = deque(
             (rs, event) for rs in pico.rulesets
         )
@@ -405,6 +414,10 @@ class Engine:
                 txn.raised.clear()
                 if outcome.last:
                     break
+        return txn
+
+    def _apply(self, pico: Pico, event: krl.Event, txn: Transaction) -> dict[str, object]:
+        """Commit what a transaction wrote, if anything; return the event's response."""
         if txn.writes:
             ent = {rid: dict(vars) for rid, vars in pico.ent.items()}
             for (rid, name), value in txn.writes.items():
@@ -430,7 +443,7 @@ class Engine:
             if rs.rid == rid:
                 txn = Transaction(pico, eci, new_txn_id(), read_only=True)
                 txn.rid = rid
-                budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=TXN_MAX_SECONDS)
+                budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds)
                 return rs.compiled.query(name, args, txn, budget)
         raise PicoError(f"Pico doesn't have {rid} installed.")
 
