@@ -154,6 +154,13 @@ class Mesh:
         self.records[new.did] = new
         if new.host != self.peer_id and new.addrs:
             self.net.add_addrs(new.host, new.addrs)
+        if (
+            new.host != self.peer_id
+            and self.engine.hosts(new.did)
+            and new.did not in self._move_targets  # our own move: its reply may come later
+            and self._nursery is not None
+        ):
+            self._nursery.start_soon(self._stand_down, new.did)
         if persist:
             self.home.save_record(new.did, new.raw)
         self._records_changed.set()
@@ -406,12 +413,15 @@ class Mesh:
             record = await self.resolve(did, refresh=True)
             if record is None or record.host == self.peer_id:
                 raise PicoError(f"no engine is known to host {did}")
-            data = await self.net.request(
-                record.host,
-                MSG_PROTOCOL,
-                MoveCommand(did, to, hops + 1).encode(),
-                timeout=MOVE_TIMEOUT,
-            )
+            try:
+                data = await self.net.request(
+                    record.host,
+                    MSG_PROTOCOL,
+                    MoveCommand(did, to, hops + 1).encode(),
+                    timeout=MOVE_TIMEOUT,
+                )
+            except NetError as e:
+                raise PicoError(f"host {record.host} of {did} did not answer: {e}") from e
             reply = Reply.decode(data)
             if reply.error is not None:
                 raise PicoError(reply.error)
@@ -432,22 +442,26 @@ class Mesh:
         self._move_targets[pico.did] = to
         try:
             propose = MovePropose(pico.did, pico.head, pico.keypair.seed, held.raw)
-            data = await self.net.request(to, MOVE_PROTOCOL, propose.encode(), timeout=MOVE_TIMEOUT)
+            try:
+                data = await self.net.request(
+                    to, MOVE_PROTOCOL, propose.encode(), timeout=MOVE_TIMEOUT
+                )
+            except NetError as e:
+                # The target may have committed and then lost its reply: ask what it holds.
+                new = await self._committed_record(pico.did, to, held)
+                if new is None:
+                    raise PicoError(f"{to} did not answer: {e}") from e
+            else:
+                reply = Reply.decode(data)
+                if reply.error is not None:
+                    raise PicoError(f"{to} refused: {reply.error}")
+                if not isinstance(reply.ok, bytes):
+                    raise PicoError(f"{to} answered without a location record")
+                new = location.parse_record(reply.ok)
+                if not _succeeds(new, held, to):
+                    raise PicoError(f"{to} signed a record that does not follow ours")
         finally:
             del self._move_targets[pico.did]
-        reply = Reply.decode(data)
-        if reply.error is not None:
-            raise PicoError(f"{to} refused: {reply.error}")
-        if not isinstance(reply.ok, bytes):
-            raise PicoError(f"{to} answered without a location record")
-        new = location.parse_record(reply.ok)
-        if (
-            new.did != pico.did
-            or new.host != to
-            or new.prev != held.hash
-            or new.seq != held.seq + 1
-        ):
-            raise PicoError(f"{to} signed a record that does not follow ours")
         self.consider(new.raw, source=f"move to {to}")
         for eci in pico.channels:
             self.eci_dids[eci] = pico.did
@@ -458,6 +472,37 @@ class Mesh:
             to,
             {"did": pico.did, "host": to, "seq": new.seq, "head": str(pico.head)},
         )
+
+    async def _committed_record(
+        self, did: str, to: str, held: LocationRecord
+    ) -> LocationRecord | None:
+        """The record by which ``to`` took ``did`` over from ``held``, if it did."""
+        try:
+            data = await self.net.request(to, LOC_PROTOCOL, messages.encode_loc_request(did))
+            for raw in messages.decode_records(data):
+                record = location.parse_record(raw)
+                if _succeeds(record, held, to):
+                    return record
+        except (NetError, MessageError, InvalidRecord) as e:
+            log.warning("could not learn whether %s took %s: %s", to, did, e)
+        return None
+
+    async def _stand_down(self, did: str) -> None:
+        """Another engine holds a newer record for a pico we host: hand it over, do not serve it."""
+        record = self.records[did]
+        log.error(
+            "%s is hosted by %s since record seq %d; standing down", did, record.host, record.seq
+        )
+
+        async def hand_over(pico: Pico) -> _Handoff:
+            return _Handoff(
+                self, did, record.host, {"did": did, "host": record.host, "seq": record.seq}
+            )
+
+        try:
+            await self.engine.submit(did, Work("move", run=hand_over))
+        except PicoError as e:
+            log.warning("standing down %s: %s", did, e)
 
     async def _on_blocks(self, peer: str, data: bytes) -> bytes:
         request = messages.decode_blocks_request(data)
@@ -564,6 +609,16 @@ class Mesh:
         if heads[-1].pico != did:
             raise PicoError(f"head {head} is signed for {heads[-1].pico}, not {did}")
         return heads
+
+
+def _succeeds(new: LocationRecord, held: LocationRecord, host: str) -> bool:
+    """Is ``new`` the record by which ``host`` took the pico over from ``held``?"""
+    return (
+        new.did == held.did
+        and new.host == host
+        and new.prev == held.hash
+        and new.seq == held.seq + 1
+    )
 
 
 class _Handoff:

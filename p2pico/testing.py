@@ -18,7 +18,7 @@ import trio
 from p2pico.engine import Engine
 from p2pico.home import Home
 from p2pico.mesh import Mesh
-from p2pico.net import StreamFailed
+from p2pico.net import PeerUnreachable, StreamFailed
 
 READY_TIMEOUT = 60.0
 
@@ -117,6 +117,8 @@ class FakeNet:
         self.handlers: dict[str, Handler] = {}
         self.published: list[bytes] = []
         self.tamper: Callable[[str, bytes], bytes] | None = None  # rewrites replies we send
+        self.lose_replies: set[str] = set()  # protocols whose replies are lost after handling
+        self.down = False  # requests to this peer fail before reaching it
         world[peer_id] = self
 
     def multiaddrs(self) -> list[str]:
@@ -147,10 +149,14 @@ class FakeNet:
         self, peer: str, protocol: str, payload: bytes, *, timeout: float = 30.0
     ) -> bytes:
         remote = self.world[peer]
+        if remote.down:
+            raise PeerUnreachable(f"{peer} is down")
         try:
             reply = await remote.handlers[protocol](self.peer_id, payload)
         except Exception as e:  # the real Net resets the stream
             raise StreamFailed(f"{type(e).__name__}: {e}") from e
+        if protocol in remote.lose_replies:
+            raise StreamFailed(f"the reply of {peer} on {protocol} was lost")
         return remote.tamper(protocol, reply) if remote.tamper else reply
 
 

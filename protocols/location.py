@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from dag import cbor
+from dag.cid import CIDError, decode_varint, encode_varint
 from dag.did import (
     InvalidDid,
     InvalidPeerId,
@@ -90,40 +91,20 @@ class LocationRecord:
 # -- protobuf framing of IpnsEntry (only fields 8 and 9 are written) ----------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        if i >= len(buf):
-            raise InvalidRecord(f"truncated varint at offset {i}")
-        if shift > 63:
-            raise InvalidRecord(f"varint too long at offset {i}")
-        b = buf[i]
-        n |= (b & 0x7F) << shift
-        i += 1
-        shift += 7
-        if not b & 0x80:
-            return n, i
+    try:
+        return decode_varint(buf, i)
+    except CIDError as e:
+        raise InvalidRecord(str(e)) from e
 
 
 def _entry(signature: bytes, data: bytes) -> bytes:
     return (
         b"\x42"
-        + _varint(len(signature))
+        + encode_varint(len(signature))
         + signature  # field 8, wire type 2
         + b"\x4a"
-        + _varint(len(data))
+        + encode_varint(len(data))
         + data  # field 9, wire type 2
     )
 

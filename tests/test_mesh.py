@@ -13,11 +13,13 @@ import trio
 
 from dag import cbor
 from dag.did import Keypair
+from p2pico.engine import PicoError
 from p2pico.net import StreamFailed
 from p2pico.testing import FakeNet, start_mesh
 from protocols import location
 from protocols.messages import (
     BLOCKS_PROTOCOL,
+    LOC_PROTOCOL,
     MOVE_PROTOCOL,
     ManifestRequest,
     MovePropose,
@@ -157,4 +159,50 @@ async def test_move_refuses_a_manifest_that_leaves_out_blocks(tmp_path: Path) ->
             await a.move(pico.did, b.peer_id)
         assert a.engine.hosts(pico.did)
         assert not b.engine.hosts(pico.did)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_move_whose_reply_was_lost_still_completes(tmp_path: Path) -> None:
+    """The target committed but its reply never arrived: the source asks, and hands over."""
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        await a.event(Target(pico.did), "counter", "inc", {})
+        world[b.peer_id].lose_replies.add(MOVE_PROTOCOL)
+        result = await a.move(pico.did, b.peer_id)
+        assert result["host"] == b.peer_id
+        assert b.engine.hosts(pico.did)
+        assert not a.engine.hosts(pico.did)
+        world[b.peer_id].lose_replies.clear()
+        assert await a.query(Target(pico.did), RID, "count", {}) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_engine_that_sees_a_newer_host_stands_down(tmp_path: Path) -> None:
+    """The reply was lost and the target was unreachable afterwards: the source keeps the
+    pico until the target's record reaches it, then hands over instead of serving a copy."""
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        await a.event(Target(pico.did), "counter", "inc", {})
+        net_b = world[b.peer_id]
+        net_b.lose_replies.add(MOVE_PROTOCOL)
+        net_b.lose_replies.add(LOC_PROTOCOL)  # and A cannot ask B what it holds
+        with pytest.raises(PicoError, match="did not answer"):
+            await a.move(pico.did, b.peer_id)
+        assert a.engine.hosts(pico.did)  # A could not know B took over
+        assert b.engine.hosts(pico.did)
+        net_b.lose_replies.clear()
+
+        # B's record (published when it adopted the pico) reaches A by gossip.
+        await trio.testing.wait_all_tasks_blocked()
+        [published] = [r for r in net_b.published if location.parse_record(r).host == b.peer_id]
+        await a._on_gossip(b.peer_id, published)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not a.engine.hosts(pico.did)
+        assert await a.query(Target(pico.did), RID, "count", {}) == 1  # served by B
         nursery.cancel_scope.cancel()
