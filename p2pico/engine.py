@@ -202,6 +202,8 @@ class Engine:
         self.picos: dict[str, Pico] = {}
         self._eci_index: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
+        # picos hosted here that could not be loaded at start, with the reason
+        self.unloadable: dict[str, str] = {}
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -209,7 +211,12 @@ class Engine:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for hosted in self.home.hosted():
-                pico = self._load(hosted.did, hosted.keypair, hosted.head)
+                try:
+                    pico = self._load(hosted.did, hosted.keypair, hosted.head)
+                except Exception as e:  # one broken pico must not keep the others down
+                    log.error("engine: cannot load %s (its data is kept): %s", hosted.did, e)
+                    self.unloadable[hosted.did] = f"{type(e).__name__}: {e}"
+                    continue
                 self._attach(pico)
             log.info("engine: %d picos recovered from %s", len(self.picos), self.home.path)
             task_status.started()

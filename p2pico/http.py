@@ -18,7 +18,7 @@ pico-engine; a malformed request (bad JSON, a body that is not a map) is a 400.
 Management routes (JSON; used by the ``p2pico`` CLI):
 
     GET  /api/node                  {"peer_id", "multiaddrs", "http"}
-    GET  /api/picos                 picos hosted here
+    GET  /api/picos                 picos hosted here (and any that failed to load, with the error)
     POST /api/picos                 {"rulesets": [KRL source, ...]} → {"did", "eci"}
     GET  /api/resolve/:did          {"did", "host", "seq", "state"}, asking peers if need be
     GET  /api/records               every location record this node holds
@@ -134,12 +134,12 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
 
     async def picos(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse(
-                [
-                    {"did": p.did, "eci": p.eci, "seq": p.seq, "head": str(p.head)}
-                    for p in mesh.engine.picos.values()
-                ]
-            )
+            hosted: list[dict[str, object]] = [
+                {"did": p.did, "eci": p.eci, "seq": p.seq, "head": str(p.head)}
+                for p in mesh.engine.picos.values()
+            ]
+            hosted += [{"did": d, "error": e} for d, e in mesh.engine.unloadable.items()]
+            return JSONResponse(hosted)
         body = await _attrs(request)
         sources = body.get("rulesets", [])
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 import krl
+from dag.block import Block
 from p2pico.engine import Busy, Engine, PicoError, Work
 from p2pico.home import Home
 
@@ -63,4 +64,27 @@ async def test_a_full_inbox_is_refused_not_buffered(tmp_path: Path) -> None:
         with pytest.raises(Busy) as refused:
             await engine.submit(pico.did, event("counter", "inc"))
         assert str(refused.value) == f"pico {pico.did} has 1000 requests waiting; try again later"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_pico_that_cannot_load_does_not_keep_the_others_down(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    engine = Engine(home)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.serve)
+        good = engine.create_pico([COUNTER])
+        broken = engine.create_pico([COUNTER])
+        await engine.submit(good.did, event("counter", "inc"))
+        nursery.cancel_scope.cancel()
+    # The broken pico's head now points at a block the store does not have.
+    home.set_head(broken.did, Block.encode({"not": "a head"}).cid)
+
+    restarted = Engine(home)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(restarted.serve)
+        assert restarted.hosts(good.did)
+        assert not restarted.hosts(broken.did)
+        assert restarted.unloadable[broken.did].startswith("PicoError: head block bafyrei")
+        count = Work("query", rid="io.p2pico.counter", name="count")
+        assert await restarted.submit(good.did, count) == 1
         nursery.cancel_scope.cancel()
