@@ -180,8 +180,10 @@ class Mesh:
             log.warning("publishing the record of %s failed: %s", record.did, e)
 
     async def _republish(self, did: str) -> None:
-        pico = self.engine.picos[did]
+        pico = self.engine.picos.get(did)
         held = self.records.get(did)
+        if pico is None or (held is not None and held.host != self.peer_id):
+            return  # gone, or another engine took it over and we are standing down
         seq = held.seq + 1 if held else 0
         raw = self._sign_record(pico.keypair, seq=seq, prev=held)
         record = self.consider(raw, source="self")

@@ -206,3 +206,34 @@ async def test_an_engine_that_sees_a_newer_host_stands_down(tmp_path: Path) -> N
         assert not a.engine.hosts(pico.did)
         assert await a.query(Target(pico.did), RID, "count", {}) == 1  # served by B
         nursery.cancel_scope.cancel()
+
+
+async def test_a_restarted_engine_does_not_take_back_a_pico_it_lost(tmp_path: Path) -> None:
+    """A's disk says it hosts the pico, but its newest record names B: it must stand down,
+    not sign itself a higher record."""
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        await a.event(Target(pico.did), "counter", "inc", {})
+        world[b.peer_id].lose_replies.update({MOVE_PROTOCOL, LOC_PROTOCOL})
+        with pytest.raises(PicoError, match="did not answer"):
+            await a.move(pico.did, b.peer_id)
+        world[b.peer_id].lose_replies.clear()
+        await trio.testing.wait_all_tasks_blocked()
+        taken = b.records[pico.did]
+        a.home.save_record(pico.did, taken.raw)  # as if gossip reached A just before it stopped
+        nursery.cancel_scope.cancel()
+
+    del world[a.peer_id]
+    async with trio.open_nursery() as nursery:
+        b2 = await start_mesh(nursery, tmp_path / "b", world)
+        a2 = await start_mesh(nursery, tmp_path / "a", world)
+        await trio.testing.wait_all_tasks_blocked()
+        assert a2.records[pico.did].host == b2.peer_id  # A signed no record of its own
+        assert a2.records[pico.did].seq >= taken.seq
+        assert not a2.engine.hosts(pico.did)
+        assert b2.engine.hosts(pico.did)
+        assert await a2.query(Target(pico.did), RID, "count", {}) == 1
+        nursery.cancel_scope.cancel()
