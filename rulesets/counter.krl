@@ -19,7 +19,9 @@ ruleset io.p2pico.counter {
     select when counter inc
     pre {
       step = event:attr("by").defaultsTo(1).as("Number")
-      total = count() + step
+      // not count(): pico-engine's parser reads `count` in an expression as the
+      // event aggregator keyword, and this ruleset must run there unchanged
+      total = ent:count.defaultsTo(0) + step
     }
     send_directive("count", {"count": total})
     fired {
