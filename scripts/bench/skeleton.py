@@ -8,7 +8,12 @@
    the same run, so the mesh hop's cost is the difference;
 4. moving that pico from A to B (POST /api/move until the move committed): B
    fetches and verifies every block of its history, which by then has one head
-   per event.
+   per event;
+5. the same-run peer: Pico Labs' pico-engine-core 1.3.0 in process under Node,
+   with its in-memory store (memdown), running the same counter ruleset
+   (scripts/bench/peer/pico_engine_counter.mjs), beside case 1. It is skipped,
+   with a line saying how to install it, unless `node` is on PATH and
+   `npm ci --prefix scripts/bench/peer` has been run.
 
     .venv/bin/python scripts/bench/skeleton.py [--events N]
 """
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +36,7 @@ import trio
 ROOT = Path(__file__).resolve().parents[2]
 COUNTER = (ROOT / "rulesets" / "counter.krl").read_text()
 RID = "io.p2pico.counter"
+PEER = ROOT / "scripts" / "bench" / "peer"
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -74,6 +82,33 @@ def bench_in_process(n: int) -> dict[str, object]:
     return trio.run(run)
 
 
+def bench_pico_engine(n: int) -> dict[str, object] | None:
+    """The same counter events through pico-engine-core's in-process API.
+
+    Returns None, having said why, when Node or the npm packages are missing.
+    """
+    node = shutil.which("node")
+    if node is None or not (PEER / "node_modules" / "pico-engine-core").is_dir():
+        why = "node is not on PATH; with Node" if node is None else "not installed"
+        print(
+            f"peer pico-engine-core skipped ({why}): npm ci --prefix scripts/bench/peer",
+            file=sys.stderr,
+        )
+        return None
+    harness = PEER / "pico_engine_counter.mjs"
+    done = subprocess.run(
+        [node, str(harness), str(ROOT / "rulesets" / "counter.krl"), str(n)],
+        cwd=PEER,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"pico-engine-core harness failed:\n{done.stderr}")
+    row: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return row
+
+
 def bench_http(url: str, target: str, n: int, name: str) -> dict[str, object]:
     latencies = []
     with httpx.Client(base_url=url, timeout=60) as client:
@@ -99,6 +134,9 @@ def main() -> None:
     from p2pico.testing import start_node
 
     results = [bench_in_process(args.events)]
+    peer = bench_pico_engine(args.events)
+    if peer is not None:
+        results.append(peer)
     move: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         a = start_node(Path(tmp) / "a")
@@ -138,10 +176,18 @@ def main() -> None:
         )
     )
     print()
-    print(f"{'case':<32} {'events/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
+    width = max(32, *(len(str(r["name"])) for r in results))
+    print(f"{'case':<{width}} {'events/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
     for r in results:
-        print(f"{r['name']:<32} {r['events_per_s']:>10} {r['p50_ms']:>9} {r['p99_ms']:>9}")
-    local, routed = results[1], results[2]
+        print(f"{r['name']:<{width}} {r['events_per_s']:>10} {r['p50_ms']:>9} {r['p99_ms']:>9}")
+    ours = results[0]
+    if peer is not None:
+        ratio = float(ours["events_per_s"]) / float(peer["events_per_s"])  # type: ignore[arg-type]
+        print(
+            f"\nin process, p2pico does {ratio:.2f}x the events/s of {peer['name']}"
+            f" ({ours['events_per_s']} vs {peer['events_per_s']})"
+        )
+    local, routed = results[-2], results[-1]
     hop = float(routed["p50_ms"]) - float(local["p50_ms"])  # type: ignore[arg-type]
     print(f"\nthe B→A→B mesh hop adds {hop:.2f} ms at p50")
     print(f"moving the pico with {move['heads']} heads of history took {move['seconds']} s")
