@@ -462,9 +462,11 @@ class Mesh:
                 new = location.parse_record(reply.ok)
                 if not _succeeds(new, held, to):
                     raise PicoError(f"{to} signed a record that does not follow ours")
+            # Still marked as our move, so taking the new record is not mistaken for
+            # someone else taking the pico (which would make us stand down).
+            self.consider(new.raw, source=f"move to {to}")
         finally:
             del self._move_targets[pico.did]
-        self.consider(new.raw, source=f"move to {to}")
         for eci in pico.channels:
             self.eci_dids[eci] = pico.did
         log.info("moved %s to %s (record seq %d)", pico.did, to, new.seq)

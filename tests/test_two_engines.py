@@ -116,6 +116,14 @@ async def test_counter_pico_moves_from_a_to_b_without_losing_events(nodes, tmp_p
     seqs = [h["seq"] for h in history["heads"]]
     assert seqs == list(range(total + 1))  # genesis + one head per event
 
+    # The move ran without errors or warnings on either side.
+    for node in (a, b):
+        assert node.log is not None
+        noisy = [
+            ln for ln in node.log.read_text().splitlines() if " WARNING " in ln or " ERROR " in ln
+        ]
+        assert noisy == [], noisy
+
     # A restart of B keeps the state.
     assert b.stop() == 0
     b2 = nodes("b", bootstrap=[a.multiaddr])
