@@ -1,4 +1,4 @@
-"""Blocks: bytes bound to their CID (cid.py), decoded with cbor.py; stored by store.py."""
+"""Blocks: bytes bound to their CID (cid.py), decoded with cbor.py (or pb.py); stored by store.py."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import hashlib
 from collections.abc import Iterator
 from typing import Final, NoReturn, final
 
-from dag import cbor
-from dag.cid import CID, DAG_CBOR, RAW, SHA2_256
+from dag import cbor, pb
+from dag.cid import CID, DAG_CBOR, DAG_PB, RAW, SHA2_256
 
 _PRIVATE: Final = object()
 _NOT_DECODED: Final = object()
@@ -51,10 +51,12 @@ class Block:
 
     @classmethod
     def decode(cls, cid: CID, data: bytes) -> Block:
-        """Check `data` against `cid` (sha2-256; dag-cbor or raw) and strictly decode it."""
+        """Check `data` against `cid` (sha2-256; dag-cbor, raw or dag-pb) and strictly decode it."""
         data = bytes(data)
-        if cid.codec not in (DAG_CBOR, RAW):
-            raise BlockError(f"unsupported codec 0x{cid.codec:x} in {cid} (only dag-cbor and raw)")
+        if cid.codec not in (DAG_CBOR, RAW, DAG_PB):
+            raise BlockError(
+                f"unsupported codec 0x{cid.codec:x} in {cid} (only dag-cbor, raw and dag-pb)"
+            )
         if cid.hash_code != SHA2_256:
             raise BlockError(
                 f"unsupported hash function 0x{cid.hash_code:x} in {cid} (only sha2-256)"
@@ -62,7 +64,12 @@ class Block:
         digest = hashlib.sha256(data).digest()
         if digest != cid.digest:
             _mismatch(cid, digest)
-        value = cbor.decode(data) if cid.codec == DAG_CBOR else data
+        if cid.codec == DAG_CBOR:
+            value: object = cbor.decode(data)
+        elif cid.codec == DAG_PB:  # IPFS blocks, e.g. in a CAR; we never write them
+            value = pb.decode(data)
+        else:
+            value = data
         return cls(cid, data, value, _token=_PRIVATE)
 
     @property

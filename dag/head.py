@@ -137,7 +137,10 @@ def verify_chain(get: Callable[[CID], Block | None], head_cid: CID) -> list[Head
             raise InvalidHead(f"missing head block {cid} ({want})")
         if block.cid != cid:
             raise InvalidHead(f"asked for head {cid} ({want}) but got block {block.cid}")
-        head = verify_head(block)
+        try:
+            head = verify_head(block)
+        except InvalidHead as exc:
+            raise InvalidHead(f"{exc} ({want})") from None
         if chain:
             newer = chain[-1]
             if head.pico != newer.pico:

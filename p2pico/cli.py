@@ -55,12 +55,26 @@ def _kv(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: object = None) -> Any:
+def _call(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    content: bytes | None = None,
+    content_type: str = "application/json",
+) -> Any:
     import httpx
 
     url = _node_url(args) + path
     try:
-        response = httpx.request(method, url, json=body, timeout=args.timeout)
+        if content is None:
+            response = httpx.request(method, url, json=body, timeout=args.timeout)
+        else:
+            headers = {"content-type": content_type}
+            response = httpx.request(
+                method, url, content=content, headers=headers, timeout=args.timeout
+            )
     except httpx.HTTPError as e:
         raise SystemExit(f"p2pico: cannot reach the node at {url}: {e}") from e
     if not response.content:
@@ -135,6 +149,57 @@ def cmd_history(args: argparse.Namespace) -> int:
     return _emit(_call(args, "GET", f"/api/picos/{quote(args.did, safe=':')}/history"))
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Stream the pico's CAR to ``FILE.part``, check every block, then rename it to FILE."""
+    import httpx
+
+    from dag.car import CarError, read_car
+
+    url = _node_url(args) + f"/api/picos/{quote(args.did, safe=':')}/car"
+    out = Path(args.output)
+    part = out.with_name(out.name + ".part")
+    tty = sys.stderr.isatty()
+    written = 0
+    try:
+        with httpx.stream("GET", url, timeout=args.timeout) as response:
+            if response.status_code != 200:
+                response.read()
+                try:
+                    return _emit(response.json())
+                except ValueError:
+                    return _emit({"error": f"HTTP {response.status_code}: {response.text}"})
+            with part.open("wb") as f:
+                for chunk in response.iter_bytes():
+                    written += f.write(chunk)
+                    if tty:
+                        print(f"\rexport: {written:,} bytes", end="", file=sys.stderr, flush=True)
+    except httpx.HTTPError as e:
+        part.unlink(missing_ok=True)
+        raise SystemExit(f"p2pico: export from {url} failed: {e}") from e
+    if tty:
+        print(file=sys.stderr)
+    try:
+        with part.open("rb") as f:
+            roots, blocks = read_car(f)
+            count = sum(1 for _ in blocks)
+    except CarError as e:  # e.g. the node stopped mid-stream
+        part.unlink()
+        return _emit({"error": f"the node sent an incomplete or bad CAR: {e}"})
+    part.replace(out)
+    root = str(roots[0]) if roots else None
+    return _emit({"did": args.did, "root": root, "blocks": count, "bytes": written})
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    data = Path(args.file).read_bytes()
+    car = "application/vnd.ipld.car"
+    return _emit(_call(args, "POST", "/api/import", content=data, content_type=car))
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    return _emit(_call(args, "GET", f"/api/picos/{quote(args.did, safe=':')}/log"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2pico", description=__doc__.split("\n")[0])
     parser.add_argument("--home", help="node home folder (default ~/.p2pico or $P2PICO_HOME)")
@@ -199,6 +264,23 @@ def build_parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="a hosted pico's signed heads, verified")
     history.add_argument("did")
     history.set_defaults(func=cmd_history)
+
+    export = sub.add_parser("export", help="write a pico's whole signed history to a CAR file")
+    export.add_argument("did")
+    export.add_argument("-o", "--output", required=True, metavar="FILE.car")
+    export.set_defaults(func=cmd_export)
+
+    import_ = sub.add_parser("import", help="verify a CAR of a pico's history and store it")
+    import_.add_argument("file", metavar="FILE.car")
+    import_.set_defaults(func=cmd_import)
+
+    log = sub.add_parser("log", help="a pico's heads newest first, verified, with forks")
+    log.add_argument("did")
+    log.set_defaults(func=cmd_log)
+
+    # --node may also follow the sub-command (SUPPRESS: do not overwrite one given before it).
+    for client in (new, ls, event, query, move, resolve, history, export, import_, log):
+        client.add_argument("--node", default=argparse.SUPPRESS, help="HTTP URL of the node")
     return parser
 
 

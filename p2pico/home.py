@@ -4,7 +4,8 @@ Layout of ``--home DIR`` (default ``~/.p2pico``):
 
     engine.key      32-byte Ed25519 seed of the engine (mode 0600); its peer id names the node
     blocks.sqlite   the content-addressed block store (dag.store.SqliteBlockStore)
-    node.sqlite     picos hosted here (seed, head, record seq), newest location record per DID
+    node.sqlite     picos hosted here (seed, head, record seq), newest location record per DID,
+                    heads imported from CARs (p2pico.history), forked ones flagged
     node.json       written when the node is ready: {"peer_id", "multiaddrs", "http"}
 
 A pico's state lives only in blocks; node.sqlite holds pointers to it (the head
@@ -35,6 +36,13 @@ CREATE TABLE IF NOT EXISTS records (
     did    TEXT PRIMARY KEY,
     record BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS heads (
+    did   TEXT NOT NULL,
+    cid   BLOB NOT NULL,
+    seq   INTEGER NOT NULL,
+    fork  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (did, cid)
+);
 """
 
 
@@ -43,6 +51,13 @@ class HostedPico:
     did: str
     keypair: Keypair
     head: CID
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedHead:
+    cid: CID
+    seq: int
+    fork: bool  # conflicts with the history this node already held when it was imported
 
 
 class Home:
@@ -109,6 +124,22 @@ class Home:
             "INSERT INTO records (did, record) VALUES (?, ?) "
             "ON CONFLICT(did) DO UPDATE SET record = excluded.record",
             (did, record),
+        )
+
+    # -- imported heads (p2pico.history) ---------------------------------------
+
+    def imported_heads(self, did: str) -> list[ImportedHead]:
+        """Heads imported for `did`, in the order they were first imported."""
+        rows = self._db.execute(
+            "SELECT cid, seq, fork FROM heads WHERE did = ? ORDER BY rowid", (did,)
+        ).fetchall()
+        return [ImportedHead(CID.parse(cid), seq, bool(fork)) for cid, seq, fork in rows]
+
+    def save_imported_head(self, did: str, cid: CID, seq: int, *, fork: bool) -> None:
+        """Remember an imported head (once; a head seen again keeps its first verdict)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO heads (did, cid, seq, fork) VALUES (?, ?, ?, ?)",
+            (did, cid.buffer, seq, int(fork)),
         )
 
     # -- node.json -------------------------------------------------------------

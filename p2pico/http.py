@@ -25,21 +25,26 @@ Management routes (JSON; used by the ``p2pico`` CLI):
     GET  /api/records/:did          the one it holds; ?after=N&wait=S waits for a newer one
     POST /api/move                  {"did", "to"} → {"did", "host", "seq", "head"}
     GET  /api/picos/:did/history    the verified chain of signed heads, oldest first
+    GET  /api/picos/:did/car        a CAR of the pico's whole history (p2pico.history)
+    POST /api/import                a CAR body → {"root", "did", "seq", "blocks", "new"[, "fork"]}
+    GET  /api/picos/:did/log        the chain verified newest first, with causes (and a fork)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 import krl
+from dag.car import CarError
 from dag.head import InvalidHead, verify_chain
+from p2pico import history as hist
 from p2pico.engine import PicoError
 from p2pico.mesh import Mesh
 from protocols.location import LocationRecord
@@ -50,6 +55,10 @@ ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 MAX_BODY = 1024 * 1024
 # The longest a client may ask /api/records/:did to wait for a newer record.
 MAX_WAIT = 60.0
+# A CAR posted to /api/import is held in memory while it is verified: a counter pico
+# with 2,000 heads is 1.6 MB, so this allows about 150,000 heads of a small pico.
+MAX_IMPORT = 128 * 1024 * 1024
+CAR_MEDIA_TYPE = "application/vnd.ipld.car; version=1"
 
 
 class BadRequest(Exception):
@@ -216,6 +225,41 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
             }
         )
 
+    def current(did: str) -> hist.Current:
+        head = hist.current_head(mesh.engine, did)
+        if head is None:
+            raise BadRequest(f"no history of {did} here: not hosted, not imported", 404)
+        return head
+
+    async def export_car(request: Request) -> Response:
+        head = current(request.path_params["did"]).cid
+
+        async def chunks() -> AsyncIterator[bytes]:
+            # An async generator, so the walk runs on the trio thread that owns the store.
+            for chunk in hist.car_chunks(mesh.engine, head):
+                yield chunk
+
+        return StreamingResponse(
+            chunks(), media_type=CAR_MEDIA_TYPE, headers={"x-p2pico-root": str(head)}
+        )
+
+    async def import_car(request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_IMPORT:
+                raise BadRequest(f"the CAR is over the {MAX_IMPORT}-byte import limit", 413)
+        try:
+            # Hashing and decoding every block is the bulk of the work: off the trio thread.
+            roots, blocks = await trio.to_thread.run_sync(hist.parse_car, bytes(body))
+            return JSONResponse(hist.import_blocks(mesh.engine, roots, blocks))
+        except (CarError, hist.ImportRefused) as e:
+            raise BadRequest(f"import refused: {e}") from e
+
+    async def log(request: Request) -> Response:
+        did = request.path_params["did"]
+        return JSONResponse(hist.log(mesh.engine, did, current(did)))
+
     def route(path: str, fn: Handler, methods: list[str] | None = None) -> Route:
         return Route(path, _guarded(fn), methods=methods or ALL_METHODS)
 
@@ -236,5 +280,8 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
         route("/api/records/{did}", one_record, ["GET"]),
         route("/api/move", move, ["POST"]),
         route("/api/picos/{did}/history", history, ["GET"]),
+        route("/api/picos/{did}/car", export_car, ["GET"]),
+        route("/api/import", import_car, ["POST"]),
+        route("/api/picos/{did}/log", log, ["GET"]),
     ]
     return Starlette(routes=routes)

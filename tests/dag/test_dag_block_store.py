@@ -43,8 +43,8 @@ def test_block_decode_is_strict() -> None:
 
 
 def test_block_unsupported() -> None:
-    with pytest.raises(BlockError, match="unsupported codec 0x70"):
-        Block.decode(CID.v1(0x70, CID.of(b"x").multihash), b"x")
+    with pytest.raises(BlockError, match="unsupported codec 0x72"):
+        Block.decode(CID.v1(0x72, CID.of(b"x").multihash), b"x")
     with pytest.raises(BlockError, match="unsupported hash function 0x0"):
         Block.decode(CID.v1(RAW, b"\x00\x01x"), b"x")
 

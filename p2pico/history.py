@@ -1,0 +1,210 @@
+"""A pico's signed history as a CAR: export, verified import, and an audit log with fork reports.
+
+Neighbours: dag.car (the file format), dag.head (verify_chain, detect_fork), dag.store.walk
+(what an export holds), p2pico.home (the table of imported heads), p2pico.http (the routes
+``/api/picos/:did/car``, ``/api/import``, ``/api/picos/:did/log``) and p2pico.cli.
+
+A pico's current head on this node is the one of the pico it hosts, else the newest
+imported head that did not conflict with what the node already held.  An imported head
+that does conflict (the same seq as a known head, a different CID, both validly signed)
+is kept, flagged as a fork, and reported; it never replaces the current head.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from dag.block import Block
+from dag.car import car_header, car_section, read_car
+from dag.cid import CID
+from dag.head import Head, InvalidHead, detect_fork, verify_chain
+from dag.store import walk
+from p2pico.engine import Engine
+
+# An export is streamed in chunks of about this size.
+CHUNK: Final = 64 * 1024
+
+
+class ImportRefused(ValueError):
+    """A CAR that does not hold one complete, verified pico history."""
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    cid: CID
+    seq: int
+
+
+def current_head(engine: Engine, did: str) -> Current | None:
+    """The hosted pico's head, else the newest non-forked imported head, else None."""
+    pico = engine.picos.get(did)
+    if pico is not None:
+        return Current(pico.head, pico.seq)
+    imported = [h for h in engine.home.imported_heads(did) if not h.fork]
+    if not imported:
+        return None
+    newest = max(imported, key=lambda h: h.seq)  # max keeps the first of equal seqs
+    return Current(newest.cid, newest.seq)
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+def car_chunks(engine: Engine, head: CID) -> Iterator[bytes]:
+    """A CAR (roots = [head]) of every block reachable from `head`, verified, in chunks."""
+    buf = bytearray(car_header([head]))
+    for block in walk(engine.store, head):
+        buf += car_section(block)
+        if len(buf) >= CHUNK:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)
+
+
+# -- import ----------------------------------------------------------------------------
+
+
+def parse_car(data: bytes) -> tuple[list[CID], dict[CID, Block]]:
+    """Read and verify every block of a CAR (pure; p2pico.http runs it in a thread)."""
+    roots, blocks = read_car(io.BytesIO(data))
+    return roots, {block.cid: block for block in blocks}
+
+
+def import_blocks(engine: Engine, roots: list[CID], blocks: dict[CID, Block]) -> dict[str, object]:
+    """Check that `roots[0]` is a signed head whose history verifies from genesis, then store.
+
+    Blocks the node already has need not be in the CAR (a delta export works); blocks in
+    the CAR that the root does not reach are refused, so an import stores nothing else.
+    """
+    store = engine.store
+    if len(roots) != 1:
+        raise ImportRefused(f"a pico CAR has one root (its newest head); this one has {len(roots)}")
+    root = roots[0]
+
+    def get(cid: CID) -> Block | None:
+        return blocks.get(cid) or store.get_block(cid)
+
+    try:
+        chain = verify_chain(get, root)
+    except InvalidHead as e:
+        raise ImportRefused(f"the root's history does not verify: {e}") from None
+    _check_complete(engine, root, blocks)
+    top = chain[-1]
+    fork = _fork_with_current(engine, chain)
+    new = [b for b in blocks.values() if not store.has(b.cid)]
+    store.put_many(new)
+    engine.home.save_imported_head(top.pico, root, top.seq, fork=fork is not None)
+    reply: dict[str, object] = {
+        "root": str(root),
+        "did": top.pico,
+        "seq": top.seq,
+        "blocks": len(blocks),
+        "new": len(new),
+    }
+    if fork is not None:
+        reply["fork"] = _fork_json(fork[0].seq, [fork[0].cid, fork[1].cid])
+    return reply
+
+
+def _check_complete(engine: Engine, root: CID, blocks: dict[CID, Block]) -> None:
+    """Every block the root reaches is in the CAR or already here; the CAR holds no others."""
+    seen, stack = {root}, [root]
+    while stack:
+        cid = stack.pop()
+        block = blocks.get(cid)
+        if block is None:
+            if engine.store.has(cid):
+                continue  # stored blocks were complete when they were stored
+            raise ImportRefused(f"block {cid} is missing: neither in the CAR nor on this node")
+        for link in block.links():
+            if link not in seen:
+                seen.add(link)
+                stack.append(link)
+    extra = [cid for cid in blocks if cid not in seen]
+    if extra:
+        raise ImportRefused(
+            f"{len(extra)} blocks are not reachable from the root {root}, e.g. {extra[0]}"
+        )
+
+
+def _fork_with_current(engine: Engine, chain: list[Head]) -> tuple[Head, Head] | None:
+    """The first pair of heads where `chain` and the current history of its pico differ."""
+    current = current_head(engine, chain[-1].pico)
+    if current is None:
+        return None
+    if current.seq < len(chain) and chain[current.seq].cid == current.cid:
+        return None  # the import extends (or repeats) what we hold
+    try:
+        ours = verify_chain(engine.store.get_block, current.cid)
+    except InvalidHead:  # our own copy is broken; the log reports that
+        return None
+    return _divergence(ours, chain)
+
+
+def _divergence(a: list[Head], b: list[Head]) -> tuple[Head, Head] | None:
+    """Two verified chains (oldest first, index = seq): the first heads that prove a fork."""
+    for x, y in zip(a, b, strict=False):
+        if detect_fork(x, y):
+            return x, y
+    return None  # one chain is a prefix of the other
+
+
+def _fork_json(seq: int, heads: list[CID]) -> dict[str, object]:
+    return {"seq": seq, "heads": [str(cid) for cid in heads]}
+
+
+# -- log -------------------------------------------------------------------------------
+
+
+def log(engine: Engine, did: str, current: Current) -> dict[str, object]:
+    """The chain from `current` to genesis, newest first, every signature checked; forks too."""
+    store = engine.store
+    try:
+        chain = verify_chain(store.get_block, current.cid)
+    except InvalidHead as e:
+        return {"did": did, "verified": False, "error": str(e)}
+    out: dict[str, object] = {
+        "did": did,
+        "verified": True,
+        "heads": [
+            {
+                "seq": h.seq,
+                "cid": str(h.cid),
+                "ts": h.ts,
+                "cause": _cause(engine, h.cause),
+                "state": str(h.state),
+            }
+            for h in reversed(chain)
+        ],
+    }
+    forks: list[tuple[Head, Head]] = []
+    for imported in engine.home.imported_heads(did):
+        if imported.fork:
+            try:
+                fork = _divergence(chain, verify_chain(store.get_block, imported.cid))
+            except InvalidHead:  # pragma: no cover - it verified when it was imported
+                continue
+            if fork is not None:
+                forks.append(fork)
+    if forks:
+        seq = min(ours.seq for ours, _ in forks)
+        theirs = dict.fromkeys(other.cid for ours, other in forks if ours.seq == seq)
+        out["fork"] = _fork_json(seq, [chain[seq].cid, *theirs])
+    return out
+
+
+def _cause(engine: Engine, cid: CID | None) -> dict[str, object] | None:
+    """The event that made a head: {domain, type, eid} from its cause block."""
+    if cid is None:
+        return None
+    block = engine.store.get_block(cid)
+    if block is None:
+        return {"cid": str(cid), "missing": True}
+    value = block.value
+    if not isinstance(value, dict):
+        return {"cid": str(cid)}
+    return {k: value[k] for k in ("domain", "type", "eid") if isinstance(value.get(k), str)}
