@@ -145,10 +145,6 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return _emit(result)
 
 
-def cmd_history(args: argparse.Namespace) -> int:
-    return _emit(_call(args, "GET", f"/api/picos/{quote(args.did, safe=':')}/history"))
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """Stream the pico's CAR to ``FILE.part``, check every block, then rename it to FILE."""
     import httpx
@@ -261,10 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--full", action="store_true", help="print the whole record summary")
     resolve.set_defaults(func=cmd_resolve)
 
-    history = sub.add_parser("history", help="a hosted pico's signed heads, verified")
-    history.add_argument("did")
-    history.set_defaults(func=cmd_history)
-
     export = sub.add_parser("export", help="write a pico's whole signed history to a CAR file")
     export.add_argument("did")
     export.add_argument("-o", "--output", required=True, metavar="FILE.car")
@@ -279,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     log.set_defaults(func=cmd_log)
 
     # --node may also follow the sub-command (SUPPRESS: do not overwrite one given before it).
-    for client in (new, ls, event, query, move, resolve, history, export, import_, log):
+    for client in (new, ls, event, query, move, resolve, export, import_, log):
         client.add_argument("--node", default=argparse.SUPPRESS, help="HTTP URL of the node")
     return parser
 

@@ -24,7 +24,6 @@ Management routes (JSON; used by the ``p2pico`` CLI):
     GET  /api/records               every location record this node holds
     GET  /api/records/:did          the one it holds; ?after=N&wait=S waits for a newer one
     POST /api/move                  {"did", "to"} → {"did", "host", "seq", "head"}
-    GET  /api/picos/:did/history    the verified chain of signed heads, oldest first
     GET  /api/picos/:did/car        a CAR of the pico's whole history (p2pico.history)
     POST /api/import                a CAR body → {"root", "did", "seq", "blocks", "new"[, "fork"]}
     GET  /api/picos/:did/log        the chain verified newest first, with causes (and a fork)
@@ -43,7 +42,6 @@ from starlette.routing import Route
 
 import krl
 from dag.car import CarError
-from dag.head import InvalidHead, verify_chain
 from p2pico import history as hist
 from p2pico.engine import PicoError
 from p2pico.mesh import Mesh
@@ -199,32 +197,6 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
             raise BadRequest("'did' and 'to' (a peer id) are required")
         return JSONResponse(await mesh.move(did, to))
 
-    async def history(request: Request) -> Response:
-        did = request.path_params["did"]
-        pico = mesh.engine.picos.get(did)
-        if pico is None:
-            return JSONResponse({"error": f"{did} is not hosted here"}, status_code=404)
-        try:
-            heads = verify_chain(mesh.engine.store.get_block, pico.head)
-        except InvalidHead as e:
-            return JSONResponse({"error": f"history does not verify: {e}", "verified": False})
-        return JSONResponse(
-            {
-                "did": did,
-                "verified": True,
-                "heads": [
-                    {
-                        "seq": h.seq,
-                        "cid": str(h.cid),
-                        "ts": h.ts,
-                        "state": str(h.state),
-                        "cause": str(h.cause) if h.cause else None,
-                    }
-                    for h in heads
-                ],
-            }
-        )
-
     def current(did: str) -> hist.Current:
         head = hist.current_head(mesh.engine, did)
         if head is None:
@@ -279,7 +251,6 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
         route("/api/records", records, ["GET"]),
         route("/api/records/{did}", one_record, ["GET"]),
         route("/api/move", move, ["POST"]),
-        route("/api/picos/{did}/history", history, ["GET"]),
         route("/api/picos/{did}/car", export_car, ["GET"]),
         route("/api/import", import_car, ["POST"]),
         route("/api/picos/{did}/log", log, ["GET"]),

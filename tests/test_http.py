@@ -158,11 +158,11 @@ async def test_history_and_resolve(api) -> None:  # type: ignore[no-untyped-def]
     made = await new_pico(client, COUNTER)
     for _ in range(3):
         await client.post(f"/sky/event/{made['eci']}/none/counter/inc")
-    history = (await client.get(f"/api/picos/{made['did']}/history")).json()
-    assert history["verified"] is True
-    assert [h["seq"] for h in history["heads"]] == [0, 1, 2, 3]
-    assert history["heads"][0]["cause"] is None
-    assert all(h["cause"].startswith("bafyrei") for h in history["heads"][1:])
+    log = (await client.get(f"/api/picos/{made['did']}/log")).json()
+    assert log["verified"] is True
+    assert [h["seq"] for h in log["heads"]] == [3, 2, 1, 0]  # newest first
+    assert log["heads"][-1]["cause"] is None  # genesis
+    assert all(h["cause"]["domain"] == "counter" for h in log["heads"][:-1])
     resolved = (await client.get(f"/api/resolve/{made['did']}")).json()
     assert resolved == {"did": made["did"], "host": mesh.peer_id, "seq": 0, "state": "active"}
     r = await client.get("/api/resolve/did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK")

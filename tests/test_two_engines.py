@@ -111,10 +111,10 @@ async def test_counter_pico_moves_from_a_to_b_without_losing_events(nodes, tmp_p
     assert cli("resolve", did, node=b) == b.peer_id
 
     # The history of signed heads verifies from genesis to the last event.
-    history = cli("history", did, node=b)
-    assert history["verified"] is True
-    seqs = [h["seq"] for h in history["heads"]]
-    assert seqs == list(range(total + 1))  # genesis + one head per event
+    log = cli("log", did, node=b)
+    assert log["verified"] is True
+    seqs = [h["seq"] for h in log["heads"]]
+    assert seqs == list(range(total, -1, -1))  # one head per event, then genesis
 
     # The move ran without errors or warnings on either side.
     for node in (a, b):

@@ -148,7 +148,7 @@ def main() -> None:
             results.append(bench_http(a.url, did, args.events, "HTTP to the host (A)"))
             results.append(bench_http(b.url, did, args.events, "HTTP to B, DID-routed to A"))
             with a.client() as c:
-                heads = c.get(f"/api/picos/{did}/history").json()["heads"]
+                heads = c.get(f"/api/picos/{did}/log").json()["heads"]
                 t0 = time.perf_counter()
                 moved = c.post("/api/move", json={"did": did, "to": b.peer_id}).json()
                 move_s = time.perf_counter() - t0
