@@ -12,6 +12,7 @@ from typing import Literal
 __all__ = [
     "Action",
     "ActionBlock",
+    "Aggregator",
     "Arg",
     "Array",
     "AttributeMatch",
@@ -23,10 +24,12 @@ __all__ = [
     "Conditional",
     "Configure",
     "Declaration",
+    "DefAction",
     "DomainIdentifier",
     "DotAccess",
     "DotCall",
     "EntAssign",
+    "ErrorStatement",
     "EventExpr",
     "EventOp",
     "EventPattern",
@@ -51,11 +54,13 @@ __all__ = [
     "RegExp",
     "Rule",
     "Ruleset",
+    "ScheduleEvent",
     "Span",
     "Statement",
     "String",
     "Unary",
     "UseModule",
+    "Within",
 ]
 
 
@@ -238,6 +243,17 @@ class Function:
     result: Expr
 
 
+@dataclass(frozen=True, slots=True)
+class DefAction:
+    """``defaction(params) { decls  action-block  [return expr] }``."""
+
+    span: Span
+    params: tuple[Param, ...]
+    body: tuple[Declaration, ...]
+    block: ActionBlock | None
+    result: Expr | None
+
+
 Expr = (
     Null
     | Boolean
@@ -258,6 +274,7 @@ Expr = (
     | Binary
     | Conditional
     | Function
+    | DefAction
 )
 
 # ---------------------------------------------------------------------------
@@ -333,16 +350,36 @@ class EventPattern:
 
 
 @dataclass(frozen=True, slots=True)
+class Aggregator:
+    """``max(v)``, ``min(v)``, ``sum(v)``, ``avg(v)`` or ``push(v, …)`` after ``count``/``repeat``."""
+
+    span: Span
+    op: str
+    names: tuple[Identifier, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class EventOp:
-    """``a or b``, ``a and b``, ``before``/``then``/``after``/``between``/``not between``/``any N``."""
+    """``a or b``, ``a and b``, ``before``/``then``/``after``/``between``/``not between``,
+    ``any N (…)``, ``count N (…)`` and ``repeat N (…)`` (these two with an optional aggregator)."""
 
     span: Span
     op: str
     args: tuple[EventExpr, ...]
     count: int | None = None
+    aggregator: Aggregator | None = None
 
 
 EventExpr = EventPattern | EventOp
+
+
+@dataclass(frozen=True, slots=True)
+class Within:
+    """``within <expr> <unit>`` after a ``select when`` expression."""
+
+    span: Span
+    value: Expr
+    unit: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +443,31 @@ class LogStatement:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorStatement:
+    """``error <level> expr``: raises ``system:error`` to this ruleset."""
+
+    span: Span
+    level: str
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleEvent:
+    """``schedule D event T (at t | repeat "cron") [attributes m] [setting(id)]``.
+
+    ``domain`` is None for ``schedule event "d:t"``; exactly one of ``at``/``repeat`` is set.
+    """
+
+    span: Span
+    domain: str | None
+    type: Expr
+    at: Expr | None
+    repeat: Expr | None
+    attributes: Expr | None
+    setting: Identifier | None
+
+
+@dataclass(frozen=True, slots=True)
 class Last:
     span: Span
 
@@ -419,7 +481,17 @@ class Guarded:
     condition: Expr | None
 
 
-Statement = EntAssign | ClearEnt | RaiseEvent | LogStatement | Last | Declaration | Guarded
+Statement = (
+    EntAssign
+    | ClearEnt
+    | RaiseEvent
+    | ScheduleEvent
+    | LogStatement
+    | ErrorStatement
+    | Last
+    | Declaration
+    | Guarded
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,3 +512,4 @@ class Rule:
     pre: tuple[Declaration, ...]
     action_block: ActionBlock | None
     postlude: Postlude | None
+    within: Within | None = None

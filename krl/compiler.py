@@ -20,18 +20,27 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import ast
 from .errors import KrlCompileError, KrlRuntimeError
-from .parser import parse_ruleset
+from .eventexp import (
+    MAX_TRANSITIONS,
+    Guard,
+    MachineTooLarge,
+    PatternCode,
+    build_machine,
+    stateful_matcher,
+)
+from .parser import WITHIN_UNITS, parse_ruleset
 from .runtime import (
     Eval,
     Event,
     Exec,
     Frame,
     FunctionCode,
+    KrlAction,
     KrlCallable,
     KrlFunction,
     Matcher,
@@ -40,6 +49,7 @@ from .runtime import (
     Run,
     StdlibFunction,
     StopRule,
+    to_number,
     to_plain,
     to_string,
     truthy,
@@ -56,6 +66,7 @@ from .stdlib import (
     get_path,
     key_path,
     op_neg,
+    parse_time,
     set_path,
 )
 
@@ -124,9 +135,16 @@ def _is_constant(node: ast.Expr) -> bool:
     return isinstance(node, ast.Null | ast.Boolean | ast.Number | ast.String | ast.RegExp)
 
 
+def _is_stateful(node: ast.EventExpr) -> bool:
+    """True unless the expression is one event or an ``or`` of events (no state needed)."""
+    if isinstance(node, ast.EventPattern):
+        return False
+    return node.op != "or" or any(_is_stateful(a) for a in node.args)
+
+
 def _is_pure(node: object) -> bool:
     """True if evaluating ``node`` cannot observe the pico, the event or the clock."""
-    if isinstance(node, ast.Function):
+    if isinstance(node, ast.Function | ast.DefAction):
         return True  # its body runs later, with the caller's context
     if isinstance(node, ast.DomainIdentifier | ast.Call | ast.DotCall):
         return False
@@ -226,12 +244,12 @@ class _Compiler:
             if decl.name.name in seen:
                 self.fail(f"'{decl.name.name}' is already declared in global", decl.name.span)
             seen.add(decl.name.name)
-            if isinstance(decl.value, ast.Function):
+            if isinstance(decl.value, ast.Function | ast.DefAction):
                 scope.declare(decl.name.name)
         evals: dict[int, Eval] = {}
         later: list[ast.Declaration] = []
         for decl in decls:
-            if isinstance(decl.value, ast.Function):
+            if isinstance(decl.value, ast.Function | ast.DefAction):
                 later.append(decl)
                 continue
             ev = self.expr(decl.value, scope)
@@ -250,10 +268,12 @@ class _Compiler:
         self.collect_settings(node.select, setting_names)
         for name in setting_names:
             scope.declare(name)
-        matcher, events = self.event_expr(node.select, scope)
-        needs_globals = self.has_where(node.select)
-        if node.foreach:
-            self.fail("'foreach' is not supported yet", node.foreach[0].span)
+        if node.within is not None or _is_stateful(node.select):
+            matcher, events = self.state_machine(node, scope)
+        else:
+            matcher, events = self.event_expr(node.select, scope)
+        needs_globals = self.has_where(node.select) or node.within is not None
+        loops = tuple(self.foreach(fe, scope) for fe in node.foreach)
 
         pre: list[tuple[int, Eval]] = []
         declared: set[str] = set()
@@ -266,30 +286,24 @@ class _Compiler:
         pre_steps = tuple(pre)
 
         condition: Eval | None = None
-        actions: tuple[Exec, ...] = ()
+        perform: Exec | None = None
         has_actions = node.action_block is not None
         if node.action_block is not None:
-            block = node.action_block
-            if block.condition is not None:
-                condition = self.expr(block.condition, scope)
-            if block.kind != "every":
-                self.fail(f"'{block.kind}' action blocks are not supported yet", block.span)
-            actions = tuple(self.action(a, scope) for a in block.actions)
+            condition, perform = self.action_block(node.action_block, scope)
 
         post = node.postlude
         fired = self.statements(post.fired if post else None, scope)
         notfired = self.statements(post.notfired if post else None, scope)
         always = self.statements(post.always if post else None, scope)
 
-        def body(frame: Frame, run: Run) -> bool:
+        def once(frame: Frame, run: Run) -> bool:
             for slot, ev in pre_steps:
                 frame[slot] = ev(frame, run)
             did_fire = True
             if has_actions:
                 did_fire = condition is None or truthy(condition(frame, run))
-                if did_fire:
-                    for act in actions:
-                        act(frame, run)
+                if did_fire and perform is not None:
+                    perform(frame, run)
             run.fired = did_fire
             for stmt in fired if did_fire else notfired:
                 stmt(frame, run)
@@ -297,18 +311,100 @@ class _Compiler:
                 stmt(frame, run)
             return did_fire
 
+        body = once
+        if loops:
+
+            def body(frame: Frame, run: Run) -> bool:
+                return _run_loops(loops, 0, once, frame, run, True)
+
         return Rule(
             node.name.name, events, tuple(setting_names), matcher, needs_globals, body, scope.size
         )
 
+    def foreach(self, node: ast.ForEach, scope: Scope) -> tuple[Eval, int, int | None]:
+        if len(node.setting) > 2:
+            self.fail("foreach sets at most two variables (value, key)", node.setting[2].span)
+        collection = self.expr(node.collection, scope)
+        value_slot = scope.declare(node.setting[0].name)
+        key_slot = scope.declare(node.setting[1].name) if len(node.setting) > 1 else None
+        return collection, value_slot, key_slot
+
     def collect_settings(self, node: ast.EventExpr, out: list[str]) -> None:
         if isinstance(node, ast.EventPattern):
-            for ident in node.setting:
-                if ident.name not in out:
-                    out.append(ident.name)
+            idents: tuple[ast.Identifier, ...] = node.setting
         else:
             for arg in node.args:
                 self.collect_settings(arg, out)
+            idents = node.aggregator.names if node.aggregator is not None else ()
+        for ident in idents:
+            if ident.name not in out:
+                out.append(ident.name)
+
+    def state_machine(
+        self, node: ast.Rule, scope: Scope
+    ) -> tuple[Matcher, frozenset[tuple[str, str]]]:
+        """A stateful select: the expression's machine, run against state kept by the Context."""
+        self.check_event_ops(node.select)
+        patterns: list[PatternCode] = []
+        numbered: dict[tuple[int, int], int] = {}
+
+        def index(pattern: ast.EventPattern, agg: ast.Aggregator | None) -> int:
+            key = (id(pattern), id(agg))
+            if key not in numbered:
+                numbered[key] = len(patterns)
+                aggregator = None
+                if agg is not None:
+                    aggregator = (agg.op, tuple(i.name for i in agg.names))
+                guard = self.pattern_guard(pattern, scope)
+                setting = tuple(i.name for i in pattern.setting)
+                patterns.append(
+                    PatternCode(pattern.domain, pattern.type, guard, setting, aggregator)
+                )
+            return numbered[key]
+
+        try:
+            machine = build_machine(node.select, index)
+        except MachineTooLarge:
+            self.fail(
+                f"this event expression needs more than {MAX_TRANSITIONS} state transitions",
+                node.select.span,
+            )
+        names: list[str] = []
+        self.collect_settings(node.select, names)
+        slots = {name: scope.names[name] for name in names}
+        within = None
+        if node.within is not None:
+            limit = self.expr(node.within.value, scope)
+            seconds = WITHIN_UNITS[node.within.unit]
+            span = node.within.value.span
+
+            def within(frame: Frame, run: Run) -> object:
+                value = to_number(limit(frame, run))
+                if value is None:
+                    raise KrlRuntimeError("within expects a number", span=(span.start, span.end))
+                return value * seconds
+
+        matcher = stateful_matcher(self.rid, node.name.name, machine, patterns, slots, within)
+        events = frozenset((p.domain, p.type) for p in patterns)
+        return matcher, events
+
+    def check_event_ops(self, node: ast.EventExpr) -> None:
+        if isinstance(node, ast.EventPattern):
+            return
+        if node.op == "any":
+            assert node.count is not None
+            if not 0 < node.count < len(node.args):
+                self.fail(
+                    f"'any {node.count}' needs a number between 1 and {len(node.args) - 1}"
+                    f" (one less than the number of events)",
+                    node.span,
+                )
+        if node.op in ("count", "repeat") and not node.count:
+            self.fail(f"'{node.op}' needs a count of at least 1", node.span)
+        if node.count is not None and node.count > MAX_TRANSITIONS:
+            self.fail(f"'{node.op}' counts at most {MAX_TRANSITIONS} events", node.span)
+        for arg in node.args:
+            self.check_event_ops(arg)
 
     def has_where(self, node: ast.EventExpr) -> bool:
         if isinstance(node, ast.EventPattern):
@@ -320,8 +416,7 @@ class _Compiler:
     ) -> tuple[Matcher, frozenset[tuple[str, str]]]:
         if isinstance(node, ast.EventPattern):
             return self.event_pattern(node, scope), frozenset({(node.domain, node.type)})
-        if node.op != "or":
-            self.fail(f"'{node.op}' in select when is not supported yet (only 'or')", node.span)
+        assert node.op == "or", "stateful expressions go through state_machine"
         branches = [self.event_expr(arg, scope) for arg in node.args]
         slot_sets = [self.pattern_slots(arg, scope) for arg in node.args]
         plans: list[tuple[Matcher, tuple[int, ...]]] = []
@@ -347,33 +442,82 @@ class _Compiler:
 
     def event_pattern(self, node: ast.EventPattern, scope: Scope) -> Matcher:
         domain, etype = node.domain, node.type
+        guard = self.pattern_guard(node, scope)
+        if guard is None:
+            return lambda event, frame, run: event.type == etype and event.domain == domain
+
+        def match(event: Event, frame: Frame, run: Run) -> bool:
+            if event.type != etype or event.domain != domain:
+                return False
+            return guard(event, frame, run) is not None
+
+        return match
+
+    def pattern_guard(self, node: ast.EventPattern, scope: Scope) -> Guard | None:
+        """The attribute, setting and where checks of a pattern (None if it has none)."""
+        if not node.attrs and not node.setting and node.where is None:
+            return None
         checks = tuple((a.name, self.regex(a.regex).pattern) for a in node.attrs)
         slots = tuple(scope.names[i.name] for i in node.setting)
         where = self.expr(node.where, scope) if node.where is not None else None
         where_span = node.where.span if node.where is not None else node.span
 
-        def match(event: Event, frame: Frame, run: Run) -> bool:
-            if event.type != etype or event.domain != domain:
-                return False
+        def guard(event: Event, frame: Frame, run: Run) -> list[object] | None:
             captures: list[object] = []
             attrs = event.attrs
             for name, pattern in checks:
                 value = attrs.get(name)
                 m = pattern.search("" if value is None else to_string(value))
                 if m is None:
-                    return False
+                    return None
                 captures.extend(m.groups())
             for i, slot in enumerate(slots):
                 frame[slot] = captures[i] if i < len(captures) else None
             if where is not None:
                 try:
-                    return truthy(where(frame, run))
+                    if not truthy(where(frame, run)):
+                        return None
                 except KrlRuntimeError as err:
                     _annotate(err, where_span)
                     raise
-            return True
+            return captures
 
-        return match
+        return guard
+
+    def action_block(self, block: ast.ActionBlock, scope: Scope) -> tuple[Eval | None, Exec]:
+        """The block's ``if`` condition (if any) and the code that runs its actions."""
+        condition = self.expr(block.condition, scope) if block.condition is not None else None
+        actions = tuple(self.action(a, scope) for a in block.actions)
+        if block.kind == "every":
+
+            def every(frame: Frame, run: Run) -> None:
+                for act in actions:
+                    act(frame, run)
+
+            return condition, every
+        if block.kind == "sample":
+
+            def sample(frame: Frame, run: Run) -> None:
+                if actions:
+                    run.budget.random.choice(actions)(frame, run)
+
+            return condition, sample
+        assert block.discriminant is not None
+        labels: dict[str, Exec] = {}
+        for node, act in zip(block.actions, actions, strict=True):
+            if node.label is None:
+                self.fail(
+                    "every action in a 'choose' block needs a label (name => action)", node.span
+                )
+            labels.setdefault(node.label, act)
+        discriminant = self.expr(block.discriminant, scope)
+
+        def choose(frame: Frame, run: Run) -> None:
+            act = labels.get(to_string(discriminant(frame, run)))
+            if act is not None:  # no match: no action, yet the rule still fired
+                act(frame, run)
+
+        return condition, choose
 
     def action(self, node: ast.Action, scope: Scope) -> Exec:
         callee = node.callee
@@ -381,24 +525,52 @@ class _Compiler:
             self.fail(
                 f"the action '{callee.domain}:{callee.name}' is not supported yet", callee.span
             )
-        fn = ACTIONS.get(callee.name)
-        if scope.resolve(callee.name) is not None or fn is None:
-            self.fail(f"'{callee.name}' is not an action", callee.span)
-        call = self.static_call(fn, (), node.args, scope, node.span)
+        if len(node.setting) > 1:
+            self.fail("an action can set only one variable", node.setting[1].span)
+        if scope.resolve(callee.name) is not None:
+            call = self.defaction_call(callee, node, scope)
+        else:
+            fn = ACTIONS.get(callee.name)
+            if fn is None:
+                self.fail(f"'{callee.name}' is not an action", callee.span)
+            call = self.static_call(fn, (), node.args, scope, node.span)
         if not node.setting:
 
             def act(frame: Frame, run: Run) -> None:
                 call(frame, run)
 
             return act
-        if len(node.setting) > 1:
-            self.fail("an action can set only one variable", node.setting[1].span)
         slot = scope.declare(node.setting[0].name)
 
         def act_setting(frame: Frame, run: Run) -> None:
             frame[slot] = call(frame, run)
 
         return act_setting
+
+    def defaction_call(self, callee: ast.Identifier, node: ast.Action, scope: Scope) -> Eval:
+        """A call of a variable that must hold a ``defaction`` when it runs."""
+        target = self.identifier(callee, scope)
+        positional, named_list = self.arguments(node.args, scope)
+        named = tuple((k, ev) for k, ev, _ in named_list)
+        span = (node.span.start, node.span.end)
+        name = callee.name
+
+        def call(frame: Frame, run: Run) -> Any:
+            action = target(frame, run)
+            if not isinstance(action, KrlAction):
+                raise KrlRuntimeError(
+                    f"'{name}' is not an action (it is {type_of(action)})", span=span
+                )
+            values = [e(frame, run) for e in positional]
+            kwargs = {k: ev(frame, run) for k, ev in named} if named else None
+            try:
+                return action.perform(run, values, kwargs)
+            except KrlRuntimeError as err:
+                if err.span is None:
+                    err.span = span
+                raise
+
+        return call
 
     # -- postlude statements ---------------------------------------------
 
@@ -422,8 +594,13 @@ class _Compiler:
         rid = self.rid
         if isinstance(node, ast.Guarded):
             inner = self.statement_core(node.statement, scope)
-            if node.condition is None:  # "on final": every run is final without foreach
-                return inner
+            if node.condition is None:  # "on final": the last iteration of every foreach
+
+                def on_final(frame: Frame, run: Run) -> None:
+                    if run.final:
+                        inner(frame, run)
+
+                return on_final
             cond = self.expr(node.condition, scope)
 
             def guarded(frame: Frame, run: Run) -> None:
@@ -458,6 +635,10 @@ class _Compiler:
             level = node.level
             message = self.expr(node.message, scope)
             return lambda f, r: r.ctx.log(level, to_string(message(f, r)))
+        if isinstance(node, ast.ErrorStatement):
+            return self.error_statement(node, scope)
+        if isinstance(node, ast.ScheduleEvent):
+            return self.schedule_event(node, scope)
         if isinstance(node, ast.Last):
 
             def last(frame: Frame, run: Run) -> None:
@@ -491,32 +672,86 @@ class _Compiler:
 
         return assign_path
 
+    def error_statement(self, node: ast.ErrorStatement, scope: Scope) -> Exec:
+        """``system:error`` to this ruleset; ``error error`` also halts the transaction."""
+        level = node.level
+        value = self.expr(node.value, scope)
+
+        def error(frame: Frame, run: Run) -> None:
+            attrs = {
+                "level": level,
+                "data": to_plain(value(frame, run), "error data"),
+                "rid": run.rid,
+                "rule_name": run.rule,
+                "genus": "user",
+            }
+            run.ctx.raise_event("system", "error", attrs, run.rid)
+            if level == "error":
+                run.last = run.halted = True
+                raise StopRule
+
+        return error
+
+    def event_name(self, domain: str | None, etype: Eval, what: str) -> Eval:
+        """(domain, type) of a raised or scheduled event; ``"d:t"`` when no domain is given."""
+
+        def name(frame: Frame, run: Run) -> tuple[str, str]:
+            kind = to_string(etype(frame, run))
+            if domain is not None:
+                return domain, kind
+            d, sep, t = re.sub(r"\s+", "", kind).partition(":")
+            if not sep or not d or not t:
+                raise KrlRuntimeError(f'{what} expects "domain:type", found {kind!r}')
+            return d, t
+
+        return name
+
+    def event_attributes(self, node: ast.Expr | None, scope: Scope) -> Eval:
+        if node is None:
+            return _const({})
+        attributes = self.expr(node, scope)
+
+        def attrs(frame: Frame, run: Run) -> Any:
+            value = attributes(frame, run)
+            if value is None:
+                return {}
+            if not isinstance(value, dict):
+                raise KrlRuntimeError(f"event attributes must be a Map, not {type_of(value)}")
+            return to_plain(value, "event attributes")
+
+        return attrs
+
+    def schedule_event(self, node: ast.ScheduleEvent, scope: Scope) -> Exec:
+        name = self.event_name(node.domain, self.expr(node.type, scope), "schedule event")
+        attrs = self.event_attributes(node.attributes, scope)
+        at = self.expr(node.at, scope) if node.at is not None else None
+        repeat = self.expr(node.repeat, scope) if node.repeat is not None else None
+        setting = node.setting.name if node.setting is not None else None
+        slot = scope.declare(setting) if setting is not None else None
+
+        def schedule(frame: Frame, run: Run) -> None:
+            domain, kind = name(frame, run)
+            when = timespec = None
+            if at is not None:
+                when = parse_time(run, at(frame, run)).timestamp()
+            if repeat is not None:
+                timespec = to_string(repeat(frame, run))
+            job = run.ctx.schedule_event(domain, kind, attrs(frame, run), when, timespec, setting)
+            if slot is not None:
+                frame[slot] = job
+
+        return schedule
+
     def raise_event(self, node: ast.RaiseEvent, scope: Scope) -> Exec:
-        static_domain = node.domain
-        etype = self.expr(node.type, scope)
-        attributes = self.expr(node.attributes, scope) if node.attributes is not None else None
+        name = self.event_name(node.domain, self.expr(node.type, scope), "raise event")
+        attrs = self.event_attributes(node.attributes, scope)
         for_rid = self.expr(node.for_rid, scope) if node.for_rid is not None else None
 
         def raise_(frame: Frame, run: Run) -> None:
-            kind = to_string(etype(frame, run))
-            if static_domain is None:
-                domain, sep, kind = re.sub(r"\s+", "", kind).partition(":")
-                if not sep or not domain or not kind:
-                    raise KrlRuntimeError(f'raise event expects "domain:type", found {kind!r}')
-            else:
-                domain = static_domain
-            attrs = attributes(frame, run) if attributes is not None else None
-            if attrs is None:
-                attrs = {}
-            if not isinstance(attrs, dict):
-                raise KrlRuntimeError(f"event attributes must be a Map, not {type_of(attrs)}")
+            domain, kind = name(frame, run)
+            values = attrs(frame, run)
             target = for_rid(frame, run) if for_rid is not None else None
-            run.ctx.raise_event(
-                domain,
-                kind,
-                to_plain(attrs, "event attributes"),
-                None if target is None else to_string(target),
-            )
+            run.ctx.raise_event(domain, kind, values, None if target is None else to_string(target))
 
         return raise_
 
@@ -539,7 +774,7 @@ class _Compiler:
             return self.identifier(node, scope)
         if isinstance(node, ast.DomainIdentifier):
             return self.domain_identifier(node)
-        if isinstance(node, ast.Function):
+        if isinstance(node, ast.Function | ast.DefAction):
             return self.function(node, scope, name)
         method = getattr(self, "expr_" + type(node).__name__)
         result: Eval = method(node, scope)
@@ -598,7 +833,7 @@ class _Compiler:
             self.fail(f"'{node.domain}:{node.name}' is not defined", node.span)
         return member
 
-    def function(self, node: ast.Function, scope: Scope, name: str) -> Eval:
+    def function(self, node: ast.Function | ast.DefAction, scope: Scope, name: str) -> Eval:
         fscope = Scope(scope)
         params: list[tuple[str, Eval | None]] = []
         for param in node.params:
@@ -615,9 +850,21 @@ class _Compiler:
                 )
             ev = self.expr(decl.value, fscope, decl.name.name)
             body.append((fscope.declare(decl.name.name), ev))
-        result = self.expr(node.result, fscope)
-        code = FunctionCode(tuple(params), tuple(body), result, fscope.size, name)
-        return lambda f, r: KrlFunction(code, f)
+        if isinstance(node, ast.Function):
+            result = self.expr(node.result, fscope)
+            code = FunctionCode(tuple(params), tuple(body), result, fscope.size, name)
+            return lambda f, r: KrlFunction(code, f)
+        actions = None
+        if node.block is not None:
+            condition, perform = self.action_block(node.block, fscope)
+
+            def actions(frame: Frame, run: Run) -> None:
+                if condition is None or truthy(condition(frame, run)):
+                    perform(frame, run)
+
+        result = self.expr(node.result, fscope) if node.result is not None else _const(None)
+        code = FunctionCode(tuple(params), tuple(body), result, fscope.size, name, actions)
+        return lambda f, r: KrlAction(code, f)
 
     def expr_Unary(self, node: ast.Unary, scope: Scope) -> Eval:
         operand = self.expr(node.operand, scope)
@@ -813,6 +1060,41 @@ class _Compiler:
                 raise
 
         return call
+
+
+def _foreach_pairs(value: object) -> list[tuple[object, object]]:
+    """(value, key) pairs: arrays give indexes, maps keys, strings their characters."""
+    if isinstance(value, list):
+        return [(v, i) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return [(v, k) for k, v in value.items()]
+    if isinstance(value, str):
+        return [(ch, str(i)) for i, ch in enumerate(value)]
+    return []  # null, numbers and the rest: no iterations
+
+
+def _run_loops(
+    loops: tuple[tuple[Eval, int, int | None], ...],
+    depth: int,
+    once: Callable[[Frame, Run], bool],
+    frame: Frame,
+    run: Run,
+    final: bool,
+) -> bool:
+    """Run the rule body once per combination of the nested ``foreach`` values."""
+    if depth == len(loops):
+        run.final = final
+        return once(frame, run)
+    collection, value_slot, key_slot = loops[depth]
+    pairs = _foreach_pairs(collection(frame, run))
+    fired = False
+    for i, (value, key) in enumerate(pairs):
+        run.budget.charge(run)
+        frame[value_slot] = value
+        if key_slot is not None:
+            frame[key_slot] = key
+        fired = _run_loops(loops, depth + 1, once, frame, run, final and i == len(pairs) - 1)
+    return fired
 
 
 def _describe_callee(node: ast.Expr) -> str:

@@ -51,7 +51,15 @@ RESERVED = frozenset(
     {"defaction", "function", "not", "setting", "null", "true", "false", "like", "cmp"}
 )
 # Words that operate on event expressions as a function: ``and(a x, b y)``.
-EVENT_GROUP_OPERATORS = frozenset({"and", "or", "before", "then", "after", "any"})
+EVENT_GROUP_OPERATORS = frozenset({"and", "or", "before", "then", "after"})
+# Words that take a count first: ``any 2 (a x, b y)``, ``count 3 (a x)``, ``repeat 3 (a x)``.
+COUNTED_OPERATORS = frozenset({"any", "count", "repeat"})
+AGGREGATORS = frozenset({"max", "min", "sum", "avg", "push"})
+# ``within N unit``: the unit's length in seconds (a month is 30 days, a year 365).
+WITHIN_UNITS: dict[str, int] = {
+    "second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800,
+    "month": 2592000, "year": 31536000,
+}  # fmt: skip
 LOG_LEVELS = ("error", "warn", "info", "debug")
 # Deeper nesting than this is rejected, so no input can exhaust Python's stack.
 MAX_NESTING = 120
@@ -80,6 +88,7 @@ class _Parser:
         self.i = 0
         self.tok = self.tokens[0]
         self.depth = 0
+        self.choosing = False
 
     # -- token helpers -----------------------------------------------------
 
@@ -171,6 +180,13 @@ class _Parser:
     # -- expressions -------------------------------------------------------
 
     def lbp(self, tok: Token) -> int:
+        if (
+            self.choosing
+            and tok.text == "{"
+            and self.peek().kind == "SYMBOL"
+            and self.peek(2).text in ("=>", "(", ":")
+        ):
+            return 0
         if tok.kind == "RAW" or (tok.kind == "SYMBOL" and tok.text in ("like", "cmp")):
             return BINDING_POWER.get(tok.text, 0)
         return 0
@@ -284,6 +300,20 @@ class _Parser:
         self.accept_raw(";")
         self.expect_close("}", open_brace, "function body")
         return ast.Function(self.span_from(tok.start), params, body, result)
+
+    def nud_defaction(self, tok: Token) -> ast.Expr:
+        params = self.parameters()
+        open_brace = self.expect_raw("{", " to start the defaction body")
+        body = self.declarations()
+        block = None
+        if not self.at_raw("}") and not self.at_word("return") and not self.at_word("returns"):
+            block = self.action_block()
+        result = None
+        if self.accept_word("return") or self.accept_word("returns"):
+            result = self.expression(what="the defaction's result expression")
+            self.accept_raw(";")
+        self.expect_close("}", open_brace, "defaction body")
+        return ast.DefAction(self.span_from(tok.start), params, body, block, result)
 
     def parameters(self) -> tuple[ast.Param, ...]:
         open_paren = self.expect_raw("(", " to start the parameter list")
@@ -498,6 +528,15 @@ class _Parser:
         self.advance()
         self.expect_word("when", " after 'select' ('select where' is not supported yet)")
         select = self.event_expression()
+        within = None
+        if self.at_word("within"):
+            w = self.advance()
+            value = self.expression()
+            unit = self.tok
+            if unit.kind != "SYMBOL" or unit.text.removesuffix("s") not in WITHIN_UNITS:
+                self.expected("a time unit (seconds, minutes, hours, days, weeks, months, years)")
+            self.advance()
+            within = ast.Within(self.span_from(w.start), value, unit.text.removesuffix("s"))
         foreach: list[ast.ForEach] = []
         while self.at_word("foreach"):
             fe = self.advance()
@@ -526,7 +565,15 @@ class _Parser:
             self.expected("'}' to close the rule block")
         self.advance()
         return ast.Rule(
-            self.span_from(start), name, active, select, tuple(foreach), pre, action_block, postlude
+            self.span_from(start),
+            name,
+            active,
+            select,
+            tuple(foreach),
+            pre,
+            action_block,
+            postlude,
+            within,
         )
 
     # -- event expressions (Pratt, with their own binding powers) -----------
@@ -553,24 +600,38 @@ class _Parser:
             return inner
         if tok.kind != "SYMBOL":
             self.expected("an event domain")
-        if tok.text in EVENT_GROUP_OPERATORS and (
-            (self.peek().kind == "RAW" and self.peek().text == "(")
-            or (tok.text == "any" and self.peek().kind == "NUMBER")
+        counted = tok.text in COUNTED_OPERATORS and self.peek().kind == "NUMBER"
+        if counted or (
+            tok.text in EVENT_GROUP_OPERATORS
+            and self.peek().kind == "RAW"
+            and self.peek().text == "("
         ):
             self.advance()
             count = None
-            if tok.text == "any":
+            if counted:
                 num = self.tok
-                if num.kind != "NUMBER" or not isinstance(num.value, int):
-                    self.expected("a whole number after 'any'")
+                if not isinstance(num.value, int) or num.value < 0:
+                    self.expected(f"a whole number after '{tok.text}'")
                 count = num.value
                 self.advance()
             open_paren = self.expect_raw("(")
             args = [self.event_expression()]
-            while self.accept_raw(","):
+            while tok.text not in ("count", "repeat") and self.accept_raw(","):
                 args.append(self.event_expression())
             self.expect_close(")", open_paren, "event list")
-            return ast.EventOp(self.span_from(tok.start), tok.text, tuple(args), count)
+            aggregator = None
+            if (
+                tok.text in ("count", "repeat")
+                and self.tok.kind == "SYMBOL"
+                and self.tok.text in AGGREGATORS
+                and self.peek().text == "("
+            ):
+                agg = self.advance()
+                agg_paren = self.advance()
+                names = self.identifier_list("a variable name")
+                self.expect_close(")", agg_paren, f"'{agg.text}' list")
+                aggregator = ast.Aggregator(self.span_from(agg.start), agg.text, names)
+            return ast.EventOp(self.span_from(tok.start), tok.text, tuple(args), count, aggregator)
         return self.event_pattern()
 
     def event_pattern(self) -> ast.EventPattern:
@@ -626,7 +687,12 @@ class _Parser:
             word = self.advance().text
             kind = "choose" if word == "choose" else "sample" if word == "sample" else "every"
             if kind == "choose":
-                discriminant = self.expression(BINDING_POWER["."])
+                # `{ label =>` or `{ action(` starts the block rather than a path.
+                self.choosing = True
+                try:
+                    discriminant = self.expression()
+                finally:
+                    self.choosing = False
             open_brace = self.expect_raw("{", f" to start the '{kind}' block")
             actions: list[ast.Action] = []
             while not self.at_raw("}") and self.tok.kind != "EOF":
@@ -726,11 +792,11 @@ class _Parser:
             and self.peek().kind == "SYMBOL"
             and self.peek().text in LOG_LEVELS
         ):
-            if word == "error":
-                self.fail("the 'error' statement is not supported yet")
             self.advance()
             level = self.advance().text
             message = self.expression()
+            if word == "error":
+                return ast.ErrorStatement(self.span_from(tok.start), level, message)
             return ast.LogStatement(self.span_from(tok.start), level, message)
         if word == "log":
             self.advance()
@@ -739,7 +805,7 @@ class _Parser:
             self.advance()
             return ast.Last(ast.Span(tok.start, tok.end))
         if word == "schedule":
-            self.fail("the 'schedule' statement is not supported yet")
+            return self.schedule_statement()
         if self.peek().kind == "RAW" and self.peek().text == ":":
             name = self.ent_name("in an assignment")
             path = self.ent_path()
@@ -771,6 +837,31 @@ class _Parser:
         self.expect_close("}", open_brace, "path")
         return path
 
+    def schedule_statement(self) -> ast.ScheduleEvent:
+        start = self.advance().start
+        domain = None
+        if not self.accept_word("event"):
+            domain = self.identifier("an event domain or 'event' after 'schedule'").name
+            self.expect_word("event", f" after 'schedule {domain}'")
+        etype = self.expression(what="an event type")
+        at = repeat = attributes = None
+        if self.accept_word("at"):
+            at = self.expression()
+        elif self.accept_word("repeat"):
+            repeat = self.expression()
+        else:
+            self.expected("'at' or 'repeat' in the schedule statement")
+        if self.accept_word("attributes"):
+            attributes = self.expression()
+        setting = None
+        if self.accept_word("setting"):
+            open_paren = self.expect_raw("(", " after 'setting'")
+            setting = self.identifier("a variable name")
+            self.expect_close(")", open_paren, "setting list")
+        return ast.ScheduleEvent(
+            self.span_from(start), domain, etype, at, repeat, attributes, setting
+        )
+
     def raise_statement(self) -> ast.RaiseEvent:
         start = self.advance().start
         domain = None
@@ -797,6 +888,7 @@ _NUD_RAW: dict[str, Callable[[_Parser, Token], ast.Expr]] = {
 _NUD_WORD: dict[str, Callable[[_Parser, Token], ast.Expr]] = {
     "not": _Parser.nud_prefix,
     "function": _Parser.nud_function,
+    "defaction": _Parser.nud_defaction,
     "null": _Parser.nud_constant,
     "true": _Parser.nud_constant,
     "false": _Parser.nud_constant,

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random as _random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -30,6 +31,7 @@ __all__ = [
     "Budget",
     "Context",
     "Event",
+    "KrlAction",
     "KrlFunction",
     "KrlRegExp",
     "Rule",
@@ -82,6 +84,26 @@ class Context(Protocol):
     def send_directive(self, name: str, options: Mapping[str, object]) -> None: ...
     def log(self, level: str, message: str) -> None: ...
 
+    # The state of a rule's stateful `select when` expression (`and`, `before`,
+    # `count`, `within`, …): None, or a JSON-like dict to store with the pico,
+    # per (pico, rid, rule). Set only when it changes; None clears it. Rules whose
+    # expression is a single event or an `or` of events never call these.
+    def rule_state_get(self, rid: str, rule: str) -> object: ...
+    def rule_state_set(self, rid: str, rule: str, state: object) -> None: ...
+
+    # `schedule D event T at t` (``at``: epoch seconds) or `… repeat "cron"`
+    # (``timespec``): persist the job for this pico and ruleset, and return its id,
+    # which `setting(name)` binds (``setting_name`` is that name, or None).
+    def schedule_event(
+        self,
+        domain: str,
+        type: str,
+        attrs: Mapping[str, object],
+        at: float | None,
+        timespec: str | None,
+        setting_name: str | None,
+    ) -> str: ...
+
 
 class Budget:
     """Bounds the work one transaction may do: steps, wall-clock time and call depth.
@@ -91,19 +113,29 @@ class Budget:
     (``range``), so neither runaway recursion nor a huge ``map`` can hang the engine.
     """
 
-    __slots__ = ("deadline", "max_depth", "max_seconds", "max_steps", "steps")
+    __slots__ = ("clock", "deadline", "max_depth", "max_seconds", "max_steps", "random", "steps")
 
     # Time is checked every this many steps; a step is far cheaper than a clock read.
     CLOCK_INTERVAL = 1024
 
     def __init__(
-        self, max_steps: int = 1_000_000, max_seconds: float = 5.0, max_depth: int = 100
+        self,
+        max_steps: int = 1_000_000,
+        max_seconds: float = 5.0,
+        max_depth: int = 100,
+        *,
+        random: _random.Random | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_steps = max_steps
         self.max_seconds = max_seconds
         self.max_depth = max_depth
         self.steps = 0
         self.deadline = time.monotonic() + max_seconds
+        # The transaction's sources of chance and of the current time (epoch seconds):
+        # `sample`, `random:*` and `time:now` use these, so tests can pin them.
+        self.random = random if random is not None else _random.Random()
+        self.clock = clock
 
     def charge(self, run: Run, steps: int = 1) -> None:
         before = self.steps
@@ -133,8 +165,17 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class RuleResult:
+    """What a rule run tells the engine.
+
+    ``last``: run no more rules of this ruleset for this event. ``halted``: an
+    ``error error`` statement ran (``last`` is set too); the engine drops the rest
+    of the transaction's schedule and every event this rule raised except the last
+    one, the ``system:error`` event for this ruleset.
+    """
+
     fired: bool
     last: bool
+    halted: bool = False
 
 
 # ---------------------------------------------------------------------------
@@ -202,9 +243,12 @@ class StdlibFunction(KrlCallable):
 
 
 class FunctionCode:
-    """The compiled form of a ``function(…){…}`` literal, shared by all its closures."""
+    """The compiled form of a ``function(…){…}`` or ``defaction(…){…}`` literal.
 
-    __slots__ = ("body", "name", "nslots", "params", "result")
+    ``actions`` is set for a defaction: its action block, run after the declarations.
+    """
+
+    __slots__ = ("actions", "body", "name", "nslots", "params", "result")
 
     def __init__(
         self,
@@ -213,12 +257,14 @@ class FunctionCode:
         result: Eval,
         nslots: int,
         name: str = "function",
+        actions: Exec | None = None,
     ) -> None:
         self.params = params  # parameters occupy slots 1..len(params), in order
         self.body = body
         self.result = result
         self.nslots = nslots
         self.name = name
+        self.actions = actions
 
 
 class KrlFunction(KrlCallable):
@@ -231,6 +277,9 @@ class KrlFunction(KrlCallable):
         self.frame = frame
 
     def call(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
+        return self.invoke(run, args, named)
+
+    def invoke(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
         budget = run.budget
         budget.charge(run)
         if run.depth >= budget.max_depth:
@@ -254,12 +303,31 @@ class KrlFunction(KrlCallable):
         try:
             for index, expr in code.body:
                 frame[index] = expr(frame, run)
+            if code.actions is not None:
+                code.actions(frame, run)
             return code.result(frame, run)
         finally:
             run.depth -= 1
 
     def __repr__(self) -> str:
         return f"<krl function {self.code.name}>"
+
+
+class KrlAction(KrlFunction):
+    """A ``defaction`` value: callable only from an action block (:meth:`perform`)."""
+
+    __slots__ = ()
+
+    def call(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
+        raise KrlRuntimeError(
+            f"'{self.code.name}' is an action and can only be used in an action block"
+        )
+
+    def perform(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
+        return self.invoke(run, args, named)
+
+    def __repr__(self) -> str:
+        return f"<krl action {self.code.name}>"
 
 
 def call_value(run: Run, fn: object, args: Sequence[object], what: str = "value") -> Any:
@@ -332,6 +400,8 @@ def type_of(x: object) -> str:
         return "Map"
     if t is KrlRegExp:
         return "RegExp"
+    if t is KrlAction:
+        return "Action"
     if isinstance(x, KrlCallable):
         return "Function"
     return "JSObject"
@@ -491,7 +561,19 @@ class StopRule(Exception):
 class Run:
     """Per-call state: the engine context, the event, the budget and where we are."""
 
-    __slots__ = ("budget", "ctx", "depth", "event", "fired", "in_query", "last", "rule", "ruleset")
+    __slots__ = (
+        "budget",
+        "ctx",
+        "depth",
+        "event",
+        "final",
+        "fired",
+        "halted",
+        "in_query",
+        "last",
+        "rule",
+        "ruleset",
+    )
 
     def __init__(
         self,
@@ -510,7 +592,9 @@ class Run:
         self.in_query = in_query
         self.depth = 0
         self.last = False
+        self.halted = False
         self.fired = False
+        self.final = True  # on the last iteration of every `foreach` (or there is none)
 
     @property
     def where(self) -> str:
@@ -618,21 +702,28 @@ class Ruleset:
     # -- engine API -------------------------------------------------------
 
     def select(self, event: Event, ctx: Context, budget: Budget) -> list[Selection]:
-        """The rules, in source order, whose ``select when`` matches ``event``."""
-        rules = self._salient.get((event.domain, event.type))
-        if not rules:
-            return []
-        selected: list[Selection] = []
-        for rule in rules:
+        """The rules, in source order, whose ``select when`` matches ``event``.
+
+        Every salient rule's matcher runs now, so stateful expressions advance even
+        for rules a ``last`` would skip; :meth:`iter_select` runs them lazily.
+        """
+        return list(self.iter_select(event, ctx, budget))
+
+    def iter_select(self, event: Event, ctx: Context, budget: Budget) -> Iterator[Selection]:
+        """Like :meth:`select`, but each rule's matcher runs only when it is reached.
+
+        This is the reference engine's order: a rule's ``where`` sees what earlier
+        rules wrote, and a rule skipped by ``last`` (stop iterating) keeps its state.
+        """
+        for rule in self._salient.get((event.domain, event.type), ()):
             run = Run(self, ctx, event, budget, rule.name)
             with self._errors(run):
                 gframe = self._globals(run) if rule.needs_globals else None
                 frame: Frame = [None] * rule.nslots
                 frame[0] = gframe
-                if rule.matcher(event, frame, run):
-                    settings = tuple(frame[1 : 1 + len(rule.setting_names)])
-                    selected.append(Selection(rule, settings))
-        return selected
+                matched = rule.matcher(event, frame, run)
+            if matched:
+                yield Selection(rule, tuple(frame[1 : 1 + len(rule.setting_names)]))
 
     def run(self, selection: Selection, event: Event, ctx: Context, budget: Budget) -> RuleResult:
         """Evaluate the selected rule: pre, action block, postlude."""
@@ -644,7 +735,7 @@ class Ruleset:
             frame[1 : 1 + len(selection.settings)] = selection.settings
             with contextlib.suppress(StopRule):
                 rule.body(frame, run)
-        return RuleResult(run.fired, run.last)
+        return RuleResult(run.fired, run.last, run.halted)
 
     def query(self, name: str, args: Mapping[str, object], ctx: Context, budget: Budget) -> object:
         """Call a shared function by parameter name, or return a shared value."""

@@ -10,7 +10,13 @@ Semantics follow pico-engine's ``krl-stdlib`` (JavaScript coercions), written af
 
 from __future__ import annotations
 
+import base64
+import calendar
+import datetime
+import decimal
 import functools
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -918,4 +924,490 @@ MODULES: dict[str, dict[str, Property | StdlibFunction]] = {
         "rulesetAuthor": _meta_name("author"),
         "rulesetVersion": _meta_name("version"),
     },
+}
+
+# ---------------------------------------------------------------------------
+# time: ISO-8601 UTC strings; the current time comes from the Budget's clock.
+
+_ORDINAL = re.compile(r"(\d{4})-?(\d{3})(T.*)?")
+_TIME_ONLY = re.compile(r"\d{2}:?\d{2}(:?\d{2}(\.\d+)?)?([zZ]|[+-]\d{2}:?\d{2})?")
+
+
+def _format_time(moment: datetime.datetime) -> str:
+    utc = moment.astimezone(datetime.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _now(run: Run) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(run.budget.clock(), datetime.UTC)
+
+
+def parse_time(run: Run, value: object) -> datetime.datetime:
+    """An epoch-milliseconds number or an ISO-8601 string (date, week, ordinal or time only).
+
+    Times without a zone are UTC (the reference uses the server's zone); a time alone
+    means today. Raises KrlRuntimeError for anything else.
+    """
+    if is_number(value):
+        try:
+            return datetime.datetime.fromtimestamp(value / 1000, datetime.UTC)  # type: ignore[operator]
+        except (OverflowError, OSError, ValueError):
+            raise KrlRuntimeError(f"time out of range: {to_string(value)}") from None
+    if isinstance(value, str):
+        text = value.strip()
+        m = _ORDINAL.fullmatch(text)
+        if m:
+            text = (
+                datetime.date(int(m.group(1)), 1, 1) + datetime.timedelta(int(m.group(2)) - 1)
+            ).isoformat() + (m.group(3) or "")
+        elif _TIME_ONLY.fullmatch(text):
+            text = _now(run).date().isoformat() + "T" + text
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=datetime.UTC)
+            return moment
+    raise KrlRuntimeError(f"Invalid date string: {to_string(value)}")
+
+
+_TIME_UNITS = {
+    "years": "years", "year": "years", "y": "years",
+    "months": "months", "month": "months", "M": "months",
+    "weeks": "weeks", "week": "weeks", "w": "weeks",
+    "days": "days", "day": "days", "d": "days",
+    "hours": "hours", "hour": "hours", "h": "hours",
+    "minutes": "minutes", "minute": "minutes", "m": "minutes",
+    "seconds": "seconds", "second": "seconds", "s": "seconds",
+    "milliseconds": "milliseconds", "millisecond": "milliseconds", "ms": "milliseconds",
+}  # fmt: skip
+
+
+def _add_months(moment: datetime.datetime, months: int) -> datetime.datetime:
+    index = moment.year * 12 + moment.month - 1 + months
+    year, month = divmod(index, 12)
+    if not 1 <= year <= 9999:
+        raise KrlRuntimeError("time out of range")
+    last_day = calendar.monthrange(year, month + 1)[1]
+    return moment.replace(year=year, month=month + 1, day=min(moment.day, last_day))
+
+
+def _time_add(run: Run, date: object = None, spec: object = None) -> str:
+    moment = parse_time(run, date)
+    if not isinstance(spec, dict):
+        return _format_time(moment)
+    delta = datetime.timedelta()
+    months = 0
+    try:
+        for key, amount in spec.items():
+            unit = _TIME_UNITS.get(key) or _TIME_UNITS.get(key.lower())
+            n = amount if is_number(amount) else None
+            if unit is None or n is None or not math.isfinite(n):
+                continue  # unknown units and non-numbers are ignored
+            if unit in ("years", "months"):
+                months += int(n) * (12 if unit == "years" else 1)
+            else:
+                delta += datetime.timedelta(**{unit: n})
+        return _format_time(_add_months(moment, months) + delta)
+    except OverflowError:
+        raise KrlRuntimeError("time out of range") from None
+
+
+# C strftime directives, always in UTC (the reference uses the server's zone).
+_STRFTIME = frozenset("aAbBcdDeFHIjklmMpSTuwyYzZ%")
+
+
+def _strftime(run: Run, date: object = None, fmt: object = None) -> str:
+    moment = parse_time(run, date).astimezone(datetime.UTC)
+
+    def one(m: re.Match[str]) -> str:
+        d = m.group(1)
+        if d == "L":
+            return f"{moment.microsecond // 1000:03d}"
+        if d == "e":
+            return f"{moment.day:2d}"
+        if d == "k":
+            return f"{moment.hour:2d}"
+        if d == "l":
+            return f"{(moment.hour % 12) or 12:2d}"
+        if d in _STRFTIME:
+            return moment.strftime("%" + d)
+        return m.group(0)
+
+    return re.sub(r"%(.)", one, to_string(fmt))
+
+
+def _time_compare(run: Run, a: object = None, b: object = None) -> int:
+    x, y = parse_time(run, a), parse_time(run, b)
+    return 0 if x == y else (1 if x > y else -1)
+
+
+TIME: dict[str, Property | StdlibFunction] = {
+    "now": _fn("now", "opts", lambda run, opts=None: _format_time(_now(run))),
+    "new": _fn("new", "date", lambda run, date=None: _format_time(parse_time(run, date))),
+    "add": _fn("add", "date spec", _time_add),
+    "strftime": _fn("strftime", "date fmt", _strftime),
+    "compare": _fn("compare", "a b", _time_compare),
+}
+MODULES["time"] = TIME
+
+# ---------------------------------------------------------------------------
+# Set operations, splice, pairwise and the 32-bit bitwise operators
+
+
+def _as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _contains_equal(items: list[object], value: object) -> bool:
+    return any(krl_equals(value, item) for item in items)
+
+
+def _union(run: Run, a: object = None, b: object = _MISSING) -> object:
+    if b is _MISSING:
+        return a
+    out: list[object] = []
+    for item in _as_list(a) + _as_list(b):
+        run.budget.charge(run)
+        if not _contains_equal(out, item):
+            out.append(item)
+    return out
+
+
+def _intersection(run: Run, a: object = None, b: object = _MISSING) -> list[object]:
+    if b is _MISSING:
+        return []
+    others = _as_list(b)
+    out: list[object] = []
+    for item in _as_list(a):
+        run.budget.charge(run)
+        if _contains_equal(others, item) and not _contains_equal(out, item):
+            out.append(item)
+    return out
+
+
+def _difference(run: Run, a: object = None, b: object = _MISSING) -> object:
+    if b is _MISSING:
+        return a
+    others = _as_list(b)
+    out: list[object] = []
+    for item in _as_list(a):
+        run.budget.charge(run)
+        if not _contains_equal(others, item):
+            out.append(item)
+    return out
+
+
+def _has(run: Run, value: object = None, other: object = None) -> bool:
+    """Every element of ``other`` is in ``value``."""
+    rest = _difference(run, other, _as_list(value))
+    return isinstance(rest, list) and not rest
+
+
+def _group_by_string(run: Run, value: list[object]) -> list[list[object]]:
+    """Groups of elements with the same string form, in JavaScript object key order:
+    array-index-like keys first, in numeric order, then the rest in first-seen order."""
+    groups: dict[str, list[object]] = {}
+    for item in value:
+        run.budget.charge(run)
+        groups.setdefault(to_string(item), []).append(item)
+
+    def index_like(key: str) -> bool:
+        return key.isdigit() and key.isascii() and (key == "0" or key[0] != "0")
+
+    keys = sorted((k for k in groups if index_like(k)), key=int)
+    keys += [k for k in groups if not index_like(k)]
+    return [groups[k] for k in keys]
+
+
+def _once(run: Run, value: object = None) -> object:
+    if not isinstance(value, list):
+        return value
+    return [g[0] for g in _group_by_string(run, value) if len(g) == 1]
+
+
+def _duplicates(run: Run, value: object = None) -> list[object]:
+    if not isinstance(value, list):
+        return []
+    return [g[0] for g in _group_by_string(run, value) if len(g) > 1]
+
+
+def _splice(
+    run: Run,
+    value: object = None,
+    start: object = None,
+    count: object = None,
+    insert: object = _MISSING,
+) -> list[object]:
+    if not isinstance(value, list):
+        raise KrlRuntimeError(f"splice only works on an Array, not {type_of(value)}")
+    if not value:
+        return []
+    i = to_number(start)
+    if i is None or not math.isfinite(i):
+        raise KrlRuntimeError(f"The .splice() operator cannot use {to_string(start)} as an index")
+    n = to_number(count)
+    if n is None or not math.isfinite(n):
+        raise KrlRuntimeError(
+            f"The .splice() operator cannot use {to_string(count)} as a number of elements"
+        )
+    first = int(min(max(i, 0), len(value) - 1))
+    removed = int(n)
+    if removed < 0 or first + removed > len(value):
+        removed = len(value) - first
+    middle = [] if insert is _MISSING else _as_list(insert)
+    run.budget.charge(run, len(value) // 64)
+    return value[:first] + middle + value[first + removed :]
+
+
+def _pairwise(run: Run, value: object = None, fn: object = None) -> list[object]:
+    if not isinstance(value, list):
+        raise KrlRuntimeError(f"The .pairwise() operator cannot be called on {to_string(value)}")
+    if len(value) < 2:
+        raise KrlRuntimeError("The .pairwise() operator needs a longer array")
+    fn = _function_arg(fn, "pairwise")
+    lists = [_as_list(v) for v in value]
+    longest = max(len(items) for items in lists)
+    out: list[object] = []
+    for i in range(longest):
+        run.budget.charge(run)
+        args = [items[i] if i < len(items) else None for items in lists]
+        out.append(call_value(run, fn, args))
+    return out
+
+
+def _int32(value: object) -> int | None:
+    """JavaScript ToInt32, or None when the value is not a number."""
+    n = to_number(value)
+    if n is None:
+        return None
+    if not math.isfinite(n):
+        return 0
+    n = int(n) & 0xFFFFFFFF
+    return n - 0x100000000 if n >= 0x80000000 else n
+
+
+def _bitwise(op: Callable[[int, int], int]) -> Callable[..., object]:
+    def impl(run: Run, a: object = None, b: object = None) -> object:
+        x, y = _int32(a), _int32(b)
+        if x is None or y is None:
+            return None
+        return _int32(op(x, y))
+
+    return impl
+
+
+def _bnot(run: Run, a: object = None) -> object:
+    x = _int32(a)
+    return None if x is None else ~x
+
+
+STDLIB.update(
+    (f.name, f)
+    for f in [
+        _fn("union", "a b", _union),
+        _fn("intersection", "a b", _intersection),
+        _fn("difference", "a b", _difference),
+        _fn("has", "val other", _has),
+        _fn("once", "val", _once),
+        _fn("duplicates", "val", _duplicates),
+        _fn("splice", "val start nElements value", _splice),
+        _fn("pairwise", "val iter", _pairwise),
+        _fn("shiftLeft", "val n", _bitwise(lambda x, n: x << (n & 31))),
+        _fn("shiftRight", "val n", _bitwise(lambda x, n: x >> (n & 31))),
+        _fn("band", "val other", _bitwise(lambda x, y: x & y)),
+        _fn("bor", "val other", _bitwise(lambda x, y: x | y)),
+        _fn("bxor", "val other", _bitwise(lambda x, y: x ^ y)),
+        _fn("bnot", "val", _bnot),
+    ]
+)
+
+# ---------------------------------------------------------------------------
+# math
+
+
+def _math_number(value: object) -> int | float | None:
+    n = to_number(value)
+    return n if n is not None and math.isfinite(n) else None
+
+
+def _decimal_round(rounding: str) -> Callable[..., object]:
+    """lodash ``ceil``/``floor``/``round`` with a decimal precision (negative allowed)."""
+
+    def impl(run: Run, value: object = None, precision: object = None) -> object:
+        n = _math_number(value)
+        if n is None:
+            return None
+        p = to_number(precision)
+        places = 0 if p is None or not math.isfinite(p) else max(-292, min(292, int(p)))
+        mode = rounding
+        if rounding == "half" and n < 0:
+            mode = decimal.ROUND_HALF_DOWN  # Math.round: halves go toward +Infinity
+        elif rounding == "half":
+            mode = decimal.ROUND_HALF_UP
+        with decimal.localcontext() as ctx:
+            ctx.prec = 400
+            exact = decimal.Decimal(repr(n) if isinstance(n, float) else n)
+            try:
+                result = exact.quantize(decimal.Decimal(1).scaleb(-places), rounding=mode)
+            except decimal.InvalidOperation:  # more digits than any double holds
+                return n
+        return normalize(float(result)) if places > 0 else normalize(int(result))
+
+    return impl
+
+
+def _math_abs(run: Run, value: object = None) -> object:
+    n = _math_number(value)
+    return None if n is None else abs(n)
+
+
+def _math_int(run: Run, value: object = None) -> object:
+    n = _math_number(value)
+    return None if n is None else normalize(int(n))
+
+
+def _math_sqrt(run: Run, value: object = None) -> object:
+    n = _math_number(value)
+    return None if n is None or n < 0 else normalize(math.sqrt(n))
+
+
+_HASH_ALGORITHMS = sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
+
+
+def _digest_args(algorithm: object, encoding: object, what: str) -> str:
+    if algorithm not in _HASH_ALGORITHMS:
+        if isinstance(algorithm, str):
+            raise KrlRuntimeError(f"math:{what} doesn't recognize the hash algorithm {algorithm}")
+        raise KrlRuntimeError(
+            f"math:{what} was given {to_string(algorithm)} instead of a algorithm string"
+        )
+    enc = "hex" if not truthy(encoding) else encoding
+    if enc not in ("hex", "base64"):
+        raise KrlRuntimeError(
+            f'math:{what} encoding must be "hex" or "base64" but was {to_string(enc)}'
+        )
+    return str(enc)
+
+
+def _encode_digest(digest: bytes, encoding: str) -> str:
+    return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode("ascii")
+
+
+def _math_hash(
+    run: Run, algorithm: object = None, text: object = None, encoding: object = None
+) -> str:
+    enc = _digest_args(algorithm, encoding, "hash")
+    digest = hashlib.new(str(algorithm), to_string(text).encode("utf-8")).digest()
+    return _encode_digest(digest, enc)
+
+
+def _math_hmac(
+    run: Run,
+    algorithm: object = None,
+    key: object = None,
+    message: object = None,
+    encoding: object = None,
+) -> str:
+    if not isinstance(key, str):
+        raise KrlRuntimeError("math:hmac needs a key string")
+    enc = _digest_args(algorithm, encoding, "hmac")
+    digest = hmac.new(key.encode("utf-8"), to_string(message).encode("utf-8"), str(algorithm))
+    return _encode_digest(digest.digest(), enc)
+
+
+def _base64encode(run: Run, text: object = None, encoding: object = None) -> str:
+    return base64.b64encode(to_string(text).encode("utf-8")).decode("ascii")
+
+
+def _base64decode(run: Run, text: object = None, encoding: object = None) -> str:
+    data = re.sub(r"[^A-Za-z0-9+/]", "", to_string(text).replace("-", "+").replace("_", "/"))
+    data = data[: len(data) - len(data) % 4 if len(data) % 4 == 1 else len(data)]
+    raw = base64.b64decode(data + "=" * (-len(data) % 4))
+    return raw.decode("utf-8", errors="replace")
+
+
+MODULES["math"] = {
+    "abs": _fn("abs", "number", _math_abs),
+    "ceiling": _fn("ceiling", "number precision", _decimal_round(decimal.ROUND_CEILING)),
+    "floor": _fn("floor", "number precision", _decimal_round(decimal.ROUND_FLOOR)),
+    "round": _fn("round", "number precision", _decimal_round("half")),
+    "int": _fn("int", "number", _math_int),
+    "sqrt": _fn("sqrt", "number", _math_sqrt),
+    "hash": _fn("hash", "algorithm str encoding", _math_hash),
+    "hmac": _fn("hmac", "algorithm key message encoding", _math_hmac),
+    "hashAlgorithms": lambda run: list(_HASH_ALGORITHMS),
+    "base64encode": _fn("base64encode", "str encoding", _base64encode),
+    "base64decode": _fn("base64decode", "str encoding", _base64decode),
+}
+
+# ---------------------------------------------------------------------------
+# random: every draw comes from the Budget's random source (seedable in tests).
+
+_WORD_TEXT = (
+    "able acid aged also area army away baby back ball band bank base bath bear beat been "
+    "bell belt best bird blow blue boat body bone book born both bowl burn busy cake call "
+    "calm camp card care case cash cast cell chip city club coal coat code cold come cook "
+    "cool copy corn cost crew crop dark data date dawn deal dear deep deer desk dirt dish "
+    "door down draw drop drum duck dust duty earn east easy edge else even ever face fact "
+    "fair fall farm fast fear feed feel fill film find fine fire fish five flag flat flow "
+    "food foot fork form fort four free frog fuel full fund game gate gift girl give glad "
+    "goal gold golf good gray grow hair half hall hand hang hard hawk head heat help herd "
+    "hide high hill hold hole home hope horn host hour huge idea inch iron item jazz join "
+    "jump keep kind king kite knee lake lamp land lane last late lawn lead leaf lift line "
+    "lion list load lock long loud love luck mail main make mark meal meet milk mind mint "
+    "moon most move much nail name near neck nest news next nice nine node note once open "
+    "oven pace page pair park part path peak pear pick pine pink pipe plan play plum poem "
+    "pond pool port post quiz rain rate read real rice rich ride ring rise road rock roof "
+    "room root rope rose rule safe sail salt sand save seed ship shoe shop side sign silk "
+    "sing site size skin slow snow soap sock soft soil song soup star stem step stop such "
+    "swim tail tall team tent test tide tile time tiny tone tool tree trip tune vase very "
+    "view vote wall warm wave weed west wide wild wind wing wise wolf wood wool word work "
+    "yard year zero zone"
+)
+_WORDS = tuple(_WORD_TEXT.split())
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _random_bounds(upper: object, lower: object, whole: bool) -> tuple[float, float]:
+    lo, hi = to_number(lower), to_number(upper)
+    if whole:
+        lo = None if lo is None else _js_round(lo)
+        hi = None if hi is None else _js_round(hi)
+    top = (1 if lo is None else 0) if hi is None else hi
+    bottom = 0 if lo is None else lo
+    return (min(bottom, top), max(bottom, top))
+
+
+def _js_round(x: float) -> float:
+    return math.floor(x + 0.5) if math.isfinite(x) else x
+
+
+def _random_integer(run: Run, upper: object = None, lower: object = None) -> object:
+    lo, hi = _random_bounds(upper, lower, whole=True)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return run.budget.random.randint(int(lo), int(hi))
+
+
+def _random_number(run: Run, upper: object = None, lower: object = None) -> object:
+    lo, hi = _random_bounds(upper, lower, whole=False)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return normalize(run.budget.random.uniform(lo, hi))
+
+
+def _random_uuid(run: Run) -> str:
+    """A cuid-shaped id ("c" and 24 base-36 characters); only its uniqueness matters."""
+    rng = run.budget.random
+    return "c" + "".join(rng.choice(_BASE36) for _ in range(24))
+
+
+MODULES["random"] = {
+    "uuid": _fn("uuid", "", _random_uuid),
+    "word": _fn("word", "", lambda run: run.budget.random.choice(_WORDS)),
+    "integer": _fn("integer", "upper lower", _random_integer),
+    "number": _fn("number", "upper lower", _random_number),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,11 @@ class FakeContext:
         self.raised: list[tuple[str, str, Mapping[str, object], str | None]] = []
         self.directives: list[tuple[str, Mapping[str, object]]] = []
         self.logs: list[tuple[str, str]] = []
+        self.rule_states: dict[tuple[str, str], object] = {}
+        self.rule_state_writes = 0
+        self.scheduled: list[
+            tuple[str, str, Mapping[str, object], float | None, str | None, str | None]
+        ] = []
 
     def ent_get(self, rid: str, name: str) -> object:
         return self.ents.get((rid, name))
@@ -39,6 +45,29 @@ class FakeContext:
     def log(self, level: str, message: str) -> None:
         self.logs.append((level, message))
 
+    def schedule_event(
+        self,
+        domain: str,
+        type: str,
+        attrs: Mapping[str, object],
+        at: float | None,
+        timespec: str | None,
+        setting_name: str | None,
+    ) -> str:
+        self.scheduled.append((domain, type, attrs, at, timespec, setting_name))
+        return f"job-{len(self.scheduled)}"
+
+    def rule_state_get(self, rid: str, rule: str) -> object:
+        return self.rule_states.get((rid, rule))
+
+    def rule_state_set(self, rid: str, rule: str, state: object) -> None:
+        assert state != self.rule_states.get((rid, rule)), "rule_state_set without a change"
+        self.rule_state_writes += 1
+        if state is None:
+            self.rule_states.pop((rid, rule), None)
+        else:
+            self.rule_states[(rid, rule)] = copy.deepcopy(state)
+
 
 def send_event(
     ruleset: krl.Ruleset,
@@ -48,27 +77,33 @@ def send_event(
     attrs: Mapping[str, object] | None = None,
     budget: krl.Budget | None = None,
     max_events: int = 50,
+    time: float = 0.0,
 ) -> list[tuple[str, Mapping[str, object]]]:
     """Process one event and, breadth-first, every event it raises; return the directives."""
     budget = budget or krl.Budget()
-    queue = [krl.Event(domain, type, dict(attrs or {}))]
+    queue = [krl.Event(domain, type, dict(attrs or {}), time=time)]
     start = len(ctx.directives)
     handled = 0
     while queue and handled < max_events:
         event = queue.pop(0)
         handled += 1
         before = len(ctx.raised)
-        for selection in ruleset.select(event, ctx, budget):
+        for selection in ruleset.iter_select(event, ctx, budget):
             result = ruleset.run(selection, event, ctx, budget)
+            if result.halted:  # `error error`: only its system:error event is left
+                queue.clear()
+                del ctx.raised[before:-1]
             if result.last:
                 break
         for d, t, a, _ in ctx.raised[before:]:
-            queue.append(krl.Event(d, t, a))
+            queue.append(krl.Event(d, t, a, time=time))
     return ctx.directives[start:]
 
 
-def evaluate(expr: str, ctx: FakeContext | None = None, **attrs: Any) -> Any:
+def evaluate(
+    expr: str, ctx: FakeContext | None = None, budget: krl.Budget | None = None, **attrs: Any
+) -> Any:
     """Evaluate a KRL expression through a throwaway ruleset and a shared query."""
     source = f"ruleset t.eval {{ meta {{ shares v }} global {{ v = function() {{ {expr} }} }} }}"
     ruleset = krl.compile_ruleset(source)
-    return ruleset.query("v", {}, ctx or FakeContext(), krl.Budget())
+    return ruleset.query("v", {}, ctx or FakeContext(), budget or krl.Budget())

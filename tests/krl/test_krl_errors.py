@@ -145,11 +145,26 @@ COMPILE_CASES = [
         id="share-undeclared",
     ),
     pytest.param(
-        "ruleset a { rule r { select when a b and c d } }",
-        "line 1, column 34: 'and' in select when is not supported yet (only 'or')\n"
-        "ruleset a { rule r { select when a b and c d } }\n"
+        "ruleset a { meta { use module b } }",
+        "line 1, column 20: 'use module' is not supported yet\n"
+        "ruleset a { meta { use module b } }\n"
+        "                   ^",
+        id="use-module-not-supported",
+    ),
+    pytest.param(
+        "ruleset a { rule r { select when any 2 (a b, c d) } }",
+        "line 1, column 34: 'any 2' needs a number between 1 and 1 (one less than the number "
+        "of events)\n"
+        "ruleset a { rule r { select when any 2 (a b, c d) } }\n"
         "                                 ^",
-        id="and-not-supported",
+        id="any-too-many",
+    ),
+    pytest.param(
+        "ruleset a { rule r { select when count 0 (a b) } }",
+        "line 1, column 34: 'count' needs a count of at least 1\n"
+        "ruleset a { rule r { select when count 0 (a b) } }\n"
+        "                                 ^",
+        id="count-zero",
     ),
     pytest.param(
         "ruleset a { global { x = re#(# } }",

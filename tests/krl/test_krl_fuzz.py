@@ -16,6 +16,9 @@ FRAGMENTS = [
     "<<", ">>", "#{", "re#a#", "function", "=>", "|", "+", "-", "*", "not", "ent:x", "fired",
     "else", "always", "raise", "event", "attributes", "last", "if", "then", "send_directive",
     "setting", "where", "shares", ".", ":", "/*", "*/", "//", "\n", " ", "\\", '"', "#",
+    "before", "then", "after", "between", "any", "count", "repeat", "max", "push", "within",
+    "seconds", "foreach", "every", "choose", "sample", "defaction", "return", "error", "warn",
+    "schedule", "at", "on", "final", "noop", "99999999",
 ]  # fmt: skip
 
 texts = st.one_of(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from krl import ast, parse_expression, parse_ruleset
+from krl import KrlSyntaxError, ast, parse_expression, parse_ruleset
 
 
 def show(node: object) -> str:
@@ -251,3 +251,65 @@ def test_event_group_function_form() -> None:
     assert isinstance(rule.select, ast.EventOp)
     assert rule.select.op == "or"
     assert len(rule.select.args) == 2
+
+
+def test_counted_event_groups_aggregators_and_within() -> None:
+    rule = parse_ruleset(
+        "ruleset a { rule r { select when repeat 3 (a b x re#(\\d+)#) push(m, n)"
+        " within 1 + 2 minutes } }"
+    ).rules[0]
+    assert isinstance(rule.select, ast.EventOp)
+    assert (rule.select.op, rule.select.count) == ("repeat", 3)
+    assert rule.select.aggregator is not None
+    assert rule.select.aggregator.op == "push"
+    assert [i.name for i in rule.select.aggregator.names] == ["m", "n"]
+    assert rule.within is not None
+    assert rule.within.unit == "minute"
+    assert isinstance(rule.within.value, ast.Binary)
+    plain = parse_ruleset("ruleset a { rule r { select when count inc } }").rules[0]
+    assert isinstance(plain.select, ast.EventPattern)
+    assert plain.select.domain == "count"
+
+
+def test_within_needs_a_unit() -> None:
+    with pytest.raises(KrlSyntaxError, match="expected a time unit"):
+        parse_ruleset("ruleset a { rule r { select when a b before a c within 5 fortnights } }")
+
+
+def test_defaction_error_and_schedule_statements() -> None:
+    tree = parse_ruleset(
+        "ruleset a { global { d = defaction(x, y = 1) { z = x; if z then every {"
+        ' send_directive("d") setting(s) } returns s } }'
+        " rule r { select when a b always {"
+        ' error warn "oops"; schedule a event "c" at 5 attributes {} setting(id);'
+        ' schedule event "a:c" repeat "* * * * *" } } }'
+    )
+    d = tree.global_decls[0].value
+    assert isinstance(d, ast.DefAction)
+    assert [p.name for p in d.params] == ["x", "y"]
+    assert d.block is not None
+    assert d.block.condition is not None
+    assert isinstance(d.result, ast.Identifier)
+    post = tree.rules[0].postlude
+    assert post is not None
+    assert post.always is not None
+    err, at, cron = post.always
+    assert isinstance(err, ast.ErrorStatement)
+    assert err.level == "warn"
+    assert isinstance(at, ast.ScheduleEvent)
+    assert at.at is not None
+    assert at.setting is not None
+    assert at.setting.name == "id"
+    assert isinstance(cron, ast.ScheduleEvent)
+    assert cron.domain is None
+    assert cron.repeat is not None
+
+
+def test_choose_discriminant_may_use_paths() -> None:
+    rule = parse_ruleset(
+        'ruleset a { rule r { select when a b choose event:attrs{"k"} { x => noop() } } }'
+    ).rules[0]
+    block = rule.action_block
+    assert block is not None
+    assert isinstance(block.discriminant, ast.Path)
+    assert block.actions[0].label == "x"
