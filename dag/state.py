@@ -24,6 +24,8 @@ class RulesetState:
     rid: str
     source: str
     ent: Mapping[str, object] = field(default_factory=dict)
+    # rule name -> state of its stateful `select when` expression (krl's rule state)
+    rules: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,10 @@ def state_blocks(state: PicoState) -> tuple[Block, list[Block]]:
     entries = []
     for rs in state.rulesets:
         src = _source_block(rs.source)
-        rs_block = Block.encode({"rid": rs.rid, "src": src.cid, "ent": dict(rs.ent)})
+        body: dict[str, object] = {"rid": rs.rid, "src": src.cid, "ent": dict(rs.ent)}
+        if rs.rules:  # absent when empty, so rulesets without stateful rules keep their CIDs
+            body["rules"] = dict(rs.rules)
+        rs_block = Block.encode(body)
         blocks += (src, rs_block)
         entries.append({"rid": rs.rid, "state": rs_block.cid})
     channels = Block.encode({eci: dict(rec) for eci, rec in state.channels.items()})
@@ -110,7 +115,10 @@ def _read_ruleset(store: BlockStore, rid: str, cid: CID) -> RulesetState:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         _bad(f"source block {src_cid} ({rid})", f"not UTF-8: {exc}")
-    return RulesetState(rid=rid, source=source, ent=_field(value, "ent", dict, where))
+    rules = value.get("rules", {})
+    if type(rules) is not dict:
+        _bad(where, f"field 'rules' must be a map, not {type(rules).__name__}")
+    return RulesetState(rid=rid, source=source, ent=_field(value, "ent", dict, where), rules=rules)
 
 
 def _load(store: BlockStore, cid: CID, codec: int, what: str) -> object:

@@ -122,6 +122,8 @@ class Pico:
     channels: dict[str, dict[str, object]]
     head: CID
     seq: int
+    # rid -> rule -> state of the rule's stateful `select when` (krl keeps it JSON-like)
+    rule_states: dict[str, dict[str, object]] = field(default_factory=dict)
     inbox: trio.MemorySendChannel[Work] | None = None
     forwarded: trio.MemorySendChannel[Work] | None = None
 
@@ -141,6 +143,7 @@ class Transaction:
         self.txn_id = txn_id
         self.read_only = read_only
         self.writes: dict[tuple[str, str], object] = {}
+        self.rule_writes: dict[tuple[str, str], object] = {}
         self.directives: list[dict[str, object]] = []
         self.raised: list[tuple[krl.Event, str | None]] = []
         self.rid = ""
@@ -161,6 +164,27 @@ class Transaction:
         if self.read_only:
             raise krl.KrlRuntimeError("a query cannot change entity variables")
         self.writes[(rid, name)] = _CLEARED
+
+    def rule_state_get(self, rid: str, rule: str) -> object:
+        if (rid, rule) in self.rule_writes:
+            return self.rule_writes[(rid, rule)]
+        return self.pico.rule_states.get(rid, {}).get(rule)
+
+    def rule_state_set(self, rid: str, rule: str, state: object) -> None:
+        if self.read_only:
+            raise krl.KrlRuntimeError("a query cannot change rule state")
+        self.rule_writes[(rid, rule)] = state
+
+    def schedule_event(
+        self,
+        domain: str,
+        type: str,
+        attrs: Mapping[str, object],
+        at: float | None,
+        timespec: str | None,
+        setting_name: str | None,
+    ) -> str:
+        raise krl.KrlRuntimeError("schedule is not supported by this engine yet")
 
     def raise_event(
         self, domain: str, type: str, attrs: Mapping[str, object], for_rid: str | None
@@ -241,6 +265,7 @@ class Engine:
             keypair=keypair,
             rulesets=rulesets,
             ent={rs.rid: dict(rs.ent) for rs in state.rulesets},
+            rule_states={rs.rid: dict(rs.rules) for rs in state.rulesets if rs.rules},
             channels={eci: dict(ch) for eci, ch in state.channels.items()},
             head=head,
             seq=seq,
@@ -288,7 +313,7 @@ class Engine:
             head=CID.of(b""),  # replaced by the genesis commit below
             seq=-1,
         )
-        self._commit(pico, pico.ent, cause=None)
+        self._commit(pico, pico.ent, pico.rule_states, cause=None)
         self.home.save_pico(pico.did, keypair, pico.head)
         self._attach(pico)
         return pico
@@ -411,34 +436,45 @@ class Engine:
                 raise PicoError(f"more than {MAX_SCHEDULE_STEPS} raised events in one transaction")
             rs, ev = schedule.popleft()
             txn.rid = rs.rid
-            for selection in rs.compiled.select(ev, txn, budget):
+            # Lazily: a rule's matcher runs only when reached, so a rule skipped by
+            # `last` keeps its select-when state, as on pico-engine.
+            for selection in rs.compiled.iter_select(ev, txn, budget):
                 txn.rule_name = selection.rule.name
                 outcome = rs.compiled.run(selection, ev, txn, budget)
+                if outcome.halted:  # `error error`: only the system:error it raised goes on
+                    schedule.clear()
+                    del txn.raised[:-1]
                 for raised, for_rid in txn.raised:
                     schedule.extend(
                         (r, raised) for r in pico.rulesets if for_rid is None or r.rid == for_rid
                     )
                 txn.raised.clear()
-                if outcome.last:
+                if outcome.last or outcome.halted:
                     break
         return txn
 
     def _apply(self, pico: Pico, event: krl.Event, txn: Transaction) -> dict[str, object]:
         """Commit what a transaction wrote, if anything; return the event's response."""
-        if txn.writes:
+        if txn.writes or txn.rule_writes:
             ent = {rid: dict(vars) for rid, vars in pico.ent.items()}
             for (rid, name), value in txn.writes.items():
                 if value is _CLEARED:
                     ent.setdefault(rid, {}).pop(name, None)
                 else:
                     ent.setdefault(rid, {})[name] = value
+            rules = {rid: dict(states) for rid, states in pico.rule_states.items()}
+            for (rid, rule), state in txn.rule_writes.items():
+                if state is None:
+                    rules.setdefault(rid, {}).pop(rule, None)
+                else:
+                    rules.setdefault(rid, {})[rule] = state
             cause = {
                 "domain": event.domain,
                 "type": event.type,
                 "eid": event.eid,
                 "txn": txn.txn_id,
             }
-            self._commit(pico, ent, cause)
+            self._commit(pico, ent, rules, cause)
             self.home.set_head(pico.did, pico.head)
         return {"eid": txn.txn_id, "directives": txn.directives}
 
@@ -456,25 +492,40 @@ class Engine:
 
     # -- committing state ---------------------------------------------------------------
 
-    def state_of(self, pico: Pico, ent: Mapping[str, Mapping[str, object]]) -> PicoState:
+    def state_of(
+        self,
+        pico: Pico,
+        ent: Mapping[str, Mapping[str, object]],
+        rules: Mapping[str, Mapping[str, object]],
+    ) -> PicoState:
         return PicoState(
             did=pico.did,
             rulesets=tuple(
-                RulesetState(rs.rid, rs.source, dict(ent.get(rs.rid, {}))) for rs in pico.rulesets
+                RulesetState(
+                    rs.rid,
+                    rs.source,
+                    dict(ent.get(rs.rid, {})),
+                    dict(rules.get(rs.rid, {})),
+                )
+                for rs in pico.rulesets
             ),
             channels=pico.channels,
             meta={},
         )
 
     def _commit(
-        self, pico: Pico, ent: dict[str, dict[str, object]], cause: Mapping[str, object] | None
+        self,
+        pico: Pico,
+        ent: dict[str, dict[str, object]],
+        rules: dict[str, dict[str, object]],
+        cause: Mapping[str, object] | None,
     ) -> None:
         """Write the new state and a signed head; only then does the pico see it.
 
         All blocks of a commit go to the store in one transaction; blocks it already
         holds (unchanged sub-trees, the ruleset sources) are skipped by the store.
         """
-        root, blocks = state_blocks(self.state_of(pico, ent))
+        root, blocks = state_blocks(self.state_of(pico, ent, rules))
         cause_block = Block.encode(cause) if cause is not None else None
         head = sign_head(
             pico.keypair,
@@ -485,4 +536,5 @@ class Engine:
             cause=cause_block.cid if cause_block else None,
         )
         self.store.put_many([*blocks, *([cause_block] if cause_block else []), head])
-        pico.ent, pico.head, pico.seq = ent, head.cid, pico.seq + 1
+        pico.ent, pico.rule_states = ent, rules
+        pico.head, pico.seq = head.cid, pico.seq + 1

@@ -88,3 +88,54 @@ async def test_a_pico_that_cannot_load_does_not_keep_the_others_down(tmp_path: P
         count = Work("query", rid="io.p2pico.counter", name="count")
         assert await restarted.submit(good.did, count) == 1
         nursery.cancel_scope.cancel()
+
+
+PAIR = """ruleset pair {
+  meta { shares fired }
+  global { fired = function() { ent:fired.defaultsTo(0) } }
+  rule both { select when door opened and door closed
+    fired { ent:fired := fired() + 1 } }
+}"""
+
+
+async def test_rule_state_is_committed_and_survives_a_restart(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    engine = Engine(home)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.serve)
+        pico = engine.create_pico([PAIR])
+        seq = pico.seq
+        await engine.submit(pico.did, event("door", "opened"))
+        assert pico.seq == seq + 1  # half of `and` is state: it is committed
+        assert pico.rule_states["pair"]["both"] is not None
+        nursery.cancel_scope.cancel()
+
+    restarted = Engine(home)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(restarted.serve)
+        await restarted.submit(pico.did, event("door", "closed"))
+        fired = Work("query", rid="pair", name="fired")
+        assert await restarted.submit(pico.did, fired) == 1
+        assert restarted.picos[pico.did].rule_states.get("pair", {}).get("both") is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_error_error_stops_the_transaction_but_keeps_what_it_wrote(tmp_path: Path) -> None:
+    src = """ruleset guard {
+      meta { shares seen }
+      global { seen = function() { ent:seen.defaultsTo([]) } }
+      rule check { select when t go
+        fired { ent:seen := seen().append("check"); error error "bad input" } }
+      rule after { select when t go  fired { ent:seen := seen().append("after") } }
+      rule on_error { select when system error
+        fired { ent:seen := seen().append("error:" + event:attr("data")) } }
+    }"""
+    engine = Engine(Home(tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.serve)
+        pico = engine.create_pico([src])
+        await engine.submit(pico.did, event("t", "go"))
+        seen = await engine.submit(pico.did, Work("query", rid="guard", name="seen"))
+        # `after` never ran; the system:error event reached the ruleset's handler.
+        assert seen == ["check", "error:bad input"]
+        nursery.cancel_scope.cancel()

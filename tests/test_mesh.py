@@ -237,3 +237,22 @@ async def test_a_restarted_engine_does_not_take_back_a_pico_it_lost(tmp_path: Pa
         assert b2.engine.hosts(pico.did)
         assert await a2.query(Target(pico.did), RID, "count", {}) == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_rule_state_moves_with_the_pico(tmp_path: Path) -> None:
+    """`select when door opened and door closed`: opened on A, closed after the move to B."""
+    pair = """ruleset pair {
+      meta { shares fired }
+      global { fired = function() { ent:fired.defaultsTo(0) } }
+      rule both { select when door opened and door closed  fired { ent:fired := fired() + 1 } }
+    }"""
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([pair])
+        await a.event(Target(pico.did), "door", "opened", {})
+        await a.move(pico.did, b.peer_id)
+        await a.event(Target(pico.did), "door", "closed", {})  # routed to B
+        assert await a.query(Target(pico.did), "pair", "fired", {}) == 1
+        nursery.cancel_scope.cancel()

@@ -4,7 +4,14 @@ import pytest
 
 from dag.block import Block, BlockMismatchError
 from dag.cid import CID
-from dag.state import InvalidState, PicoState, RulesetState, read_state, write_state
+from dag.state import (
+    InvalidState,
+    PicoState,
+    RulesetState,
+    read_state,
+    state_blocks,
+    write_state,
+)
 from dag.store import MemoryBlockStore, MissingBlock, SqliteBlockStore
 
 SRC_A = 'ruleset a { rule hello { select when echo hello send_directive("hi") } }'
@@ -144,3 +151,20 @@ def test_rid_mismatch() -> None:
     store.put_many([rs, ch, root, Block.raw(b"")])
     with pytest.raises(InvalidState, match="rid is 'other', but the state root lists it as 'a'"):
         read_state(store, root.cid)
+
+
+def test_rule_states_round_trip_and_are_absent_when_empty() -> None:
+    store = MemoryBlockStore()
+    plain = PicoState(did="did:key:x", rulesets=(RulesetState("r", SRC_A, {"n": 1}),))
+    with_rules = PicoState(
+        did="did:key:x",
+        rulesets=(RulesetState("r", SRC_A, {"n": 1}, rules={"pair": {"seen": ["a"]}}),),
+    )
+    root_plain = write_state(store, plain)
+    root_rules = write_state(store, with_rules)
+    assert root_plain != root_rules
+    assert read_state(store, root_rules).rulesets[0].rules == {"pair": {"seen": ["a"]}}
+    assert read_state(store, root_plain).rulesets[0].rules == {}
+    rs_block = store.get_block(state_blocks(plain)[1][1].cid)
+    assert rs_block is not None
+    assert rs_block.value == {"rid": "r", "src": state_blocks(plain)[1][0].cid, "ent": {"n": 1}}
