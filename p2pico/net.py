@@ -27,6 +27,11 @@ which the requester sees as ``StreamFailed``. Handlers never run while bytes are
 unread: the request is read in full first, so yamux's 5-second flow-control timeout (P8)
 cannot fire on a request.
 
+Frame streams (``set_stream_handler`` / ``open_stream``) are for message protocols that are
+not one request and one response, such as Bitswap: a ``FrameStream`` sends and receives any
+number of length-prefixed frames, and its owner decides when to close it. Inbound streams
+go to the handler in their own task; the handler must read promptly (P8).
+
 Connection events come from a libp2p network notifee. It never awaits user code: each
 ``on_peer_connected`` callback runs in its own task in the Net's nursery.
 
@@ -85,6 +90,7 @@ from protocols.framing import (
 )
 
 __all__ = [
+    "FrameStream",
     "Net",
     "NetError",
     "PeerUnreachable",
@@ -99,6 +105,7 @@ logger = logging.getLogger(__name__)
 RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
 TopicHandler = Callable[[str, bytes], Awaitable[None]]
 PeerCallback = Callable[[str], Awaitable[None]]
+StreamHandler = Callable[[str, "FrameStream"], Awaitable[None]]
 
 # A responder waits this long for the whole request frame. The requester writes it in one go
 # right after opening the stream, so anything slower is a stalled or hostile peer.
@@ -303,6 +310,82 @@ async def _reset_quietly(stream: Any) -> None:
             logger.debug("stream reset failed", exc_info=True)
 
 
+class FrameStream:
+    """One libp2p stream carrying length-prefixed frames in both directions (protocols.framing).
+
+    For message protocols such as Bitswap, where a stream carries any number of frames and
+    replies may travel on a different stream. Get one from ``Net.open_stream`` or as the
+    argument of a ``Net.set_stream_handler`` handler. Not safe for two tasks sending (or two
+    receiving) at once; one sender plus one receiver is fine.
+    """
+
+    def __init__(self, stream: Any, protocol: str, max_frame_size: int) -> None:
+        self._stream = stream
+        self.protocol = protocol
+        self.remote_peer = str(stream.muxed_conn.peer_id)
+        self._decoder = FrameDecoder(max_frame_size)
+        self._eof = False
+
+    async def send_frame(self, payload: bytes) -> None:
+        """Write one frame.
+
+        Raises:
+            ValueError: ``payload`` exceeds this stream's maximum frame size.
+            StreamFailed: the stream is closed or broken.
+        """
+        try:
+            frame = encode_frame(payload, max_frame_size=self._decoder.max_frame_size)
+        except FramingError as error:
+            raise ValueError(str(error)) from None
+        try:
+            await self._stream.write(frame)
+        except Exception as error:  # StreamClosed, StreamReset, yamux connection errors
+            raise StreamFailed(f"{self.protocol} send failed: {_describe(error)}") from error
+
+    async def receive_frame(self) -> bytes | None:
+        """Read the next frame; ``None`` once the peer has closed its side cleanly.
+
+        Raises:
+            StreamFailed: the stream broke, ended inside a frame, or carried a bad frame
+                (bad length prefix, or a frame above the maximum size).
+        """
+        while True:
+            try:
+                frame = self._decoder.next_frame()
+            except FramingError as error:
+                raise StreamFailed(f"{self.protocol} malformed frame: {error}") from error
+            if frame is not None:
+                return frame
+            if self._eof:
+                if self._decoder.buffered:
+                    raise StreamFailed(
+                        f"{self.protocol} stream ended inside a frame "
+                        f"({self._decoder.buffered} byte(s) buffered)"
+                    )
+                return None
+            try:
+                chunk = await self._stream.read(_READ_CHUNK)
+            except EOFError:  # libp2p's StreamEOF
+                chunk = b""
+            except Exception as error:  # StreamReset and friends
+                raise StreamFailed(f"{self.protocol} receive failed: {_describe(error)}") from error
+            if chunk:
+                self._decoder.feed(chunk)
+            else:
+                self._eof = True
+
+    async def close(self) -> None:
+        """Close our sending side (a half-close: the peer may still send). Never raises."""
+        try:
+            await self._stream.close()
+        except Exception:
+            logger.debug("closing a %s stream failed", self.protocol, exc_info=True)
+
+    async def reset(self) -> None:
+        """Abort the stream in both directions. Never raises."""
+        await _reset_quietly(self._stream)
+
+
 # --- Net ----------------------------------------------------------------------------------
 
 
@@ -349,6 +432,7 @@ class Net:
         self.request_read_timeout = REQUEST_READ_TIMEOUT
         self.response_timeout = RESPONSE_TIMEOUT
         self._handlers: dict[str, RequestHandler] = {}
+        self._stream_handlers: dict[str, tuple[StreamHandler, int]] = {}
         self._peer_callbacks: list[PeerCallback] = []
         # Open connections per peer, as reported by the notifee (libp2p SwarmConn objects).
         self._connections: dict[ID, list[Any]] = {}
@@ -636,6 +720,70 @@ class Net:
         except Exception:
             logger.debug("closing a finished request stream failed", exc_info=True)
         return response
+
+    # --- raw frame streams ---
+
+    def set_stream_handler(
+        self, protocol: str, handler: StreamHandler, *, max_frame_size: int = MAX_FRAME_SIZE
+    ) -> None:
+        """Hand every inbound ``protocol`` stream to ``handler(remote_peer_id, stream)``.
+
+        For protocols that are not one request and one response (Bitswap). The handler runs
+        in its own task per stream and should read promptly: yamux kills a stream whose
+        reader stalls for 5 seconds while the writer is blocked (P8). When the handler
+        returns, the stream is closed; if it raises, the error is logged and the stream is
+        reset. Setting a handler again replaces it. Do not also ``set_handler`` the same
+        protocol.
+        """
+        if protocol not in self._stream_handlers:
+
+            async def stream_handler(stream: Any) -> None:
+                await self._run_stream_handler(protocol, stream)
+
+            self._host.set_stream_handler(TProtocol(protocol), stream_handler)
+        self._stream_handlers[protocol] = (handler, max_frame_size)
+
+    async def _run_stream_handler(self, protocol: str, stream: Any) -> None:
+        handler, max_frame_size = self._stream_handlers[protocol]
+        frames = FrameStream(stream, protocol, max_frame_size)
+        try:
+            await handler(frames.remote_peer, frames)
+        except Exception:
+            logger.exception("%s stream handler failed for %s", protocol, frames.remote_peer)
+            await frames.reset()
+            return
+        await frames.close()
+
+    async def open_stream(
+        self,
+        peer_id: str,
+        protocol: str,
+        *,
+        timeout: float = 30.0,
+        max_frame_size: int = MAX_FRAME_SIZE,
+    ) -> FrameStream:
+        """Open a ``protocol`` stream to ``peer_id`` (connecting first if needed).
+
+        The caller owns the stream: ``close`` it when done sending, or ``reset`` it.
+
+        Raises:
+            ValueError: ``peer_id`` is not a peer id.
+            PeerUnreachable: no known address, every dial failed, or it is our own id.
+            ProtocolNotSupported: the peer does not speak ``protocol``.
+            StreamFailed: the stream could not be opened.
+            RequestTimeout: not open within ``timeout`` seconds.
+        """
+        peer = _parse_peer_id(peer_id)
+        if peer == self._host.get_id():
+            raise PeerUnreachable("cannot open a stream to ourselves")
+        try:
+            with trio.fail_after(timeout):
+                stream = await self._open_stream_redialling(peer, protocol)
+        except trio.TooSlowError:
+            raise RequestTimeout(
+                f"opening a {protocol} stream to {peer_id} timed out after {timeout} s"
+            ) from None
+        return FrameStream(stream, protocol, max_frame_size)
 
     # --- pubsub ---
 

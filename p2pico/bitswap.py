@@ -1,0 +1,227 @@
+"""Bitswap 1.2.0 over p2pico.net: serve blocks from a block store, fetch blocks from a peer.
+
+Neighbours: protocols.bitswap (the sans-I/O codec, ``answer`` and ``FetchSession`` this module
+drives), p2pico.net (frame streams: ``set_stream_handler`` / ``open_stream``), dag.store (the
+blocks we serve), dag.block (verification of the blocks we receive).
+
+Theory of operation
+-------------------
+Bitswap is message-based, not request/response (ipfs/specs ``src/bitswap-protocol.md``).
+A client C opens a stream to the server S and writes wantlist messages on it; S answers on a
+stream **S opens to C** and C reads the answers there. So both roles share one inbound
+handler: every message arriving on an inbound ``/ipfs/bitswap/1.2.0`` stream may carry wants
+(we answer them on a new outbound stream) and blocks or presences (they settle our fetches).
+An inbound stream is read until the peer closes it, since newer Kubo keeps one stream open
+for later wants (shared/research/ipld.md §4).
+
+Serving: ``Bitswap.may_serve(peer_id, cid)`` decides, per block, whether a peer gets it.
+By default nothing is served to anyone. ``allow(peer_id, roots=...)`` lets a peer fetch every
+block reachable from ``roots`` (the set is computed from the store at that moment); ``allow``
+without roots lets it fetch anything in the store; ``revoke`` takes it back. A caller with a
+different rule passes ``may_serve=`` to the constructor instead. A block we will not give is
+answered exactly like one we do not have: a DONT_HAVE if the peer asked for one, else
+nothing. Wants we cannot serve are not remembered; a peer that wants them later asks again.
+
+Fetching: ``fetch(peer_id, cids)`` sends one wantlist (want-block, send-dont-have) on a new
+stream and waits until every CID has arrived or been refused, or the timeout passes. Each
+block's CID is recomputed from its payload prefix and bytes, and only CIDs we asked for are
+taken; each is then checked again and strictly decoded with ``Block.decode``, and a block
+that fails is dropped and logged. Blocks from other peers, or that we did not ask for, are
+ignored. Wants still open at the end are cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import trio
+
+from dag.block import Block
+from dag.cid import CID
+from dag.store import BlockStore
+from p2pico.net import FrameStream, Net, NetError
+from protocols import bitswap
+from protocols.bitswap import BitswapError, FetchSession, Message
+
+__all__ = ["FETCH_TIMEOUT", "PROTOCOL_ID", "Bitswap", "MayServe"]
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_ID: Final = bitswap.PROTOCOL_ID
+# Default wait for a fetch: the whole exchange, from dialling to the last block.
+FETCH_TIMEOUT: Final = 30.0
+# Opening the reply stream and writing all replies to one message. A peer that cannot take
+# 4 MiB in this long is too slow to serve; its wants are dropped and it may ask again.
+REPLY_TIMEOUT: Final = 20.0
+# Sending cancels after a fetch is best effort and must not hold the caller up.
+CANCEL_TIMEOUT: Final = 2.0
+
+MayServe = Callable[[str, CID], bool]
+
+
+class _Fetch:
+    """One ``fetch`` in progress: its session, the verified blocks, and a wake-up event."""
+
+    def __init__(self, cids: Iterable[CID]) -> None:
+        self.session = FetchSession(cids)
+        self.blocks: dict[CID, Block] = {}
+        self.changed = trio.Event()
+
+
+class Bitswap:
+    """Serve and fetch blocks over ``/ipfs/bitswap/1.2.0``; see the module docstring.
+
+    Create it with the Net and the block store to serve from, then call ``start`` once.
+    """
+
+    def __init__(self, net: Net, store: BlockStore, *, may_serve: MayServe | None = None) -> None:
+        self.net = net
+        self.store = store
+        self._rule = may_serve
+        # peer id -> the CIDs it may fetch, or None for everything in the store
+        self._allowed: dict[str, frozenset[CID] | None] = {}
+        self._fetches: dict[str, list[_Fetch]] = {}
+        # Blocks that arrived for a CID we wanted but failed verification or decoding.
+        self.blocks_rejected = 0
+
+    def start(self) -> None:
+        """Register the protocol handler; from now on peers can ask us and answer us."""
+        self.net.set_stream_handler(PROTOCOL_ID, self._on_stream)
+
+    # --- entitlement ---
+
+    def allow(self, peer_id: str, roots: Iterable[CID] | None = None) -> None:
+        """Let ``peer_id`` fetch the blocks reachable from ``roots`` (all blocks if None).
+
+        Reachability is computed now, from what the store holds; blocks missing from the
+        store end that branch of the walk. Replaces any earlier grant for the peer.
+        """
+        self._allowed[peer_id] = None if roots is None else frozenset(self._reachable(roots))
+
+    def revoke(self, peer_id: str) -> None:
+        """Serve ``peer_id`` nothing from now on (a no-op if it had no grant)."""
+        self._allowed.pop(peer_id, None)
+
+    def may_serve(self, peer_id: str, cid: CID) -> bool:
+        """Whether ``peer_id`` may have the block ``cid`` (if we hold it)."""
+        if self._rule is not None:
+            return self._rule(peer_id, cid)
+        if peer_id not in self._allowed:
+            return False
+        allowed = self._allowed[peer_id]
+        return allowed is None or cid in allowed
+
+    def _reachable(self, roots: Iterable[CID]) -> set[CID]:
+        seen: set[CID] = set()
+        stack = list(roots)
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            block = self.store.get_block(cid)
+            if block is not None:
+                stack.extend(block.links())
+        return seen
+
+    # --- fetching ---
+
+    async def fetch(
+        self, peer_id: str, cids: Iterable[CID], *, timeout: float = FETCH_TIMEOUT
+    ) -> dict[CID, Block]:
+        """Ask ``peer_id`` for ``cids`` and return the verified blocks it sent.
+
+        A CID is missing from the result when the peer said DONT_HAVE, sent bytes that do
+        not verify, or had not answered within ``timeout`` seconds. The blocks are not
+        stored; that is the caller's choice.
+
+        Raises:
+            ValueError: more than ``protocols.bitswap.MAX_WANTLIST_ENTRIES`` CIDs.
+            NetError: the wantlist could not be sent (unreachable peer, no Bitswap, …).
+        """
+        fetch = _Fetch(cids)
+        if fetch.session.done:
+            return {}
+        fetches = self._fetches.setdefault(peer_id, [])
+        fetches.append(fetch)  # before sending: the answer may beat us back
+        try:
+            with trio.move_on_after(timeout):
+                await self._send(peer_id, [fetch.session.request()], timeout=timeout)
+                while not fetch.session.done:
+                    await fetch.changed.wait()
+                    fetch.changed = trio.Event()
+            cancel = fetch.session.cancel()
+            if cancel is not None:
+                with trio.move_on_after(CANCEL_TIMEOUT):
+                    try:
+                        await self._send(peer_id, [cancel], timeout=CANCEL_TIMEOUT)
+                    except NetError as error:
+                        logger.debug("bitswap: cancel to %s not sent: %s", peer_id, error)
+        finally:
+            fetches.remove(fetch)
+            if not fetches:
+                del self._fetches[peer_id]
+        return fetch.blocks
+
+    async def _send(self, peer_id: str, messages: list[Message], *, timeout: float) -> None:
+        stream = await self.net.open_stream(peer_id, PROTOCOL_ID, timeout=timeout)
+        try:
+            for message in messages:
+                await stream.send_frame(bitswap.encode(message))
+        except BaseException:
+            await stream.reset()
+            raise
+        await stream.close()
+
+    # --- the inbound stream: wants to answer, answers to our wants ---
+
+    async def _on_stream(self, peer_id: str, stream: FrameStream) -> None:
+        while True:
+            try:
+                frame = await stream.receive_frame()
+            except NetError as error:
+                logger.info("bitswap: stream from %s failed: %s", peer_id, error)
+                await stream.reset()
+                return
+            if frame is None:
+                return
+            try:
+                message = bitswap.decode(frame)
+            except BitswapError as error:
+                logger.info("bitswap: bad message from %s, resetting: %s", peer_id, error)
+                await stream.reset()
+                return
+            if message.payload or message.presences:
+                self._settle(peer_id, message)
+            if message.entries:
+                await self._answer(peer_id, message)
+
+    def _settle(self, peer_id: str, message: Message) -> None:
+        for fetch in self._fetches.get(peer_id, ()):
+            for cid, data in fetch.session.receive(message):
+                try:
+                    fetch.blocks[cid] = Block.decode(cid, data)
+                except ValueError as error:  # BlockError, DagCborError, CIDError
+                    fetch.session.reject(cid)
+                    self.blocks_rejected += 1
+                    logger.warning("bitswap: rejected block %s from %s: %s", cid, peer_id, error)
+            fetch.changed.set()
+
+    async def _answer(self, peer_id: str, message: Message) -> None:
+        def lookup(cid: CID) -> bytes | None:
+            return self.store.get(cid) if self.may_serve(peer_id, cid) else None
+
+        replies, missing = bitswap.answer(message, lookup)
+        if missing:
+            logger.debug("bitswap: %s wanted %d block(s) we do not serve", peer_id, len(missing))
+        if not replies:
+            return
+        with trio.move_on_after(REPLY_TIMEOUT) as scope:
+            try:
+                await self._send(peer_id, replies, timeout=REPLY_TIMEOUT)
+            except NetError as error:
+                logger.info("bitswap: reply to %s not delivered: %s", peer_id, error)
+        if scope.cancelled_caught:
+            logger.info("bitswap: reply to %s timed out after %s s", peer_id, REPLY_TIMEOUT)

@@ -1,0 +1,157 @@
+"""p2pico.bitswap over two real libp2p nodes in this process, plus Net's frame streams."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import trio
+
+from dag.block import Block
+from dag.cid import CID, DAG_CBOR
+from dag.store import MemoryBlockStore
+from p2pico.bitswap import PROTOCOL_ID, Bitswap
+from p2pico.net import FrameStream, Net, ProtocolNotSupported, StreamFailed
+from protocols import bitswap
+from protocols.bitswap import Message, PayloadBlock, cid_prefix
+
+LEAF = Block.encode({"leaf": 1})
+ROOT = Block.encode({"root": True, "kids": [LEAF.cid]})
+OTHER = Block.encode({"unrelated": "secret"})
+RAW_BLOCK = Block.raw(b"raw bytes")
+
+
+def node(net: Net, *blocks: Block) -> Bitswap:
+    store = MemoryBlockStore()
+    store.put_many(blocks)
+    swap = Bitswap(net, store)
+    swap.start()
+    return swap
+
+
+async def test_frame_streams_carry_many_frames_both_ways(pair: tuple[Net, Net]) -> None:
+    a, b = pair
+    seen: list[bytes] = []
+
+    async def echo(peer: str, stream: FrameStream) -> None:
+        assert peer == a.peer_id
+        while (frame := await stream.receive_frame()) is not None:
+            seen.append(frame)
+            await stream.send_frame(frame[::-1])
+
+    b.set_stream_handler("/test/echo/1", echo)
+    stream = await a.open_stream(b.peer_id, "/test/echo/1")
+    assert stream.remote_peer == b.peer_id
+    for payload in (b"one", b"", b"three" * 1000):
+        await stream.send_frame(payload)
+        assert await stream.receive_frame() == payload[::-1]
+    await stream.close()
+    assert await stream.receive_frame() is None  # b's handler returned and closed its side
+    assert seen == [b"one", b"", b"three" * 1000]
+
+
+async def test_open_stream_to_a_peer_without_the_protocol(pair: tuple[Net, Net]) -> None:
+    a, b = pair
+    with pytest.raises(ProtocolNotSupported):
+        await a.open_stream(b.peer_id, "/test/none/1")
+
+
+async def test_blocks_travel_both_ways(pair: tuple[Net, Net]) -> None:
+    a, b = pair
+    swap_a = node(a, RAW_BLOCK)
+    swap_b = node(b, ROOT, LEAF)
+    swap_b.allow(a.peer_id, roots=[ROOT.cid])
+    swap_a.allow(b.peer_id)
+    with trio.fail_after(10):
+        got = await swap_a.fetch(b.peer_id, [ROOT.cid, LEAF.cid])
+    assert got == {ROOT.cid: ROOT, LEAF.cid: LEAF}
+    assert got[ROOT.cid].value == {"root": True, "kids": [LEAF.cid]}
+    with trio.fail_after(10):
+        assert await swap_b.fetch(a.peer_id, [RAW_BLOCK.cid]) == {RAW_BLOCK.cid: RAW_BLOCK}
+
+
+async def test_grants_are_per_peer_and_per_dag(pair: tuple[Net, Net]) -> None:
+    a, b = pair
+    swap_a = node(a)
+    swap_b = node(b, ROOT, LEAF, OTHER)
+    # No grant: DONT_HAVE for everything, so the fetch ends at once with nothing.
+    with trio.fail_after(5):
+        assert await swap_a.fetch(b.peer_id, [ROOT.cid, OTHER.cid]) == {}
+    # A grant for ROOT's DAG covers ROOT and LEAF, not OTHER.
+    swap_b.allow(a.peer_id, roots=[ROOT.cid])
+    assert swap_b.may_serve(a.peer_id, LEAF.cid)
+    assert not swap_b.may_serve(a.peer_id, OTHER.cid)
+    assert not swap_b.may_serve(b.peer_id, ROOT.cid)
+    with trio.fail_after(5):
+        got = await swap_a.fetch(b.peer_id, [ROOT.cid, LEAF.cid, OTHER.cid])
+    assert set(got) == {ROOT.cid, LEAF.cid}
+    swap_b.revoke(a.peer_id)
+    with trio.fail_after(5):
+        assert await swap_a.fetch(b.peer_id, [ROOT.cid]) == {}
+
+
+async def test_custom_may_serve_rule(pair: tuple[Net, Net]) -> None:
+    a, b = pair
+    swap_a = node(a)
+    store = MemoryBlockStore()
+    store.put_many([ROOT, LEAF])
+    asked: list[tuple[str, CID]] = []
+
+    def rule(peer: str, cid: CID) -> bool:
+        asked.append((peer, cid))
+        return cid == LEAF.cid
+
+    Bitswap(b, store, may_serve=rule).start()
+    with trio.fail_after(5):
+        assert await swap_a.fetch(b.peer_id, [ROOT.cid, LEAF.cid]) == {LEAF.cid: LEAF}
+    assert sorted(asked, key=str) == sorted([(a.peer_id, ROOT.cid), (a.peer_id, LEAF.cid)], key=str)
+
+
+async def evil_server(net: Net, reply: PayloadBlock) -> None:
+    """Answer every wantlist on ``net`` with ``reply`` (and nothing else)."""
+
+    async def handler(peer: str, stream: FrameStream) -> None:
+        while (frame := await stream.receive_frame()) is not None:
+            if bitswap.decode(frame).entries:
+                out = await net.open_stream(peer, PROTOCOL_ID)
+                await out.send_frame(bitswap.encode(Message(payload=(reply,))))
+                await out.close()
+
+    net.set_stream_handler(PROTOCOL_ID, handler)
+
+
+async def test_tampered_block_is_rejected(pair: tuple[Net, Net]) -> None:
+    a, b = pair
+    swap_a = node(a)
+    await evil_server(b, PayloadBlock(cid_prefix(ROOT.cid), ROOT.data + b"\x00"))
+    with trio.move_on_after(0.5) as scope:  # the real block never comes: wait out a timeout
+        got = await swap_a.fetch(b.peer_id, [ROOT.cid], timeout=0.4)
+    assert not scope.cancelled_caught
+    assert got == {}
+
+
+async def test_block_that_hashes_right_but_is_not_dag_cbor_is_rejected(
+    pair: tuple[Net, Net],
+) -> None:
+    a, b = pair
+    swap_a = node(a)
+    junk = b"\xa1"  # a map header with nothing after it: not DAG-CBOR
+    wanted = CID.of(junk, DAG_CBOR)
+    await evil_server(b, PayloadBlock(cid_prefix(wanted), junk))
+    with trio.fail_after(5):
+        assert await swap_a.fetch(b.peer_id, [wanted]) == {}  # settles at once: refused
+    assert swap_a.blocks_rejected == 1
+
+
+async def test_garbage_on_the_stream_resets_it_and_the_node_carries_on(
+    pair: tuple[Net, Net],
+) -> None:
+    a, b = pair
+    swap_a = node(a)
+    node(b, RAW_BLOCK).allow(a.peer_id)
+    stream = await a.open_stream(b.peer_id, PROTOCOL_ID)
+    await stream.send_frame(b"\x0b")  # wire type 3: not a Bitswap message
+    with trio.fail_after(5), contextlib.suppress(StreamFailed):
+        assert await stream.receive_frame() is None  # b reset the stream: the read ends
+    with trio.fail_after(5):
+        assert await swap_a.fetch(b.peer_id, [RAW_BLOCK.cid]) == {RAW_BLOCK.cid: RAW_BLOCK}
