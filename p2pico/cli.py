@@ -196,6 +196,10 @@ def cmd_log(args: argparse.Namespace) -> int:
     return _emit(_call(args, "GET", f"/api/picos/{quote(args.did, safe=':')}/log"))
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    return _emit(_call(args, "GET", f"/api/picos/{quote(args.did, safe=':')}/schedule"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2pico", description=__doc__.split("\n")[0])
     parser.add_argument("--home", help="node home folder (default ~/.p2pico or $P2PICO_HOME)")
@@ -270,8 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("did")
     log.set_defaults(func=cmd_log)
 
+    schedule = sub.add_parser("schedule", help="a pico's scheduled events (on its host)")
+    schedule.add_argument("did")
+    schedule.set_defaults(func=cmd_schedule)
+
     # --node may also follow the sub-command (SUPPRESS: do not overwrite one given before it).
-    for client in (new, ls, event, query, move, resolve, export, import_, log):
+    for client in (new, ls, event, query, move, resolve, export, import_, log, schedule):
         client.add_argument("--node", default=argparse.SUPPRESS, help="HTTP URL of the node")
     return parser
 

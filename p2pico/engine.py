@@ -22,6 +22,20 @@ worker forwards whatever is still in its inbox to the new host, in order,
 before it says "drained".  On the new host the pico starts with a second,
 "forwarded" lane that is served first until that "drained" arrives, so items
 that reached the old host first are also applied first.
+
+Scheduled events (p2pico.scheduler) are jobs in the pico's state, written
+through the same overlay as entity variables.  A job fires as an ordinary
+event Work item tagged with its id; that transaction also removes the job (or
+advances a repeat job) in the same commit.  Such items are not forwarded by a
+move: the job moved with the state and the new host fires it.
+
+Time.  ``Engine.clock`` (epoch seconds, default ``time.time``) is the engine's
+wall clock: `time:now`, event times, head timestamps and job times all come
+from it.  A transaction reads it once, on the trio thread, when it starts, and
+sees that one instant throughout (every `time:now()` in it is the same, as its
+event's time is).  So a clock that only works on the trio thread, such as
+``EPOCH + trio.current_time()`` under trio's MockClock, works, and a
+transaction's result does not depend on how long its worker thread took.
 """
 
 from __future__ import annotations
@@ -42,6 +56,7 @@ from dag.cid import CID
 from dag.did import Keypair
 from dag.head import sign_head, verify_head
 from dag.state import PicoState, RulesetState, read_state, state_blocks
+from p2pico import scheduler as sched
 from p2pico.home import Home
 
 log = logging.getLogger("p2pico.engine")
@@ -104,6 +119,7 @@ class Work:
     rid: str = ""
     name: str = ""
     args: Mapping[str, object] = field(default_factory=dict)
+    job: str = ""  # for an "event": the scheduled job it fires (p2pico.scheduler)
     done: trio.Event = field(default_factory=trio.Event)
     result: object = None
     error: BaseException | None = None
@@ -124,6 +140,8 @@ class Pico:
     seq: int
     # rid -> rule -> state of the rule's stateful `select when` (krl keeps it JSON-like)
     rule_states: dict[str, dict[str, object]] = field(default_factory=dict)
+    # job id -> scheduled job (p2pico.scheduler), in the order they were scheduled
+    schedule: dict[str, sched.Job] = field(default_factory=dict)
     inbox: trio.MemorySendChannel[Work] | None = None
     forwarded: trio.MemorySendChannel[Work] | None = None
 
@@ -136,14 +154,24 @@ class Pico:
 class Transaction:
     """The krl.Context of one event or query: reads see the overlay, writes stay in it."""
 
-    def __init__(self, pico: Pico, eci: str, txn_id: str, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        pico: Pico,
+        eci: str,
+        txn_id: str,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.pico = pico
+        self.clock = clock
         self.pico_id = pico.did
         self.eci = eci
         self.txn_id = txn_id
         self.read_only = read_only
         self.writes: dict[tuple[str, str], object] = {}
         self.rule_writes: dict[tuple[str, str], object] = {}
+        self.schedule_writes: dict[str, sched.Job | None] = {}  # None: removed
         self.directives: list[dict[str, object]] = []
         self.raised: list[tuple[krl.Event, str | None]] = []
         self.rid = ""
@@ -184,14 +212,59 @@ class Transaction:
         timespec: str | None,
         setting_name: str | None,
     ) -> str:
-        raise krl.KrlRuntimeError("schedule is not supported by this engine yet")
+        if self.read_only:
+            raise krl.KrlRuntimeError("a query cannot schedule events")
+        try:
+            job = sched.new_job(
+                rid=self.rid,
+                eci=self.eci,
+                domain=domain,
+                type=type,
+                attrs=attrs,
+                at=at,
+                timespec=timespec,
+                now=self.clock(),
+            )
+        except ValueError as e:  # CronError names the field that is wrong
+            raise krl.KrlRuntimeError(str(e)) from None
+        job_id = sched.new_job_id()
+        while job_id in self.pico.schedule or job_id in self.schedule_writes:
+            job_id = sched.new_job_id()
+        self.schedule_writes[job_id] = job
+        return job_id
+
+    def schedule_view(self) -> dict[str, sched.Job]:
+        """Every job of the pico as this transaction sees it, in the order they were made."""
+        jobs = dict(self.pico.schedule)
+        for job_id, job in self.schedule_writes.items():
+            if job is None:
+                jobs.pop(job_id, None)
+            else:
+                jobs[job_id] = job
+        return jobs
+
+    def schedule_list(self) -> list[dict[str, object]]:
+        """Every job of the pico, ``{"id", "rid", "event", "time" | "timespec"}``.
+
+        krl keeps those of the calling ruleset (and removes only their ids).
+        """
+        return [sched.public(job_id, job) for job_id, job in self.schedule_view().items()]
+
+    def schedule_remove(self, job_id: str) -> bool:
+        """Remove one job, in this transaction's overlay; False if there is no such job."""
+        if self.read_only:
+            raise krl.KrlRuntimeError("a query cannot remove scheduled events")
+        if job_id not in self.schedule_view():
+            return False
+        self.schedule_writes[job_id] = None
+        return True
 
     def raise_event(
         self, domain: str, type: str, attrs: Mapping[str, object], for_rid: str | None
     ) -> None:
         if self.read_only:
             raise krl.KrlRuntimeError("a query cannot raise events")
-        event = krl.Event(domain, type, dict(attrs), eid=self.txn_id, time=time.time())
+        event = krl.Event(domain, type, dict(attrs), eid=self.txn_id, time=self.clock())
         self.raised.append((event, for_rid))
 
     def send_directive(self, name: str, options: Mapping[str, object]) -> None:
@@ -219,15 +292,24 @@ def new_txn_id() -> str:
 class Engine:
     """Hosts picos.  Pico workers run in the nursery given to ``serve``."""
 
-    def __init__(self, home: Home, *, txn_seconds: float = TXN_MAX_SECONDS) -> None:
+    def __init__(
+        self,
+        home: Home,
+        *,
+        txn_seconds: float = TXN_MAX_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.home = home
         self.txn_seconds = txn_seconds
+        self.clock = clock  # epoch seconds; see "Time" above
         self.store = home.blocks
         self.picos: dict[str, Pico] = {}
         self._eci_index: dict[str, str] = {}
         self._nursery: trio.Nursery | None = None
         # picos hosted here that could not be loaded at start, with the reason
         self.unloadable: dict[str, str] = {}
+        # set when a hosted pico's jobs may have changed (p2pico.scheduler waits on it)
+        self._schedule_event = trio.Event()
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -266,6 +348,7 @@ class Engine:
             rulesets=rulesets,
             ent={rs.rid: dict(rs.ent) for rs in state.rulesets},
             rule_states={rs.rid: dict(rs.rules) for rs in state.rulesets if rs.rules},
+            schedule=sched.check_jobs(state.meta.get("schedule", {})),
             channels={eci: dict(ch) for eci, ch in state.channels.items()},
             head=head,
             seq=seq,
@@ -282,6 +365,7 @@ class Engine:
         for eci in pico.channels:
             self._eci_index[eci] = pico.did
         self._nursery.start_soon(self._worker, pico, recv, fwd_recv)
+        self.schedule_changed()
 
     def _detach(self, pico: Pico) -> None:
         """After a committed move: new submits no longer find the pico here."""
@@ -291,6 +375,42 @@ class Engine:
         assert pico.inbox is not None
         pico.inbox.close()
         self.home.forget_pico(pico.did)
+        self.schedule_changed()
+
+    # -- scheduled events (p2pico.scheduler) --------------------------------------------
+
+    def watch_schedule(self) -> trio.Event:
+        """An event set when the next change to any hosted pico's jobs happens."""
+        if self._schedule_event.is_set():
+            self._schedule_event = trio.Event()
+        return self._schedule_event
+
+    def schedule_changed(self) -> None:
+        self._schedule_event.set()
+
+    def schedule_of(self, did: str) -> list[dict[str, object]]:
+        """A hosted pico's jobs for operators: as KRL sees them, plus ``eci`` and ``next``."""
+        pico = self.picos.get(did)
+        if pico is None:
+            raise NotHosted(f"pico {did} is not hosted here")
+        return [
+            {**sched.public(job_id, job), "eci": job["eci"], "next": sched.due(job)}
+            for job_id, job in pico.schedule.items()
+        ]
+
+    async def fire(self, did: str, job_id: str) -> object:
+        """Run a due job's event on its pico, one transaction that also consumes the job."""
+        pico = self.picos.get(did)
+        if pico is None:
+            raise NotHosted(f"pico {did} is not hosted here")
+        job = pico.schedule.get(job_id)
+        if job is None:
+            return None
+        ev = job["event"]
+        assert isinstance(ev, dict)
+        eci = job["eci"] if job["eci"] in pico.channels else ""
+        event = krl.Event(ev["domain"], ev["type"], dict(ev["attrs"]), eid=job_id)
+        return await self.submit(did, Work("event", event=event, eci=str(eci), job=job_id))
 
     # -- creating and adopting picos ------------------------------------------------
 
@@ -389,6 +509,9 @@ class Engine:
             work.finish(result=handoff.result)
             # The inbox is closed for sending now; what is left in it goes to the new host, in order.
             async for rest in inbox:
+                if rest.job:  # the job moved with the state; the new host fires it
+                    rest.finish(error=NotHosted(f"pico {pico.did} moved before job {rest.job}"))
+                    continue
                 await handoff.forward(rest)
             await handoff.finish()
             return
@@ -398,14 +521,30 @@ class Engine:
             # KRL runs in a worker thread, so a rule spending its whole budget slows the
             # node down (the GIL) but never stops it: HTTP, libp2p and other picos go on.
             # State is committed here, on the trio thread, which owns the SQLite stores.
+            clock = self._txn_clock()
             if work.kind == "event":
                 assert work.event is not None
                 event = work.event
-                txn = await trio.to_thread.run_sync(self._evaluate_event, pico, event, work.eci)
+                fired: tuple[str, sched.Job | None] | None = None
+                if work.job:
+                    job = pico.schedule.get(work.job)
+                    if job is None:  # removed since the scheduler saw it
+                        work.finish(result={"eid": work.job, "directives": []})
+                        return
+                    fired = (work.job, sched.after_fire(job, clock()))
+                    event = krl.Event(event.domain, event.type, event.attrs, event.eid, clock())
+                try:
+                    txn = await trio.to_thread.run_sync(
+                        self._evaluate_event, pico, event, work.eci, clock, fired
+                    )
+                except (PicoError, krl.KrlError):
+                    if fired is not None:  # the job fired even though its rules failed
+                        self._consume_job(pico, event, fired)
+                    raise
                 result: object = self._apply(pico, event, txn)
             elif work.kind == "query":
                 result = await trio.to_thread.run_sync(
-                    self._run_query, pico, work.eci, work.rid, work.name, work.args
+                    self._run_query, pico, work.eci, work.rid, work.name, work.args, clock
                 )
             else:
                 raise PicoError(f"unknown work kind {work.kind!r}")
@@ -421,11 +560,28 @@ class Engine:
         if eci and eci not in pico.channels:
             raise PicoError(f"ECI not found {eci}")
 
-    def _evaluate_event(self, pico: Pico, event: krl.Event, eci: str) -> Transaction:
-        """Run every scheduled (ruleset, event) pair; the writes stay in the transaction."""
+    def _txn_clock(self) -> Callable[[], float]:
+        """The engine clock for one transaction, usable off the trio thread (see "Time")."""
+        now = self.clock()
+        return lambda: now
+
+    def _evaluate_event(
+        self,
+        pico: Pico,
+        event: krl.Event,
+        eci: str,
+        clock: Callable[[], float] = time.time,
+        fired: tuple[str, sched.Job | None] | None = None,
+    ) -> Transaction:
+        """Run every scheduled (ruleset, event) pair; the writes stay in the transaction.
+
+        ``fired`` is (job id, the job after it fired or None) when a scheduled job fires.
+        """
         self._check_channel(pico, eci)
-        txn = Transaction(pico, eci, new_txn_id())
-        budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds)
+        txn = Transaction(pico, eci, new_txn_id(), clock=clock)
+        if fired is not None:
+            txn.schedule_writes[fired[0]] = fired[1]
+        budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds, clock=clock)
         schedule: deque[tuple[InstalledRuleset, krl.Event]] = deque(
             (rs, event) for rs in pico.rulesets
         )
@@ -455,7 +611,7 @@ class Engine:
 
     def _apply(self, pico: Pico, event: krl.Event, txn: Transaction) -> dict[str, object]:
         """Commit what a transaction wrote, if anything; return the event's response."""
-        if txn.writes or txn.rule_writes:
+        if txn.writes or txn.rule_writes or txn.schedule_writes:
             ent = {rid: dict(vars) for rid, vars in pico.ent.items()}
             for (rid, name), value in txn.writes.items():
                 if value is _CLEARED:
@@ -474,19 +630,48 @@ class Engine:
                 "eid": event.eid,
                 "txn": txn.txn_id,
             }
-            self._commit(pico, ent, rules, cause)
+            schedule = txn.schedule_view() if txn.schedule_writes else pico.schedule
+            self._commit(pico, ent, rules, cause, schedule)
             self.home.set_head(pico.did, pico.head)
         return {"eid": txn.txn_id, "directives": txn.directives}
 
+    def _consume_job(
+        self, pico: Pico, event: krl.Event, fired: tuple[str, sched.Job | None]
+    ) -> None:
+        """Commit only the fired job's removal or next time (its rules failed)."""
+        schedule = dict(pico.schedule)
+        job_id, after = fired
+        if after is None:
+            schedule.pop(job_id, None)
+        else:
+            schedule[job_id] = after
+        cause = {
+            "domain": event.domain,
+            "type": event.type,
+            "eid": event.eid,
+            "txn": new_txn_id(),
+            "failed": True,  # the event's rules failed; only the job changed
+        }
+        self._commit(pico, pico.ent, pico.rule_states, cause, schedule)
+        self.home.set_head(pico.did, pico.head)
+
     def _run_query(
-        self, pico: Pico, eci: str, rid: str, name: str, args: Mapping[str, object]
+        self,
+        pico: Pico,
+        eci: str,
+        rid: str,
+        name: str,
+        args: Mapping[str, object],
+        clock: Callable[[], float] = time.time,
     ) -> object:
         self._check_channel(pico, eci)
         for rs in pico.rulesets:
             if rs.rid == rid:
-                txn = Transaction(pico, eci, new_txn_id(), read_only=True)
+                txn = Transaction(pico, eci, new_txn_id(), read_only=True, clock=clock)
                 txn.rid = rid
-                budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds)
+                budget = krl.Budget(
+                    max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds, clock=clock
+                )
                 return rs.compiled.query(name, args, txn, budget)
         raise PicoError(f"Pico doesn't have {rid} installed.")
 
@@ -497,7 +682,9 @@ class Engine:
         pico: Pico,
         ent: Mapping[str, Mapping[str, object]],
         rules: Mapping[str, Mapping[str, object]],
+        schedule: Mapping[str, sched.Job] | None = None,
     ) -> PicoState:
+        jobs = pico.schedule if schedule is None else schedule
         return PicoState(
             did=pico.did,
             rulesets=tuple(
@@ -510,7 +697,8 @@ class Engine:
                 for rs in pico.rulesets
             ),
             channels=pico.channels,
-            meta={},
+            # absent when empty, so picos without jobs keep their CIDs
+            meta={"schedule": {k: dict(v) for k, v in jobs.items()}} if jobs else {},
         )
 
     def _commit(
@@ -519,22 +707,27 @@ class Engine:
         ent: dict[str, dict[str, object]],
         rules: dict[str, dict[str, object]],
         cause: Mapping[str, object] | None,
+        schedule: dict[str, sched.Job] | None = None,
     ) -> None:
         """Write the new state and a signed head; only then does the pico see it.
 
         All blocks of a commit go to the store in one transaction; blocks it already
         holds (unchanged sub-trees, the ruleset sources) are skipped by the store.
         """
-        root, blocks = state_blocks(self.state_of(pico, ent, rules))
+        jobs = pico.schedule if schedule is None else schedule
+        root, blocks = state_blocks(self.state_of(pico, ent, rules, jobs))
         cause_block = Block.encode(cause) if cause is not None else None
         head = sign_head(
             pico.keypair,
             seq=pico.seq + 1,
             prev=pico.head if pico.seq >= 0 else None,
             state=root.cid,
-            ts=int(time.time() * 1000),
+            ts=int(self.clock() * 1000),
             cause=cause_block.cid if cause_block else None,
         )
         self.store.put_many([*blocks, *([cause_block] if cause_block else []), head])
         pico.ent, pico.rule_states = ent, rules
         pico.head, pico.seq = head.cid, pico.seq + 1
+        if jobs != pico.schedule:
+            pico.schedule = jobs
+            self.schedule_changed()

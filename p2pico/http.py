@@ -27,6 +27,7 @@ Management routes (JSON; used by the ``p2pico`` CLI):
     GET  /api/picos/:did/car        a CAR of the pico's whole history (p2pico.history)
     POST /api/import                a CAR body → {"root", "did", "seq", "blocks", "new"[, "fork"]}
     GET  /api/picos/:did/log        the chain verified newest first, with causes (and a fork)
+    GET  /api/picos/:did/schedule   the pico's scheduled events, on its host (p2pico.scheduler)
 """
 
 from __future__ import annotations
@@ -232,6 +233,14 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
         did = request.path_params["did"]
         return JSONResponse(hist.log(mesh.engine, did, current(did)))
 
+    async def schedule(request: Request) -> Response:
+        did = request.path_params["did"]
+        if not mesh.engine.hosts(did):
+            record = mesh.records.get(did)
+            where = f"; it is hosted by {record.host}" if record is not None else ""
+            raise BadRequest(f"pico {did} is not hosted here{where}", 404)
+        return JSONResponse(mesh.engine.schedule_of(did))
+
     def route(path: str, fn: Handler, methods: list[str] | None = None) -> Route:
         return Route(path, _guarded(fn), methods=methods or ALL_METHODS)
 
@@ -254,5 +263,6 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
         route("/api/picos/{did}/car", export_car, ["GET"]),
         route("/api/import", import_car, ["POST"]),
         route("/api/picos/{did}/log", log, ["GET"]),
+        route("/api/picos/{did}/schedule", schedule, ["GET"]),
     ]
     return Starlette(routes=routes)

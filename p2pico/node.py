@@ -1,7 +1,7 @@
 """``p2pico node``: one engine as a peer of the mesh, with its HTTP API.
 
 Neighbours: p2pico.cli (parses the command line), p2pico.net, p2pico.engine,
-p2pico.mesh and p2pico.http (the services started here, in this order, each
+p2pico.scheduler, p2pico.mesh and p2pico.http (the services started here, in this order, each
 with ``nursery.start`` so the next one starts only when the previous is ready).
 """
 
@@ -23,6 +23,7 @@ from p2pico.home import Home
 from p2pico.http import build_app
 from p2pico.mesh import Mesh
 from p2pico.net import serve_net
+from p2pico.scheduler import serve as serve_scheduler
 
 log = logging.getLogger("p2pico.node")
 
@@ -45,6 +46,7 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
             )
             engine = Engine(home)
             await nursery.start(engine.serve)
+            await nursery.start(serve_scheduler, engine)
             mesh = Mesh(engine, net, home)
             await nursery.start(mesh.serve)
             info: dict[str, object] = {"peer_id": net.peer_id, "multiaddrs": net.multiaddrs()}
