@@ -504,12 +504,15 @@ class Postlude:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """A rule; ``select`` is None for ``select where <expr>`` (``select_where`` is set)."""
+
     span: Span
     name: Identifier
     active: bool
-    select: EventExpr
+    select: EventExpr | None
     foreach: tuple[ForEach, ...]
     pre: tuple[Declaration, ...]
     action_block: ActionBlock | None
     postlude: Postlude | None
     within: Within | None = None
+    select_where: Expr | None = None

@@ -44,11 +44,15 @@ from .runtime import (
     KrlCallable,
     KrlFunction,
     Matcher,
+    ModuleFunction,
+    ModuleInstance,
+    ModuleUse,
     Rule,
     Ruleset,
     Run,
     StdlibFunction,
     StopRule,
+    module_error,
     to_number,
     to_plain,
     to_string,
@@ -58,7 +62,9 @@ from .runtime import (
 from .stdlib import (
     ACTIONS,
     BINARY_OPS,
+    MODULE_ACTIONS,
     MODULES,
+    REFERENCE_MODULES,
     STDLIB,
     compile_regex,
     delete_path,
@@ -93,6 +99,13 @@ class Scope:
             slot = self.names[name] = self.size
             self.size += 1
         return slot
+
+    def depth(self) -> int:
+        """How many links lead from this scope's frame to the global frame."""
+        depth, scope = 0, self.parent
+        while scope is not None:
+            depth, scope = depth + 1, scope.parent
+        return depth
 
     def resolve(self, name: str) -> tuple[int, int] | None:
         scope: Scope | None = self
@@ -160,6 +173,7 @@ class _Compiler:
         self.source = source
         self.filename = filename
         self.rid = rid
+        self.aliases: set[str] = set()  # `use module … alias A`: the prefixes A
 
     def fail(self, message: str, span: ast.Span) -> NoReturn:
         raise KrlCompileError.at(message, self.source, span.start, self.filename)
@@ -169,7 +183,18 @@ class _Compiler:
     def ruleset(self, tree: ast.Ruleset) -> Ruleset:
         meta, shares, provides = self.meta(tree)
         gscope = Scope(None)
-        global_steps, globals_pure = self.globals(tree.global_decls, gscope)
+        # `__testing` is always declared; a global may redefine it (reading this one).
+        testing_slot = gscope.declare("__testing")
+        testing = self.testing_map(tree)
+        configure, uses = self.modules(tree, gscope)
+        configured = {name for _, name, _ in configure}
+        global_steps, globals_pure = self.globals(tree.global_decls, gscope, configured)
+        globals_pure = globals_pure and all(
+            _is_pure(d.value)
+            for p in tree.meta
+            if isinstance(p, ast.Configure)
+            for d in p.declarations
+        )
         for names, what in ((shares, "shares"), (provides, "provides")):
             for ident in names:
                 if ident.name not in gscope.names:
@@ -186,9 +211,18 @@ class _Compiler:
                 rules.append(self.rule(node, gscope))
         nglobals = gscope.size
         steps = tuple(global_steps)
+        configure_steps = tuple(configure)
 
-        def global_init(run: Run) -> Frame:
+        def global_init(run: Run, instance: ModuleInstance) -> Frame:
             frame: Frame = [None] * nglobals
+            frame[0] = instance  # the global frame has no parent: it keeps its instance
+            frame[testing_slot] = testing
+            config = instance.config
+            for slot, name, default in configure_steps:
+                if config is not None and name in config:
+                    frame[slot] = config[name]
+                else:
+                    frame[slot] = default(frame, run)
             for slot, ev in steps:
                 frame[slot] = ev(frame, run)
             return frame
@@ -204,7 +238,65 @@ class _Compiler:
             globals_are_pure=globals_pure,
             source=self.source,
             filename=self.filename,
+            uses=uses,
         )
+
+    def modules(
+        self, tree: ast.Ruleset, gscope: Scope
+    ) -> tuple[list[tuple[int, str, Eval]], list[ModuleUse]]:
+        """``configure using`` parameters (global slots) and ``use module`` clauses, in
+        meta order: a ``with`` value or a default may use the parameters before it."""
+        configure: list[tuple[int, str, Eval]] = []
+        uses: list[ModuleUse] = []
+        for prop in tree.meta:
+            if isinstance(prop, ast.Configure):
+                for decl in prop.declarations:
+                    name = decl.name.name
+                    if name in gscope.names:
+                        self.fail(
+                            f"'{name}' is already declared in configure using", decl.name.span
+                        )
+                    default = self.expr(decl.value, gscope, name)
+                    configure.append((gscope.declare(name), name, default))
+            elif isinstance(prop, ast.UseModule):
+                alias = prop.alias.name if prop.alias is not None else prop.rid
+                span = prop.alias.span if prop.alias is not None else prop.span
+                if alias in self.aliases:
+                    self.fail(f"the module alias '{alias}' is used twice", span)
+                if alias == "ent":
+                    self.fail("'ent' cannot be a module alias", span)
+                values: list[tuple[str, Eval]] = []
+                for decl in prop.with_:
+                    if any(decl.name.name == n for n, _ in values):
+                        self.fail(f"'{decl.name.name}' is given twice in with", decl.name.span)
+                    values.append((decl.name.name, self.expr(decl.value, gscope)))
+                self.aliases.add(alias)
+                uses.append(ModuleUse(alias, prop.rid, tuple(values)))
+        return configure, uses
+
+    def testing_map(self, tree: ast.Ruleset) -> dict[str, object]:
+        """The generated ``__testing`` value: ``{queries: [{name, args}], events: [{domain,
+        name, attrs}]}``, from ``shares`` and every rule's events and the attributes it reads."""
+        functions = {
+            d.name.name: [p.name for p in d.value.params]
+            for d in tree.global_decls
+            if isinstance(d.value, ast.Function)
+        }
+        queries: list[object] = []
+        for prop in tree.meta:
+            if isinstance(prop, ast.MetaNames) and prop.key == "shares":
+                for ident in prop.names:
+                    queries.append({"name": ident.name, "args": functions.get(ident.name, [])})
+        events: list[object] = []
+        for rule in tree.rules:
+            pairs: dict[tuple[str, str], None] = {}
+            attrs: dict[str, None] = {}
+            if rule.select is not None:
+                _event_pairs(rule.select, pairs, attrs)
+            _attrs_read(rule, attrs)
+            for domain, etype in pairs:
+                events.append({"domain": domain, "name": etype, "attrs": list(attrs)})
+        return {"queries": queries, "events": events}
 
     def meta(
         self, tree: ast.Ruleset
@@ -213,10 +305,8 @@ class _Compiler:
         shares: list[ast.Identifier] = []
         provides: list[ast.Identifier] = []
         for prop in tree.meta:
-            if isinstance(prop, ast.UseModule):
-                self.fail("'use module' is not supported yet", prop.span)
-            if isinstance(prop, ast.Configure):
-                self.fail("'configure using' is not supported yet", prop.span)
+            if isinstance(prop, ast.UseModule | ast.Configure):
+                continue  # see modules()
             if prop.key in meta:
                 self.fail(f"meta property '{prop.key}' is given more than once", prop.span)
             if isinstance(prop, ast.MetaNames):
@@ -236,13 +326,17 @@ class _Compiler:
         self.fail(f"{what} must be a constant (a string, number, boolean or null)", node.span)
 
     def globals(
-        self, decls: Sequence[ast.Declaration], scope: Scope
+        self, decls: Sequence[ast.Declaration], scope: Scope, configured: set[str]
     ) -> tuple[list[tuple[int, Eval]], bool]:
         """Values are compiled in order (no forward references); functions see every name."""
         seen: set[str] = set()
         for decl in decls:
             if decl.name.name in seen:
                 self.fail(f"'{decl.name.name}' is already declared in global", decl.name.span)
+            if decl.name.name in configured:
+                self.fail(
+                    f"'{decl.name.name}' is already declared in configure using", decl.name.span
+                )
             seen.add(decl.name.name)
             if isinstance(decl.value, ast.Function | ast.DefAction):
                 scope.declare(decl.name.name)
@@ -265,14 +359,20 @@ class _Compiler:
     def rule(self, node: ast.Rule, gscope: Scope) -> Rule:
         scope = Scope(gscope)
         setting_names: list[str] = []
-        self.collect_settings(node.select, setting_names)
-        for name in setting_names:
-            scope.declare(name)
-        if node.within is not None or _is_stateful(node.select):
-            matcher, events = self.state_machine(node, scope)
+        if node.select is None:  # `select where <expr>`: every event, if expr is truthy
+            assert node.select_where is not None
+            matcher = self.select_where(node.select_where, scope)
+            events: frozenset[tuple[str, str]] = frozenset()
+            needs_globals = True
         else:
-            matcher, events = self.event_expr(node.select, scope)
-        needs_globals = self.has_where(node.select) or node.within is not None
+            self.collect_settings(node.select, setting_names)
+            for name in setting_names:
+                scope.declare(name)
+            if node.within is not None or _is_stateful(node.select):
+                matcher, events = self.state_machine(node, scope)
+            else:
+                matcher, events = self.event_expr(node.select, scope)
+            needs_globals = self.has_where(node.select) or node.within is not None
         loops = tuple(self.foreach(fe, scope) for fe in node.foreach)
 
         pre: list[tuple[int, Eval]] = []
@@ -318,8 +418,28 @@ class _Compiler:
                 return _run_loops(loops, 0, once, frame, run, True)
 
         return Rule(
-            node.name.name, events, tuple(setting_names), matcher, needs_globals, body, scope.size
+            node.name.name,
+            events,
+            tuple(setting_names),
+            matcher,
+            needs_globals,
+            body,
+            scope.size,
+            any_event=node.select is None,
         )
+
+    def select_where(self, node: ast.Expr, scope: Scope) -> Matcher:
+        where = self.expr(node, scope)
+        span = node.span
+
+        def match(event: Event, frame: Frame, run: Run) -> bool:
+            try:
+                return truthy(where(frame, run))
+            except KrlRuntimeError as err:
+                _annotate(err, span)
+                raise
+
+        return match
 
     def foreach(self, node: ast.ForEach, scope: Scope) -> tuple[Eval, int, int | None]:
         if len(node.setting) > 2:
@@ -344,6 +464,7 @@ class _Compiler:
         self, node: ast.Rule, scope: Scope
     ) -> tuple[Matcher, frozenset[tuple[str, str]]]:
         """A stateful select: the expression's machine, run against state kept by the Context."""
+        assert node.select is not None
         self.check_event_ops(node.select)
         patterns: list[PatternCode] = []
         numbered: dict[tuple[int, int], int] = {}
@@ -457,7 +578,7 @@ class _Compiler:
         """The attribute, setting and where checks of a pattern (None if it has none)."""
         if not node.attrs and not node.setting and node.where is None:
             return None
-        checks = tuple((a.name, self.regex(a.regex).pattern) for a in node.attrs)
+        checks = tuple((a.name, self.regex(a.regex)) for a in node.attrs)
         slots = tuple(scope.names[i.name] for i in node.setting)
         where = self.expr(node.where, scope) if node.where is not None else None
         where_span = node.where.span if node.where is not None else node.span
@@ -465,9 +586,9 @@ class _Compiler:
         def guard(event: Event, frame: Frame, run: Run) -> list[object] | None:
             captures: list[object] = []
             attrs = event.attrs
-            for name, pattern in checks:
+            for name, rx in checks:
                 value = attrs.get(name)
-                m = pattern.search("" if value is None else to_string(value))
+                m = rx.pattern.search(rx.subject("" if value is None else to_string(value)))
                 if m is None:
                     return None
                 captures.extend(m.groups())
@@ -521,13 +642,20 @@ class _Compiler:
 
     def action(self, node: ast.Action, scope: Scope) -> Exec:
         callee = node.callee
-        if isinstance(callee, ast.DomainIdentifier):
-            self.fail(
-                f"the action '{callee.domain}:{callee.name}' is not supported yet", callee.span
-            )
         if len(node.setting) > 1:
             self.fail("an action can set only one variable", node.setting[1].span)
-        if scope.resolve(callee.name) is not None:
+        if isinstance(callee, ast.DomainIdentifier):
+            if callee.domain in self.aliases:
+                call = self.module_call(callee, (), node.args, scope, node.span, action=True)
+            else:
+                builtin = MODULE_ACTIONS.get(callee.domain, {}).get(callee.name)
+                if builtin is None:
+                    self.fail(
+                        f"the action '{callee.domain}:{callee.name}' is not supported yet",
+                        callee.span,
+                    )
+                call = self.static_call(builtin, (), node.args, scope, node.span)
+        elif scope.resolve(callee.name) is not None:
             call = self.defaction_call(callee, node, scope)
         else:
             fn = ACTIONS.get(callee.name)
@@ -773,7 +901,7 @@ class _Compiler:
         if isinstance(node, ast.Identifier):
             return self.identifier(node, scope)
         if isinstance(node, ast.DomainIdentifier):
-            return self.domain_identifier(node)
+            return self.domain_identifier(node, scope)
         if isinstance(node, ast.Function | ast.DefAction):
             return self.function(node, scope, name)
         method = getattr(self, "expr_" + type(node).__name__)
@@ -813,10 +941,20 @@ class _Compiler:
             )
         self.fail(f"undefined name '{node.name}'", node.span)
 
-    def domain_identifier(self, node: ast.DomainIdentifier) -> Eval:
+    def domain_identifier(self, node: ast.DomainIdentifier, scope: Scope) -> Eval:
         if node.domain == "ent":
             rid, name = self.rid, node.name
             return lambda f, r: r.ctx.ent_get(rid, name)
+        if node.domain in self.aliases:
+            provided = self.provided(node, scope)
+
+            def module_value(f: Frame, r: Run) -> Any:
+                inner, value = provided(f, r)
+                if isinstance(value, KrlCallable) and not isinstance(value, KrlAction):
+                    return ModuleFunction(value, inner.ruleset)
+                return value
+
+            return module_value
         member = self.module_member(node)
         if isinstance(member, StdlibFunction):  # a module function used without ()
             impl = member.impl
@@ -827,11 +965,90 @@ class _Compiler:
     def module_member(self, node: ast.DomainIdentifier) -> Any:
         module = MODULES.get(node.domain)
         if module is None:
-            self.fail(f"unknown module '{node.domain}' (modules are not supported yet)", node.span)
+            if node.domain in REFERENCE_MODULES:
+                self.fail(f"the module '{node.domain}' is not supported yet", node.span)
+            self.fail(
+                f"unknown module '{node.domain}' (no 'use module … alias {node.domain}')",
+                node.span,
+            )
         member = module.get(node.name)
         if member is None:
+            if node.name in MODULE_ACTIONS.get(node.domain, {}):
+                self.fail(
+                    f"'{node.domain}:{node.name}' is an action and can only be used in an "
+                    "action block",
+                    node.span,
+                )
+            if node.domain in REFERENCE_MODULES:
+                self.fail(f"'{node.domain}:{node.name}' is not supported yet", node.span)
             self.fail(f"'{node.domain}:{node.name}' is not defined", node.span)
         return member
+
+    def provided(
+        self, node: ast.DomainIdentifier, scope: Scope
+    ) -> Callable[[Frame, Run], tuple[Run, object]]:
+        """``alias:name`` of a used module: resolved at run time to (module run, value)."""
+        alias, name, depth = node.domain, node.name, scope.depth()
+        span = (node.span.start, node.span.end)
+
+        def provided(f: Frame, r: Run) -> tuple[Run, object]:
+            g = f
+            for _ in range(depth):
+                g = g[0]
+            inner: Run | None = None
+            try:
+                instance = g[0].use(alias, g, r)  # `with` values: the user's code
+                inner = r.module_run(instance.ruleset)
+                return inner, instance.provided(alias, name, inner)  # the module's globals
+            except KrlRuntimeError as err:
+                if inner is not None:
+                    module_error(err, inner)
+                if err.span is None:
+                    err.span = span
+                raise
+
+        return provided
+
+    def module_call(
+        self,
+        callee: ast.DomainIdentifier,
+        before: tuple[Eval, ...],
+        args: Sequence[ast.Arg],
+        scope: Scope,
+        span: ast.Span,
+        action: bool = False,
+    ) -> Eval:
+        """``alias:f(…)`` (or the action ``alias:act(…)``): run as the module's code."""
+        provided = self.provided(callee, scope)
+        positional, named_list = self.arguments(args, scope)
+        evals = (*before, *positional)
+        named = tuple((k, ev) for k, ev, _ in named_list)
+        shown = f"'{callee.domain}:{callee.name}'"
+        where = (span.start, span.end)
+
+        def call(f: Frame, r: Run) -> Any:
+            inner, fn = provided(f, r)
+            if action:
+                if not isinstance(fn, KrlAction):
+                    raise KrlRuntimeError(
+                        f"{shown} is not an action (it is {type_of(fn)})", span=where
+                    )
+            elif not isinstance(fn, KrlCallable):
+                raise KrlRuntimeError(
+                    f"{shown} is not a function (it is {type_of(fn)})", span=where
+                )
+            values = [e(f, r) for e in evals]
+            kwargs = {k: ev(f, r) for k, ev in named} if named else None
+            try:
+                if isinstance(fn, KrlAction) and action:
+                    return fn.perform(inner, values, kwargs)
+                return fn.call(inner, values, kwargs)
+            except KrlRuntimeError as err:
+                module_error(err, inner)
+                _annotate(err, span)
+                raise
+
+        return call
 
     def function(self, node: ast.Function | ast.DefAction, scope: Scope, name: str) -> Eval:
         fscope = Scope(scope)
@@ -939,6 +1156,8 @@ class _Compiler:
             fn = STDLIB.get(callee.name)
             if fn is not None:
                 return self.static_call(fn, (), node.args, scope, node.span)
+        if isinstance(callee, ast.DomainIdentifier) and callee.domain in self.aliases:
+            return self.module_call(callee, (), node.args, scope, node.span)
         if isinstance(callee, ast.DomainIdentifier) and callee.domain != "ent":
             member = self.module_member(callee)
             if not isinstance(member, StdlibFunction):
@@ -949,6 +1168,8 @@ class _Compiler:
     def expr_DotCall(self, node: ast.DotCall, scope: Scope) -> Eval:
         receiver = self.expr(node.receiver, scope)
         name = node.name
+        if isinstance(name, ast.DomainIdentifier) and name.domain in self.aliases:
+            return self.module_call(name, (receiver,), node.args, scope, node.span)
         if isinstance(name, ast.DomainIdentifier):
             member = self.module_member(name)
             if not isinstance(member, StdlibFunction):
@@ -1103,3 +1324,36 @@ def _describe_callee(node: ast.Expr) -> str:
     if isinstance(node, ast.DomainIdentifier):
         return f"'{node.domain}:{node.name}'"
     return "the called value"
+
+
+def _event_pairs(
+    node: ast.EventExpr, pairs: dict[tuple[str, str], None], attrs: dict[str, None]
+) -> None:
+    """The (domain, type) pairs of an event expression, and its attribute-match names."""
+    if isinstance(node, ast.EventPattern):
+        pairs[(node.domain, node.type)] = None
+        for match in node.attrs:
+            attrs[match.name] = None
+        return
+    for arg in node.args:
+        _event_pairs(arg, pairs, attrs)
+
+
+def _attrs_read(node: object, attrs: dict[str, None]) -> None:
+    """Attribute names read as ``event:attr("x")`` or ``event:attrs{"x"}`` anywhere in ``node``."""
+    if isinstance(node, ast.Call | ast.Path | ast.Index):
+        target = node.callee if isinstance(node, ast.Call) else node.target
+        if isinstance(target, ast.DomainIdentifier) and target.domain == "event":
+            key: object = None
+            if isinstance(node, ast.Call) and target.name == "attr" and node.args:
+                key = node.args[0].value
+            elif not isinstance(node, ast.Call) and target.name == "attrs":
+                key = node.key
+            if isinstance(key, ast.String):
+                attrs[key.value] = None
+    if isinstance(node, tuple):
+        for item in node:
+            _attrs_read(item, attrs)
+    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            _attrs_read(getattr(node, f.name), attrs)

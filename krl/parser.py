@@ -526,10 +526,15 @@ class _Parser:
         if not self.at_word("select"):
             self.expected("'select' at the start of the rule body")
         self.advance()
-        self.expect_word("when", " after 'select' ('select where' is not supported yet)")
-        select = self.event_expression()
+        select: ast.EventExpr | None = None
+        select_where: ast.Expr | None = None
         within = None
-        if self.at_word("within"):
+        if self.accept_word("where"):  # salient for every event
+            select_where = self.expression()
+        else:
+            self.expect_word("when", " after 'select'")
+            select = self.event_expression()
+        if select is not None and self.at_word("within"):
             w = self.advance()
             value = self.expression()
             unit = self.tok
@@ -574,6 +579,7 @@ class _Parser:
             action_block,
             postlude,
             within,
+            select_where,
         )
 
     # -- event expressions (Pratt, with their own binding powers) -----------

@@ -34,6 +34,9 @@ __all__ = [
     "KrlAction",
     "KrlFunction",
     "KrlRegExp",
+    "ModuleFunction",
+    "ModuleInstance",
+    "ModuleUse",
     "Rule",
     "RuleResult",
     "Ruleset",
@@ -103,6 +106,48 @@ class Context(Protocol):
         timespec: str | None,
         setting_name: str | None,
     ) -> str: ...
+
+    def get_module(self, rid: str) -> Ruleset:
+        """The compiled ruleset ``rid`` installed on this pico, for `use module rid`.
+
+        Raise ``KrlRuntimeError("Module not found: RID")`` when this pico does not have
+        it. Called at most once per (using ruleset, alias) and transaction, when the
+        alias is first used; krl configures and evaluates the module itself.
+        """
+        ...
+
+    def send_event(self, target: str, domain: str, type: str, attrs: Mapping[str, object]) -> None:
+        """`event:send`: start a new transaction for the event on another (or this) pico.
+
+        ``target`` is an eci, or a DID when the options map gave ``did`` (and no eci).
+        Fire and forget: the sender gets no directives back. ``attrs`` is plain data.
+        """
+        ...
+
+    def schedule_list(self) -> list[dict[str, object]]:
+        """The scheduled jobs of this pico (`schedule:list`, `schedule:get`).
+
+        Each job is ``{"id", "rid", "event": {"domain", "type", "attrs"}}`` plus
+        ``"time"`` (epoch seconds, a one-shot job) or ``"timespec"`` (a cron string).
+        krl keeps only the jobs whose ``rid`` is the calling ruleset's, so the engine
+        may return every job of the pico.
+        """
+        ...
+
+    def schedule_remove(self, job_id: str) -> bool:
+        """`schedule:remove(id)`: cancel one job; True if it existed.
+
+        krl calls it only for ids that ``schedule_list`` gave for the calling ruleset.
+        """
+        ...
+
+    def query_pico(self, target: str, rid: str, name: str, args: Mapping[str, object]) -> object:
+        """`ctx:query(eci, rid, name, args)`: run a shared function on another pico.
+
+        ``target`` is an eci (or a DID); ``args`` is plain data. Return the query's
+        plain result, or raise ``KrlRuntimeError`` with the reason it failed.
+        """
+        ...
 
 
 class Budget:
@@ -185,12 +230,24 @@ class RuleResult:
 class KrlRegExp:
     """A compiled regex literal; ``source`` and ``flags`` are in KRL (JavaScript) form."""
 
-    __slots__ = ("flags", "pattern", "source")
+    __slots__ = ("flags", "max_subject", "pattern", "source")
 
-    def __init__(self, source: str, flags: str, pattern: re.Pattern[str]) -> None:
+    def __init__(
+        self, source: str, flags: str, pattern: re.Pattern[str], max_subject: int = 1_000_000
+    ) -> None:
         self.source = source
         self.flags = flags
         self.pattern = pattern
+        self.max_subject = max_subject  # longer subjects are refused (see krl.redos)
+
+    def subject(self, text: str) -> str:
+        """``text``, if it is short enough to match against safely."""
+        if len(text) > self.max_subject:
+            raise KrlRuntimeError(
+                f"the text is too long for {self!r}: {len(text)} characters, "
+                f"at most {self.max_subject} for this pattern"
+            )
+        return text
 
     @property
     def is_global(self) -> bool:
@@ -569,6 +626,7 @@ class Run:
         "final",
         "fired",
         "halted",
+        "host",
         "in_query",
         "last",
         "rule",
@@ -595,9 +653,20 @@ class Run:
         self.halted = False
         self.fired = False
         self.final = True  # on the last iteration of every `foreach` (or there is none)
+        self.host: Run | None = None  # inside module code: the run of the outermost user
+
+    def module_run(self, ruleset: Ruleset) -> Run:
+        """The run for code of a used module: no event, no rule, not a query (as the
+        reference's module context); the engine context and budget are shared."""
+        inner = Run(ruleset, self.ctx, None, self.budget, None)
+        inner.depth = self.depth
+        inner.host = self.host or self
+        return inner
 
     @property
     def where(self) -> str:
+        if self.host is not None:
+            return f"module {self.rid}"
         if self.in_query:
             return f"query {self.rule}"
         if self.rule is None:
@@ -610,6 +679,105 @@ class Run:
 
 
 # ---------------------------------------------------------------------------
+# Modules: `use module RID alias A with k = v`
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleUse:
+    """One `use module` clause; ``with_`` values are evaluated in the user's global frame."""
+
+    alias: str
+    rid: str
+    with_: tuple[tuple[str, Eval], ...] = ()
+
+
+class ModuleInstance:
+    """One configured copy of a ruleset: its global frame and the modules it uses.
+
+    A ruleset's *root* instance (``config`` None: ``configure using`` defaults) holds
+    the globals rules and queries see; its frame is managed by :class:`Ruleset`. A
+    used module gets a fresh instance per (user instance, alias) and transaction,
+    configured with the user's ``with`` values. The instance is kept in slot 0 of its
+    global frame, so compiled code finds the modules of the ruleset it was written in.
+    """
+
+    __slots__ = ("_frame", "_uses", "_uses_ctx", "chain", "config", "ruleset")
+
+    def __init__(
+        self, ruleset: Ruleset, config: Mapping[str, object] | None, chain: tuple[str, ...]
+    ) -> None:
+        self.ruleset = ruleset
+        self.config = config
+        self.chain = chain  # rids from the ruleset the engine runs down to this one
+        self._frame: Frame | None = None
+        self._uses_ctx: object = None
+        self._uses: dict[str, ModuleInstance] = {}
+
+    def use(self, alias: str, gframe: Frame, run: Run) -> ModuleInstance:
+        """The instance behind ``alias``, resolved at its first use in this transaction."""
+        if self._uses_ctx is not run.ctx:
+            self._uses_ctx, self._uses = run.ctx, {}
+        instance = self._uses.get(alias)
+        if instance is None:
+            clause = self.ruleset.uses[alias]
+            if clause.rid in self.chain:
+                cycle = " -> ".join((*self.chain, clause.rid))
+                raise KrlRuntimeError(f"Dependency cycle: {cycle}")
+            module = run.ctx.get_module(clause.rid)
+            if not isinstance(module, Ruleset) or module.rid != clause.rid:
+                raise KrlRuntimeError(f"Module not found: {clause.rid}")
+            config = {name: value(gframe, run) for name, value in clause.with_}
+            instance = ModuleInstance(module, config, (*self.chain, clause.rid))
+            self._uses[alias] = instance
+        return instance
+
+    def frame(self, run: Run) -> Frame:
+        """The global frame of a used module, evaluated once with ``run`` (a module run)."""
+        if self._frame is None:
+            self._frame = self.ruleset._global_init(run, self)
+        return self._frame
+
+    def provided(self, alias: str, name: str, run: Run) -> object:
+        """The value of ``name``, which the module must list in ``provides``."""
+        ruleset = self.ruleset
+        if name not in ruleset.provides:
+            raise KrlRuntimeError(f"module {ruleset.rid} (alias {alias}) does not provide '{name}'")
+        return self.frame(run)[ruleset._global_names[name]]
+
+
+class ModuleFunction(KrlCallable):
+    """A provided function read as a value (``alias:f`` without a call): calling it
+    runs the function as module code, like ``alias:f(…)`` does."""
+
+    __slots__ = ("fn", "ruleset")
+
+    def __init__(self, fn: KrlCallable, ruleset: Ruleset) -> None:
+        self.fn = fn
+        self.ruleset = ruleset
+
+    def call(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
+        inner = run.module_run(self.ruleset)
+        try:
+            return self.fn.call(inner, args, named)
+        except KrlRuntimeError as err:
+            module_error(err, inner)
+            raise
+
+    def __repr__(self) -> str:
+        return f"<krl module function {self.ruleset.rid} {self.fn!r}>"
+
+
+def module_error(err: KrlRuntimeError, run: Run) -> None:
+    """Locate an error raised by module code in the module's own source."""
+    if err.rid is None and err.span is not None:
+        err.rid = run.rid
+        err.line, err.column, _ = line_column(run.ruleset.source, err.span[0])
+        host = run.host
+        if host is not None and err.rule is None:
+            err.rule = f"used by {host.rid}" + (f" {host.where}" if host.rule else "")
+
+
+# ---------------------------------------------------------------------------
 # Compiled rulesets
 
 Matcher = Callable[[Event, Frame, "Run"], bool]
@@ -617,9 +785,21 @@ Matcher = Callable[[Event, Frame, "Run"], bool]
 
 
 class Rule:
-    """A compiled rule: which events it listens for, its matcher and its body."""
+    """A compiled rule: which events it listens for, its matcher and its body.
 
-    __slots__ = ("body", "events", "matcher", "name", "needs_globals", "nslots", "setting_names")
+    ``any_event`` is set for ``select where``: the rule is salient for every event.
+    """
+
+    __slots__ = (
+        "any_event",
+        "body",
+        "events",
+        "matcher",
+        "name",
+        "needs_globals",
+        "nslots",
+        "setting_names",
+    )
 
     def __init__(
         self,
@@ -630,7 +810,9 @@ class Rule:
         needs_globals: bool,
         body: Callable[[Frame, Run], bool],
         nslots: int,
+        any_event: bool = False,
     ) -> None:
+        self.any_event = any_event
         self.name = name
         self.events = events  # salience: the (domain, type) pairs that can match
         self.setting_names = setting_names  # occupy slots 1..n of the rule frame
@@ -655,10 +837,11 @@ class Ruleset:
         provides: frozenset[str],
         rules: tuple[Rule, ...],
         global_names: Mapping[str, int],
-        global_init: Callable[[Run], Frame],
+        global_init: Callable[[Run, ModuleInstance], Frame],
         globals_are_pure: bool,
         source: str,
         filename: str,
+        uses: Sequence[ModuleUse] = (),
     ) -> None:
         self.rid = rid
         self.meta = meta
@@ -667,16 +850,21 @@ class Ruleset:
         self.rules = rules
         self.source = source
         self.filename = filename
+        self.uses: dict[str, ModuleUse] = {u.alias: u for u in uses}
         self._global_names = global_names
         self._global_init = global_init
+        self._root = ModuleInstance(self, None, (rid,))
         self._pure_frame: Frame | None = None
         self._globals_are_pure = globals_are_pure
         self._cached_ctx: object = None
         self._cached_frame: Frame | None = None
-        self._salient: dict[tuple[str, str], tuple[Rule, ...]] = {}
-        for rule in rules:
-            for key in rule.events:
-                self._salient[key] = (*self._salient.get(key, ()), rule)
+        # `select where` rules are salient for every event, in source order with the rest.
+        self._any_event = tuple(rule for rule in rules if rule.any_event)
+        keys = {key for rule in rules for key in rule.events}
+        self._salient: dict[tuple[str, str], tuple[Rule, ...]] = {
+            key: tuple(rule for rule in rules if rule.any_event or key in rule.events)
+            for key in keys
+        }
 
     def __repr__(self) -> str:
         return f"<krl ruleset {self.rid}>"
@@ -687,13 +875,13 @@ class Ruleset:
         """The global frame; computed once if pure, else once per transaction (context)."""
         if self._globals_are_pure:
             if self._pure_frame is None:
-                self._pure_frame = self._global_init(run)
+                self._pure_frame = self._global_init(run, self._root)
             return self._pure_frame
         if self._cached_ctx is not run.ctx or self._cached_frame is None:
             rule, in_query = run.rule, run.in_query
             run.rule, run.in_query = None, False
             try:
-                frame = self._global_init(run)
+                frame = self._global_init(run, self._root)
             finally:
                 run.rule, run.in_query = rule, in_query
             self._cached_ctx, self._cached_frame = run.ctx, frame
@@ -715,7 +903,7 @@ class Ruleset:
         This is the reference engine's order: a rule's ``where`` sees what earlier
         rules wrote, and a rule skipped by ``last`` (stop iterating) keeps its state.
         """
-        for rule in self._salient.get((event.domain, event.type), ()):
+        for rule in self._salient.get((event.domain, event.type), self._any_event):
             run = Run(self, ctx, event, budget, rule.name)
             with self._errors(run):
                 gframe = self._globals(run) if rule.needs_globals else None
@@ -739,7 +927,7 @@ class Ruleset:
 
     def query(self, name: str, args: Mapping[str, object], ctx: Context, budget: Budget) -> object:
         """Call a shared function by parameter name, or return a shared value."""
-        if name not in self.shares:
+        if name not in self.shares and name != "__testing":
             raise KrlRuntimeError(f"Not shared: {name}")
         run = Run(self, ctx, None, budget, name, in_query=True)
         with self._errors(run):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import KrlRuntimeError
+from .redos import check_regex
 from .runtime import (
     KrlRegExp,
     Run,
@@ -46,6 +47,8 @@ __all__ = [
     "ACTIONS",
     "BINARY_OPS",
     "MODULES",
+    "MODULE_ACTIONS",
+    "REFERENCE_MODULES",
     "STDLIB",
     "compile_regex",
     "delete_path",
@@ -104,11 +107,13 @@ def compile_regex(source: str, flags: str = "") -> KrlRegExp:
         py_flags |= re.IGNORECASE
     if "m" in flags:
         py_flags |= re.MULTILINE
+    translated = _translate_regex(source, "m" in flags)
     try:
-        pattern = re.compile(_translate_regex(source, "m" in flags), py_flags)
+        pattern = re.compile(translated, py_flags)
     except re.error as err:
         raise ValueError(f"invalid regular expression re#{source}#: {err}") from None
-    return KrlRegExp(source, "".join(f for f in "gim" if f in flags), pattern)
+    max_subject = check_regex(source, translated, py_flags)  # ValueError if unsafe
+    return KrlRegExp(source, "".join(f for f in "gim" if f in flags), pattern, max_subject)
 
 
 def _regex_arg(value: object) -> KrlRegExp:
@@ -172,7 +177,8 @@ def op_neg(a: object) -> object:
 
 
 def op_like(a: object, b: object) -> bool:
-    return _regex_arg(b).pattern.search(to_string(a)) is not None
+    rx = _regex_arg(b)
+    return rx.pattern.search(rx.subject(to_string(a))) is not None
 
 
 def op_cmp(a: object, b: object) -> int:
@@ -428,14 +434,14 @@ def _match(run: Run, value: object = None, regex: object = None) -> bool:
         regex = _regex_arg(regex)
     elif not isinstance(regex, KrlRegExp):
         return False
-    return regex.pattern.search(to_string(value)) is not None
+    return regex.pattern.search(regex.subject(to_string(value))) is not None
 
 
 def _extract(run: Run, value: object = None, regex: object = _MISSING) -> list[object]:
     if regex is _MISSING:
         return []
     rx = _regex_arg(regex)
-    text = to_string(value)
+    text = rx.subject(to_string(value))
     if rx.is_global:
         return [m.group(0) for m in rx.pattern.finditer(text)]
     m = rx.pattern.search(text)
@@ -445,7 +451,7 @@ def _extract(run: Run, value: object = None, regex: object = _MISSING) -> list[o
 def _split(run: Run, value: object = None, sep: object = None) -> list[object]:
     text = to_string(value)
     if isinstance(sep, KrlRegExp):
-        return [p for p in sep.pattern.split(text)]
+        return [p for p in sep.pattern.split(sep.subject(text))]
     s = to_string(sep)
     if s == "":
         return list(text)
@@ -482,6 +488,7 @@ def _replace(
     text = to_string(value)
     if isinstance(regex, KrlRegExp) or is_callable(repl):
         rx = _regex_arg(regex)
+        rx.subject(text)
         count = 0 if rx.is_global else 1
         if is_callable(repl):
 
@@ -865,12 +872,17 @@ def _send_directive(run: Run, name: object = None, options: object = None) -> ob
     plain = to_plain(options, "directive options")
     directive_name = to_string(name)
     run.ctx.send_directive(directive_name, plain)
-    event = run.event
+    origin = run.host or run  # a module's directive belongs to the rule that used it
+    event = origin.event
     return {
         "type": "directive",
         "name": directive_name,
         "options": plain,
-        "meta": {"rid": run.rid, "rule_name": run.rule, "txnId": event.eid if event else None},
+        "meta": {
+            "rid": origin.rid,
+            "rule_name": origin.rule,
+            "txnId": event.eid if event else None,
+        },
     }
 
 
@@ -1411,3 +1423,126 @@ MODULES["random"] = {
     "integer": _fn("integer", "upper lower", _random_integer),
     "number": _fn("number", "upper lower", _random_number),
 }
+
+
+# ---------------------------------------------------------------------------
+# Modules that reach the engine: event:send, schedule:*, ctx:query (Context methods)
+
+
+def _text(value: object, what: str) -> str:
+    """A non-empty string argument, or a KrlRuntimeError naming ``what``."""
+    if not isinstance(value, str) or not value:
+        raise KrlRuntimeError(f"{what} (a String), not {to_string(value)}")
+    return value
+
+
+def _event_send(run: Run, options: object = None, host: object = None) -> None:
+    """`event:send({"eci" | "did" | "sub", "domain", "name" | "type", "attrs"}, host)`."""
+    if not isinstance(options, dict):
+        raise KrlRuntimeError(f"event:send expects a Map of options, not {type_of(options)}")
+    target = options.get("eci")
+    sub = options.get("sub")
+    if is_null(target) and isinstance(sub, dict):  # a subscription: its Tx channel
+        target = sub.get("Tx")
+        if not truthy(host):
+            host = sub.get("Tx_host")
+    if truthy(host):
+        raise KrlRuntimeError(
+            f"event:send: host is not supported; address the pico by DID (host {to_string(host)})"
+        )
+    if is_null(target):
+        target = options.get("did")
+    kind = options.get("name")
+    if is_null(kind):
+        kind = options.get("type")
+    attrs = options.get("attrs")
+    if is_null(attrs):
+        attrs = {}
+    if not isinstance(attrs, dict):
+        raise KrlRuntimeError(f"event:send attrs must be a Map, not {type_of(attrs)}")
+    run.ctx.send_event(
+        _text(target, "event:send needs an eci or a did"),
+        _text(options.get("domain"), "event:send needs a domain"),
+        _text(kind, "event:send needs a name"),
+        to_plain(attrs, "event attributes"),
+    )
+
+
+def _own_jobs(run: Run) -> list[dict[str, Any]]:
+    """The calling ruleset's scheduled jobs, as KRL sees them (the reference's shape)."""
+    jobs = []
+    for job in run.ctx.schedule_list():
+        if job.get("rid", run.rid) != run.rid:
+            continue
+        event = job.get("event")
+        event = event if isinstance(event, dict) else {}
+        view: dict[str, Any] = {"id": job.get("id")}
+        if job.get("time") is not None:
+            seconds = to_number(job.get("time"))
+            view["type"] = "at"
+            view["time"] = normalize(round(seconds * 1000)) if seconds is not None else None
+        else:
+            view["type"] = "repeat"
+            view["timespec"] = job.get("timespec")
+        view["event"] = {
+            "domain": event.get("domain"),
+            "name": event.get("type", event.get("name")),
+            "attrs": event.get("attrs") or {},
+        }
+        jobs.append(to_plain(view, "a scheduled job"))
+    return jobs
+
+
+def _schedule_get(run: Run, job_id: object = None) -> object:
+    wanted = to_string(job_id)
+    return next((job for job in _own_jobs(run) if job["id"] == wanted), None)
+
+
+def _schedule_remove(run: Run, job_id: object = None) -> bool:
+    wanted = to_string(job_id)
+    if not any(job["id"] == wanted for job in _own_jobs(run)):
+        return False  # not this ruleset's job: leave it alone
+    return bool(run.ctx.schedule_remove(wanted))
+
+
+def _schedule_clear(run: Run) -> None:
+    for job in _own_jobs(run):
+        run.ctx.schedule_remove(to_string(job["id"]))
+
+
+def _ctx_query(
+    run: Run, eci: object = None, rid: object = None, name: object = None, args: object = None
+) -> object:
+    if is_null(args):
+        args = {}
+    if not isinstance(args, dict):
+        raise KrlRuntimeError(f"ctx:query args must be a Map, not {type_of(args)}")
+    return run.ctx.query_pico(
+        _text(eci, "ctx:query needs an eci"),
+        _text(rid, "ctx:query needs a rid"),
+        _text(name, "ctx:query needs a name"),
+        to_plain(args, "query arguments"),
+    )
+
+
+MODULES["schedule"] = {
+    "list": _fn("list", "", _own_jobs),
+    "get": _fn("get", "id", _schedule_get),
+}
+MODULES["ctx"] = {
+    "query": _fn("query", "eci rid name args", _ctx_query),
+    "picoId": lambda run: run.ctx.pico_id,
+    "rid": lambda run: run.rid,
+}
+
+MODULE_ACTIONS: dict[str, dict[str, StdlibFunction]] = {
+    "event": {"send": _fn("send", "options host", _event_send)},
+    "schedule": {
+        "remove": _fn("remove", "id", _schedule_remove),
+        "clear": _fn("clear", "", _schedule_clear),
+    },
+}
+
+# Modules of the reference engine that krl lacks or has only in part: using a member
+# krl does not have is a "not supported yet" compile error rather than "not defined".
+REFERENCE_MODULES = frozenset({"app", "ctx", "dido", "engine", "http", "indy", "keys", "ursa"})

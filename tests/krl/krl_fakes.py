@@ -24,6 +24,13 @@ class FakeContext:
         self.scheduled: list[
             tuple[str, str, Mapping[str, object], float | None, str | None, str | None]
         ] = []
+        self.modules: dict[str, krl.Ruleset] = {}  # the rulesets "installed" on the pico
+        self.module_lookups: list[str] = []
+        self.sent: list[tuple[str, str, str, Mapping[str, object]]] = []
+        self.jobs: list[dict[str, object]] = []  # what schedule_list reports
+        self.removed: list[str] = []
+        self.queries: list[tuple[str, str, str, Mapping[str, object]]] = []
+        self.query_result: object = None
 
     def ent_get(self, rid: str, name: str) -> object:
         return self.ents.get((rid, name))
@@ -56,6 +63,28 @@ class FakeContext:
     ) -> str:
         self.scheduled.append((domain, type, attrs, at, timespec, setting_name))
         return f"job-{len(self.scheduled)}"
+
+    def get_module(self, rid: str) -> krl.Ruleset:
+        self.module_lookups.append(rid)
+        if rid not in self.modules:
+            raise krl.KrlRuntimeError(f"Module not found: {rid}")
+        return self.modules[rid]
+
+    def send_event(self, target: str, domain: str, type: str, attrs: Mapping[str, object]) -> None:
+        self.sent.append((target, domain, type, attrs))
+
+    def schedule_list(self) -> list[dict[str, object]]:
+        return copy.deepcopy(self.jobs)
+
+    def schedule_remove(self, job_id: str) -> bool:
+        before = len(self.jobs)
+        self.jobs = [job for job in self.jobs if job["id"] != job_id]
+        self.removed.append(job_id)
+        return len(self.jobs) < before
+
+    def query_pico(self, target: str, rid: str, name: str, args: Mapping[str, object]) -> object:
+        self.queries.append((target, rid, name, args))
+        return self.query_result
 
     def rule_state_get(self, rid: str, rule: str) -> object:
         return self.rule_states.get((rid, rule))

@@ -145,11 +145,25 @@ COMPILE_CASES = [
         id="share-undeclared",
     ),
     pytest.param(
-        "ruleset a { meta { use module b } }",
-        "line 1, column 20: 'use module' is not supported yet\n"
-        "ruleset a { meta { use module b } }\n"
-        "                   ^",
-        id="use-module-not-supported",
+        "ruleset a { meta { use module b alias m use module c alias m } }",
+        "line 1, column 60: the module alias 'm' is used twice\n"
+        "ruleset a { meta { use module b alias m use module c alias m } }\n"
+        "                                                           ^",
+        id="module-alias-twice",
+    ),
+    pytest.param(
+        "ruleset a { global { x = ctx:newPico } }",
+        "line 1, column 26: 'ctx:newPico' is not supported yet\n"
+        "ruleset a { global { x = ctx:newPico } }\n"
+        "                         ^",
+        id="ctx-member-not-supported",
+    ),
+    pytest.param(
+        'ruleset a { rule r { select when a b http:post("u") } }',
+        "line 1, column 38: the action 'http:post' is not supported yet\n"
+        'ruleset a { rule r { select when a b http:post("u") } }\n'
+        "                                     ^",
+        id="http-action-not-supported",
     ),
     pytest.param(
         "ruleset a { rule r { select when any 2 (a b, c d) } }",
