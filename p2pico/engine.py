@@ -69,6 +69,9 @@ DRAIN_TIMEOUT = 30.0
 # (ruleset, event) steps in one transaction; stops raise loops that do little KRL work.
 MAX_SCHEDULE_STEPS = 10_000
 TXN_MAX_STEPS = 2_000_000
+# ctx:query waits this long for the other pico (pico-engine's sendQuery waits 10 s);
+# it also ends a query cycle (A queries B, which queries A) with an error.
+QUERY_TIMEOUT = 10.0
 TXN_MAX_SECONDS = 5.0
 
 
@@ -87,6 +90,16 @@ class Busy(PicoError):
 
 
 _CLEARED = object()
+
+QueryHook = Callable[[str, str, str, dict[str, object]], Awaitable[object]]
+
+
+def _with_timeout(seconds: float, hook: QueryHook, *args: Any) -> Callable[[], Awaitable[object]]:
+    async def run() -> object:
+        with trio.fail_after(seconds):
+            return await hook(*args)
+
+    return run
 
 
 @dataclass
@@ -172,6 +185,9 @@ class Transaction:
         self.writes: dict[tuple[str, str], object] = {}
         self.rule_writes: dict[tuple[str, str], object] = {}
         self.schedule_writes: dict[str, sched.Job | None] = {}  # None: removed
+        # event:send calls, dispatched only once the transaction has committed
+        self.sends: list[tuple[str, str, str, dict[str, object]]] = []
+        self.engine: Engine | None = None  # set by the engine for module and query look-ups
         self.directives: list[dict[str, object]] = []
         self.raised: list[tuple[krl.Event, str | None]] = []
         self.rid = ""
@@ -232,6 +248,32 @@ class Transaction:
             job_id = sched.new_job_id()
         self.schedule_writes[job_id] = job
         return job_id
+
+    def get_module(self, rid: str) -> krl.Ruleset:
+        for rs in self.pico.rulesets:
+            if rs.rid == rid:
+                return rs.compiled
+        raise krl.KrlRuntimeError(f"Module not found: {rid}")
+
+    def send_event(self, target: str, domain: str, type: str, attrs: Mapping[str, object]) -> None:
+        if self.read_only:
+            raise krl.KrlRuntimeError("a query cannot send events")
+        self.sends.append((target, domain, type, dict(attrs)))
+
+    def query_pico(self, target: str, rid: str, name: str, args: Mapping[str, object]) -> object:
+        if target in (self.pico.did, *self.pico.channels):
+            raise krl.KrlRuntimeError(
+                "a pico cannot query itself during a transaction; call the function directly"
+            )
+        if self.engine is None or self.engine.query_hook is None:
+            raise krl.KrlRuntimeError("ctx:query needs an engine on a mesh")
+        hook = self.engine.query_hook
+        try:
+            with_timeout = _with_timeout(QUERY_TIMEOUT, hook, target, rid, name, dict(args))
+            return trio.from_thread.run(with_timeout)
+        except (PicoError, trio.TooSlowError) as e:
+            reason = str(e) or f"no answer within {QUERY_TIMEOUT:g} s"
+            raise krl.KrlRuntimeError(f"query {rid}/{name} on {target} failed: {reason}") from None
 
     def schedule_view(self) -> dict[str, sched.Job]:
         """Every job of the pico as this transaction sees it, in the order they were made."""
@@ -310,6 +352,12 @@ class Engine:
         self.unloadable: dict[str, str] = {}
         # set when a hosted pico's jobs may have changed (p2pico.scheduler waits on it)
         self._schedule_event = trio.Event()
+        # Set by p2pico.mesh: deliver an event:send, and run a ctx:query, anywhere in
+        # the mesh (target is a DID or an ECI).  Without them only local picos are reached.
+        self.send_hook: Callable[[str, str, str, dict[str, object]], Awaitable[object]] | None = (
+            None
+        )
+        self.query_hook: QueryHook | None = None
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -579,6 +627,7 @@ class Engine:
         """
         self._check_channel(pico, eci)
         txn = Transaction(pico, eci, new_txn_id(), clock=clock)
+        txn.engine = self
         if fired is not None:
             txn.schedule_writes[fired[0]] = fired[1]
         budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds, clock=clock)
@@ -633,7 +682,24 @@ class Engine:
             schedule = txn.schedule_view() if txn.schedule_writes else pico.schedule
             self._commit(pico, ent, rules, cause, schedule)
             self.home.set_head(pico.did, pico.head)
+        for send in txn.sends:  # fire and forget, and only what a committed transaction sent
+            assert self._nursery is not None
+            self._nursery.start_soon(self._send, *send)
         return {"eid": txn.txn_id, "directives": txn.directives}
+
+    async def _send(self, target: str, domain: str, type: str, attrs: dict[str, object]) -> None:
+        """Deliver one event:send; failures are logged, as the sender gets no answer."""
+        try:
+            if self.send_hook is not None:
+                await self.send_hook(target, domain, type, attrs)
+                return
+            did = target if target in self.picos else self._eci_index.get(target)
+            if did is None:
+                raise NotHosted(f"{target} is not a pico of this engine")
+            eci = "" if target == did else target
+            await self.submit(did, Work("event", event=krl.Event(domain, type, attrs), eci=eci))
+        except PicoError as e:
+            log.warning("event:send %s:%s to %s failed: %s", domain, type, target, e)
 
     def _consume_job(
         self, pico: Pico, event: krl.Event, fired: tuple[str, sched.Job | None]
@@ -668,6 +734,7 @@ class Engine:
         for rs in pico.rulesets:
             if rs.rid == rid:
                 txn = Transaction(pico, eci, new_txn_id(), read_only=True, clock=clock)
+                txn.engine = self
                 txn.rid = rid
                 budget = krl.Budget(
                     max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds, clock=clock

@@ -47,7 +47,6 @@ from p2pico import history as hist
 from p2pico.engine import PicoError
 from p2pico.mesh import Mesh
 from protocols.location import LocationRecord
-from protocols.messages import Target
 
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 # Attributes and query arguments larger than this are refused with a 413.
@@ -113,16 +112,12 @@ def _guarded(fn: Handler) -> Handler:
 
 
 def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlette:
-    async def target(eci_or_did: str) -> Target:
-        did = await mesh.did_of(eci_or_did)
-        return Target(did, None if eci_or_did.startswith("did:") else eci_or_did)
-
     async def sky_event(request: Request) -> Response:
         p = request.path_params
         attrs = await _attrs(request)
         if p.get("eid", "none") != "none":
             attrs.setdefault("__eid", p["eid"])
-        return _json(await mesh.event(await target(p["eci"]), p["domain"], p["type"], attrs))
+        return _json(await mesh.event(await mesh.target(p["eci"]), p["domain"], p["type"], attrs))
 
     async def sky_cloud(request: Request) -> Response:
         p = request.path_params
@@ -130,7 +125,9 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
         for suffix in (".html", ".txt"):
             if name.endswith(suffix):
                 name, kind = name[: -len(suffix)], suffix[1:]
-        result = await mesh.query(await target(p["eci"]), p["rid"], name, await _attrs(request))
+        result = await mesh.query(
+            await mesh.target(p["eci"]), p["rid"], name, await _attrs(request)
+        )
         if kind == "html":
             return Response(str(result if result is not None else ""), media_type="text/html")
         if kind == "txt":

@@ -95,6 +95,9 @@ class Mesh:
         self._nursery: trio.Nursery | None = None
         self.equivocations: list[tuple[LocationRecord, LocationRecord]] = []
         self._records_changed = trio.Event()
+        # event:send and ctx:query from KRL reach any pico of the mesh
+        engine.send_hook = self._send_from_pico
+        engine.query_hook = self._query_from_pico
 
     @property
     def peer_id(self) -> str:
@@ -271,7 +274,22 @@ class Mesh:
             raise PicoError(f"ECI not found {target}")
         return self.eci_dids[target]
 
-    # -- requests (from HTTP or from peers) -------------------------------------------
+    # -- requests (from HTTP, from peers, and from KRL) -----------------------------------
+
+    async def target(self, eci_or_did: str) -> Target:
+        """A DID or ECI as a routable target; an ECI stays in it for the host's channel check."""
+        did = await self.did_of(eci_or_did)
+        return Target(did, None if eci_or_did.startswith("did:") else eci_or_did)
+
+    async def _send_from_pico(
+        self, to: str, domain: str, type: str, attrs: dict[str, object]
+    ) -> object:
+        return await self.event(await self.target(to), domain, type, attrs)
+
+    async def _query_from_pico(
+        self, to: str, rid: str, name: str, args: dict[str, object]
+    ) -> object:
+        return await self.query(await self.target(to), rid, name, args)
 
     async def event(
         self,
