@@ -128,12 +128,33 @@ def _verify(block: Block) -> Head:
 
 def verify_chain(get: Callable[[CID], Block | None], head_cid: CID) -> list[Head]:
     """Verify the chain from `head_cid` back to genesis; return it oldest first."""
+    return _chain(get, head_cid, truncated_ok=False)[0]
+
+
+def verify_chain_tail(
+    get: Callable[[CID], Block | None], head_cid: CID
+) -> tuple[list[Head], CID | None]:
+    """Like verify_chain, but a missing older head ends the chain instead of failing.
+
+    Returns the heads that are present, oldest first, and the CID of the first missing `prev`
+    (None when the chain reaches genesis).  After a GC with a retention window
+    (dag/gc.py) the heads before the window are gone; every head kept still verifies.
+    """
+    return _chain(get, head_cid, truncated_ok=True)
+
+
+def _chain(
+    get: Callable[[CID], Block | None], head_cid: CID, *, truncated_ok: bool
+) -> tuple[list[Head], CID | None]:
     chain: list[Head] = []
     cid: CID | None = head_cid
     while cid is not None:
         want = f"seq {chain[-1].seq - 1}" if chain else "the newest head"
         block = get(cid)
         if block is None:
+            if truncated_ok and chain:
+                chain.reverse()
+                return chain, cid
             raise InvalidHead(f"missing head block {cid} ({want})")
         if block.cid != cid:
             raise InvalidHead(f"asked for head {cid} ({want}) but got block {block.cid}")
@@ -156,7 +177,7 @@ def verify_chain(get: Callable[[CID], Block | None], head_cid: CID) -> list[Head
         chain.append(head)
         cid = head.prev
     chain.reverse()
-    return chain
+    return chain, None
 
 
 def detect_fork(a: Head, b: Head) -> bool:

@@ -57,6 +57,14 @@ class MemoryBlockStore:
         data = self._blocks.get(cid)
         return None if data is None else Block.decode(cid, data)
 
+    def delete_many(self, cids: Iterable[CID]) -> int:
+        """Delete these blocks (absent ones are skipped); return how many were deleted."""
+        n = 0
+        for cid in cids:
+            if self._blocks.pop(cid, None) is not None:
+                n += 1
+        return n
+
     def cids(self) -> Iterator[CID]:
         return iter(list(self._blocks))
 
@@ -102,6 +110,19 @@ class SqliteBlockStore:
     def get_block(self, cid: CID) -> Block | None:
         data = self.get(cid)
         return None if data is None else Block.decode(cid, data)
+
+    def delete_many(self, cids: Iterable[CID]) -> int:
+        """Delete these blocks in one transaction; return how many were deleted."""
+        rows = [(cid.buffer,) for cid in cids]
+        before = self._db.total_changes
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("DELETE FROM blocks WHERE cid = ?", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return self._db.total_changes - before
 
     def cids(self) -> Iterator[CID]:
         rows = self._db.execute("SELECT cid FROM blocks").fetchall()
