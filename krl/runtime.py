@@ -149,6 +149,64 @@ class Context(Protocol):
         """
         ...
 
+    # -- ctx: pico management (catalog §2.7). Arguments are plain data (or None when
+    # KRL gave null); the engine validates them and raises ``KrlRuntimeError`` with the
+    # reference's message. Changes belong to the transaction, like entity writes.
+
+    def channels(self) -> list[dict[str, object]]:
+        """`ctx:channels`: ``{id, tags, eventPolicy, queryPolicy, familyChannelPicoID}``
+        for every channel of this pico, sorted by id."""
+        ...
+
+    def new_channel(
+        self, tags: object, event_policy: object, query_policy: object
+    ) -> dict[str, object]:
+        """`ctx:newChannel`: make a channel (a None policy allows all); return its record."""
+        ...
+
+    def put_channel(
+        self, eci: str, tags: object, event_policy: object, query_policy: object
+    ) -> None:
+        """`ctx:putChannel`: replace what is given (not None) on a channel."""
+        ...
+
+    def upsert_channel(self, tags: object, event_policy: object, query_policy: object) -> None:
+        """`ctx:upsertChannel`: update the channel with these (sorted) tags, or make one."""
+        ...
+
+    def del_channel(self, eci: str) -> None:
+        """`ctx:delChannel`: delete a channel (family channels cannot be deleted)."""
+        ...
+
+    def rulesets(self) -> list[dict[str, object]]:
+        """`ctx:rulesets`: ``{rid, url, config, meta}`` for each installed ruleset."""
+        ...
+
+    def install(self, url_or_source: str, config: Mapping[str, object]) -> str:
+        """`ctx:install`: install (or reinstall) a ruleset from a URL or KRL source; its rid."""
+        ...
+
+    def uninstall(self, rid: str) -> None:
+        """`ctx:uninstall`: remove a ruleset and its entity variables."""
+        ...
+
+    def parent(self) -> str | None:
+        """`ctx:parent`: the eci this pico uses to reach its parent, None for a root pico."""
+        ...
+
+    def children(self) -> list[str]:
+        """`ctx:children`: the family ecis of this pico's children."""
+        ...
+
+    def new_pico(self, rulesets: object) -> str:
+        """`ctx:newPico`: make a child pico (``rulesets``: a list of ``{url, config}``, or
+        None); return the eci of its family channel, which only this pico may use."""
+        ...
+
+    def del_pico(self, eci: str) -> None:
+        """`ctx:delPico`: delete the child behind one of ``children()``, recursively."""
+        ...
+
 
 class Budget:
     """Bounds the work one transaction may do: steps, wall-clock time and call depth.

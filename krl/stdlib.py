@@ -1525,6 +1525,85 @@ def _ctx_query(
     )
 
 
+def _plain_or_none(value: object, what: str) -> object:
+    return None if is_null(value) else to_plain(value, what)
+
+
+def _ctx_new_pico(run: Run, rulesets: object = None) -> str:
+    return run.ctx.new_pico(_plain_or_none(rulesets, "ctx:newPico rulesets"))
+
+
+def _ctx_del_pico(run: Run, eci: object = None) -> None:
+    run.ctx.del_pico(_text(eci, "ctx:delPico needs an eci"))
+
+
+def _ctx_new_channel(
+    run: Run, tags: object = None, event_policy: object = None, query_policy: object = None
+) -> object:
+    return run.ctx.new_channel(
+        _plain_or_none(tags, "channel tags"),
+        _plain_or_none(event_policy, "an event policy"),
+        _plain_or_none(query_policy, "a query policy"),
+    )
+
+
+def _ctx_put_channel(
+    run: Run,
+    eci: object = None,
+    tags: object = None,
+    event_policy: object = None,
+    query_policy: object = None,
+) -> None:
+    run.ctx.put_channel(
+        _text(eci, "ctx:putChannel needs an eci"),
+        _plain_or_none(tags, "channel tags"),
+        _plain_or_none(event_policy, "an event policy"),
+        _plain_or_none(query_policy, "a query policy"),
+    )
+
+
+def _ctx_upsert_channel(
+    run: Run, tags: object = None, event_policy: object = None, query_policy: object = None
+) -> None:
+    run.ctx.upsert_channel(
+        _plain_or_none(tags, "channel tags"),
+        _plain_or_none(event_policy, "an event policy"),
+        _plain_or_none(query_policy, "a query policy"),
+    )
+
+
+def _ctx_del_channel(run: Run, eci: object = None) -> None:
+    run.ctx.del_channel(_text(eci, "ctx:delChannel needs an eci"))
+
+
+def _ctx_install(run: Run, url: object = None, config: object = None) -> str:
+    if not isinstance(url, str):
+        raise KrlRuntimeError(f"Expected string for url but got {type_of(url)}")
+    if is_null(config):
+        config = {}
+    if not isinstance(config, dict):
+        raise KrlRuntimeError(f"ctx:install config must be a Map, not {type_of(config)}")
+    return run.ctx.install(url, to_plain(config, "a ruleset config"))
+
+
+def _ctx_uninstall(run: Run, rid: object = None) -> None:
+    if not isinstance(rid, str):
+        raise KrlRuntimeError(f"Expected string for rid but got {type_of(rid)}")
+    run.ctx.uninstall(rid)
+
+
+def _ctx_event(
+    run: Run,
+    eci: object = None,
+    domain: object = None,
+    name: object = None,
+    attrs: object = None,
+    host: object = None,
+) -> None:
+    """`ctx:event(eci, domain, name, attrs, host)`: `event:send` with positional arguments."""
+    _event_send(run, {"eci": eci, "domain": domain, "name": name, "attrs": attrs}, host)
+
+
 MODULES["schedule"] = {
     "list": _fn("list", "", _own_jobs),
     "get": _fn("get", "id", _schedule_get),
@@ -1533,6 +1612,14 @@ MODULES["ctx"] = {
     "query": _fn("query", "eci rid name args", _ctx_query),
     "picoId": lambda run: run.ctx.pico_id,
     "rid": lambda run: run.rid,
+    "rid_name": _meta_name("name"),
+    "rid_description": _meta_name("description"),
+    "rid_author": _meta_name("author"),
+    "rid_version": _meta_name("version"),
+    "parent": lambda run: run.ctx.parent(),
+    "children": lambda run: run.ctx.children(),
+    "channels": lambda run: run.ctx.channels(),
+    "rulesets": lambda run: run.ctx.rulesets(),
 }
 
 MODULE_ACTIONS: dict[str, dict[str, StdlibFunction]] = {
@@ -1540,6 +1627,17 @@ MODULE_ACTIONS: dict[str, dict[str, StdlibFunction]] = {
     "schedule": {
         "remove": _fn("remove", "id", _schedule_remove),
         "clear": _fn("clear", "", _schedule_clear),
+    },
+    "ctx": {
+        "newPico": _fn("newPico", "rulesets", _ctx_new_pico),
+        "delPico": _fn("delPico", "eci", _ctx_del_pico),
+        "newChannel": _fn("newChannel", "tags eventPolicy queryPolicy", _ctx_new_channel),
+        "putChannel": _fn("putChannel", "eci tags eventPolicy queryPolicy", _ctx_put_channel),
+        "upsertChannel": _fn("upsertChannel", "tags eventPolicy queryPolicy", _ctx_upsert_channel),
+        "delChannel": _fn("delChannel", "eci", _ctx_del_channel),
+        "install": _fn("install", "url config", _ctx_install),
+        "uninstall": _fn("uninstall", "rid", _ctx_uninstall),
+        "event": _fn("event", "eci domain name attrs host", _ctx_event),
     },
 }
 

@@ -200,6 +200,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return _emit(_call(args, "GET", f"/api/picos/{quote(args.did, safe=':')}/schedule"))
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    return _emit(_call(args, "POST", "/api/gc", {"keep_history": args.keep_history}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2pico", description=__doc__.split("\n")[0])
     parser.add_argument("--home", help="node home folder (default ~/.p2pico or $P2PICO_HOME)")
@@ -278,8 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("did")
     schedule.set_defaults(func=cmd_schedule)
 
+    gc = sub.add_parser("gc", help="delete blocks no pico or imported head of this node needs")
+    gc.add_argument(
+        "--keep-history",
+        type=int,
+        metavar="N",
+        help="keep only each head and its N previous heads (default: all history)",
+    )
+    gc.set_defaults(func=cmd_gc)
+
     # --node may also follow the sub-command (SUPPRESS: do not overwrite one given before it).
-    for client in (new, ls, event, query, move, resolve, export, import_, log, schedule):
+    for client in (new, ls, event, query, move, resolve, export, import_, log, schedule, gc):
         client.add_argument("--node", default=argparse.SUPPRESS, help="HTTP URL of the node")
     return parser
 

@@ -29,6 +29,14 @@ event Work item tagged with its id; that transaction also removes the job (or
 advances a repeat job) in the same commit.  Such items are not forwarded by a
 move: the job moved with the state and the new host fires it.
 
+Channels (p2pico.channels).  An event or query that names an ECI is checked
+against that channel's policies, or its family owner, on the trio thread before
+it runs; one addressed by DID is not (the owner path).  ``Work.sender`` is the
+pico on this engine that sent it, the only one that may use a family channel it
+owns.  ctx: actions (channels, rulesets, children) write to the transaction's
+overlay; children are created just before, and deleted just after, the parent's
+commit (see ``_apply``).
+
 Time.  ``Engine.clock`` (epoch seconds, default ``time.time``) is the engine's
 wall clock: `time:now`, event times, head timestamps and job times all come
 from it.  A transaction reads it once, on the trio thread, when it starts, and
@@ -40,12 +48,15 @@ transaction's result does not depend on how long its worker thread took.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
@@ -54,8 +65,10 @@ import krl
 from dag.block import Block
 from dag.cid import CID
 from dag.did import Keypair
+from dag.gc import GcReport, collect
 from dag.head import sign_head, verify_head
 from dag.state import PicoState, RulesetState, read_state, state_blocks
+from p2pico import channels as chan
 from p2pico import scheduler as sched
 from p2pico.home import Home
 
@@ -91,7 +104,9 @@ class Busy(PicoError):
 
 _CLEARED = object()
 
-QueryHook = Callable[[str, str, str, dict[str, object]], Awaitable[object]]
+# (target, rid, name, args, sender DID): the sender may use its family channels
+QueryHook = Callable[[str, str, str, dict[str, object], str], Awaitable[object]]
+SendHook = Callable[[str, str, str, dict[str, object], str], Awaitable[object]]
 
 
 def _with_timeout(seconds: float, hook: QueryHook, *args: Any) -> Callable[[], Awaitable[object]]:
@@ -133,6 +148,9 @@ class Work:
     name: str = ""
     args: Mapping[str, object] = field(default_factory=dict)
     job: str = ""  # for an "event": the scheduled job it fires (p2pico.scheduler)
+    # the pico on this engine that sent it (event:send, ctx:event, ctx:query): only it
+    # may use a family channel it owns; None for HTTP and for other engines
+    sender: str | None = None
     done: trio.Event = field(default_factory=trio.Event)
     result: object = None
     error: BaseException | None = None
@@ -155,13 +173,38 @@ class Pico:
     rule_states: dict[str, dict[str, object]] = field(default_factory=dict)
     # job id -> scheduled job (p2pico.scheduler), in the order they were scheduled
     schedule: dict[str, sched.Job] = field(default_factory=dict)
+    # family links (ctx:newPico), in the state's meta: the parent's {"eci" of the
+    # system,parent channel on the parent, "did"}, and per child {"eci" of its
+    # system,child channel, "did"}, in creation order
+    parent: dict[str, str] | None = None
+    children: list[dict[str, str]] = field(default_factory=list)
+    # rid -> {"url", "config"} for rulesets installed by ctx:install (meta.rulesets)
+    ruleset_info: dict[str, dict[str, object]] = field(default_factory=dict)
+    deleted: bool = False  # by its parent's ctx:delPico
     inbox: trio.MemorySendChannel[Work] | None = None
     forwarded: trio.MemorySendChannel[Work] | None = None
 
     @property
     def eci(self) -> str:
-        """The pico's first channel, the one `p2pico pico new` hands out."""
-        return next(iter(self.channels))
+        """The channel `p2pico pico new` hands out: the first regular one tagged p2pico.
+
+        (The state keeps channels in DAG-CBOR key order, not creation order.)  A pico
+        without regular channels (a new child) gives "": reach it by its DID.
+        """
+        regular = [eci for eci, rec in self.channels.items() if not rec.get("family")]
+        tagged = [eci for eci in regular if "p2pico" in chan.tags_of(self.channels[eci])]
+        return (tagged or regular or [""])[0]
+
+
+@dataclass
+class NewChild:
+    """A ctx:newPico of a transaction, created on this engine once the parent commits."""
+
+    keypair: Keypair
+    eci: str  # its system,child channel (on the child; only the parent may use it)
+    parent_eci: str  # the system,parent channel (on the parent; only the child may use it)
+    rulesets: list[InstalledRuleset]
+    ruleset_info: dict[str, dict[str, object]]
 
 
 class Transaction:
@@ -186,8 +229,16 @@ class Transaction:
         self.rule_writes: dict[tuple[str, str], object] = {}
         self.schedule_writes: dict[str, sched.Job | None] = {}  # None: removed
         # event:send calls, dispatched only once the transaction has committed
-        self.sends: list[tuple[str, str, str, dict[str, object]]] = []
+        self.sends: list[tuple[str, str, str, dict[str, object], str]] = []
         self.engine: Engine | None = None  # set by the engine for module and query look-ups
+        # ctx: changes to the pico itself, applied only when the transaction commits
+        self.channel_writes: dict[str, dict[str, object] | None] = {}  # None: deleted
+        self.rulesets_view: list[InstalledRuleset] | None = None  # None: unchanged
+        self.info_writes: dict[str, dict[str, object] | None] = {}  # ruleset_info changes
+        self.dropped_rids: set[str] = set()  # uninstalled: their entity variables go
+        self.children_view: list[dict[str, str]] | None = None  # None: unchanged
+        self.new_picos: list[NewChild] = []  # created after the commit...
+        self.deleted_picos: list[str] = []  # ...and deleted (DIDs), as event:send
         self.directives: list[dict[str, object]] = []
         self.raised: list[tuple[krl.Event, str | None]] = []
         self.rid = ""
@@ -197,6 +248,8 @@ class Transaction:
         value = self.writes.get((rid, name), None)
         if (rid, name) in self.writes:
             return None if value is _CLEARED else value
+        if rid in self.dropped_rids:
+            return None
         return self.pico.ent.get(rid, {}).get(name)
 
     def ent_set(self, rid: str, name: str, value: object) -> None:
@@ -212,6 +265,8 @@ class Transaction:
     def rule_state_get(self, rid: str, rule: str) -> object:
         if (rid, rule) in self.rule_writes:
             return self.rule_writes[(rid, rule)]
+        if rid in self.dropped_rids:
+            return None
         return self.pico.rule_states.get(rid, {}).get(rule)
 
     def rule_state_set(self, rid: str, rule: str, state: object) -> None:
@@ -250,7 +305,7 @@ class Transaction:
         return job_id
 
     def get_module(self, rid: str) -> krl.Ruleset:
-        for rs in self.pico.rulesets:
+        for rs in self.installed():
             if rs.rid == rid:
                 return rs.compiled
         raise krl.KrlRuntimeError(f"Module not found: {rid}")
@@ -258,7 +313,7 @@ class Transaction:
     def send_event(self, target: str, domain: str, type: str, attrs: Mapping[str, object]) -> None:
         if self.read_only:
             raise krl.KrlRuntimeError("a query cannot send events")
-        self.sends.append((target, domain, type, dict(attrs)))
+        self.sends.append((target, domain, type, dict(attrs), self.pico.did))
 
     def query_pico(self, target: str, rid: str, name: str, args: Mapping[str, object]) -> object:
         if target in (self.pico.did, *self.pico.channels):
@@ -269,7 +324,9 @@ class Transaction:
             raise krl.KrlRuntimeError("ctx:query needs an engine on a mesh")
         hook = self.engine.query_hook
         try:
-            with_timeout = _with_timeout(QUERY_TIMEOUT, hook, target, rid, name, dict(args))
+            with_timeout = _with_timeout(
+                QUERY_TIMEOUT, hook, target, rid, name, dict(args), self.pico.did
+            )
             return trio.from_thread.run(with_timeout)
         except (PicoError, trio.TooSlowError) as e:
             reason = str(e) or f"no answer within {QUERY_TIMEOUT:g} s"
@@ -322,6 +379,222 @@ class Transaction:
     def log(self, level: str, message: str) -> None:
         log.info("[%s] %s %s: %s", self.pico.did[-8:], self.rid, level, message)
 
+    # -- ctx: the pico's channels, rulesets and children, through the overlay -------------
+
+    def changed(self) -> bool:
+        """Does committing this transaction change the pico's state?"""
+        return bool(
+            self.writes
+            or self.rule_writes
+            or self.schedule_writes
+            or self.channel_writes
+            or self.rulesets_view is not None
+            or self.info_writes
+            or self.dropped_rids
+            or self.children_view is not None
+        )
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise krl.KrlRuntimeError(f"a query cannot {what}")
+
+    def channels_view(self) -> dict[str, dict[str, object]]:
+        channels = dict(self.pico.channels)
+        for eci, record in self.channel_writes.items():
+            if record is None:
+                channels.pop(eci, None)
+            else:
+                channels[eci] = record
+        return channels
+
+    def channels(self) -> list[dict[str, object]]:
+        """`ctx:channels`: every channel, the self channel too, sorted by id."""
+        views = [chan.view(self.pico.did, chan.self_record(self.pico.did))]
+        views += [chan.view(eci, rec) for eci, rec in self.channels_view().items()]
+        return sorted(views, key=lambda v: str(v["id"]))
+
+    def new_channel(
+        self, tags: object, event_policy: object, query_policy: object
+    ) -> dict[str, object]:
+        self._writable("create channels")
+        try:
+            record = chan.new_record(tags, event_policy, query_policy)
+        except chan.ChannelError as e:
+            raise krl.KrlRuntimeError(str(e)) from None
+        eci = new_eci()
+        self.channel_writes[eci] = record
+        return chan.view(eci, record)
+
+    def _channel(self, eci: str) -> dict[str, object]:
+        record = self.channels_view().get(eci)
+        if record is None:
+            raise krl.KrlRuntimeError(f"ECI not found {eci}")
+        return record
+
+    def put_channel(
+        self, eci: str, tags: object, event_policy: object, query_policy: object
+    ) -> None:
+        self._writable("change channels")
+        if eci == self.pico.did:
+            raise krl.KrlRuntimeError("Cannot edit the self channel.")
+        try:
+            record = chan.updated_record(self._channel(eci), tags, event_policy, query_policy)
+        except chan.ChannelError as e:
+            raise krl.KrlRuntimeError(str(e)) from None
+        self.channel_writes[eci] = record
+
+    def upsert_channel(self, tags: object, event_policy: object, query_policy: object) -> None:
+        """Update the channel whose sorted tags equal these (cleaned), or make one."""
+        self._writable("change channels")
+        try:
+            wanted = sorted(chan.clean_tags(tags))
+        except chan.ChannelError as e:
+            raise krl.KrlRuntimeError(str(e)) from None
+        for eci, record in sorted(self.channels_view().items()):
+            if sorted(chan.tags_of(record)) == wanted:
+                self.put_channel(eci, wanted, event_policy, query_policy)
+                return
+        self.new_channel(wanted, event_policy, query_policy)
+
+    def del_channel(self, eci: str) -> None:
+        self._writable("delete channels")
+        if eci == self.pico.did or self._channel(eci).get("family"):
+            raise krl.KrlRuntimeError("Cannot delete family channels.")
+        self.channel_writes[eci] = None
+
+    def installed(self) -> list[InstalledRuleset]:
+        return self.pico.rulesets if self.rulesets_view is None else self.rulesets_view
+
+    def rulesets(self) -> list[dict[str, object]]:
+        """`ctx:rulesets`: ``{rid, url, config, meta: {krl, krlMeta, hash}}`` per ruleset."""
+        infos = {**self.pico.ruleset_info, **self.info_writes}
+        out: list[dict[str, object]] = []
+        for rs in self.installed():
+            info = infos.get(rs.rid) or {}
+            krl_meta = {
+                k: rs.compiled.meta[k]
+                for k in ("name", "description", "author", "version")
+                if rs.compiled.meta.get(k) is not None
+            }
+            meta = {
+                "krl": rs.source,
+                "krlMeta": krl_meta,
+                "hash": hashlib.sha256(rs.source.encode()).hexdigest(),
+            }
+            out.append(
+                {
+                    "rid": rs.rid,
+                    "url": info.get("url"),
+                    "config": info.get("config", {}),
+                    "meta": meta,
+                }
+            )
+        return out
+
+    def _load(self, url_or_source: str) -> tuple[str, str | None]:
+        assert self.engine is not None, "ctx:install needs an engine"
+        try:
+            return self.engine.load_ruleset(url_or_source)
+        except PicoError as e:
+            raise krl.KrlRuntimeError(str(e)) from None
+
+    def install(self, url_or_source: str, config: Mapping[str, object]) -> str:
+        """`ctx:install`: (re)install a ruleset; its entity variables are kept."""
+        self._writable("install rulesets")
+        source, url = self._load(url_or_source)
+        compiled = krl.compile_ruleset(source, filename=url or "ctx:install")
+        rulesets = list(self.installed())
+        new = InstalledRuleset(compiled.rid, source, compiled)
+        at = next((i for i, rs in enumerate(rulesets) if rs.rid == compiled.rid), None)
+        if at is None:
+            rulesets.append(new)
+        else:
+            rulesets[at] = new
+        self.rulesets_view = rulesets
+        self.info_writes[compiled.rid] = {"url": url, "config": dict(config)}
+        return compiled.rid
+
+    def uninstall(self, rid: str) -> None:
+        """`ctx:uninstall`: remove a ruleset with its entity variables, rule state and jobs."""
+        self._writable("uninstall rulesets")
+        rulesets = self.installed()
+        users = [rs.rid for rs in rulesets if any(u.rid == rid for u in rs.compiled.uses.values())]
+        if users:
+            raise krl.KrlRuntimeError(
+                f"Cannot uninstall {rid} because {' and '.join(users)} depends on it"
+            )
+        if not any(rs.rid == rid for rs in rulesets):
+            return  # as the reference: nothing to do
+        self.rulesets_view = [rs for rs in rulesets if rs.rid != rid]
+        self.info_writes[rid] = None
+        self.dropped_rids.add(rid)
+        for key in [k for k in self.writes if k[0] == rid]:
+            del self.writes[key]
+        for key in [k for k in self.rule_writes if k[0] == rid]:
+            del self.rule_writes[key]
+        for job_id, job in self.schedule_view().items():
+            if job["rid"] == rid:
+                self.schedule_writes[job_id] = None
+
+    def children(self) -> list[str]:
+        """`ctx:children`: the family ECIs of the children (their system,child channels)."""
+        kids = self.pico.children if self.children_view is None else self.children_view
+        return [kid["eci"] for kid in kids]
+
+    def parent(self) -> str | None:
+        """`ctx:parent`: the ECI this pico uses to reach its parent (None for a root pico)."""
+        return self.pico.parent["eci"] if self.pico.parent else None
+
+    def new_pico(self, rulesets: object) -> str:
+        """`ctx:newPico`: a child on this engine, made once this transaction commits."""
+        self._writable("create picos")
+        if rulesets is None:
+            rulesets = []
+        if not isinstance(rulesets, list):
+            raise krl.KrlRuntimeError("ctx:newPico expects an array of {url, config}")
+        installed: list[InstalledRuleset] = []
+        infos: dict[str, dict[str, object]] = {}
+        for item in rulesets:
+            config: object = {}
+            if isinstance(item, dict):
+                url, config = item.get("url"), item.get("config") or {}
+            else:
+                url = item
+            if not isinstance(url, str) or not isinstance(config, dict):
+                raise krl.KrlRuntimeError("ctx:newPico expects an array of {url, config}")
+            source, where = self._load(url)
+            compiled = krl.compile_ruleset(source, filename=where or "ctx:newPico")
+            if any(rs.rid == compiled.rid for rs in installed):
+                raise krl.KrlRuntimeError(f"ctx:newPico: {compiled.rid} is given twice")
+            installed.append(InstalledRuleset(compiled.rid, source, compiled))
+            if where is not None or config:
+                infos[compiled.rid] = {"url": where, "config": config}
+        child = NewChild(Keypair.generate(), new_eci(), new_eci(), installed, infos)
+        self.channel_writes[child.parent_eci] = chan.family_record(
+            ["system", "parent"], child.keypair.did
+        )
+        kids = list(self.pico.children if self.children_view is None else self.children_view)
+        self.children_view = [*kids, {"eci": child.eci, "did": child.keypair.did}]
+        self.new_picos.append(child)
+        return child.eci
+
+    def del_pico(self, eci: str) -> None:
+        """`ctx:delPico`: delete a child (and its descendants) once this transaction commits."""
+        self._writable("delete picos")
+        kids = self.pico.children if self.children_view is None else self.children_view
+        kid = next((k for k in kids if k["eci"] == eci), None)
+        if kid is None:
+            raise krl.KrlRuntimeError(f"delPico({eci}) - not found in children ECIs")
+        self.children_view = [k for k in kids if k is not kid]
+        for channel, record in self.channels_view().items():  # its system,parent channel here
+            if record.get("family") and record.get("owner") == kid["did"]:
+                self.channel_writes[channel] = None
+        made_here = [n for n in self.new_picos if n.keypair.did == kid["did"]]
+        if made_here:
+            self.new_picos.remove(made_here[0])
+        else:
+            self.deleted_picos.append(kid["did"])
+
 
 def new_eci() -> str:
     return "c" + secrets.token_hex(12)
@@ -329,6 +602,32 @@ def new_eci() -> str:
 
 def new_txn_id() -> str:
     return "t" + secrets.token_hex(8)
+
+
+def _family_meta(
+    meta: Mapping[str, object],
+) -> tuple[dict[str, str] | None, list[dict[str, str]], dict[str, dict[str, object]]]:
+    """The parent link, children and ctx:install'ed ruleset info kept in a state's meta."""
+
+    def link(value: object, where: str) -> dict[str, str]:
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("eci"), str)
+            or not isinstance(value.get("did"), str)
+        ):
+            raise PicoError(f"state meta {where} must be a map with 'eci' and 'did'")
+        return {"eci": value["eci"], "did": value["did"]}
+
+    parent = meta.get("parent")
+    kids = meta.get("children", [])
+    infos = meta.get("rulesets", {})
+    if not isinstance(kids, list) or not isinstance(infos, dict):
+        raise PicoError("state meta 'children' must be a list and 'rulesets' a map")
+    return (
+        None if parent is None else link(parent, "'parent'"),
+        [link(kid, "'children'") for kid in kids],
+        {str(rid): dict(info) for rid, info in infos.items() if isinstance(info, dict)},
+    )
 
 
 class Engine:
@@ -354,10 +653,12 @@ class Engine:
         self._schedule_event = trio.Event()
         # Set by p2pico.mesh: deliver an event:send, and run a ctx:query, anywhere in
         # the mesh (target is a DID or an ECI).  Without them only local picos are reached.
-        self.send_hook: Callable[[str, str, str, dict[str, object]], Awaitable[object]] | None = (
-            None
-        )
+        self.send_hook: SendHook | None = None
         self.query_hook: QueryHook | None = None
+        # Set by p2pico.mesh: a pico was created here by ctx:newPico (publish its record).
+        self.on_new_pico: Callable[[Pico], Awaitable[None]] | None = None
+        # ctx:install and ctx:newPico read file:// URLs only inside these folders.
+        self.ruleset_dirs: list[Path] = [home.path / "rulesets"]
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -390,7 +691,11 @@ class Engine:
             InstalledRuleset(rs.rid, rs.source, krl.compile_ruleset(rs.source, filename=rs.rid))
             for rs in state.rulesets
         ]
+        parent, children, infos = _family_meta(state.meta)
         return Pico(
+            parent=parent,
+            children=children,
+            ruleset_info=infos,
             did=state.did,
             keypair=keypair,
             rulesets=rulesets,
@@ -416,7 +721,7 @@ class Engine:
         self.schedule_changed()
 
     def _detach(self, pico: Pico) -> None:
-        """After a committed move: new submits no longer find the pico here."""
+        """After a committed move or a delete: new submits no longer find the pico here."""
         del self.picos[pico.did]
         for eci in pico.channels:
             self._eci_index.pop(eci, None)
@@ -486,6 +791,69 @@ class Engine:
         self._attach(pico)
         return pico
 
+    def load_ruleset(self, url_or_source: str) -> tuple[str, str | None]:
+        """KRL for ctx:install / ctx:newPico: (source, url), from a file:// URL or the source.
+
+        A file:// URL must lie in one of ``ruleset_dirs`` (default ``<home>/rulesets``):
+        rulesets may come from peers, and must not read the node's other files.
+        """
+        text = url_or_source.strip()
+        scheme = text.split(":", 1)[0].lower() if ":" in text[:10] else ""
+        if scheme in ("http", "https"):
+            raise PicoError(f"installing from {scheme} URLs is not supported yet: {text}")
+        if scheme == "file":
+            path = Path(urllib.parse.unquote(urllib.parse.urlsplit(text).path)).resolve()
+            if not any(path.is_relative_to(d.resolve()) for d in self.ruleset_dirs):
+                folders = ", ".join(str(d) for d in self.ruleset_dirs)
+                raise PicoError(f"{text} is outside this node's ruleset folders ({folders})")
+            try:
+                return path.read_text(encoding="utf-8"), path.as_uri()
+            except (OSError, UnicodeDecodeError) as e:
+                raise PicoError(f"cannot read {text}: {e}") from None
+        if text.startswith("ruleset"):
+            return url_or_source, None
+        raise PicoError(f"expected a file:// URL or KRL source, not {text[:60]!r}")
+
+    def _create_child(self, parent: Pico, new: NewChild) -> Pico:
+        """Host a ctx:newPico child: its genesis head, then the node's tables, then its worker."""
+        child = Pico(
+            did=new.keypair.did,
+            keypair=new.keypair,
+            rulesets=new.rulesets,
+            ent={rs.rid: {} for rs in new.rulesets},
+            channels={new.eci: chan.family_record(["system", "child"], parent.did)},
+            head=CID.of(b""),  # replaced by the genesis commit below
+            seq=-1,
+            parent={"eci": new.parent_eci, "did": parent.did},
+            ruleset_info=new.ruleset_info,
+        )
+        self._commit(child, child.ent, child.rule_states, cause=None)
+        self.home.save_pico(child.did, child.keypair, child.head)
+        self._attach(child)
+        return child
+
+    def _delete_tree(self, did: str) -> None:
+        """ctx:delPico: stop hosting a pico and its descendants and forget their keys.
+
+        Their blocks stay in the store (history, like a moved pico's); work already
+        queued for them fails with "was deleted".
+        """
+        pico = self.picos.get(did)
+        if pico is None:
+            log.warning("ctx:delPico: %s is not hosted here; not deleted", did)
+            return
+        for kid in pico.children:
+            self._delete_tree(kid["did"])
+        pico.deleted = True
+        self._detach(pico)
+
+    def channels_of(self, did: str) -> list[dict[str, object]]:
+        """A hosted pico's channels for operators, as ``ctx:channels`` shows them."""
+        pico = self.picos.get(did)
+        if pico is None:
+            raise NotHosted(f"pico {did} is not hosted here")
+        return Transaction(pico, "", "", read_only=True).channels()
+
     def adopt(self, keypair: Keypair, head_cid: CID) -> Pico:
         """Take over a pico whose blocks are already in our store (the target side of a move)."""
         pico = self._load(keypair.did, keypair, head_cid)
@@ -538,11 +906,17 @@ class Engine:
         if forwarded is not None:
             with trio.move_on_after(DRAIN_TIMEOUT) as scope:
                 async for work in forwarded:
+                    if pico.deleted:
+                        work.finish(error=PicoError(f"pico {pico.did} was deleted"))
+                        continue
                     await self._run(pico, work)
             if scope.cancelled_caught:
                 log.warning("%s: old host never said drained; serving direct traffic", pico.did)
                 self.drained(pico.did)
         async for work in inbox:
+            if pico.deleted:  # by its parent: what was queued fails
+                work.finish(error=PicoError(f"pico {pico.did} was deleted"))
+                continue
             if work.kind != "move":
                 await self._run(pico, work)
                 continue
@@ -573,6 +947,10 @@ class Engine:
             if work.kind == "event":
                 assert work.event is not None
                 event = work.event
+                if not work.job:  # a job fires on its pico directly, as on pico-engine
+                    record = self._check_channel(pico, work.eci)
+                    if record is not None:
+                        chan.check_event(record, event.domain, event.type, work.sender)
                 fired: tuple[str, sched.Job | None] | None = None
                 if work.job:
                     job = pico.schedule.get(work.job)
@@ -591,12 +969,15 @@ class Engine:
                     raise
                 result: object = self._apply(pico, event, txn)
             elif work.kind == "query":
+                record = self._check_channel(pico, work.eci)
+                if record is not None:
+                    chan.check_query(record, work.rid, work.name, work.sender)
                 result = await trio.to_thread.run_sync(
                     self._run_query, pico, work.eci, work.rid, work.name, work.args, clock
                 )
             else:
                 raise PicoError(f"unknown work kind {work.kind!r}")
-        except (PicoError, krl.KrlError) as e:
+        except (PicoError, krl.KrlError, chan.ChannelError) as e:
             work.finish(error=e if isinstance(e, PicoError) else PicoError(str(e)))
         except Exception as e:  # a bug of ours: report it, keep the pico serving
             log.exception("%s: internal error", pico.did)
@@ -604,9 +985,18 @@ class Engine:
         else:
             work.finish(result=result)
 
-    def _check_channel(self, pico: Pico, eci: str) -> None:
-        if eci and eci not in pico.channels:
+    def _check_channel(self, pico: Pico, eci: str) -> Mapping[str, object] | None:
+        """The channel record an event or query names; None when it names the pico by DID.
+
+        Addressing a pico by its DID is the owner path: no channel, no policy (the
+        DID is also the id of its system,self channel, which only the pico may use).
+        """
+        if not eci:
+            return None
+        record = pico.channels.get(eci)
+        if record is None:
             raise PicoError(f"ECI not found {eci}")
+        return record
 
     def _txn_clock(self) -> Callable[[], float]:
         """The engine clock for one transaction, usable off the trio thread (see "Time")."""
@@ -625,7 +1015,8 @@ class Engine:
 
         ``fired`` is (job id, the job after it fired or None) when a scheduled job fires.
         """
-        self._check_channel(pico, eci)
+        if eci and eci not in pico.channels:
+            raise PicoError(f"ECI not found {eci}")
         txn = Transaction(pico, eci, new_txn_id(), clock=clock)
         txn.engine = self
         if fired is not None:
@@ -640,6 +1031,8 @@ class Engine:
             if steps > MAX_SCHEDULE_STEPS:
                 raise PicoError(f"more than {MAX_SCHEDULE_STEPS} raised events in one transaction")
             rs, ev = schedule.popleft()
+            if txn.rulesets_view is not None and rs not in txn.rulesets_view:
+                continue  # uninstalled (or reinstalled) by ctx: in this transaction
             txn.rid = rs.rid
             # Lazily: a rule's matcher runs only when reached, so a rule skipped by
             # `last` keeps its select-when state, as on pico-engine.
@@ -651,7 +1044,7 @@ class Engine:
                     del txn.raised[:-1]
                 for raised, for_rid in txn.raised:
                     schedule.extend(
-                        (r, raised) for r in pico.rulesets if for_rid is None or r.rid == for_rid
+                        (r, raised) for r in txn.installed() if for_rid is None or r.rid == for_rid
                     )
                 txn.raised.clear()
                 if outcome.last or outcome.halted:
@@ -659,15 +1052,27 @@ class Engine:
         return txn
 
     def _apply(self, pico: Pico, event: krl.Event, txn: Transaction) -> dict[str, object]:
-        """Commit what a transaction wrote, if anything; return the event's response."""
-        if txn.writes or txn.rule_writes or txn.schedule_writes:
-            ent = {rid: dict(vars) for rid, vars in pico.ent.items()}
+        """Commit what a transaction wrote, if anything; return the event's response.
+
+        Children made by ctx:newPico are created (genesis committed, hosted) just
+        before the parent's commit, so a parent never lists a child that does not
+        exist; if the parent's commit then fails they are deleted again.  Children
+        removed by ctx:delPico are deleted after it, like event:send is sent.
+        """
+        if txn.changed():
+            if pico.deleted:
+                raise PicoError(f"pico {pico.did} was deleted")
+            ent = {rid: dict(vars) for rid, vars in pico.ent.items() if rid not in txn.dropped_rids}
             for (rid, name), value in txn.writes.items():
                 if value is _CLEARED:
                     ent.setdefault(rid, {}).pop(name, None)
                 else:
                     ent.setdefault(rid, {})[name] = value
-            rules = {rid: dict(states) for rid, states in pico.rule_states.items()}
+            rules = {
+                rid: dict(states)
+                for rid, states in pico.rule_states.items()
+                if rid not in txn.dropped_rids
+            }
             for (rid, rule), state in txn.rule_writes.items():
                 if state is None:
                     rules.setdefault(rid, {}).pop(rule, None)
@@ -680,24 +1085,50 @@ class Engine:
                 "txn": txn.txn_id,
             }
             schedule = txn.schedule_view() if txn.schedule_writes else pico.schedule
-            self._commit(pico, ent, rules, cause, schedule)
+            infos = {**pico.ruleset_info, **txn.info_writes}
+            created = [self._create_child(pico, new) for new in txn.new_picos]
+            try:
+                self._commit(
+                    pico,
+                    ent,
+                    rules,
+                    cause,
+                    schedule,
+                    channels=txn.channels_view() if txn.channel_writes else None,
+                    rulesets=txn.rulesets_view,
+                    children=txn.children_view,
+                    ruleset_info={k: v for k, v in infos.items() if v is not None},
+                )
+            except BaseException:
+                for child in created:
+                    self._delete_tree(child.did)
+                raise
             self.home.set_head(pico.did, pico.head)
+            for did in txn.deleted_picos:
+                self._delete_tree(did)
+            for child in created:
+                if self.on_new_pico is not None:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self.on_new_pico, child)
         for send in txn.sends:  # fire and forget, and only what a committed transaction sent
             assert self._nursery is not None
             self._nursery.start_soon(self._send, *send)
         return {"eid": txn.txn_id, "directives": txn.directives}
 
-    async def _send(self, target: str, domain: str, type: str, attrs: dict[str, object]) -> None:
+    async def _send(
+        self, target: str, domain: str, type: str, attrs: dict[str, object], sender: str
+    ) -> None:
         """Deliver one event:send; failures are logged, as the sender gets no answer."""
         try:
             if self.send_hook is not None:
-                await self.send_hook(target, domain, type, attrs)
+                await self.send_hook(target, domain, type, attrs, sender)
                 return
             did = target if target in self.picos else self._eci_index.get(target)
             if did is None:
                 raise NotHosted(f"{target} is not a pico of this engine")
             eci = "" if target == did else target
-            await self.submit(did, Work("event", event=krl.Event(domain, type, attrs), eci=eci))
+            work = Work("event", event=krl.Event(domain, type, attrs), eci=eci, sender=sender)
+            await self.submit(did, work)
         except PicoError as e:
             log.warning("event:send %s:%s to %s failed: %s", domain, type, target, e)
 
@@ -730,7 +1161,6 @@ class Engine:
         args: Mapping[str, object],
         clock: Callable[[], float] = time.time,
     ) -> object:
-        self._check_channel(pico, eci)
         for rs in pico.rulesets:
             if rs.rid == rid:
                 txn = Transaction(pico, eci, new_txn_id(), read_only=True, clock=clock)
@@ -750,8 +1180,27 @@ class Engine:
         ent: Mapping[str, Mapping[str, object]],
         rules: Mapping[str, Mapping[str, object]],
         schedule: Mapping[str, sched.Job] | None = None,
+        *,
+        channels: Mapping[str, Mapping[str, object]] | None = None,
+        rulesets: list[InstalledRuleset] | None = None,
+        children: list[dict[str, str]] | None = None,
+        ruleset_info: Mapping[str, Mapping[str, object]] | None = None,
     ) -> PicoState:
+        """The pico's state with these parts (the pico's own where a part is None)."""
         jobs = pico.schedule if schedule is None else schedule
+        kids = pico.children if children is None else children
+        infos = pico.ruleset_info if ruleset_info is None else ruleset_info
+        # Each part of meta is absent when empty, so picos without jobs, family or
+        # ctx:install'ed rulesets keep their CIDs.
+        meta: dict[str, object] = {}
+        if jobs:
+            meta["schedule"] = {k: dict(v) for k, v in jobs.items()}
+        if pico.parent:
+            meta["parent"] = dict(pico.parent)
+        if kids:
+            meta["children"] = [dict(kid) for kid in kids]
+        if infos:
+            meta["rulesets"] = {rid: dict(info) for rid, info in infos.items()}
         return PicoState(
             did=pico.did,
             rulesets=tuple(
@@ -761,11 +1210,10 @@ class Engine:
                     dict(ent.get(rs.rid, {})),
                     dict(rules.get(rs.rid, {})),
                 )
-                for rs in pico.rulesets
+                for rs in (pico.rulesets if rulesets is None else rulesets)
             ),
-            channels=pico.channels,
-            # absent when empty, so picos without jobs keep their CIDs
-            meta={"schedule": {k: dict(v) for k, v in jobs.items()}} if jobs else {},
+            channels=pico.channels if channels is None else channels,
+            meta=meta,
         )
 
     def _commit(
@@ -775,14 +1223,30 @@ class Engine:
         rules: dict[str, dict[str, object]],
         cause: Mapping[str, object] | None,
         schedule: dict[str, sched.Job] | None = None,
+        *,
+        channels: dict[str, dict[str, object]] | None = None,
+        rulesets: list[InstalledRuleset] | None = None,
+        children: list[dict[str, str]] | None = None,
+        ruleset_info: dict[str, dict[str, object]] | None = None,
     ) -> None:
         """Write the new state and a signed head; only then does the pico see it.
 
         All blocks of a commit go to the store in one transaction; blocks it already
         holds (unchanged sub-trees, the ruleset sources) are skipped by the store.
+        A part given as None is the pico's current one.
         """
         jobs = pico.schedule if schedule is None else schedule
-        root, blocks = state_blocks(self.state_of(pico, ent, rules, jobs))
+        state = self.state_of(
+            pico,
+            ent,
+            rules,
+            jobs,
+            channels=channels,
+            rulesets=rulesets,
+            children=children,
+            ruleset_info=ruleset_info,
+        )
+        root, blocks = state_blocks(state, self.store)  # store: large maps update in place
         cause_block = Block.encode(cause) if cause is not None else None
         head = sign_head(
             pico.keypair,
@@ -795,6 +1259,34 @@ class Engine:
         self.store.put_many([*blocks, *([cause_block] if cause_block else []), head])
         pico.ent, pico.rule_states = ent, rules
         pico.head, pico.seq = head.cid, pico.seq + 1
+        if rulesets is not None:
+            pico.rulesets = rulesets
+        if children is not None:
+            pico.children = children
+        if ruleset_info is not None:
+            pico.ruleset_info = ruleset_info
+        if channels is not None:
+            hosted = self.picos.get(pico.did) is pico
+            for eci in pico.channels.keys() - channels.keys():
+                if hosted:
+                    self._eci_index.pop(eci, None)
+            pico.channels = channels
+            if hosted:
+                for eci in channels:
+                    self._eci_index[eci] = pico.did
         if jobs != pico.schedule:
             pico.schedule = jobs
             self.schedule_changed()
+
+    def gc(self, keep_history: int | None = None) -> GcReport:
+        """Delete the blocks that no hosted pico and no imported head reaches (dag.gc).
+
+        ``keep_history=None`` keeps every head chain whole; N keeps each root's head and
+        its N previous heads (with their states), so older history is deleted and the
+        log reports it as truncated (p2pico.history).  Runs on the trio thread, between
+        transactions.
+        """
+        roots = {pico.head: None for pico in self.picos.values()}
+        roots.update((hosted.head, None) for hosted in self.home.hosted())
+        roots.update((head.cid, None) for _, head in self.home.all_imported_heads())
+        return collect(self.store, list(roots), keep_history=keep_history)

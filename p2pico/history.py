@@ -20,7 +20,7 @@ from typing import Final
 from dag.block import Block
 from dag.car import car_header, car_section, read_car
 from dag.cid import CID
-from dag.head import Head, InvalidHead, detect_fork, verify_chain
+from dag.head import Head, InvalidHead, detect_fork, verify_chain, verify_chain_tail
 from dag.store import walk
 from p2pico.engine import Engine
 
@@ -139,16 +139,18 @@ def _fork_with_current(engine: Engine, chain: list[Head]) -> tuple[Head, Head] |
     if current.seq < len(chain) and chain[current.seq].cid == current.cid:
         return None  # the import extends (or repeats) what we hold
     try:
-        ours = verify_chain(engine.store.get_block, current.cid)
+        ours, _ = verify_chain_tail(engine.store.get_block, current.cid)  # may be truncated
     except InvalidHead:  # our own copy is broken; the log reports that
         return None
     return _divergence(ours, chain)
 
 
 def _divergence(a: list[Head], b: list[Head]) -> tuple[Head, Head] | None:
-    """Two verified chains (oldest first, index = seq): the first heads that prove a fork."""
-    for x, y in zip(a, b, strict=False):
-        if detect_fork(x, y):
+    """Two verified chains (oldest first, either maybe truncated): the first heads of a fork."""
+    by_seq = {h.seq: h for h in b}
+    for x in a:
+        y = by_seq.get(x.seq)
+        if y is not None and detect_fork(x, y):
             return x, y
     return None  # one chain is a prefix of the other
 
@@ -161,10 +163,15 @@ def _fork_json(seq: int, heads: list[CID]) -> dict[str, object]:
 
 
 def log(engine: Engine, did: str, current: Current) -> dict[str, object]:
-    """The chain from `current` to genesis, newest first, every signature checked; forks too."""
+    """The chain from `current` to genesis, newest first, every signature checked; forks too.
+
+    After ``p2pico gc --keep-history N`` the heads before the retention window are gone: the
+    log then lists the heads that are left (each verified, each linked to the next) and says
+    ``"truncated": {"seq": K, "missing": prev}`` with a note, instead of failing.
+    """
     store = engine.store
     try:
-        chain = verify_chain(store.get_block, current.cid)
+        chain, missing = verify_chain_tail(store.get_block, current.cid)
     except InvalidHead as e:
         return {"did": did, "verified": False, "error": str(e)}
     out: dict[str, object] = {
@@ -181,11 +188,19 @@ def log(engine: Engine, did: str, current: Current) -> dict[str, object]:
             for h in reversed(chain)
         ],
     }
+    if missing is not None:
+        oldest = chain[0].seq
+        out["truncated"] = {"seq": oldest, "missing": str(missing)}
+        out["note"] = (
+            f"history truncated at seq {oldest}: the heads before it are not on this node "
+            "(p2pico gc --keep-history), so the chain was verified back to seq "
+            f"{oldest}, not to genesis"
+        )
     forks: list[tuple[Head, Head]] = []
     for imported in engine.home.imported_heads(did):
         if imported.fork:
             try:
-                fork = _divergence(chain, verify_chain(store.get_block, imported.cid))
+                fork = _divergence(chain, verify_chain_tail(store.get_block, imported.cid)[0])
             except InvalidHead:  # pragma: no cover - it verified when it was imported
                 continue
             if fork is not None:
@@ -193,7 +208,8 @@ def log(engine: Engine, did: str, current: Current) -> dict[str, object]:
     if forks:
         seq = min(ours.seq for ours, _ in forks)
         theirs = dict.fromkeys(other.cid for ours, other in forks if ours.seq == seq)
-        out["fork"] = _fork_json(seq, [chain[seq].cid, *theirs])
+        ours = next(h.cid for h in chain if h.seq == seq)
+        out["fork"] = _fork_json(seq, [ours, *theirs])
     return out
 
 

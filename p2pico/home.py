@@ -142,6 +142,13 @@ class Home:
             (did, cid.buffer, seq, int(fork)),
         )
 
+    def all_imported_heads(self) -> list[tuple[str, ImportedHead]]:
+        """Every imported head of every DID (the roots GC keeps besides hosted picos)."""
+        rows = self._db.execute("SELECT did, cid, seq, fork FROM heads ORDER BY rowid").fetchall()
+        return [
+            (did, ImportedHead(CID.parse(cid), seq, bool(fork))) for did, cid, seq, fork in rows
+        ]
+
     # -- node.json -------------------------------------------------------------
 
     def write_node_json(self, info: dict[str, object]) -> None:

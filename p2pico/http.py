@@ -28,6 +28,8 @@ Management routes (JSON; used by the ``p2pico`` CLI):
     POST /api/import                a CAR body → {"root", "did", "seq", "blocks", "new"[, "fork"]}
     GET  /api/picos/:did/log        the chain verified newest first, with causes (and a fork)
     GET  /api/picos/:did/schedule   the pico's scheduled events, on its host (p2pico.scheduler)
+    GET  /api/picos/:did/channels   the pico's channels as ctx:channels shows them, on its host
+    POST /api/gc                    {"keep_history": N|null} → {"kept", "deleted", "bytes_freed", ...}
 """
 
 from __future__ import annotations
@@ -238,12 +240,36 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
             raise BadRequest(f"pico {did} is not hosted here{where}", 404)
         return JSONResponse(mesh.engine.schedule_of(did))
 
+    async def channels(request: Request) -> Response:
+        did = request.path_params["did"]
+        if not mesh.engine.hosts(did):
+            record = mesh.records.get(did)
+            where = f"; it is hosted by {record.host}" if record is not None else ""
+            raise BadRequest(f"pico {did} is not hosted here{where}", 404)
+        return JSONResponse(mesh.engine.channels_of(did))
+
     def route(path: str, fn: Handler, methods: list[str] | None = None) -> Route:
         return Route(path, _guarded(fn), methods=methods or ALL_METHODS)
 
     async def c_query(request: Request) -> Response:
         request.path_params["function"] = request.path_params.pop("name")
         return await sky_cloud(request)
+
+    async def gc(request: Request) -> Response:
+        """Collect garbage blocks; keep_history N keeps each head and its N previous heads."""
+        keep = (await _attrs(request)).get("keep_history")
+        if keep is not None and (type(keep) is not int or keep < 0):
+            raise BadRequest("'keep_history' must be a non-negative integer or null")
+        report = mesh.engine.gc(keep)
+        return JSONResponse(
+            {
+                "kept": report.kept,
+                "deleted": report.deleted,
+                "bytes_freed": report.bytes_freed,
+                "truncated": {str(cid): seq for cid, seq in report.truncated.items()},
+                "missing": report.missing,
+            }
+        )
 
     routes = [
         route("/sky/event/{eci}/{eid}/{domain}/{type}", sky_event),
@@ -261,5 +287,7 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
         route("/api/import", import_car, ["POST"]),
         route("/api/picos/{did}/log", log, ["GET"]),
         route("/api/picos/{did}/schedule", schedule, ["GET"]),
+        route("/api/picos/{did}/channels", channels, ["GET"]),
+        route("/api/gc", gc, ["POST"]),
     ]
     return Starlette(routes=routes)

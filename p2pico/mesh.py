@@ -98,6 +98,7 @@ class Mesh:
         # event:send and ctx:query from KRL reach any pico of the mesh
         engine.send_hook = self._send_from_pico
         engine.query_hook = self._query_from_pico
+        engine.on_new_pico = self._publish_new_pico  # ctx:newPico children
 
     @property
     def peer_id(self) -> str:
@@ -281,15 +282,19 @@ class Mesh:
         did = await self.did_of(eci_or_did)
         return Target(did, None if eci_or_did.startswith("did:") else eci_or_did)
 
+    # The sending pico is passed on only to a pico hosted here, so it may use a
+    # family channel it owns; a request to another engine carries no sender, so family
+    # channels are refused across engines (that engine could not check the claim).
+
     async def _send_from_pico(
-        self, to: str, domain: str, type: str, attrs: dict[str, object]
+        self, to: str, domain: str, type: str, attrs: dict[str, object], sender: str
     ) -> object:
-        return await self.event(await self.target(to), domain, type, attrs)
+        return await self.event(await self.target(to), domain, type, attrs, sender=sender)
 
     async def _query_from_pico(
-        self, to: str, rid: str, name: str, args: dict[str, object]
+        self, to: str, rid: str, name: str, args: dict[str, object], sender: str
     ) -> object:
-        return await self.query(await self.target(to), rid, name, args)
+        return await self.query(await self.target(to), rid, name, args, sender=sender)
 
     async def event(
         self,
@@ -301,12 +306,16 @@ class Mesh:
         eid: str = "none",
         hops: int = 0,
         forwarded: bool = False,
+        sender: str | None = None,
     ) -> object:
         request = EventRequest(target, domain, type, attrs, eid, hops, forwarded)
         return await self._deliver(
             target.did,
             lambda: Work(
-                "event", event=krl.Event(domain, type, attrs, eid=eid), eci=target.eci or ""
+                "event",
+                event=krl.Event(domain, type, attrs, eid=eid),
+                eci=target.eci or "",
+                sender=sender,
             ),
             request,
             hops,
@@ -322,11 +331,14 @@ class Mesh:
         *,
         hops: int = 0,
         forwarded: bool = False,
+        sender: str | None = None,
     ) -> object:
         request = QueryRequest(target, rid, name, args, hops, forwarded)
         return await self._deliver(
             target.did,
-            lambda: Work("query", eci=target.eci or "", rid=rid, name=name, args=args),
+            lambda: Work(
+                "query", eci=target.eci or "", rid=rid, name=name, args=args, sender=sender
+            ),
             request,
             hops,
             forwarded,
@@ -417,11 +429,14 @@ class Mesh:
 
     async def create_pico(self, sources: list[str]) -> Pico:
         pico = self.engine.create_pico(sources)
+        await self._publish_new_pico(pico)
+        return pico
+
+    async def _publish_new_pico(self, pico: Pico) -> None:
         raw = self._sign_record(pico.keypair, seq=0, prev=None)
         record = self.consider(raw, source="self")
         assert record is not None
         await self._publish(record)
-        return pico
 
     # -- moving: source side ------------------------------------------------------------
 

@@ -152,11 +152,18 @@ COMPILE_CASES = [
         id="module-alias-twice",
     ),
     pytest.param(
-        "ruleset a { global { x = ctx:newPico } }",
-        "line 1, column 26: 'ctx:newPico' is not supported yet\n"
-        "ruleset a { global { x = ctx:newPico } }\n"
+        "ruleset a { global { x = ctx:logs } }",
+        "line 1, column 26: 'ctx:logs' is not supported yet\n"
+        "ruleset a { global { x = ctx:logs } }\n"
         "                         ^",
         id="ctx-member-not-supported",
+    ),
+    pytest.param(
+        "ruleset a { global { x = ctx:newPico } }",
+        "line 1, column 26: 'ctx:newPico' is an action and can only be used in an action block\n"
+        "ruleset a { global { x = ctx:newPico } }\n"
+        "                         ^",
+        id="ctx-action-in-an-expression",
     ),
     pytest.param(
         'ruleset a { rule r { select when a b http:post("u") } }',
