@@ -260,7 +260,9 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
         keep = (await _attrs(request)).get("keep_history")
         if keep is not None and (type(keep) is not int or keep < 0):
             raise BadRequest("'keep_history' must be a non-negative integer or null")
-        report = mesh.engine.gc(keep)
+        if mesh.moves_open():  # blocks fetched for a move are not reachable from a root yet
+            raise BadRequest("a move is under way; run gc once it is done", 409)
+        report = mesh.engine.gc(keep)  # synchronous: no move can start while it runs
         return JSONResponse(
             {
                 "kept": report.kept,

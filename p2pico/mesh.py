@@ -92,6 +92,8 @@ class Mesh:
         self.eci_dids: dict[str, str] = {}
         # did -> peer allowed to fetch that pico's blocks (the target of an open move)
         self._move_targets: dict[str, str] = {}
+        # picos being moved here: their blocks are not reachable from any root yet
+        self._incoming: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self.equivocations: list[tuple[LocationRecord, LocationRecord]] = []
         self._records_changed = trio.Event()
@@ -103,6 +105,10 @@ class Mesh:
     @property
     def peer_id(self) -> str:
         return self.net.peer_id
+
+    def moves_open(self) -> bool:
+        """Is a move into or out of this engine under way (its blocks may be unrooted)?"""
+        return bool(self._move_targets or self._incoming)
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -569,7 +575,11 @@ class Mesh:
             if isinstance(request, MoveDrained):
                 self.engine.drained(request.did)
                 return Reply(ok=True).encode()
-            return Reply(ok=await self._move_in(peer, request)).encode()
+            self._incoming.add(request.did)
+            try:
+                return Reply(ok=await self._move_in(peer, request)).encode()
+            finally:
+                self._incoming.discard(request.did)
         except (MessageError, PicoError, InvalidRecord, ValueError) as e:
             log.warning("refused a move from %s: %s", peer, e)
             return Reply(error=str(e), code="move-refused").encode()

@@ -15,7 +15,8 @@ from dag.block import Block
 from p2pico import cli
 from p2pico.http import build_app
 from p2pico.mesh import Mesh
-from p2pico.testing import start_mesh
+from p2pico.testing import FakeNet, start_mesh
+from protocols.messages import BLOCKS_PROTOCOL, Target
 
 COUNTER = (Path(__file__).resolve().parents[1] / "rulesets" / "counter.krl").read_text()
 
@@ -114,3 +115,38 @@ def test_cli_gc(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
         ("POST", "/api/gc", {"keep_history": None}),
     ]
     assert '"deleted": 2' in capsys.readouterr().out
+
+
+async def test_gc_waits_for_moves_to_finish(tmp_path: Path) -> None:
+    """Blocks fetched for a move are not reachable from any root until it commits."""
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        gate = trio.Event()
+        serve_blocks = world[a.peer_id].handlers[BLOCKS_PROTOCOL]
+
+        async def held_open(peer: str, data: bytes) -> bytes:
+            await gate.wait()
+            return await serve_blocks(peer, data)
+
+        world[a.peer_id].handlers[BLOCKS_PROTOCOL] = held_open
+        app = build_app(b, lambda: {})
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://b"
+        ) as client:
+            nursery.start_soon(a.move, pico.did, b.peer_id)
+            await trio.testing.wait_all_tasks_blocked()
+            r = await client.post("/api/gc", json={})
+            assert (r.status_code, r.json()) == (
+                409,
+                {"error": "a move is under way; run gc once it is done"},
+            )
+            gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert b.engine.hosts(pico.did)
+            r = await client.post("/api/gc", json={})
+            assert r.status_code == 200
+        assert await b.query(Target(pico.did), "io.p2pico.counter", "count", {}) == 0
+        nursery.cancel_scope.cancel()
