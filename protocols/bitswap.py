@@ -458,14 +458,7 @@ def _decode_presence(data: bytes, start: int, end: int) -> BlockPresence:
 
 def _uvarint(value: int) -> bytes:
     """A protobuf varint; negative int32 values are sign-extended to 64 bits (10 bytes)."""
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return encode_varint(value + (1 << 64) if value < 0 else value)
 
 
 def _key(number: int, wire: int) -> bytes:

@@ -25,6 +25,8 @@ the byte stream has lost its frame boundaries and nothing after the bad prefix c
 
 from __future__ import annotations
 
+from dag.cid import encode_varint
+
 __all__ = [
     "MAX_FRAME_SIZE",
     "MAX_VARINT_LEN",
@@ -56,12 +58,7 @@ def encode_uvarint(value: int) -> bytes:
         raise ValueError(f"uvarint must be non-negative, got {value}")
     if value > _MAX_UVARINT:
         raise ValueError(f"uvarint must be below 2**63, got {value}")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return encode_varint(value)
 
 
 def decode_uvarint(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int] | None:
