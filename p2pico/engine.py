@@ -879,6 +879,14 @@ class Engine:
 
     async def submit(self, did: str, work: Work, *, forwarded: bool = False) -> object:
         """Queue work on a hosted pico and wait for its result; NotHosted if it is not here."""
+        self.enqueue(did, work, forwarded=forwarded)
+        await work.done.wait()
+        if work.error is not None:
+            raise work.error
+        return work.result
+
+    def enqueue(self, did: str, work: Work, *, forwarded: bool = False) -> None:
+        """Put work in a hosted pico's inbox now (Busy if full, NotHosted if not here)."""
         pico = self.picos.get(did)
         if pico is None:
             raise NotHosted(f"pico {did} is not hosted here")
@@ -890,10 +898,6 @@ class Engine:
             raise Busy(f"pico {did} has {MAX_INBOX} requests waiting; try again later") from None
         except trio.ClosedResourceError:
             raise NotHosted(f"pico {did} is leaving this engine") from None
-        await work.done.wait()
-        if work.error is not None:
-            raise work.error
-        return work.result
 
     # -- the worker ------------------------------------------------------------------
 
@@ -1111,9 +1115,34 @@ class Engine:
                     assert self._nursery is not None
                     self._nursery.start_soon(self.on_new_pico, child)
         for send in txn.sends:  # fire and forget, and only what a committed transaction sent
-            assert self._nursery is not None
-            self._nursery.start_soon(self._send, *send)
+            self._dispatch_send(*send)
         return {"eid": txn.txn_id, "directives": txn.directives}
+
+    def _dispatch_send(
+        self, target: str, domain: str, type: str, attrs: dict[str, object], sender: str
+    ) -> None:
+        """A pico of this engine gets the event in its inbox now, before the sender's
+        response goes out, so a request that follows sees its effect (FIFO, as on
+        pico-engine, self-sends included); other picos get it through the mesh."""
+        assert self._nursery is not None
+        did = target if target in self.picos else self._eci_index.get(target)
+        if did is None:
+            self._nursery.start_soon(self._send, target, domain, type, attrs, sender)
+            return
+        eci = "" if target == did else target
+        work = Work("event", event=krl.Event(domain, type, attrs), eci=eci, sender=sender)
+        try:
+            self.enqueue(did, work)
+        except PicoError as e:
+            log.warning("event:send %s:%s to %s failed: %s", domain, type, target, e)
+            return
+        self._nursery.start_soon(self._log_send_failure, work, target)
+
+    async def _log_send_failure(self, work: Work, target: str) -> None:
+        await work.done.wait()
+        if work.error is not None and work.event is not None:
+            ev = work.event
+            log.warning("event:send %s:%s to %s failed: %s", ev.domain, ev.type, target, work.error)
 
     async def _send(
         self, target: str, domain: str, type: str, attrs: dict[str, object], sender: str
