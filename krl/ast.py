@@ -409,19 +409,27 @@ class ActionBlock:
 
 @dataclass(frozen=True, slots=True)
 class EntAssign:
-    """``ent:name := value`` or ``ent:name{path} := value``."""
+    """``ent:name := value`` or ``ent:name{path} := value``.
+
+    ``domain`` is the word before the colon: the parser accepts any (as the
+    reference parser does) and the compiler rejects all but ``ent``.
+    """
 
     span: Span
     name: str
     path: Expr | None
     value: Expr
+    domain: str = "ent"
 
 
 @dataclass(frozen=True, slots=True)
 class ClearEnt:
+    """``clear ent:name`` or ``clear ent:name{path}``; ``domain`` as in EntAssign."""
+
     span: Span
     name: str
     path: Expr | None
+    domain: str = "ent"
 
 
 @dataclass(frozen=True, slots=True)

@@ -747,6 +747,7 @@ class _Compiler:
         if isinstance(node, ast.EntAssign):
             return self.ent_assign(node, scope)
         if isinstance(node, ast.ClearEnt):
+            self.check_ent_domain(node.domain, node.span)
             name = node.name
             if node.path is None:
                 return lambda f, r: r.ctx.ent_clear(rid, name)
@@ -776,7 +777,12 @@ class _Compiler:
             return last
         raise AssertionError(f"unknown statement {node!r}")  # pragma: no cover
 
+    def check_ent_domain(self, domain: str, span: ast.Span) -> None:
+        if domain != "ent":
+            self.fail(f"only ent: variables can be assigned or cleared, found '{domain}:'", span)
+
     def ent_assign(self, node: ast.EntAssign, scope: Scope) -> Exec:
+        self.check_ent_domain(node.domain, node.span)
         rid, name = self.rid, node.name
         value = self.expr(node.value, scope)
         what = f"the value of ent:{name}"

@@ -12,6 +12,7 @@ chevrons unescape ``\\>``, ``\\#{`` and ``\\\\``; regex literals unescape ``\\#`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import KrlSyntaxError, line_column
@@ -25,7 +26,18 @@ PUNCTUATION = (
     "<", "|", "=", ":", ">", "(", ")", "{", "}", "[", "]", ",", "/", ".", "-", "%", "+", ";", "*",
 )  # fmt: skip
 
+# The same table split by length, for the scanner's fast path.
+_PUNCT3 = frozenset(p for p in PUNCTUATION if len(p) == 3)
+_PUNCT2 = frozenset(p for p in PUNCTUATION if len(p) == 2)
+_PUNCT1 = frozenset(p for p in PUNCTUATION if len(p) == 1)
+
 REGEX_FLAGS = "gim"
+
+# \s is str.isspace(); identifiers are ASCII letters, digits, "_" and "$".
+_SPACE = re.compile(r"\s*")
+_SYMBOL = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+_NUMBER = re.compile(r"[0-9]*(?:\.[0-9]+)?")
+_STRING_CHUNK = re.compile(r'[^"\\]*')
 
 # Tokens after which a "." starts a member access rather than a number like ".5".
 _VALUE_END_KINDS = frozenset({"SYMBOL", "NUMBER", "STRING", "REGEXP", "CHEVRON_CLOSE"})
@@ -47,10 +59,6 @@ def _is_digit(ch: str) -> bool:
 
 def _is_ident_start(ch: str) -> bool:
     return ch.isascii() and (ch.isalpha() or ch in "_$")
-
-
-def _is_ident_char(ch: str) -> bool:
-    return ch.isascii() and (ch.isalnum() or ch in "_$")
 
 
 class _Lexer:
@@ -104,10 +112,10 @@ class _Lexer:
     def skip_space_and_comments(self) -> None:
         src, n = self.src, len(self.src)
         while self.pos < n:
-            ch = src[self.pos]
-            if ch.isspace():
-                self.pos += 1
-            elif src.startswith("//", self.pos):
+            self.pos = _SPACE.match(src, self.pos).end()  # type: ignore[union-attr]
+            if self.pos >= n:
+                return
+            if src.startswith("//", self.pos):
                 end = src.find("\n", self.pos)
                 self.pos = n if end == -1 else end + 1
             elif src.startswith("/*", self.pos):
@@ -135,9 +143,7 @@ class _Lexer:
             if src.startswith("re#", start):
                 self.regexp()
             else:
-                end = start + 1
-                while end < len(src) and _is_ident_char(src[end]):
-                    end += 1
+                end = _SYMBOL.match(src, start).end()  # type: ignore[union-attr]
                 self.pos = end
                 self.emit("SYMBOL", start, end)
         elif src.startswith("<<", start):
@@ -155,9 +161,12 @@ class _Lexer:
 
     def punctuation(self) -> None:
         src, start = self.src, self.pos
-        for p in PUNCTUATION:
-            if src.startswith(p, start):
-                break
+        if (
+            (p := src[start : start + 3]) in _PUNCT3
+            or (p := p[:2]) in _PUNCT2
+            or (p := p[:1]) in _PUNCT1
+        ):
+            pass
         else:
             ch = src[start]
             shown = repr(ch) if ch.isprintable() else f"U+{ord(ch):04X}"
@@ -179,17 +188,10 @@ class _Lexer:
 
     def number(self) -> None:
         src, start = self.src, self.pos
-        end = start
-        while end < len(src) and _is_digit(src[end]):
-            end += 1
-        is_float = False
-        if src[end : end + 1] == "." and _is_digit(src[end + 1 : end + 2]):
-            is_float = True
-            end += 1
-            while end < len(src) and _is_digit(src[end]):
-                end += 1
+        end = _NUMBER.match(src, start).end()  # type: ignore[union-attr]
         self.pos = end
         text = src[start:end]
+        is_float = "." in text
         value: int | float
         if is_float:
             value = float(text)
@@ -205,17 +207,22 @@ class _Lexer:
         src, start = self.src, self.pos
         i = start + 1
         out: list[str] = []
-        while i < len(src):
-            ch = src[i]
-            if ch == "\\" and src[i + 1 : i + 2] in ('"', "\\"):
-                out.append(src[i + 1])
-                i += 2
-            elif ch == '"':
+        while True:
+            end = _STRING_CHUNK.match(src, i).end()  # type: ignore[union-attr]
+            out.append(src[i:end])
+            i = end
+            if i >= len(src):
+                break
+            if src[i] == '"':
                 self.pos = i + 1
                 self.emit("STRING", start, self.pos, "".join(out))
                 return
+            # a backslash: only \" and \\ are escapes
+            if src[i + 1 : i + 2] in ('"', "\\"):
+                out.append(src[i + 1])
+                i += 2
             else:
-                out.append(ch)
+                out.append("\\")
                 i += 1
         raise self.fail(
             f"expected '\"' to close the string opened at {self.where(start)}, found end of input",

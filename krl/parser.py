@@ -48,7 +48,7 @@ EVENT_BINDING_POWER: dict[str, int] = {
 
 # Words that cannot name a variable.
 RESERVED = frozenset(
-    {"defaction", "function", "not", "setting", "null", "true", "false", "like", "cmp"}
+    {"defaction", "function", "return", "not", "setting", "null", "true", "false", "like", "cmp"}
 )
 # Words that operate on event expressions as a function: ``and(a x, b y)``.
 EVENT_GROUP_OPERATORS = frozenset({"and", "or", "before", "then", "after"})
@@ -788,9 +788,9 @@ class _Parser:
         word = tok.text
         if word == "clear":
             self.advance()
-            name = self.ent_name("after 'clear'")
+            domain, name = self.ent_name("after 'clear'")
             path = self.ent_path()
-            return ast.ClearEnt(self.span_from(tok.start), name, path)
+            return ast.ClearEnt(self.span_from(tok.start), name, path, domain)
         if word == "raise":
             return self.raise_statement()
         if (
@@ -813,27 +813,24 @@ class _Parser:
         if word == "schedule":
             return self.schedule_statement()
         if self.peek().kind == "RAW" and self.peek().text == ":":
-            name = self.ent_name("in an assignment")
+            domain, name = self.ent_name("in an assignment")
             path = self.ent_path()
             self.expect_raw(":=", " to assign the entity variable")
             value = self.expression()
-            return ast.EntAssign(self.span_from(tok.start), name, path, value)
+            return ast.EntAssign(self.span_from(tok.start), name, path, value, domain)
         if self.at_declaration():
             return self.declaration()
         self.expected(
             "a postlude statement (ent:name := value, clear, raise, log, last or name = value)"
         )
 
-    def ent_name(self, context: str) -> str:
-        if not self.at_word("ent"):
-            if self.tok.kind == "SYMBOL" and self.peek().text == ":":
-                self.fail(
-                    f"only ent: variables can be assigned or cleared, found '{self.tok.text}:'"
-                )
+    def ent_name(self, context: str) -> tuple[str, str]:
+        """``domain:name``; any domain parses (the compiler accepts only ``ent``)."""
+        if not (self.tok.kind == "SYMBOL" and self.peek().text == ":"):
             self.expected(f"'ent:name' {context}")
-        self.advance()
+        domain = self.advance().text
         self.expect_raw(":")
-        return self.word("an entity variable name").text
+        return domain, self.word("an entity variable name").text
 
     def ent_path(self) -> ast.Expr | None:
         open_brace = self.accept_raw("{")

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from krl import KrlSyntaxError, ast, parse_expression, parse_ruleset
+from krl import (
+    KrlCompileError,
+    KrlSyntaxError,
+    ast,
+    compile_ruleset,
+    parse_expression,
+    parse_ruleset,
+)
 
 
 def show(node: object) -> str:
@@ -313,3 +320,39 @@ def test_choose_discriminant_may_use_paths() -> None:
     assert block is not None
     assert isinstance(block.discriminant, ast.Path)
     assert block.actions[0].label == "x"
+
+
+# -- found by scripts/krl_corpus/parity.py against krl-parser 1.3.0 ----------
+
+
+def test_postlude_assignment_to_a_non_ent_domain_parses_and_fails_to_compile() -> None:
+    # krl-parser accepts any `d:name := e` / `clear d:name` (Picolab/wrangler's
+    # wrangler_common.krl has `app:prototypes{[...]} := ...`); its compiler refuses it.
+    source = (
+        "ruleset a { rule r { select when a b always {"
+        ' app:p{["x"]} := 1; clear app:q; ent:n := 2 } } }'
+    )
+    post = parse_ruleset(source).rules[0].postlude
+    assert post is not None
+    assert post.always is not None
+    assign, clear, ent = post.always
+    assert isinstance(assign, ast.EntAssign)
+    assert isinstance(clear, ast.ClearEnt)
+    assert isinstance(ent, ast.EntAssign)
+    assert (assign.domain, clear.domain, ent.domain) == ("app", "app", "ent")
+    with pytest.raises(KrlCompileError, match="only ent: variables can be assigned or cleared"):
+        compile_ruleset(source)
+    with pytest.raises(KrlCompileError, match="found 'app:'"):
+        compile_ruleset("ruleset a { rule r { select when a b always { clear app:q } } }")
+
+
+def test_return_is_a_reserved_word() -> None:
+    # As in krl-parser: `return = ...` in a function body is not a declaration.
+    with pytest.raises(KrlSyntaxError):
+        parse_ruleset("ruleset a { global { f = function() { return = 1; return } } }")
+    with pytest.raises(KrlSyntaxError):
+        parse_expression("return + 1")
+    tree = parse_ruleset("ruleset a { global { f = function() { x = 1; return x } } }")
+    f = tree.global_decls[0].value
+    assert isinstance(f, ast.Function)
+    assert isinstance(f.result, ast.Identifier)
