@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, runtime_checkable
@@ -78,6 +79,7 @@ class SqliteBlockStore:
     def __init__(self, path: str | Path) -> None:
         # isolation_level=None: autocommit, so put_many can own its BEGIN/COMMIT.
         self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._group_depth = 0  # > 0 inside group(): put_many joins the open transaction
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -99,12 +101,42 @@ class SqliteBlockStore:
 
     def put_many(self, blocks: Iterable[Block]) -> None:
         rows = [(b.cid.buffer, b.data) for b in blocks]
+        if self._group_depth:
+            self._db.executemany("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows)
+            return
         self._db.execute("BEGIN")
         try:
             self._db.executemany("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._db.execute("COMMIT")
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Group commit: every ``put``/``put_many`` inside is one SQLite transaction.
+
+        Several pico commits then cost one COMMIT. Nothing written inside is durable, or
+        visible to other connections, until the outermost ``group`` exits; an exception
+        rolls all of it back, so the caller must not publish a head written inside until
+        then. Nested groups join the outermost one.
+        """
+        if self._group_depth:
+            self._group_depth += 1
+            try:
+                yield
+            finally:
+                self._group_depth -= 1
+            return
+        self._db.execute("BEGIN")
+        self._group_depth = 1
+        try:
+            yield
+        except BaseException:
+            self._group_depth = 0
+            self._db.execute("ROLLBACK")
+            raise
+        self._group_depth = 0
         self._db.execute("COMMIT")
 
     def get_block(self, cid: CID) -> Block | None:

@@ -28,14 +28,27 @@ block's CID is recomputed from its payload prefix and bytes, and only CIDs we as
 taken; each is then checked again and strictly decoded with ``Block.decode``, and a block
 that fails is dropped and logged. Blocks from other peers, or that we did not ask for, are
 ignored. Wants still open at the end are cancelled.
+
+Whole DAGs: ``fetch_dag(peer_id, root)`` walks links from ``root`` breadth-first, asks for
+the blocks the store lacks in batches of ``FETCH_BATCH`` (one wantlist each), verifies and
+stores each batch, and follows the links of every block, fetched or already held. It
+reports what it could not get instead of raising, so a caller sees a partial DAG as such.
+
+Sharing: ``share(peer_id, name, root)`` is ``allow`` kept per name (p2pico.http names a
+grant by the pico's DID), so one peer can hold several grants and re-sharing one name
+refreshes only that root; ``revoke`` drops them all. Grants live in memory: a restarted
+node serves nothing until the operator shares again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Final
 
+import base58
 import trio
 
 from dag.block import Block
@@ -45,7 +58,15 @@ from p2pico.net import FrameStream, Net, NetError
 from protocols import bitswap
 from protocols.bitswap import BitswapError, FetchSession, Message
 
-__all__ = ["FETCH_TIMEOUT", "PROTOCOL_ID", "Bitswap", "MayServe"]
+__all__ = [
+    "FETCH_BATCH",
+    "FETCH_TIMEOUT",
+    "PROTOCOL_ID",
+    "Bitswap",
+    "DagFetch",
+    "MayServe",
+    "is_peer_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +78,52 @@ FETCH_TIMEOUT: Final = 30.0
 REPLY_TIMEOUT: Final = 20.0
 # Sending cancels after a fetch is best effort and must not hold the caller up.
 CANCEL_TIMEOUT: Final = 2.0
+# CIDs per wantlist when fetching a whole DAG: well under MAX_WANTLIST_ENTRIES, and a batch of
+# 256 KiB blocks (our largest) still arrives in a few seconds on a slow link.
+FETCH_BATCH: Final = 512
 
 MayServe = Callable[[str, CID], bool]
+
+
+def is_peer_id(text: str) -> bool:
+    """Whether ``text`` is a base58btc libp2p peer id (an identity or sha2-256 multihash)."""
+    try:
+        raw = base58.b58decode(text)
+    except ValueError:
+        return False
+    if len(raw) < 3 or raw[0] not in (0x00, 0x12):
+        return False
+    return raw[1] == len(raw) - 2 and (raw[0] == 0x00 or raw[1] == 32)
+
+
+@dataclass
+class DagFetch:
+    """What ``fetch_dag`` did: the blocks the DAG has, those fetched, and those not obtained."""
+
+    root: CID
+    blocks: int = 0  # blocks of the DAG now in the store (fetched or held before)
+    fetched: int = 0  # of those, fetched now
+    bytes: int = 0  # bytes fetched now
+    batches: int = 0  # wantlists sent
+    seconds: float = 0.0
+    missing: list[CID] = field(default_factory=list)  # refused, unanswered or invalid
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "root": str(self.root),
+            "complete": self.complete,
+            "blocks": self.blocks,
+            "fetched": self.fetched,
+            "bytes": self.bytes,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+            "missing": [str(cid) for cid in self.missing[:20]],
+            "missing_count": len(self.missing),
+        }
 
 
 class _Fetch:
@@ -82,9 +147,14 @@ class Bitswap:
         self._rule = may_serve
         # peer id -> the CIDs it may fetch, or None for everything in the store
         self._allowed: dict[str, frozenset[CID] | None] = {}
+        # peer id -> grant name -> root (see ``share``)
+        self._shares: dict[str, dict[str, CID]] = {}
         self._fetches: dict[str, list[_Fetch]] = {}
         # Blocks that arrived for a CID we wanted but failed verification or decoding.
         self.blocks_rejected = 0
+        # fetch_dag calls under way: their blocks are stored before any root reaches them,
+        # so a garbage collection must wait (p2pico.http refuses gc meanwhile).
+        self.dag_fetches_open = 0
 
     def start(self) -> None:
         """Register the protocol handler; from now on peers can ask us and answer us."""
@@ -103,6 +173,27 @@ class Bitswap:
     def revoke(self, peer_id: str) -> None:
         """Serve ``peer_id`` nothing from now on (a no-op if it had no grant)."""
         self._allowed.pop(peer_id, None)
+        self._shares.pop(peer_id, None)
+
+    def share(self, peer_id: str, name: str, root: CID) -> int:
+        """Add (or refresh) the grant ``name`` of ``peer_id``: the blocks ``root`` reaches now.
+
+        The peer may then fetch what any of its named grants reach. Returns how many blocks
+        it may fetch in all.
+        """
+        shares = self._shares.setdefault(peer_id, {})
+        shares[name] = root
+        self.allow(peer_id, roots=list(shares.values()))
+        allowed = self._allowed[peer_id]
+        assert allowed is not None
+        return len(allowed)
+
+    def shares(self) -> dict[str, dict[str, str]]:
+        """Every named grant: peer id -> name -> root CID."""
+        return {
+            peer: {name: str(root) for name, root in grants.items()}
+            for peer, grants in self._shares.items()
+        }
 
     def may_serve(self, peer_id: str, cid: CID) -> bool:
         """Whether ``peer_id`` may have the block ``cid`` (if we hold it)."""
@@ -164,6 +255,64 @@ class Bitswap:
             if not fetches:
                 del self._fetches[peer_id]
         return fetch.blocks
+
+    async def fetch_dag(
+        self,
+        peer_id: str,
+        root: CID,
+        *,
+        batch: int = FETCH_BATCH,
+        timeout: float = FETCH_TIMEOUT,
+    ) -> DagFetch:
+        """Fetch every block ``root`` reaches that the store lacks from ``peer_id``; store them.
+
+        Breadth-first: each round asks for up to ``batch`` missing CIDs in one wantlist
+        (``timeout`` seconds per round), stores the verified blocks in one ``put_many``, and
+        queues their links. Blocks already in the store are not fetched, but their links are
+        followed. A block the peer does not give is listed in ``missing`` and its sub-DAG is
+        not explored; the walk goes on with the rest.
+
+        Raises:
+            NetError: a wantlist could not be sent (unreachable peer, no Bitswap, …).
+        """
+        self.dag_fetches_open += 1
+        try:
+            return await self._fetch_dag(peer_id, root, batch=batch, timeout=timeout)
+        finally:
+            self.dag_fetches_open -= 1
+
+    async def _fetch_dag(self, peer_id: str, root: CID, *, batch: int, timeout: float) -> DagFetch:
+        started = time.perf_counter()
+        result = DagFetch(root)
+        seen = {root}
+        frontier = [root]
+        while frontier:
+            take, frontier = frontier[:batch], frontier[batch:]
+            found: list[Block] = []
+            wanted: list[CID] = []
+            for cid in take:
+                held = self.store.get_block(cid)
+                if held is None:
+                    wanted.append(cid)
+                else:
+                    found.append(held)
+            if wanted:
+                result.batches += 1
+                got = await self.fetch(peer_id, wanted, timeout=timeout)
+                if got:
+                    self.store.put_many(got.values())
+                result.fetched += len(got)
+                result.bytes += sum(len(block.data) for block in got.values())
+                result.missing += [cid for cid in wanted if cid not in got]
+                found += got.values()
+            result.blocks += len(found)
+            for block in found:
+                for link in block.links():
+                    if link not in seen:
+                        seen.add(link)
+                        frontier.append(link)
+        result.seconds = time.perf_counter() - started
+        return result
 
     async def _send(self, peer_id: str, messages: list[Message], *, timeout: float) -> None:
         stream = await self.net.open_stream(peer_id, PROTOCOL_ID, timeout=timeout)

@@ -204,6 +204,21 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return _emit(_call(args, "POST", "/api/gc", {"keep_history": args.keep_history}))
 
 
+def cmd_share(args: argparse.Namespace) -> int:
+    return _emit(_call(args, "POST", "/api/bitswap/allow", {"peer": args.peer, "did": args.did}))
+
+
+def cmd_unshare(args: argparse.Namespace) -> int:
+    return _emit(_call(args, "POST", "/api/bitswap/revoke", {"peer": args.peer}))
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    body: dict[str, object] = {"peer": args.peer, "root": args.root}
+    if args.addr:
+        body["addr"] = args.addr
+    return _emit(_call(args, "POST", "/api/bitswap/fetch", body))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2pico", description=__doc__.split("\n")[0])
     parser.add_argument("--home", help="node home folder (default ~/.p2pico or $P2PICO_HOME)")
@@ -291,8 +306,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.set_defaults(func=cmd_gc)
 
+    share = sub.add_parser("share", help="let a peer fetch a pico's current state over Bitswap")
+    share.add_argument("did")
+    share.add_argument("--with", dest="peer", required=True, metavar="PEER_ID")
+    share.set_defaults(func=cmd_share)
+
+    unshare = sub.add_parser("unshare", help="take back every Bitswap grant of a peer")
+    unshare.add_argument("--with", dest="peer", required=True, metavar="PEER_ID")
+    unshare.set_defaults(func=cmd_unshare)
+
+    fetch = sub.add_parser("fetch", help="fetch a whole DAG from a peer over Bitswap")
+    fetch.add_argument("root", metavar="CID")
+    fetch.add_argument("--from", dest="peer", required=True, metavar="PEER_ID")
+    fetch.add_argument("--addr", metavar="MULTIADDR", help="dial the peer here first")
+    fetch.set_defaults(func=cmd_fetch)
+
     # --node may also follow the sub-command (SUPPRESS: do not overwrite one given before it).
-    for client in (new, ls, event, query, move, resolve, export, import_, log, schedule, gc):
+    clients = (new, ls, event, query, move, resolve, export, import_, log, schedule, gc)
+    for client in (*clients, share, unshare, fetch):
         client.add_argument("--node", default=argparse.SUPPRESS, help="HTTP URL of the node")
     return parser
 

@@ -30,6 +30,10 @@ Management routes (JSON; used by the ``p2pico`` CLI):
     GET  /api/picos/:did/schedule   the pico's scheduled events, on its host (p2pico.scheduler)
     GET  /api/picos/:did/channels   the pico's channels as ctx:channels shows them, on its host
     POST /api/gc                    {"keep_history": N|null} → {"kept", "deleted", "bytes_freed", ...}
+    GET  /api/bitswap               the Bitswap grants: {"shares": {peer: {did: root}}}
+    POST /api/bitswap/allow         {"peer", "did"} → {"peer", "did", "root", "seq", "blocks"}
+    POST /api/bitswap/revoke        {"peer"} → {"peer", "revoked"}
+    POST /api/bitswap/fetch         {"peer", "root"[, "addr"]} → {"root", "complete", "blocks", …}
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ from starlette.routing import Route
 
 import krl
 from dag.car import CarError
+from dag.cid import CID, CIDError
 from p2pico import history as hist
+from p2pico.bitswap import Bitswap, is_peer_id
 from p2pico.engine import PicoError
 from p2pico.mesh import Mesh
+from p2pico.net import NetError
 from protocols.location import LocationRecord
 
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
@@ -113,7 +120,9 @@ def _guarded(fn: Handler) -> Handler:
     return run
 
 
-def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlette:
+def build_app(
+    mesh: Mesh, node_info: Callable[[], dict[str, object]], bitswap: Bitswap | None = None
+) -> Starlette:
     async def sky_event(request: Request) -> Response:
         p = request.path_params
         attrs = await _attrs(request)
@@ -262,6 +271,8 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
             raise BadRequest("'keep_history' must be a non-negative integer or null")
         if mesh.moves_open():  # blocks fetched for a move are not reachable from a root yet
             raise BadRequest("a move is under way; run gc once it is done", 409)
+        if bitswap is not None and bitswap.dag_fetches_open:  # the same for a Bitswap fetch
+            raise BadRequest("a Bitswap fetch is under way; run gc once it is done", 409)
         report = mesh.engine.gc(keep)  # synchronous: no move can start while it runs
         return JSONResponse(
             {
@@ -272,6 +283,63 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
                 "missing": report.missing,
             }
         )
+
+    def swap() -> Bitswap:
+        if bitswap is None:
+            raise BadRequest("Bitswap is not running on this node", 503)
+        return bitswap
+
+    def peer_arg(body: dict[str, object]) -> str:
+        peer = body.get("peer")
+        if not isinstance(peer, str) or not is_peer_id(peer):
+            raise BadRequest("'peer' must be a libp2p peer id (12D3Koo… or Qm…)")
+        return peer
+
+    async def bitswap_shares(request: Request) -> Response:
+        return JSONResponse({"shares": swap().shares()})
+
+    async def bitswap_allow(request: Request) -> Response:
+        """Let a peer fetch, over Bitswap, every block the pico's current head reaches."""
+        body = await _attrs(request)
+        peer, did = peer_arg(body), body.get("did")
+        if not isinstance(did, str):
+            raise BadRequest("'did' (the pico to share) is required")
+        head = current(did)
+        blocks = swap().share(peer, did, head.cid)
+        return JSONResponse(
+            {"peer": peer, "did": did, "root": str(head.cid), "seq": head.seq, "blocks": blocks}
+        )
+
+    async def bitswap_revoke(request: Request) -> Response:
+        peer = peer_arg(await _attrs(request))
+        had = peer in swap().shares()
+        swap().revoke(peer)
+        return JSONResponse({"peer": peer, "revoked": had})
+
+    async def bitswap_fetch(request: Request) -> Response:
+        """Fetch a whole DAG from a peer; a complete pico history is also recorded as imported."""
+        body = await _attrs(request)
+        peer, root, addr = peer_arg(body), body.get("root"), body.get("addr")
+        try:
+            root_cid = CID.parse(root) if isinstance(root, str) else None
+        except CIDError as e:
+            raise BadRequest(f"'root' is not a CID: {e}") from e
+        if root_cid is None:
+            raise BadRequest("'root' (a CID) is required")
+        try:
+            if isinstance(addr, str):
+                await swap().net.connect(addr)
+            result = await swap().fetch_dag(peer, root_cid)
+        except (NetError, ValueError) as e:
+            raise BadRequest(f"fetch from {peer} failed: {e}", 502) from e
+        reply = result.to_json()
+        if result.complete:
+            try:  # a pico's history: verify its chain and remember its head, as an import does
+                reply["history"] = hist.import_blocks(mesh.engine, [root_cid], {})
+            except hist.ImportRefused as e:
+                reply["history"] = None
+                reply["note"] = f"not recorded as a pico history: {e}"
+        return JSONResponse(reply)
 
     routes = [
         route("/sky/event/{eci}/{eid}/{domain}/{type}", sky_event),
@@ -291,5 +359,9 @@ def build_app(mesh: Mesh, node_info: Callable[[], dict[str, object]]) -> Starlet
         route("/api/picos/{did}/schedule", schedule, ["GET"]),
         route("/api/picos/{did}/channels", channels, ["GET"]),
         route("/api/gc", gc, ["POST"]),
+        route("/api/bitswap", bitswap_shares, ["GET"]),
+        route("/api/bitswap/allow", bitswap_allow, ["POST"]),
+        route("/api/bitswap/revoke", bitswap_revoke, ["POST"]),
+        route("/api/bitswap/fetch", bitswap_fetch, ["POST"]),
     ]
     return Starlette(routes=routes)

