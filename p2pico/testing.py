@@ -168,3 +168,12 @@ async def start_mesh(nursery: trio.Nursery, home: Path, world: dict[str, FakeNet
     mesh = Mesh(engine, FakeNet(h.engine_key.peer_id, world), h)  # type: ignore[arg-type]
     await nursery.start(mesh.serve)
     return mesh
+
+
+async def new_pico(client: httpx.AsyncClient, *sources: str) -> dict[str, str]:
+    """Create a pico with these KRL sources through a node's HTTP API; ``{"did", "eci"}``."""
+    r = await client.post("/api/picos", json={"rulesets": list(sources)})
+    assert r.status_code == 200, r.text
+    made: dict[str, str] = r.json()
+    assert set(made) == {"did", "eci"}, made
+    return made

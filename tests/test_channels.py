@@ -7,7 +7,6 @@ the same engine, linked to their parent by family channels.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,7 @@ import krl
 from p2pico import channels as chan
 from p2pico.engine import Engine, PicoError, Work
 from p2pico.home import Home
-from p2pico.http import build_app
-from p2pico.mesh import Mesh
-from p2pico.testing import FakeNet, start_mesh
+from p2pico.testing import FakeNet, new_pico, start_mesh
 from protocols.messages import Target
 
 MANAGER = """ruleset manager {
@@ -176,25 +173,6 @@ def test_deny_is_checked_before_allow_and_star_matches_anything() -> None:
 
 
 # -- through the engine and HTTP ---------------------------------------------------------------
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Mesh]]:
-    world: dict[str, FakeNet] = {}
-    async with trio.open_nursery() as nursery:
-        mesh = await start_mesh(nursery, tmp_path / "a", world)
-        app = build_app(mesh, lambda: {"peer_id": mesh.peer_id})
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://p2pico.test") as client:
-            yield client, mesh
-        nursery.cancel_scope.cancel()
-
-
-async def new_pico(client: httpx.AsyncClient, *sources: str) -> dict[str, str]:
-    r = await client.post("/api/picos", json={"rulesets": list(sources)})
-    assert r.status_code == 200, r.text
-    made: dict[str, str] = r.json()
-    return made
 
 
 async def event(client: httpx.AsyncClient, target: str, kind: str, **attrs: Any) -> Any:

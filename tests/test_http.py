@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-import trio
 
-from p2pico.http import build_app
-from p2pico.mesh import Mesh
-from p2pico.testing import FakeNet, start_mesh
+from p2pico.testing import new_pico
 
 COUNTER = (Path(__file__).resolve().parents[1] / "rulesets" / "counter.krl").read_text()
 RID = "io.p2pico.counter"
@@ -29,26 +24,6 @@ HELLO = """ruleset hello {
   }
 }
 """
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Mesh]]:
-    world: dict[str, FakeNet] = {}
-    async with trio.open_nursery() as nursery:
-        mesh = await start_mesh(nursery, tmp_path / "a", world)
-        app = build_app(mesh, lambda: {"peer_id": mesh.peer_id})
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://p2pico.test") as client:
-            yield client, mesh
-        nursery.cancel_scope.cancel()
-
-
-async def new_pico(client: httpx.AsyncClient, *sources: str) -> dict[str, str]:
-    r = await client.post("/api/picos", json={"rulesets": list(sources)})
-    assert r.status_code == 200, r.text
-    made = r.json()
-    assert set(made) == {"did", "eci"}
-    return made
 
 
 async def test_sky_event_and_cloud_by_eci_and_by_did(api) -> None:  # type: ignore[no-untyped-def]
