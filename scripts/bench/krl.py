@@ -3,21 +3,21 @@
 1. parse time of a KRL corpus (the public one of scripts/krl_corpus/, rebuilt
    with rebuild.py, given as CORPUS_DIR) and of this repository's
    ``rulesets/*.krl``: ``krl.parse_ruleset`` vs npm ``krl-parser`` under Node
-   (scripts/bench/krl_peer/krl_parse.mjs). Two figures per set: the first
+   (scripts/bench/peer/krl_parse.mjs). Two figures per set: the first
    parse of each file (``cold``: what loading a ruleset once costs, Node's JIT
    not yet warm) and the best of ``--repeat`` parses of each file (``warm``);
    each is the per-file times summed, and files/s;
-2. evaluation speed of CPU-heavy KRL functions (scripts/bench/krl_peer/
+2. evaluation speed of CPU-heavy KRL functions (scripts/bench/peer/
    cpu_heavy.krl: fib(20) by naive recursion, map/filter/reduce over 10,000
    numbers, building and splitting a 10,000-number string): ``Ruleset.query``
    of ``krl.compile_ruleset`` with an in-memory fake Context vs
    ``PicoEngineCore.query`` of pico-engine-core in process under Node
-   (scripts/bench/krl_peer/krl_eval.mjs), best and median of ``--runs``
+   (scripts/bench/peer/krl_eval.mjs), best and median of ``--runs``
    queries each; both engines must return the same value.
 
 Ratios are p2pico / reference time, so below 1 means p2pico is faster.
 
-    npm ci --prefix scripts/bench/krl_peer
+    npm ci --prefix scripts/bench/peer
     .venv/bin/python scripts/bench/krl.py [CORPUS_DIR] [--repeat R] [--runs N]
 """
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import krl  # noqa: E402
 
-PEER = ROOT / "scripts" / "bench" / "krl_peer"
+PEER = ROOT / "scripts" / "bench" / "peer"
 CPU_RULESET = PEER / "cpu_heavy.krl"
 EVAL_CASES = [("fib", {"n": 20}), ("mapFilterReduce", {"n": 10000}), ("stringBuild", {"n": 10000})]
 

@@ -4,8 +4,8 @@
 
 Every ``*.krl`` file under CORPUS_DIR (see rebuild.py for the public corpus) is
 parsed by ``krl.parse_ruleset`` and by the reference parser, npm
-``krl-parser`` as pinned in ``scripts/bench/krl_peer/package.json`` (run
-``npm ci`` there first), through ``scripts/bench/krl_peer/krl_parse.mjs``.
+``krl-parser`` as pinned in ``scripts/bench/peer/package.json`` (run
+``npm ci`` there first), through ``scripts/bench/peer/krl_parse.mjs``.
 Each file lands in one of four classes:
 
 - ``both_accept``
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import krl  # noqa: E402
 
-PEER = ROOT / "scripts" / "bench" / "krl_peer"
+PEER = ROOT / "scripts" / "bench" / "peer"
 CLASSES = (
     "both_accept",
     "both_reject",

@@ -1,26 +1,17 @@
 // Reference engine for scripts/bench/krl.py: Pico Labs' pico-engine-core (as
 // pinned in package.json) in process, with its in-memory store (memdown).
 //
-//     node scripts/bench/krl_peer/krl_eval.mjs RULESET.krl CASES_JSON
+//     node scripts/bench/peer/krl_eval.mjs RULESET.krl CASES_JSON
 //
 // Registers the ruleset unchanged, installs it on a child pico of the root
-// pico (as scripts/bench/peer/pico_engine_counter.mjs does), then for each
+// pico (start_core.mjs), then for each
 // case {name, args, repeat} runs `repeat` queries of the shared function
 // `name` through PicoEngineCore.query, one after another. Prints one JSON
 // object: {engine, cases: [{name, args, result, runs, best_ms, median_ms}]}.
 
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
-import { pathToFileURL } from "node:url";
-import path from "node:path";
 
-import { makeKrlLogger } from "krl-stdlib";
-import memdown from "memdown";
-import { PicoEngineCore, RulesetRegistryLoaderMem } from "pico-engine-core";
-
-const require = createRequire(import.meta.url);
-const VERSION = require("pico-engine-core/package.json").version;
+import { VERSION, startCoreWithRuleset } from "./start_core.mjs";
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const round = (x) => Number(x.toFixed(4));
@@ -29,24 +20,7 @@ async function main() {
   const [krlPath, casesJson] = process.argv.slice(2);
   if (!krlPath || !casesJson) throw new Error("usage: krl_eval.mjs RULESET.krl CASES_JSON");
   const cases = JSON.parse(casesJson);
-  const source = readFileSync(krlPath, "utf8");
-  const url = pathToFileURL(path.resolve(krlPath)).href;
-
-  const core = new PicoEngineCore({
-    leveldown: memdown(),
-    rsRegLoader: RulesetRegistryLoaderMem(async (u) => {
-      if (u !== url) throw new Error(`unknown ruleset url ${u}`);
-      return source;
-    }),
-    log: makeKrlLogger(() => {}),
-    getPicoLogs: async () => [],
-  });
-  await core.start();
-  const pf = core.picoFramework;
-  const { ruleset, rid } = await core.rsRegistry.flush(url);
-  const pico = pf.getPico(await pf.rootPico.newPico());
-  await pico.install(ruleset, { url, config: {} });
-  const eci = (await pico.newChannel({ tags: ["bench"] })).id;
+  const { core, rid, eci } = await startCoreWithRuleset(krlPath);
 
   const out = [];
   for (const { name, args, repeat } of cases) {

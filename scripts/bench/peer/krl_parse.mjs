@@ -1,7 +1,7 @@
 // Reference KRL parser (npm krl-parser, as pinned in package.json) over a
 // list of files, for scripts/krl_corpus/parity.py and scripts/bench/krl.py.
 //
-//     node scripts/bench/krl_peer/krl_parse.mjs LIST_FILE [REPEAT]
+//     node scripts/bench/peer/krl_parse.mjs LIST_FILE [REPEAT]
 //
 // LIST_FILE holds one path a line. All files are read first; then each is
 // parsed REPEAT times (default 1) and the best time kept. A file is accepted

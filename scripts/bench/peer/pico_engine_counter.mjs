@@ -9,18 +9,9 @@
 // rules have run and its state is written), checks that the count query
 // returns N, and prints one JSON line with the fields skeleton.py uses.
 
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
-import { pathToFileURL } from "node:url";
-import path from "node:path";
 
-import { makeKrlLogger } from "krl-stdlib";
-import memdown from "memdown";
-import { PicoEngineCore, RulesetRegistryLoaderMem } from "pico-engine-core";
-
-const require = createRequire(import.meta.url);
-const VERSION = require("pico-engine-core/package.json").version;
+import { VERSION, startCoreWithRuleset } from "./start_core.mjs";
 
 function percentile(samples, p) {
   const ordered = [...samples].sort((a, b) => a - b);
@@ -40,30 +31,7 @@ async function main() {
     throw new Error(`N must be a positive integer, got ${nArg}`);
   }
   // The ruleset runs unchanged: the same file p2pico's benchmark uses.
-  const source = readFileSync(krlPath, "utf8");
-  const url = pathToFileURL(path.resolve(krlPath)).href;
-
-  const core = new PicoEngineCore({
-    leveldown: memdown(),
-    // The KRL source is served from memory; compiled with krl-compiler.
-    rsRegLoader: RulesetRegistryLoaderMem(async (u) => {
-      if (u !== url) throw new Error(`unknown ruleset url ${u}`);
-      return source;
-    }),
-    // Log lines are formatted as usual and then dropped (the server would
-    // append them to a file).
-    log: makeKrlLogger(() => {}),
-    getPicoLogs: async () => [],
-  });
-  await core.start();
-  const pf = core.picoFramework;
-
-  const { ruleset, rid } = await core.rsRegistry.flush(url);
-  const familyEci = await pf.rootPico.newPico();
-  const pico = pf.getPico(familyEci);
-  await pico.install(ruleset, { url, config: {} });
-  const channel = await pico.newChannel({ tags: ["bench"] });
-  const eci = channel.id;
+  const { core, rid, eci } = await startCoreWithRuleset(krlPath);
 
   const latencies = [];
   let last = null;
