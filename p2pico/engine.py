@@ -68,6 +68,7 @@ from dag.did import Keypair
 from dag.gc import GcReport, collect
 from dag.head import sign_head, verify_head
 from dag.state import PicoState, RulesetState, read_state, state_blocks
+from p2pico import builtin
 from p2pico import channels as chan
 from p2pico import scheduler as sched
 from p2pico.home import Home
@@ -658,7 +659,7 @@ class Engine:
         # Set by p2pico.mesh: a pico was created here by ctx:newPico (publish its record).
         self.on_new_pico: Callable[[Pico], Awaitable[None]] | None = None
         # ctx:install and ctx:newPico read file:// URLs only inside these folders.
-        self.ruleset_dirs: list[Path] = [home.path / "rulesets"]
+        self.ruleset_dirs: list[Path] = [home.path / "rulesets", builtin.RULESETS_DIR]
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -794,7 +795,8 @@ class Engine:
     def load_ruleset(self, url_or_source: str) -> tuple[str, str | None]:
         """KRL for ctx:install / ctx:newPico: (source, url), from a file:// URL or the source.
 
-        A file:// URL must lie in one of ``ruleset_dirs`` (default ``<home>/rulesets``):
+        A file:// URL must lie in one of ``ruleset_dirs`` (default ``<home>/rulesets`` and
+        the shipped ``rulesets/``, p2pico.builtin):
         rulesets may come from peers, and must not read the node's other files.
         """
         text = url_or_source.strip()
