@@ -1,0 +1,354 @@
+"""Engine benchmark (issue 4): the counter ruleset on p2pico and on pico-engine-core.
+
+Prints JSON, then a table. Cases, each for p2pico and (where it has one) for the
+same-run peer, Pico Labs' pico-engine-core 1.3.0 in process under Node
+(scripts/bench/peer/pico_engine_bench.mjs, memdown store):
+
+1. events/s and queries/s in process: 1 client on one pico, then C clients at
+   once, each on its own pico (p2pico: ``Engine.submit``; the peer: ``eventWait``
+   and ``query``);
+2. for p2pico, the same through HTTP (``POST /sky/event``, ``GET /sky/cloud``) to a
+   real ``p2pico node`` process at 1 and C concurrent clients (a thread each, one
+   keep-alive connection each);
+3. time to create 1,000 picos with the counter installed;
+4. memory per idle pico after creating P picos (RSS growth of a fresh process,
+   divided by P; the peer also gives V8's heap growth).
+
+    .venv/bin/python scripts/bench/engine.py [--events N] [--clients C] [--picos 1000,100000]
+
+The peer is skipped, with a line saying how to install it, unless `node` is on
+PATH and `npm ci --prefix scripts/bench/peer` has been run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parents[2]
+COUNTER_PATH = ROOT / "rulesets" / "counter.krl"
+COUNTER = COUNTER_PATH.read_text()
+RID = "io.p2pico.counter"
+PEER = ROOT / "scripts" / "bench" / "peer"
+# Run as a script, this folder comes first on sys.path, and its krl.py (the KRL
+# benchmark) would shadow the krl package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+sys.path.insert(0, str(ROOT))
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def row(latencies: list[float], wall: float) -> dict[str, float]:
+    return {
+        "ops": len(latencies),
+        "per_s": round(len(latencies) / wall, 1),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 3),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 3),
+    }
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    import resource
+
+    return pages * resource.getpagesize()
+
+
+# -- p2pico in process ------------------------------------------------------------------
+
+
+def bench_in_process(events: int, queries: int, clients: int) -> dict[str, object]:
+    import krl
+    from p2pico.engine import Engine, Work
+
+    async def drive(
+        engine: Engine, dids: list[str], n: int, make: Callable[[str], Work]
+    ) -> dict[str, float]:
+        latencies: list[float] = []
+        per = -(-n // len(dids))
+
+        async def sender(did: str) -> None:
+            for _ in range(per):
+                t0 = time.perf_counter()
+                work = make(did)
+                await engine.submit(did, work)
+                if work.error is not None:
+                    raise SystemExit(f"p2pico: {work.error}")
+                latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for did in dids:
+                nursery.start_soon(sender, did)
+        return row(latencies, time.perf_counter() - start)
+
+    async def run() -> dict[str, object]:
+        from p2pico.home import Home
+
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Home(Path(tmp))
+            engine = Engine(home)
+            out: dict[str, object] = {"name": "p2pico in process (Engine.submit)"}
+            async with trio.open_nursery() as nursery:
+                await nursery.start(engine.serve)
+                picos = [engine.create_pico([COUNTER]) for _ in range(clients + 1)]
+                ecis = {p.did: p.eci for p in picos}
+                one, many = [picos[0].did], [p.did for p in picos[1:]]
+
+                def inc(did: str) -> Work:
+                    event = krl.Event("counter", "inc", {"by": 1})
+                    return Work("event", event=event, eci=ecis[did])
+
+                def count(did: str) -> Work:
+                    return Work("query", eci=ecis[did], rid=RID, name="count")
+
+                await drive(engine, one, 100, inc)  # warm-up
+                out["events_1"] = await drive(engine, one, events, inc)
+                out["events_C"] = await drive(engine, many, events, inc)
+                out["queries_1"] = await drive(engine, one, queries, count)
+                out["queries_C"] = await drive(engine, many, queries, count)
+                done = Work("query", eci=ecis[one[0]], rid=RID, name="count")
+                got = await engine.submit(one[0], done)
+                if got != 100 + events:
+                    raise SystemExit(f"p2pico: count is {got}, expected {100 + events}")
+                nursery.cancel_scope.cancel()
+            home.close()
+            return out
+
+    return trio.run(run)
+
+
+# -- p2pico over HTTP -------------------------------------------------------------------
+
+
+def bench_http(events: int, queries: int, clients: int) -> dict[str, object]:
+    from p2pico.testing import start_node
+
+    def drive(url: str, targets: list[str], n: int, one: Callable[..., None]) -> dict[str, float]:
+        latencies: list[float] = []
+        lock = threading.Lock()
+        per = -(-n // len(targets))
+        errors: list[str] = []
+
+        def sender(target: str) -> None:
+            mine: list[float] = []
+            with httpx.Client(base_url=url, timeout=60) as client:
+                for _ in range(per):
+                    t0 = time.perf_counter()
+                    try:
+                        one(client, target)
+                    except Exception as e:  # reported after the run
+                        errors.append(f"{type(e).__name__}: {e}")
+                        return
+                    mine.append(time.perf_counter() - t0)
+            with lock:
+                latencies.extend(mine)
+
+        threads = [threading.Thread(target=sender, args=(t,)) for t in targets]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+        if errors:
+            raise SystemExit(f"HTTP: {errors[0]}")
+        return row(latencies, wall)
+
+    def inc(client: httpx.Client, did: str) -> None:
+        body = client.post(f"/sky/event/{did}/none/counter/inc", json={"by": 1}).json()
+        if "error" in body:
+            raise RuntimeError(body["error"])
+
+    def count(client: httpx.Client, did: str) -> None:
+        r = client.get(f"/sky/cloud/{did}/{RID}/count")
+        r.raise_for_status()
+        if not isinstance(r.json(), int):
+            raise RuntimeError(r.text)
+
+    out: dict[str, object] = {"name": "p2pico node over HTTP (/sky/event, /sky/cloud)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        node = start_node(Path(tmp) / "a")
+        try:
+            with node.client() as c:
+                dids = [
+                    c.post("/api/picos", json={"rulesets": [COUNTER]}).json()["did"]
+                    for _ in range(clients + 1)
+                ]
+            one, many = dids[:1], dids[1:]
+            drive(node.url, one, 100, inc)  # warm-up
+            out["events_1"] = drive(node.url, one, events, inc)
+            out["events_C"] = drive(node.url, many, events, inc)
+            out["queries_1"] = drive(node.url, one, queries, count)
+            out["queries_C"] = drive(node.url, many, queries, count)
+        finally:
+            node.stop()
+    return out
+
+
+# -- creating picos and memory (a fresh process per count) ------------------------------
+
+CHILD = """
+import gc, json, sys, tempfile, time, trio
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from p2pico.engine import Engine
+from p2pico.home import Home
+
+def rss_bytes():
+    import resource
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+n = int(sys.argv[1])
+source = Path({counter!r}).read_text()
+
+async def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Home(Path(tmp))
+        engine = Engine(home)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.serve)
+            engine.create_pico([source])  # warm-up: imports, caches, the first compile
+            gc.collect()
+            before = rss_bytes()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                engine.create_pico([source])
+            seconds = time.perf_counter() - t0
+            gc.collect()
+            after = rss_bytes()
+            print(json.dumps({{"picos": n, "seconds": round(seconds, 3),
+                              "picos_per_s": round(n / seconds, 1),
+                              "rss_bytes_per_pico": round((after - before) / n)}}))
+            nursery.cancel_scope.cancel()
+        home.close()
+
+trio.run(main)
+"""
+
+
+def bench_create(counts: list[int]) -> list[dict[str, object]]:
+    out = []
+    script = CHILD.format(root=str(ROOT), counter=str(COUNTER_PATH))
+    for n in counts:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(n)],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            cwd=ROOT,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"creating {n} picos failed:\n{done.stderr[-3000:]}")
+        out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
+# -- the peer ---------------------------------------------------------------------------
+
+
+def bench_peer(events: int, queries: int, clients: int, picos: list[int]) -> dict | None:  # type: ignore[type-arg]
+    node = shutil.which("node")
+    if node is None or not (PEER / "node_modules" / "pico-engine-core").is_dir():
+        why = "node is not on PATH; with Node" if node is None else "not installed"
+        print(
+            f"peer pico-engine-core skipped ({why}): npm ci --prefix scripts/bench/peer",
+            file=sys.stderr,
+        )
+        return None
+    cmd = [node, "--expose-gc", str(PEER / "pico_engine_bench.mjs"), str(COUNTER_PATH)]
+    cmd += ["--events", str(events), "--queries", str(queries), "--clients", str(clients)]
+    cmd += ["--picos", ",".join(map(str, picos))]
+    done = subprocess.run(cmd, cwd=PEER, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"pico-engine-core harness failed:\n{done.stderr[-3000:]}")
+    result: dict = json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[type-arg]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--picos", default="1000,100000", help="comma-separated pico counts")
+    parser.add_argument(
+        "--peer-picos", default="1000,10000", help="pico counts for the peer's create/memory"
+    )
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+    counts = [int(x) for x in args.picos.split(",") if x]
+    peer_counts = [int(x) for x in args.peer_picos.split(",") if x]
+
+    gc.collect()
+    ours = bench_in_process(args.events, args.queries, args.clients)
+    http = None if args.skip_http else bench_http(args.events, args.queries, args.clients)
+    create = bench_create(counts)
+    peer = bench_peer(args.events, args.queries, args.clients, peer_counts)
+
+    ratios: dict[str, float] = {}
+    if peer is not None:
+        for key in ("events_1", "events_C", "queries_1", "queries_C"):
+            ratios[key] = round(ours[key]["per_s"] / peer[key]["per_s"], 2)  # type: ignore[index]
+    result = {
+        "benchmark": "engine",
+        "python": sys.version.split()[0],
+        "clients": args.clients,
+        "p2pico": ours,
+        "p2pico_http": http,
+        "p2pico_create": create,
+        "peer": peer,
+        "ratios_p2pico_over_peer": ratios,
+        "goals": {"events_ratio": 3.0, "bytes_per_idle_pico": 5000},
+    }
+    print(json.dumps(result, indent=2))
+    print()
+    c = args.clients
+    print(f"{'case':<46} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
+    labels = {
+        "events_1": "events, 1 client",
+        "events_C": f"events, {c} clients",
+        "queries_1": "queries, 1 client",
+        "queries_C": f"queries, {c} clients",
+    }
+    sources = [("p2pico in process", ours), ("p2pico HTTP", http), ("pico-engine-core", peer)]
+    for key, label in labels.items():
+        for who, data in sources:
+            if data is None:
+                continue
+            r = data[key]
+            ratio = ratios.get(key, "") if who == "p2pico in process" else ""
+            print(
+                f"{who + ', ' + label:<46} {r['per_s']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8} {ratio!s:>6}"
+            )
+    print()
+    print(f"{'create / memory':<46} {'picos':>9} {'seconds':>8} {'B/pico':>8}")
+    for r in create:
+        print(f"{'p2pico':<46} {r['picos']:>9} {r['seconds']:>8} {r['rss_bytes_per_pico']:>8}")
+    if peer is not None:
+        for cr, mem in zip(peer["create"], peer["memory"], strict=True):
+            print(
+                f"{'pico-engine-core (RSS; heap ' + str(mem['heap_bytes_per_pico']) + ')':<46}"
+                f" {cr['picos']:>9} {cr['seconds']:>8} {mem['rss_bytes_per_pico']:>8}"
+            )
+
+
+if __name__ == "__main__":
+    main()
