@@ -8,8 +8,10 @@ statement a closure ``exec(frame, run) -> None``, built once when the ruleset is
 loaded. Names are resolved here, at compile time, to (scope depth, slot index), so
 running a rule never looks a name up by string. A frame is a Python list whose slot
 0 links to the enclosing scope's frame (rule frame -> global frame; function frame
--> the frame the function literal was evaluated in). No Python source is generated
-and nothing is passed to ``eval``/``exec``.
+-> the frame the function literal was evaluated in). Function literals are the
+exception: ``codegen`` turns each into a generated Python function (same frames and
+slots, same results and errors), and uses these closures for what it does not
+generate; ``compile_ruleset(…, codegen=False)`` keeps them as closures too.
 
 Safety: KRL can only reach what these closures reach: member access goes through
 ``stdlib.get_key``/``get_path`` (maps and arrays only), calls only accept KRL and
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import ast
+from .codegen import describe_callee, function_code
 from .errors import KrlCompileError, KrlRuntimeError
 from .eventexp import (
     MAX_TRANSITIONS,
@@ -52,6 +55,7 @@ from .runtime import (
     Run,
     StdlibFunction,
     StopRule,
+    closure_entry,
     module_error,
     to_number,
     to_plain,
@@ -73,16 +77,26 @@ from .stdlib import (
     key_path,
     op_neg,
     parse_time,
+    schedule_record,
     set_path,
 )
 
 __all__ = ["compile_ruleset"]
 
 
-def compile_ruleset(source: str, *, filename: str = "<krl>") -> Ruleset:
-    """Parse and compile KRL source; raises KrlSyntaxError or KrlCompileError."""
+def compile_ruleset(source: str, *, filename: str = "<krl>", codegen: bool = True) -> Ruleset:
+    """Parse and compile KRL source; raises KrlSyntaxError or KrlCompileError.
+
+    ``codegen=False`` compiles function literals to closures too, instead of to
+    generated Python (``krl.codegen``): slower, the same results and errors (the
+    tests compare the two)."""
     tree = parse_ruleset(source)
-    return _Compiler(source, filename, tree.rid).ruleset(tree)
+    try:
+        return _Compiler(source, filename, tree.rid, codegen).ruleset(tree)
+    except RecursionError:
+        # The parser caps nesting, but a chain like `a + a + … + a` is a left-deep tree.
+        message = "expressions are nested too deeply to compile (a very long chain of operators?)"
+        raise KrlCompileError.at(message, source, 0, filename) from None
 
 
 class Scope:
@@ -161,18 +175,36 @@ def _is_pure(node: object) -> bool:
         return True  # its body runs later, with the caller's context
     if isinstance(node, ast.DomainIdentifier | ast.Call | ast.DotCall):
         return False
-    if dataclasses.is_dataclass(node):
-        return all(_is_pure(getattr(node, f.name)) for f in dataclasses.fields(node))
+    names = _field_names(node)
+    if names:
+        return all(_is_pure(getattr(node, name)) for name in names)
     if isinstance(node, tuple):
         return all(_is_pure(item) for item in node)
     return True
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(node: object) -> tuple[str, ...]:
+    """The field names of an AST node (cached per class); () for anything else."""
+    kind = type(node)
+    names = _FIELDS.get(kind)
+    if names is None:
+        if dataclasses.is_dataclass(node) and not isinstance(node, type):
+            names = tuple(f.name for f in dataclasses.fields(node))
+        else:
+            names = ()
+        _FIELDS[kind] = names
+    return names
+
+
 class _Compiler:
-    def __init__(self, source: str, filename: str, rid: str) -> None:
+    def __init__(self, source: str, filename: str, rid: str, codegen: bool = True) -> None:
         self.source = source
         self.filename = filename
         self.rid = rid
+        self.codegen = codegen  # function literals become generated Python functions
         self.aliases: set[str] = set()  # `use module … alias A`: the prefixes A
 
     def fail(self, message: str, span: ast.Span) -> NoReturn:
@@ -381,8 +413,13 @@ class _Compiler:
             if decl.name.name in declared:
                 self.fail(f"'{decl.name.name}' is already declared in pre", decl.name.span)
             declared.add(decl.name.name)
-            ev = self.expr(decl.value, scope, decl.name.name)
-            pre.append((scope.declare(decl.name.name), ev))
+            if isinstance(decl.value, ast.Function | ast.DefAction):  # may call itself
+                slot = scope.declare(decl.name.name)
+                ev = self.expr(decl.value, scope, decl.name.name)
+            else:
+                ev = self.expr(decl.value, scope, decl.name.name)
+                slot = scope.declare(decl.name.name)
+            pre.append((slot, ev))
         pre_steps = tuple(pre)
 
         condition: Eval | None = None
@@ -587,8 +624,9 @@ class _Compiler:
             captures: list[object] = []
             attrs = event.attrs
             for name, rx in checks:
-                value = attrs.get(name)
-                m = rx.pattern.search(rx.subject("" if value is None else to_string(value)))
+                # a present null matches as "null" (as(…, "String")); only a missing key is ""
+                text = to_string(attrs[name]) if name in attrs else ""
+                m = rx.pattern.search(rx.subject(text))
                 if m is None:
                     return None
                 captures.extend(m.groups())
@@ -650,8 +688,10 @@ class _Compiler:
             else:
                 builtin = MODULE_ACTIONS.get(callee.domain, {}).get(callee.name)
                 if builtin is None:
+                    left_out = callee.domain in REFERENCE_MODULES
                     self.fail(
-                        f"the action '{callee.domain}:{callee.name}' is not supported yet",
+                        f"the action '{callee.domain}:{callee.name}' is not supported "
+                        + ("by p2pico" if left_out else "yet"),
                         callee.span,
                     )
                 call = self.static_call(builtin, (), node.args, scope, node.span)
@@ -870,9 +910,10 @@ class _Compiler:
                 when = parse_time(run, at(frame, run)).timestamp()
             if repeat is not None:
                 timespec = to_string(repeat(frame, run))
-            job = run.ctx.schedule_event(domain, kind, attrs(frame, run), when, timespec, setting)
-            if slot is not None:
-                frame[slot] = job
+            event_attrs = attrs(frame, run)
+            job = run.ctx.schedule_event(domain, kind, event_attrs, when, timespec, setting)
+            if slot is not None:  # the job's record, as schedule:get(id) shows it
+                frame[slot] = schedule_record(job, domain, kind, event_attrs, when, timespec)
 
         return schedule
 
@@ -972,7 +1013,7 @@ class _Compiler:
         module = MODULES.get(node.domain)
         if module is None:
             if node.domain in REFERENCE_MODULES:
-                self.fail(f"the module '{node.domain}' is not supported yet", node.span)
+                self.fail(f"the module '{node.domain}' is not supported by p2pico", node.span)
             self.fail(
                 f"unknown module '{node.domain}' (no 'use module … alias {node.domain}')",
                 node.span,
@@ -986,7 +1027,7 @@ class _Compiler:
                     node.span,
                 )
             if node.domain in REFERENCE_MODULES:
-                self.fail(f"'{node.domain}:{node.name}' is not supported yet", node.span)
+                self.fail(f"'{node.domain}:{node.name}' is not supported by p2pico", node.span)
             self.fail(f"'{node.domain}:{node.name}' is not defined", node.span)
         return member
 
@@ -1057,6 +1098,9 @@ class _Compiler:
         return call
 
     def function(self, node: ast.Function | ast.DefAction, scope: Scope, name: str) -> Eval:
+        if isinstance(node, ast.Function) and self.codegen:  # generated Python
+            code = function_code(self, node, scope, name)
+            return lambda f, r: KrlFunction(code, f)
         fscope = Scope(scope)
         params: list[tuple[str, Eval | None]] = []
         for param in node.params:
@@ -1071,11 +1115,18 @@ class _Compiler:
                 self.fail(
                     f"'{decl.name.name}' is already declared in this function", decl.name.span
                 )
-            ev = self.expr(decl.value, fscope, decl.name.name)
-            body.append((fscope.declare(decl.name.name), ev))
+            if isinstance(decl.value, ast.Function | ast.DefAction):  # may call itself
+                slot = fscope.declare(decl.name.name)
+                ev = self.expr(decl.value, fscope, decl.name.name)
+            else:
+                ev = self.expr(decl.value, fscope, decl.name.name)
+                slot = fscope.declare(decl.name.name)
+            body.append((slot, ev))
+        names = tuple(n for n, _ in params)
         if isinstance(node, ast.Function):
             result = self.expr(node.result, fscope)
-            code = FunctionCode(tuple(params), tuple(body), result, fscope.size, name)
+            entry = closure_entry(tuple(params), tuple(body), result, fscope.size)
+            code = FunctionCode(names, entry, name)
             return lambda f, r: KrlFunction(code, f)
         actions = None
         if node.block is not None:
@@ -1086,8 +1137,9 @@ class _Compiler:
                     perform(frame, run)
 
         result = self.expr(node.result, fscope) if node.result is not None else _const(None)
-        code = FunctionCode(tuple(params), tuple(body), result, fscope.size, name, actions)
-        return lambda f, r: KrlAction(code, f)
+        entry = closure_entry(tuple(params), tuple(body), result, fscope.size, actions)
+        action_code = FunctionCode(names, entry, name)
+        return lambda f, r: KrlAction(action_code, f)
 
     def expr_Unary(self, node: ast.Unary, scope: Scope) -> Eval:
         operand = self.expr(node.operand, scope)
@@ -1270,7 +1322,7 @@ class _Compiler:
         positional, named_list = self.arguments(args, scope)
         evals = (*before, *positional)
         named = tuple((k, ev) for k, ev, _ in named_list)
-        shown = _describe_callee(callee_node)
+        shown = describe_callee(callee_node)
 
         def call(f: Frame, r: Run) -> Any:
             fn = callee(f, r)
@@ -1324,14 +1376,6 @@ def _run_loops(
     return fired
 
 
-def _describe_callee(node: ast.Expr) -> str:
-    if isinstance(node, ast.Identifier):
-        return f"'{node.name}'"
-    if isinstance(node, ast.DomainIdentifier):
-        return f"'{node.domain}:{node.name}'"
-    return "the called value"
-
-
 def _event_pairs(
     node: ast.EventExpr, pairs: dict[tuple[str, str], None], attrs: dict[str, None]
 ) -> None:
@@ -1360,6 +1404,6 @@ def _attrs_read(node: object, attrs: dict[str, None]) -> None:
     if isinstance(node, tuple):
         for item in node:
             _attrs_read(item, attrs)
-    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
-        for f in dataclasses.fields(node):
-            _attrs_read(getattr(node, f.name), attrs)
+    else:
+        for name in _field_names(node):
+            _attrs_read(getattr(node, name), attrs)

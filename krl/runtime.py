@@ -77,6 +77,8 @@ class Context(Protocol):
 
     pico_id: str
     eci: str
+    # The transaction's id: `meta:txnId` in a query (in an event it is the event's eid).
+    txn_id: str
 
     def ent_get(self, rid: str, name: str) -> object: ...
     def ent_set(self, rid: str, name: str, value: object) -> None: ...
@@ -207,6 +209,68 @@ class Context(Protocol):
         """`ctx:delPico`: delete the child behind one of ``children()``, recursively."""
         ...
 
+    def event_query(
+        self,
+        target: str,
+        domain: str,
+        type: str,
+        attrs: Mapping[str, object],
+        rid: str,
+        name: str,
+        args: Mapping[str, object],
+    ) -> object:
+        """`ctx:eventQuery`: send the event to the pico behind ``target`` (an eci or a DID),
+        wait for it, then run the query ``rid``/``name`` there and return its plain result.
+        Raise ``KrlRuntimeError`` with the reason when either fails."""
+        ...
+
+    def logs(self) -> list[dict[str, object]]:
+        """`ctx:logs()`: this pico's recent log entries (`log` statements, `klog`, failures),
+        oldest first, each a plain map."""
+        ...
+
+    def flush(self, url: str) -> None:
+        """`ctx:flush(url)`: load and compile the ruleset at ``url`` again, or raise
+        ``KrlRuntimeError`` saying why it cannot."""
+        ...
+
+    def base_url(self) -> str | None:
+        """`meta:host`: the base URL of this node's HTTP API, None when it has none."""
+        ...
+
+    # -- http: (catalog §2.7). krl turns the KRL arguments into a request; the engine
+    # sends it under its limits and address policy. Waiting on the network does not
+    # count against the Budget's time (krl extends the deadline by the wait).
+
+    def http_request(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        follow_redirects: bool,
+    ) -> dict[str, object]:
+        """Send one request and return ``{content (text), content_type, content_length,
+        headers (lower-cased names), status_code, status_line}``; raise
+        ``KrlRuntimeError("http:METHOD: reason")`` when there is no response."""
+        ...
+
+    def http_autosend(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        follow_redirects: bool,
+        target: str,
+        domain: str,
+        type: str,
+        attrs: Mapping[str, object],
+    ) -> None:
+        """`autosend`: send the request later, without waiting, and deliver the event
+        ``domain:type`` to ``target`` with the response's fields over ``attrs``."""
+        ...
+
 
 class Budget:
     """Bounds the work one transaction may do: steps, wall-clock time and call depth.
@@ -214,9 +278,25 @@ class Budget:
     A step is counted for every KRL function call, every iteration of a stdlib
     higher-order operator, and for every element a stdlib operator creates
     (``range``), so neither runaway recursion nor a huge ``map`` can hang the engine.
+
+    Hot paths (generated function code, ``map``/``filter``/``reduce``) charge one step
+    inline: ``steps += 1`` and, only when ``steps`` reaches ``limit``, :meth:`tick`.
+    ``limit`` is the first step count at which something must be checked: one past
+    ``max_steps``, or the next multiple of ``CLOCK_INTERVAL`` (a clock read). The
+    limits are fixed when the budget is made.
     """
 
-    __slots__ = ("clock", "deadline", "max_depth", "max_seconds", "max_steps", "random", "steps")
+    __slots__ = (
+        "clock",
+        "deadline",
+        "limit",
+        "max_depth",
+        "max_seconds",
+        "max_steps",
+        "next_clock",
+        "random",
+        "steps",
+    )
 
     # Time is checked every this many steps; a step is far cheaper than a clock read.
     CLOCK_INTERVAL = 1024
@@ -235,23 +315,32 @@ class Budget:
         self.max_depth = max_depth
         self.steps = 0
         self.deadline = time.monotonic() + max_seconds
+        self.next_clock = self.CLOCK_INTERVAL  # the step count of the next clock read
+        self.limit = min(max_steps + 1, self.next_clock)
         # The transaction's sources of chance and of the current time (epoch seconds):
         # `sample`, `random:*` and `time:now` use these, so tests can pin them.
         self.random = random if random is not None else _random.Random()
         self.clock = clock
 
     def charge(self, run: Run, steps: int = 1) -> None:
-        before = self.steps
-        self.steps = before + steps
-        if self.steps > self.max_steps:
+        self.steps += steps
+        if self.steps >= self.limit:
+            self.tick(run)
+
+    def tick(self, run: Run) -> None:
+        """``steps`` reached ``limit``: refuse past ``max_steps``, read the clock when a
+        multiple of ``CLOCK_INTERVAL`` was reached or passed, and move ``limit`` on."""
+        steps = self.steps
+        if steps > self.max_steps:
             raise KrlBudgetExceeded(f"step budget of {self.max_steps} exceeded in {run.where}")
-        if (
-            before // self.CLOCK_INTERVAL != self.steps // self.CLOCK_INTERVAL
-            and time.monotonic() > self.deadline
-        ):
-            raise KrlBudgetExceeded(
-                f"time budget of {self.max_seconds:g} seconds exceeded in {run.where}"
-            )
+        if steps >= self.next_clock:
+            if time.monotonic() > self.deadline:
+                raise KrlBudgetExceeded(
+                    f"time budget of {self.max_seconds:g} seconds exceeded in {run.where}"
+                )
+            interval = self.CLOCK_INTERVAL
+            self.next_clock = (steps // interval + 1) * interval
+        self.limit = min(self.max_steps + 1, self.next_clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,72 +446,96 @@ class StdlibFunction(KrlCallable):
         return f"<krl stdlib {self.name}>"
 
 
+Entry = Callable[..., Any]
+"""A function's code entry: ``entry(parent_frame, run, *args)``. It charges the
+budget, checks the call depth, binds the arguments (a missing or null one takes its
+default; extra ones are ignored) and evaluates the body."""
+
+
 class FunctionCode:
     """The compiled form of a ``function(…){…}`` or ``defaction(…){…}`` literal.
 
-    ``actions`` is set for a defaction: its action block, run after the declarations.
+    ``params`` are the parameter names, in order (they occupy frame slots
+    1..len(params)); ``entry`` runs the code (see :data:`Entry`). Functions get an
+    entry generated by :mod:`krl.codegen`; defactions get :func:`closure_entry`.
     """
 
-    __slots__ = ("actions", "body", "name", "nslots", "params", "result")
+    __slots__ = ("entry", "name", "params")
 
-    def __init__(
-        self,
-        params: tuple[tuple[str, Eval | None], ...],
-        body: tuple[tuple[int, Eval], ...],
-        result: Eval,
-        nslots: int,
-        name: str = "function",
-        actions: Exec | None = None,
-    ) -> None:
-        self.params = params  # parameters occupy slots 1..len(params), in order
-        self.body = body
-        self.result = result
-        self.nslots = nslots
+    def __init__(self, params: tuple[str, ...], entry: Entry, name: str = "function") -> None:
+        self.params = params
+        self.entry = entry
         self.name = name
-        self.actions = actions
+
+
+def closure_entry(
+    params: tuple[tuple[str, Eval | None], ...],
+    body: tuple[tuple[int, Eval], ...],
+    result: Eval,
+    nslots: int,
+    actions: Exec | None = None,
+) -> Entry:
+    """The entry of code compiled to closures: ``params`` are (name, default) pairs,
+    ``body`` the (slot, value) declarations, ``actions`` a defaction's action block."""
+    nparams = len(params)
+    defaults = tuple((i + 1, d) for i, (_, d) in enumerate(params) if d is not None)
+
+    def entry(parent: Frame, run: Run, *args: object) -> Any:
+        budget = run.budget
+        budget.charge(run)
+        depth = run.depth
+        if depth >= budget.max_depth:
+            raise depth_exceeded(run)
+        frame: Frame = [None] * nslots
+        frame[0] = parent
+        frame[1 : 1 + min(nparams, len(args))] = args[:nparams]
+        for slot, default in defaults:  # in order: a default sees the parameters before it
+            if frame[slot] is None:
+                frame[slot] = default(frame, run)
+        run.depth = depth + 1
+        try:
+            for index, expr in body:
+                frame[index] = expr(frame, run)
+            if actions is not None:
+                actions(frame, run)
+            return result(frame, run)
+        finally:
+            run.depth = depth
+
+    return entry
+
+
+def depth_exceeded(run: Run) -> KrlBudgetExceeded:
+    budget = run.budget
+    return KrlBudgetExceeded(f"call depth limit of {budget.max_depth} exceeded in {run.where}")
 
 
 class KrlFunction(KrlCallable):
-    """A KRL function value: compiled code plus the frame it closes over."""
+    """A KRL function value: compiled code plus the frame it closes over.
 
-    __slots__ = ("code", "frame")
+    ``entry`` is ``code.entry``, kept here too so a call is ``f.entry(f.frame, run, …)``.
+    """
+
+    __slots__ = ("code", "entry", "frame")
 
     def __init__(self, code: FunctionCode, frame: Frame) -> None:
         self.code = code
         self.frame = frame
+        self.entry = code.entry
 
     def call(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
         return self.invoke(run, args, named)
 
     def invoke(self, run: Run, args: Sequence[object], named: Mapping[str, object] | None) -> Any:
-        budget = run.budget
-        budget.charge(run)
-        if run.depth >= budget.max_depth:
-            raise KrlBudgetExceeded(
-                f"call depth limit of {budget.max_depth} exceeded in {run.where}"
-            )
-        code = self.code
-        frame: Frame = [None] * code.nslots
-        frame[0] = self.frame
-        nargs = len(args)
-        slot = 1
-        for name, default in code.params:
-            value = args[slot - 1] if slot <= nargs else None
-            if named and name in named:
-                value = named[name]
-            if value is None and default is not None:
-                value = default(frame, run)
-            frame[slot] = value
-            slot += 1
-        run.depth += 1
-        try:
-            for index, expr in code.body:
-                frame[index] = expr(frame, run)
-            if code.actions is not None:
-                code.actions(frame, run)
-            return code.result(frame, run)
-        finally:
-            run.depth -= 1
+        if named:
+            params = self.code.params
+            values = list(args[: len(params)])
+            values.extend([None] * (len(params) - len(values)))
+            for i, name in enumerate(params):
+                if name in named:
+                    values[i] = named[name]
+            args = values
+        return self.entry(self.frame, run, *args)
 
     def __repr__(self) -> str:
         return f"<krl function {self.code.name}>"
@@ -447,6 +560,8 @@ class KrlAction(KrlFunction):
 
 def call_value(run: Run, fn: object, args: Sequence[object], what: str = "value") -> Any:
     """Call a KRL function value with positional arguments (used by stdlib)."""
+    if type(fn) is KrlFunction:
+        return fn.entry(fn.frame, run, *args)
     if isinstance(fn, KrlCallable):
         return fn.call(run, args, None)
     raise KrlRuntimeError(f"{what} is not a function: {to_string(fn)} ({type_of(fn)})")
@@ -493,6 +608,7 @@ def truthy(x: object) -> bool:
 
 
 _HEX = re.compile(r"0x[0-9a-f]+", re.IGNORECASE)
+_RADIX = re.compile(r"0([oObB])([0-7]+)")  # 0o72, 0b101 (digits checked below)
 _JS_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _JS_SPACE = " \t\n\r\v\f\u00a0\ufeff\u2028\u2029"
 
@@ -574,7 +690,7 @@ def to_string(x: object) -> str:
     if t is KrlRegExp:
         return repr(x)
     if isinstance(x, KrlCallable):
-        return "[Function]"
+        return "[Action]" if t is KrlAction else "[Function]"
     return "[JSObject]"
 
 
@@ -595,6 +711,13 @@ def to_number(x: object) -> int | float | None:
             return 0
         if _HEX.fullmatch(s):
             return normalize(int(s, 16))
+        radix = _RADIX.fullmatch(s)
+        if radix:
+            base = 8 if radix.group(1) in "oO" else 2
+            try:
+                return normalize(int(radix.group(2), base))
+            except ValueError:  # a digit the base lacks ("0b12")
+                return None
         if _JS_DECIMAL.fullmatch(s):
             return normalize(float(s))
         if s in ("Infinity", "+Infinity"):
@@ -759,7 +882,7 @@ class ModuleInstance:
     global frame, so compiled code finds the modules of the ruleset it was written in.
     """
 
-    __slots__ = ("_frame", "_uses", "_uses_ctx", "chain", "config", "ruleset")
+    __slots__ = ("_frame", "_uses", "chain", "config", "ruleset")
 
     def __init__(
         self, ruleset: Ruleset, config: Mapping[str, object] | None, chain: tuple[str, ...]
@@ -768,14 +891,17 @@ class ModuleInstance:
         self.config = config
         self.chain = chain  # rids from the ruleset the engine runs down to this one
         self._frame: Frame | None = None
-        self._uses_ctx: object = None
-        self._uses: dict[str, ModuleInstance] = {}
+        # (context, alias -> instance) as one attribute: a root instance is shared by
+        # the threads of every pico running its ruleset (see Ruleset._cached)
+        self._uses: tuple[object, dict[str, ModuleInstance]] = (None, {})
 
     def use(self, alias: str, gframe: Frame, run: Run) -> ModuleInstance:
         """The instance behind ``alias``, resolved at its first use in this transaction."""
-        if self._uses_ctx is not run.ctx:
-            self._uses_ctx, self._uses = run.ctx, {}
-        instance = self._uses.get(alias)
+        ctx, uses = self._uses
+        if ctx is not run.ctx:
+            uses = {}
+            self._uses = (run.ctx, uses)
+        instance = uses.get(alias)
         if instance is None:
             clause = self.ruleset.uses[alias]
             if clause.rid in self.chain:
@@ -786,7 +912,7 @@ class ModuleInstance:
                 raise KrlRuntimeError(f"Module not found: {clause.rid}")
             config = {name: value(gframe, run) for name, value in clause.with_}
             instance = ModuleInstance(module, config, (*self.chain, clause.rid))
-            self._uses[alias] = instance
+            uses[alias] = instance
         return instance
 
     def frame(self, run: Run) -> Frame:
@@ -914,8 +1040,9 @@ class Ruleset:
         self._root = ModuleInstance(self, None, (rid,))
         self._pure_frame: Frame | None = None
         self._globals_are_pure = globals_are_pure
-        self._cached_ctx: object = None
-        self._cached_frame: Frame | None = None
+        # (context, its global frame): one attribute, read and written whole, because
+        # picos sharing this ruleset run transactions in different threads at once
+        self._cached: tuple[object, Frame] | None = None
         # `select where` rules are salient for every event, in source order with the rest.
         self._any_event = tuple(rule for rule in rules if rule.any_event)
         keys = {key for rule in rules for key in rule.events}
@@ -935,15 +1062,17 @@ class Ruleset:
             if self._pure_frame is None:
                 self._pure_frame = self._global_init(run, self._root)
             return self._pure_frame
-        if self._cached_ctx is not run.ctx or self._cached_frame is None:
-            rule, in_query = run.rule, run.in_query
-            run.rule, run.in_query = None, False
-            try:
-                frame = self._global_init(run, self._root)
-            finally:
-                run.rule, run.in_query = rule, in_query
-            self._cached_ctx, self._cached_frame = run.ctx, frame
-        return self._cached_frame
+        cached = self._cached
+        if cached is not None and cached[0] is run.ctx:
+            return cached[1]
+        rule, in_query = run.rule, run.in_query
+        run.rule, run.in_query = None, False
+        try:
+            frame = self._global_init(run, self._root)
+        finally:
+            run.rule, run.in_query = rule, in_query
+        self._cached = (run.ctx, frame)
+        return frame
 
     # -- engine API -------------------------------------------------------
 
