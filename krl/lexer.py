@@ -8,6 +8,13 @@ Token kinds: ``SYMBOL`` (identifiers and keywords), ``NUMBER``, ``STRING``, ``RE
 
 Lexical rules follow pico-engine 1.x: strings unescape only ``\\"`` and ``\\\\``;
 chevrons unescape ``\\>``, ``\\#{`` and ``\\\\``; regex literals unescape ``\\#``.
+
+How it is fast: one compiled regular expression (``_TOKEN``) skips blanks and
+comments and reads the next token in a single match, and ``match.lastindex``
+says which kind it was. Only chevron strings (a mode stack: text, ``#{ … }``,
+text, ``>>``) leave that loop, to read their text with ``_CHEVRON_TEXT``. The
+parser takes plain tuples (``Tok``) rather than objects; ``tokenize`` wraps
+them in :class:`Token` for tools and tests.
 """
 
 from __future__ import annotations
@@ -17,31 +24,78 @@ from dataclasses import dataclass
 
 from .errors import KrlSyntaxError, line_column
 
-__all__ = ["Token", "tokenize"]
+__all__ = ["Tok", "Token", "scan", "tokenize"]
 
-# Longest first: the scanner takes the first entry that matches.
+SYMBOL = "SYMBOL"
+NUMBER = "NUMBER"
+STRING = "STRING"
+REGEXP = "REGEXP"
+RAW = "RAW"
+CHEVRON_OPEN = "CHEVRON_OPEN"
+CHEVRON_STRING = "CHEVRON_STRING"
+BEESTING_OPEN = "BEESTING_OPEN"
+BEESTING_CLOSE = "BEESTING_CLOSE"
+CHEVRON_CLOSE = "CHEVRON_CLOSE"
+EOF = "EOF"
+
+# A token for the parser: (key, kind, value, start, end). The key is the text of
+# a SYMBOL or RAW token and "<kind>" for any other kind, so one comparison
+# (``tok[0] == "("``, ``tok[0] == "rule"``) tests kind and text at once: no
+# identifier or punctuation is spelled with "<" and a letter.
+Tok = tuple[str, str, object, int, int]
+KEY_NUMBER = "<NUMBER>"
+KEY_STRING = "<STRING>"
+KEY_REGEXP = "<REGEXP>"
+KEY_CHEVRON_OPEN = "<CHEVRON_OPEN>"
+KEY_CHEVRON_STRING = "<CHEVRON_STRING>"
+KEY_BEESTING_OPEN = "<BEESTING_OPEN>"
+KEY_BEESTING_CLOSE = "<BEESTING_CLOSE>"
+KEY_CHEVRON_CLOSE = "<CHEVRON_CLOSE>"
+KEY_EOF = "<EOF>"
+
+# Longest first (the regular expression below tries them in this order).
 PUNCTUATION = (
     "<=>",
     "<=", "||", "==", "=>", ":=", ">=", "><", "&&", "!=",
     "<", "|", "=", ":", ">", "(", ")", "{", "}", "[", "]", ",", "/", ".", "-", "%", "+", ";", "*",
 )  # fmt: skip
 
-# The same table split by length, for the scanner's fast path.
-_PUNCT3 = frozenset(p for p in PUNCTUATION if len(p) == 3)
-_PUNCT2 = frozenset(p for p in PUNCTUATION if len(p) == 2)
-_PUNCT1 = frozenset(p for p in PUNCTUATION if len(p) == 1)
-
 REGEX_FLAGS = "gim"
 
-# \s is str.isspace(); identifiers are ASCII letters, digits, "_" and "$".
-_SPACE = re.compile(r"\s*")
-_SYMBOL = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
-_NUMBER = re.compile(r"[0-9]*(?:\.[0-9]+)?")
-_STRING_CHUNK = re.compile(r'[^"\\]*')
+# Blanks (\s is str.isspace()) and comments, then one token. Identifiers are
+# ASCII letters, digits, "_" and "$". The groups are the common kinds of token,
+# most common first; the rare ones (regular expressions, ".5", "<<") and the
+# errors fall to group 7 and are read by ``_other``.
+_TOKEN = re.compile(
+    r"""
+    \s*+ (?: (?: //[^\n]*+ | /\*[\s\S]*?\*/ ) \s*+ )*+
+    (?:
+        ( [A-Za-qs-z_$][A-Za-z0-9_$]*+ | r(?!e\#)[A-Za-z0-9_$]*+ )  # 1: a symbol, not "re#"
+      | (   # 2: one-character punctuation but braces; not "<<", "/*" or ".5"
+            [()\[\],;*%+\-] | =(?![=>]) | :(?!=) | \.(?![0-9])
+            | <(?![<=]) | >(?![=<]) | \|(?!\|) | /(?!\*)
+        )
+      | ( <=> | <= | \|\| | == | => | := | >= | >< | && | != )  # 3: longer punctuation
+      | ([{}])  # 4: a brace
+      | "([^"\\]*+(?:\\[\s\S][^"\\]*+)*+)"  # 5: a string's body
+      | ([0-9]++(?:\.[0-9]++)?+)  # 6: a number
+      | ([\s\S])  # 7: any other character
+      | \Z  # end of input: no group
+    )
+    """,
+    re.VERBOSE,
+)
+_REGEXP = re.compile(r"re\#((?:[^#\\]++|\\[\s\S])*+)\#([gim]*+)")
+_DOT_NUMBER = re.compile(r"\.[0-9]++(?:\.[0-9]++)?+")
 
-# Tokens after which a "." starts a member access rather than a number like ".5".
-_VALUE_END_KINDS = frozenset({"SYMBOL", "NUMBER", "STRING", "REGEXP", "CHEVRON_CLOSE"})
-_VALUE_END_RAW = frozenset({")", "]", "}"})
+# Chevron text up to ">>" or "#{" (a backslash always takes the next character).
+_CHEVRON_TEXT = re.compile(r"((?:[^>#\\]++|>(?!>)|#(?!\{)|\\[\s\S])*+)(>>|#\{)")
+_STRING_ESCAPE = re.compile(r'\\(["\\])')
+_CHEVRON_ESCAPE = re.compile(r"\\(>|\\|#\{)")
+_REGEXP_ESCAPE = re.compile(r"\\([\s\S])")
+
+# Keys of tokens after which "." starts a member access rather than a number like ".5".
+_VALUE_END_KEYS = frozenset({KEY_NUMBER, KEY_STRING, KEY_REGEXP, KEY_CHEVRON_CLOSE, ")", "]", "}"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,249 +107,168 @@ class Token:
     end: int
 
 
-def _is_digit(ch: str) -> bool:
-    return len(ch) == 1 and "0" <= ch <= "9"
+def _fail(src: str, message: str, offset: int) -> KrlSyntaxError:
+    err: KrlSyntaxError = KrlSyntaxError.at(message, src, offset)
+    return err
 
 
-def _is_ident_start(ch: str) -> bool:
-    return ch.isascii() and (ch.isalpha() or ch in "_$")
+def _where(src: str, offset: int) -> str:
+    line, column, _ = line_column(src, offset)
+    return f"line {line}, column {column}"
 
 
-class _Lexer:
-    def __init__(self, source: str) -> None:
-        self.src = source
-        self.pos = 0
-        self.tokens: list[Token] = []
-        # One entry per open chevron ("chevron", start, 0) or interpolation
-        # ("beesting", start, brace depth) so "}" and ">>" are read in the right mode.
-        self.modes: list[list[object]] = []
+def _unclosed(src: str, what: str, opened: int) -> KrlSyntaxError:
+    # "found end of input" points just past the last non-blank character.
+    message = f"expected {what} opened at {_where(src, opened)}, found end of input"
+    return _fail(src, message, len(src.rstrip()))
 
-    def fail(self, message: str, offset: int) -> KrlSyntaxError:
-        err: KrlSyntaxError = KrlSyntaxError.at(message, self.src, offset)
-        return err
 
-    def end_of_input(self) -> int:
-        """Where "found end of input" points: just past the last non-blank character."""
-        return len(self.src.rstrip())
+def _number(text: str) -> int | float:
+    if "." in text:
+        value = float(text)
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        return value
+    whole = int(text)
+    return float(whole) if whole >= 2**53 else whole
 
-    def where(self, offset: int) -> str:
-        line, column, _ = line_column(self.src, offset)
-        return f"line {line}, column {column}"
 
-    def emit(self, kind: str, start: int, end: int, value: object = None) -> None:
-        text = self.src[start:end]
-        self.tokens.append(Token(kind, text, text if value is None else value, start, end))
+def _regexp_body(body: str) -> str:
+    # \# is "#"; any other backslash pair stays as written.
+    return _REGEXP_ESCAPE.sub(lambda m: "#" if m[1] == "#" else m[0], body)
 
-    def run(self) -> list[Token]:
-        src = self.src
-        n = len(src)
-        while True:
-            if self.modes and self.modes[-1][0] == "chevron":
-                self.chevron_text()
-                continue
-            self.skip_space_and_comments()
-            if self.pos >= n:
+
+def scan(src: str) -> list[Tok]:
+    """All tokens of ``src`` as ``Tok`` tuples, ending with an EOF token."""
+    toks: list[Tok] = []
+    append = toks.append
+    finditer = _TOKEN.finditer
+    # One entry per open chevron [True, start, 0] or interpolation [False, start,
+    # brace depth], so "}" and ">>" are read in the right mode.
+    modes: list[list[int]] = []
+    pos = 0
+    while pos >= 0:
+        if modes and modes[-1][0]:
+            pos = _chevron_text(src, pos, modes, toks)
+            continue
+        # The groups of _TOKEN by number, commonest first (constants are faster
+        # than names here, which runs once per token).
+        for m in finditer(src, pos):
+            group = m.lastindex
+            if group == 2:  # one-character punctuation
+                text = m[2]
+                end = m.end()
+                append((text, RAW, text, end - 1, end))
+            elif group == 1:  # a symbol
+                text = m[1]
+                end = m.end()
+                append((text, SYMBOL, text, end - len(text), end))
+            elif group == 5:  # a string
+                body = m[5]
+                end = m.end()
+                if "\\" in body:
+                    body = _STRING_ESCAPE.sub(r"\1", body)
+                append((KEY_STRING, STRING, body, m.start(5) - 1, end))
+            elif group == 4:  # a brace
+                text = m[4]
+                end = m.end()
+                if modes:  # inside #{ … }: count braces to find the one that closes it
+                    mode = modes[-1]
+                    if text == "{":
+                        mode[2] += 1
+                    elif mode[2] == 0:
+                        modes.pop()
+                        append((KEY_BEESTING_CLOSE, BEESTING_CLOSE, text, end - 1, end))
+                        pos = end
+                        break  # back to the chevron's text
+                    else:
+                        mode[2] -= 1
+                append((text, RAW, text, end - 1, end))
+            elif group == 3:  # longer punctuation
+                text = m[3]
+                end = m.end()
+                append((text, RAW, text, end - len(text), end))
+            elif group == 6:  # a number
+                text = m[6]
+                end = m.end()
+                append((KEY_NUMBER, NUMBER, _number(text), end - len(text), end))
+            elif group is None:  # end of input
+                pos = -1
                 break
-            self.next_token()
-        if self.modes:
-            kind, start, _ = self.modes[-1]
-            assert isinstance(start, int)
-            if kind == "beesting":
-                raise self.fail(
-                    f"expected '}}' to close the '#{{' opened at {self.where(start)}, "
-                    "found end of input",
-                    self.end_of_input(),
-                )
-        self.tokens.append(Token("EOF", "", None, n, n))
-        return self.tokens
-
-    def skip_space_and_comments(self) -> None:
-        src, n = self.src, len(self.src)
-        while self.pos < n:
-            self.pos = _SPACE.match(src, self.pos).end()  # type: ignore[union-attr]
-            if self.pos >= n:
-                return
-            if src.startswith("//", self.pos):
-                end = src.find("\n", self.pos)
-                self.pos = n if end == -1 else end + 1
-            elif src.startswith("/*", self.pos):
-                end = src.find("*/", self.pos + 2)
-                if end == -1:
-                    raise self.fail(
-                        f"expected '*/' to close the comment opened at {self.where(self.pos)}, "
-                        "found end of input",
-                        self.end_of_input(),
-                    )
-                self.pos = end + 2
             else:
-                return
+                pos = _other(src, m.start(7), modes, toks)
+                break  # go on from pos
+    if modes:  # a beesting; an open chevron was reported by _chevron_text
+        raise _unclosed(src, "'}' to close the '#{'", modes[-1][1])
+    n = len(src)
+    append((KEY_EOF, EOF, None, n, n))
+    return toks
 
-    def next_token(self) -> None:
-        src, start = self.src, self.pos
-        ch = src[start]
-        if ch == '"':
-            self.string()
-        elif _is_digit(ch) or (
-            ch == "." and _is_digit(src[start + 1 : start + 2]) and not self.after_value()
-        ):
-            self.number()
-        elif _is_ident_start(ch):
-            if src.startswith("re#", start):
-                self.regexp()
-            else:
-                end = _SYMBOL.match(src, start).end()  # type: ignore[union-attr]
-                self.pos = end
-                self.emit("SYMBOL", start, end)
-        elif src.startswith("<<", start):
-            self.pos = start + 2
-            self.emit("CHEVRON_OPEN", start, self.pos)
-            self.modes.append(["chevron", start, 0])
-        else:
-            self.punctuation()
 
-    def after_value(self) -> bool:
-        if not self.tokens:
-            return False
-        last = self.tokens[-1]
-        return last.kind in _VALUE_END_KINDS or (last.kind == "RAW" and last.text in _VALUE_END_RAW)
+def _other(src: str, start: int, modes: list[list[int]], toks: list[Tok]) -> int:
+    """Read the rare token at ``start`` (or report the error there); the position after it."""
+    ch = src[start]
+    if ch == "r":  # "re#": a regular expression
+        m = _REGEXP.match(src, start)
+        if m is None:
+            raise _unclosed(src, "'#' to close the regular expression", start)
+        body = m[1]
+        if "\\#" in body:
+            body = _regexp_body(body)
+        toks.append((KEY_REGEXP, REGEXP, (body, m[2]), start, m.end()))
+        return m.end()
+    if ch == ".":  # "." and a digit
+        m = _DOT_NUMBER.match(src, start)
+        assert m is not None
+        text = m[0]
+        last = toks[-1] if toks else None
+        if last is not None and (last[1] == SYMBOL or last[0] in _VALUE_END_KEYS):
+            # a member access: "." and then the number after it
+            toks.append((".", RAW, ".", start, start + 1))
+            toks.append((KEY_NUMBER, NUMBER, _number(text[1:]), start + 1, m.end()))
+            return m.end()
+        # ".5" is a number (a second ".7" is read afresh)
+        end = text.find(".", 1)
+        if end == -1:
+            end = len(text)
+        toks.append((KEY_NUMBER, NUMBER, _number(text[:end]), start, start + end))
+        return start + end
+    if ch == "<":  # "<<"
+        toks.append((KEY_CHEVRON_OPEN, CHEVRON_OPEN, "<<", start, start + 2))
+        modes.append([True, start, 0])
+        return start + 2
+    if ch == '"':
+        raise _unclosed(src, "'\"' to close the string", start)
+    if ch == "/":  # "/*" (a closed comment is a blank)
+        raise _unclosed(src, "'*/' to close the comment", start)
+    shown = repr(ch) if ch.isprintable() else f"U+{ord(ch):04X}"
+    raise _fail(src, f"unexpected character {shown}", start)
 
-    def punctuation(self) -> None:
-        src, start = self.src, self.pos
-        if (
-            (p := src[start : start + 3]) in _PUNCT3
-            or (p := p[:2]) in _PUNCT2
-            or (p := p[:1]) in _PUNCT1
-        ):
-            pass
-        else:
-            ch = src[start]
-            shown = repr(ch) if ch.isprintable() else f"U+{ord(ch):04X}"
-            raise self.fail(f"unexpected character {shown}", start)
-        self.pos = start + len(p)
-        if self.modes:  # inside #{ … }: track braces to find the closing one
-            mode = self.modes[-1]
-            depth = mode[2]
-            assert isinstance(depth, int)
-            if p == "{":
-                mode[2] = depth + 1
-            elif p == "}":
-                if depth == 0:
-                    self.modes.pop()
-                    self.emit("BEESTING_CLOSE", start, self.pos)
-                    return
-                mode[2] = depth - 1
-        self.emit("RAW", start, self.pos)
 
-    def number(self) -> None:
-        src, start = self.src, self.pos
-        end = _NUMBER.match(src, start).end()  # type: ignore[union-attr]
-        self.pos = end
-        text = src[start:end]
-        is_float = "." in text
-        value: int | float
-        if is_float:
-            value = float(text)
-            if value.is_integer() and abs(value) < 2**53:
-                value = int(value)
-        else:
-            value = int(text)
-            if value >= 2**53:
-                value = float(value)
-        self.emit("NUMBER", start, end, value)
-
-    def string(self) -> None:
-        src, start = self.src, self.pos
-        i = start + 1
-        out: list[str] = []
-        while True:
-            end = _STRING_CHUNK.match(src, i).end()  # type: ignore[union-attr]
-            out.append(src[i:end])
-            i = end
-            if i >= len(src):
-                break
-            if src[i] == '"':
-                self.pos = i + 1
-                self.emit("STRING", start, self.pos, "".join(out))
-                return
-            # a backslash: only \" and \\ are escapes
-            if src[i + 1 : i + 2] in ('"', "\\"):
-                out.append(src[i + 1])
-                i += 2
-            else:
-                out.append("\\")
-                i += 1
-        raise self.fail(
-            f"expected '\"' to close the string opened at {self.where(start)}, found end of input",
-            self.end_of_input(),
-        )
-
-    def regexp(self) -> None:
-        src, start = self.src, self.pos
-        i = start + 3
-        out: list[str] = []
-        while i < len(src):
-            ch = src[i]
-            if ch == "\\" and src[i + 1 : i + 2] == "#":
-                out.append("#")
-                i += 2
-            elif ch == "\\" and i + 1 < len(src):
-                out.append(src[i : i + 2])
-                i += 2
-            elif ch == "#":
-                i += 1
-                flags_start = i
-                while i < len(src) and src[i] in REGEX_FLAGS:
-                    i += 1
-                self.pos = i
-                self.emit("REGEXP", start, i, ("".join(out), src[flags_start:i]))
-                return
-            else:
-                out.append(ch)
-                i += 1
-        raise self.fail(
-            f"expected '#' to close the regular expression opened at {self.where(start)}, "
-            "found end of input",
-            self.end_of_input(),
-        )
-
-    def chevron_text(self) -> None:
-        src, start = self.src, self.pos
-        i = start
-        out: list[str] = []
-        while i < len(src):
-            if src.startswith(">>", i):
-                if out:
-                    self.emit("CHEVRON_STRING", start, i, "".join(out))
-                self.modes.pop()
-                self.pos = i + 2
-                self.emit("CHEVRON_CLOSE", i, self.pos)
-                return
-            if src.startswith("#{", i):
-                if out:
-                    self.emit("CHEVRON_STRING", start, i, "".join(out))
-                self.pos = i + 2
-                self.emit("BEESTING_OPEN", i, self.pos)
-                self.modes.append(["beesting", i, 0])
-                return
-            ch = src[i]
-            if ch == "\\" and src[i + 1 : i + 2] in (">", "\\"):
-                out.append(src[i + 1])
-                i += 2
-            elif ch == "\\" and src.startswith("#{", i + 1):
-                out.append("#{")
-                i += 3
-            else:
-                out.append(ch)
-                i += 1
-        opened = self.modes[-1][1]
-        assert isinstance(opened, int)
-        raise self.fail(
-            f"expected '>>' to close the chevron string opened at {self.where(opened)}, "
-            "found end of input",
-            self.end_of_input(),
-        )
+def _chevron_text(src: str, pos: int, modes: list[list[int]], toks: list[Tok]) -> int:
+    """Read a chevron's text from ``pos`` up to ``>>`` or ``#{``; the position after it."""
+    m = _CHEVRON_TEXT.match(src, pos)
+    if m is None:
+        raise _unclosed(src, "'>>' to close the chevron string", modes[-1][1])
+    text = m[1]
+    close = m.start(2)
+    if text:
+        if "\\" in text:
+            text = _CHEVRON_ESCAPE.sub(r"\1", text)
+        toks.append((KEY_CHEVRON_STRING, CHEVRON_STRING, text, pos, close))
+    end = close + 2
+    if m[2] == ">>":
+        modes.pop()
+        toks.append((KEY_CHEVRON_CLOSE, CHEVRON_CLOSE, ">>", close, end))
+    else:
+        toks.append((KEY_BEESTING_OPEN, BEESTING_OPEN, "#{", close, end))
+        modes.append([False, close, 0])
+    return end
 
 
 def tokenize(source: str) -> list[Token]:
     """All tokens of ``source``, ending with an ``EOF`` token; raises KrlSyntaxError."""
-    return _Lexer(source).run()
+    return [
+        Token(kind, source[start:end], value, start, end)
+        for _, kind, value, start, end in scan(source)
+    ]
