@@ -20,12 +20,16 @@ import hmac
 import json
 import math
 import re
+import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import KrlRuntimeError
 from .redos import check_regex
 from .runtime import (
+    KrlAction,
+    KrlFunction,
     KrlRegExp,
     Run,
     StdlibFunction,
@@ -57,6 +61,7 @@ __all__ = [
     "get_path",
     "key_path",
     "op_neg",
+    "schedule_record",
     "set_path",
 ]
 
@@ -306,12 +311,12 @@ def delete_path(root: object, keys: list[str]) -> object:
 
 
 def encode(value: object, indent: object = None) -> str:
-    step = ""
-    if is_number(indent):
-        step = " " * max(0, min(10, int(indent)))  # type: ignore[call-overload]
-    elif isinstance(indent, str):
-        step = indent[:10]
-    return _encode(value, step, "")
+    # As pico-engine: the indent is parseInt(indent, 10) || 0 spaces (at most 10), so
+    # .encode("2") indents by two spaces and a non-numeric indent means none.
+    text = indent if isinstance(indent, str) else to_string(indent) if is_number(indent) else ""
+    digits = re.match(r"[+-]?\d+", text.lstrip())
+    width = int(digits.group()) if digits else 0
+    return _encode(value, " " * max(0, min(10, width)), "")
 
 
 def _encode(value: object, step: str, current: str) -> str:
@@ -334,7 +339,9 @@ def _encode(value: object, step: str, current: str) -> str:
             for k, v in value.items()
         ]
         return "{" + nl + inner * bool(step) + sep.join(pairs) + nl + current * bool(step) + "}"
-    return json.dumps(to_string(value), ensure_ascii=False)
+    if type(value) is KrlRegExp:
+        return json.dumps(to_string(value), ensure_ascii=False)
+    return json.dumps(f"[{type_of(value)}]")  # "[Function]", "[Action]", as the reference
 
 
 def _reject_constant(name: str) -> object:
@@ -515,17 +522,26 @@ def _substr(run: Run, value: object = None, start: object = None, length: object
     s = to_number(start) if start is not None else None
     if s is None:
         return text
-    s = max(0, int(s))
     if s > len(text):
         return ""
     n = to_number(length) if length is not None else None
+    end: float
     if n is None:
         end = len(text)
     elif n > 0:
-        end = s + int(n)
+        end = s + n
     else:
-        end = len(text) + int(n)
-    return text[s:end] if end > s else ""
+        end = len(text) + n
+    # JavaScript's String.prototype.substring: clamp both ends to the string, then swap
+    # them if needed ("This is a string".substr(5, -15) is "his ", as on pico-engine).
+    lo, hi = sorted(_clamp_index(x, len(text)) for x in (s, end))
+    return text[lo:hi]
+
+
+def _clamp_index(x: float, size: int) -> int:
+    if x != x or x <= 0:
+        return 0
+    return size if x >= size else int(x)
 
 
 def _ord(run: Run, value: object = None) -> object:
@@ -561,17 +577,56 @@ def _function_arg(fn: object, name: str) -> object:
     return fn
 
 
+# The function ``map``, ``filter`` and ``collect`` use when given none (or null), as the
+# reference does: ``[3, null].map()`` is a copy, ``[1, 2, 2].collect()`` groups by value.
+_IDENTITY = StdlibFunction("identity", ("val",), lambda run, v=None: v)
+
+
 def _iterate(
     run: Run, value: object, fn: object, name: str
 ) -> Iterator[tuple[object, object, object]]:
-    """(key, element, fn(element, key, collection)) for each element, charging the budget."""
-    fn = _function_arg(fn, name)
-    for key, item in _items(value, name):
+    """(key, element, fn(element, key, collection)) for each element, charging the budget.
+
+    As the reference, a non-collection is refused first, and the function is checked
+    only when there is an element to call it on (``[].all()`` is true)."""
+    items = _items(value, name)
+    if value:
+        fn = _function_arg(fn, name)
+    for key, item in items:
         run.budget.charge(run)
         yield key, item, call_value(run, fn, (item, key, value))
 
 
+def _call_each(run: Run, items: list[object], fn: KrlFunction) -> list[object]:
+    """``fn(item, index, items)`` for each item: the fast path of ``map`` and ``filter``
+    for a KRL function over an Array. One step per iteration, charged inline as
+    ``Budget.charge`` does, then the call's own step (in the function's entry)."""
+    budget = run.budget
+    entry, frame = fn.entry, fn.frame
+    out: list[object] = []
+    append = out.append
+    if len(fn.code.params) <= 1:  # pass no more than it reads: no tuple for the rest
+        for item in items:
+            steps = budget.steps + 1
+            budget.steps = steps
+            if steps >= budget.limit:
+                budget.tick(run)
+            append(entry(frame, run, item))
+        return out
+    for i, item in enumerate(items):
+        steps = budget.steps + 1
+        budget.steps = steps
+        if steps >= budget.limit:
+            budget.tick(run)
+        append(entry(frame, run, item, i, items))
+    return out
+
+
 def _map(run: Run, value: object = None, fn: object = None) -> object:
+    if type(fn) is KrlFunction and type(value) is list:
+        return _call_each(run, value, fn)
+    if is_null(fn):
+        fn = _IDENTITY
     pairs = [(k, r) for k, _, r in _iterate(run, value, fn, "map")]
     if isinstance(value, list):
         return [r for _, r in pairs]
@@ -579,6 +634,11 @@ def _map(run: Run, value: object = None, fn: object = None) -> object:
 
 
 def _filter(run: Run, value: object = None, fn: object = None) -> object:
+    if type(fn) is KrlFunction and type(value) is list:
+        results = _call_each(run, value, fn)
+        return [v for v, r in zip(value, results, strict=True) if r is True or truthy(r)]
+    if is_null(fn):
+        fn = _IDENTITY
     kept = [(k, v) for k, v, r in _iterate(run, value, fn, "filter") if truthy(r)]
     if isinstance(value, list):
         return [v for _, v in kept]
@@ -595,6 +655,8 @@ def _all(run: Run, value: object = None, fn: object = None) -> bool:
 
 def _collect(run: Run, value: object = None, fn: object = None) -> dict[str, list[object]]:
     groups: dict[str, list[object]] = {}
+    if is_null(fn):
+        fn = _IDENTITY
     for _, item, r in _iterate(run, value, fn, "collect"):
         groups.setdefault(to_string(r), []).append(item)
     return groups
@@ -603,16 +665,30 @@ def _collect(run: Run, value: object = None, fn: object = None) -> dict[str, lis
 def _reduce(run: Run, value: object = None, fn: object = None, init: object = _MISSING) -> object:
     if not isinstance(value, list):
         raise KrlRuntimeError(f"reduce only works on an Array, not {type_of(value)}")
-    fn = _function_arg(fn, "reduce")
     items = value
+    if not items:  # as the reference, no function is needed for an empty Array
+        return 0 if init is _MISSING else init
+    fn = _function_arg(fn, "reduce")
     if init is _MISSING:
-        if not items:
-            return 0
         acc, start = items[0], 1
     else:
         acc, start = init, 0
+    budget = run.budget
+    if type(fn) is KrlFunction:  # the fast path: charged inline as in _call_each
+        entry, frame = fn.entry, fn.frame
+        two = len(fn.code.params) <= 2  # pass no more than it reads
+        for i in range(start, len(items)):
+            steps = budget.steps + 1
+            budget.steps = steps
+            if steps >= budget.limit:
+                budget.tick(run)
+            if two:
+                acc = entry(frame, run, acc, items[i])
+            else:
+                acc = entry(frame, run, acc, items[i], i, value)
+        return acc
     for i in range(start, len(items)):
-        run.budget.charge(run)
+        budget.charge(run)
         acc = call_value(run, fn, (acc, items[i], i, value))
     return acc
 
@@ -652,7 +728,35 @@ def _put(run: Run, value: object = None, path: object = _MISSING, new: object = 
         if isinstance(path, dict) and value is None:
             return dict(path)
         return value
-    return set_path(value, key_path(path), new, lists=False)
+    return _put_path(value, key_path(path), new, True)
+
+
+def _put_path(root: object, keys: list[str], value: object, top: bool) -> object:
+    """``put(path, value)``: a copy of ``root`` with ``value`` at ``keys``, as the reference.
+
+    Missing levels become maps. Below the top, an Array stays an Array only when the key
+    is an index from 0 to its length (the length appends), else it becomes a map with
+    string indexes: ``{"one": [2, 3]}.put(["one", "3"], 4)`` is
+    ``{"one": {"0": 2, "1": 3, "3": 4}}``. The top Array is padded with nulls instead
+    (``["a", "b"].put([5], "x")``); a non-index key turns it into a map too.
+    """
+    if not keys:
+        return value
+    key, rest = keys[0], keys[1:]
+    if isinstance(root, list):
+        i = _index(key)
+        if i is not None and (top or i <= len(root)):
+            out = list(root)
+            if i >= len(out):
+                out.extend([None] * (i + 1 - len(out)))
+            out[i] = _put_path(out[i], rest, value, False)
+            return out
+        root = {str(j): v for j, v in enumerate(root)}
+    if isinstance(root, dict):
+        new = dict(root)
+        new[key] = _put_path(root.get(key), rest, value, False)
+        return new
+    return {key: _put_path(None, rest, value, False)}
 
 
 def _set(run: Run, value: object = None, path: object = _MISSING, new: object = None) -> object:
@@ -708,29 +812,34 @@ def _index_of(run: Run, value: object = None, item: object = None) -> int:
 
 
 def _reverse(run: Run, value: object = None) -> object:
-    if isinstance(value, list):
-        return value[::-1]
-    if isinstance(value, str):
-        return value[::-1]
-    return value
+    if not isinstance(value, list):
+        raise KrlRuntimeError(f"reverse only works on Arrays, not {type_of(value)}")
+    return value[::-1]
 
 
-def _slice(run: Run, value: object = None, a: object = None, b: object = _MISSING) -> object:
+def _slice(run: Run, value: object = None, a: object = _MISSING, b: object = _MISSING) -> object:
+    """``slice(i)`` is items 0..i, ``slice(i, j)`` items i..j (swapped if i > j), both
+    inclusive; out of range gives ``[]`` and no index gives the whole Array."""
     if not isinstance(value, list):
         raise KrlRuntimeError(f"slice only works on an Array, not {type_of(value)}")
+    if not value:
+        return []
+    if a is _MISSING:
+        return value
     i = to_number(a)
     if i is None:
-        return []
+        raise KrlRuntimeError(f"The .slice() operator cannot use {to_string(a)} as an index")
     if b is _MISSING:
-        start, end = 0, int(i)
-    else:
-        j = to_number(b)
-        if j is None:
+        if i > len(value) or i == -math.inf:  # slice(len) is the whole Array
             return []
-        start, end = sorted((int(i), int(j)))
+        return value[: int(i + 1)]  # as lodash's slice, a negative end counts from the end
+    j = to_number(b)
+    if j is None:
+        raise KrlRuntimeError(f"The .slice() operator cannot use {to_string(b)} as the other index")
+    start, end = (i, j) if i <= j else (j, i)
     if start < 0 or end >= len(value):
         return []
-    return value[start : end + 1]
+    return value[int(start) : int(end + 1)]
 
 
 def _is_empty(run: Run, value: object = None) -> bool:
@@ -754,7 +863,7 @@ def _sort(run: Run, value: object = None, how: object = None) -> object:
     if not isinstance(value, list):
         return value
     run.budget.charge(run, len(value))
-    if is_callable(how):
+    if is_callable(how) and type(how) is not KrlAction:  # anything else sorts by default
 
         def cmp(a: object, b: object) -> int:
             run.budget.charge(run)
@@ -772,6 +881,9 @@ def _sort(run: Run, value: object = None, how: object = None) -> object:
     return by_string
 
 
+_SAFE = 2**53  # integers up to this stay int (runtime.normalize)
+
+
 def _range(run: Run, start: object = None, end: object = _MISSING) -> list[object]:
     if end is _MISSING:
         return []
@@ -780,6 +892,8 @@ def _range(run: Run, start: object = None, end: object = _MISSING) -> list[objec
         return []
     count = math.floor(abs(b - a)) + 1
     run.budget.charge(run, count)  # before building the list
+    if type(a) is int and type(b) is int and -_SAFE <= a <= _SAFE and -_SAFE <= b <= _SAFE:
+        return list(range(a, b + 1) if b >= a else range(a, b - 1, -1))  # all ints
     step = 1 if b >= a else -1
     return [normalize(a + step * i) for i in range(count)]
 
@@ -914,6 +1028,11 @@ def _meta_name(key: str) -> Property:
     return lambda run: run.ruleset.meta.get(key)
 
 
+def _origin_eid(run: Run) -> str | None:
+    event = (run.host or run).event
+    return event.eid if event is not None else None
+
+
 MODULES: dict[str, dict[str, Property | StdlibFunction]] = {
     "event": {
         "attrs": _event_attrs,
@@ -923,6 +1042,7 @@ MODULES: dict[str, dict[str, Property | StdlibFunction]] = {
         "name": lambda run: run.event.type if run.event else None,
         "eid": lambda run: run.event.eid if run.event else None,
         "time": lambda run: normalize(run.event.time) if run.event else None,
+        "eci": lambda run: run.ctx.eci if run.event else None,
     },
     "meta": {
         "rid": lambda run: run.rid,
@@ -930,7 +1050,9 @@ MODULES: dict[str, dict[str, Property | StdlibFunction]] = {
         "picoId": lambda run: run.ctx.pico_id,
         "ruleName": lambda run: None if run.in_query else run.rule,
         "inQuery": lambda run: run.in_query,
-        "txnId": lambda run: run.event.eid if run.event else None,
+        "inEvent": lambda run: (run.host or run).event is not None,
+        # an event's eid; in a query (and module code run by one) the query's own id
+        "txnId": lambda run: _origin_eid(run) or run.ctx.txn_id,
         "rulesetName": _meta_name("name"),
         "rulesetDescription": _meta_name("description"),
         "rulesetAuthor": _meta_name("author"),
@@ -1179,7 +1301,8 @@ def _pairwise(run: Run, value: object = None, fn: object = None) -> list[object]
         raise KrlRuntimeError(f"The .pairwise() operator cannot be called on {to_string(value)}")
     if len(value) < 2:
         raise KrlRuntimeError("The .pairwise() operator needs a longer array")
-    fn = _function_arg(fn, "pairwise")
+    if not is_callable(fn):
+        raise KrlRuntimeError(f"The .pairwise() operator cannot use {to_string(fn)} as a function")
     lists = [_as_list(v) for v in value]
     longest = max(len(items) for items in lists)
     out: list[object] = []
@@ -1468,6 +1591,27 @@ def _event_send(run: Run, options: object = None, host: object = None) -> None:
     )
 
 
+def schedule_record(
+    job_id: object, domain: object, type: object, attrs: object, at: object, timespec: object
+) -> dict[str, Any]:
+    """A job as KRL sees it (the reference's shape): ``{id, type: "at", time (epoch ms)}``
+    or ``{id, type: "repeat", timespec}``, with ``event: {domain, name, attrs}``.
+
+    ``at`` is epoch seconds (None for a repeat job). `schedule:list`/`get` show jobs so,
+    and `schedule … setting(v)` binds the record of the job it made.
+    """
+    view: dict[str, Any] = {"id": job_id}
+    if at is not None:
+        seconds = to_number(at)
+        view["type"] = "at"
+        view["time"] = normalize(round(seconds * 1000)) if seconds is not None else None
+    else:
+        view["type"] = "repeat"
+        view["timespec"] = timespec
+    view["event"] = {"domain": domain, "name": type, "attrs": attrs or {}}
+    return to_plain(view, "a scheduled job")  # type: ignore[no-any-return]
+
+
 def _own_jobs(run: Run) -> list[dict[str, Any]]:
     """The calling ruleset's scheduled jobs, as KRL sees them (the reference's shape)."""
     jobs = []
@@ -1476,20 +1620,16 @@ def _own_jobs(run: Run) -> list[dict[str, Any]]:
             continue
         event = job.get("event")
         event = event if isinstance(event, dict) else {}
-        view: dict[str, Any] = {"id": job.get("id")}
-        if job.get("time") is not None:
-            seconds = to_number(job.get("time"))
-            view["type"] = "at"
-            view["time"] = normalize(round(seconds * 1000)) if seconds is not None else None
-        else:
-            view["type"] = "repeat"
-            view["timespec"] = job.get("timespec")
-        view["event"] = {
-            "domain": event.get("domain"),
-            "name": event.get("type", event.get("name")),
-            "attrs": event.get("attrs") or {},
-        }
-        jobs.append(to_plain(view, "a scheduled job"))
+        jobs.append(
+            schedule_record(
+                job.get("id"),
+                event.get("domain"),
+                event.get("type", event.get("name")),
+                event.get("attrs"),
+                job.get("time"),
+                job.get("timespec"),
+            )
+        )
     return jobs
 
 
@@ -1535,6 +1675,15 @@ def _ctx_new_pico(run: Run, rulesets: object = None) -> str:
 
 def _ctx_del_pico(run: Run, eci: object = None) -> None:
     run.ctx.del_pico(_text(eci, "ctx:delPico needs an eci"))
+
+
+def _ctx_move(run: Run, to: object = None) -> None:
+    """`ctx:move(to)` (p2pico): move this pico to the engine whose peer id is ``to``, once
+    the transaction commits.  The host may not offer it (then a KrlRuntimeError)."""
+    move = getattr(run.ctx, "move_to", None)
+    if move is None:
+        raise KrlRuntimeError("ctx:move is not offered by this engine")
+    move(_text(to, "ctx:move needs the peer id of the engine to move to"))
 
 
 def _ctx_new_channel(
@@ -1604,6 +1753,216 @@ def _ctx_event(
     _event_send(run, {"eci": eci, "domain": domain, "name": name, "attrs": attrs}, host)
 
 
+def _ctx_event_query(
+    run: Run,
+    eci: object = None,
+    domain: object = None,
+    name: object = None,
+    attrs: object = None,
+    rid: object = None,
+    query_name: object = None,
+    args: object = None,
+) -> object:
+    """`ctx:eventQuery(eci, domain, name, attrs, rid, queryName, args)`: the event, then the
+    query on the same channel; the query's result."""
+    if is_null(attrs):
+        attrs = {}
+    if not isinstance(attrs, dict):
+        raise KrlRuntimeError(f"ctx:eventQuery attrs must be a Map, not {type_of(attrs)}")
+    if is_null(args):
+        args = {}
+    if not isinstance(args, dict):
+        raise KrlRuntimeError(f"ctx:eventQuery args must be a Map, not {type_of(args)}")
+    return run.ctx.event_query(
+        _text(eci, "ctx:eventQuery needs an eci"),
+        _text(domain, "ctx:eventQuery needs a domain"),
+        _text(name, "ctx:eventQuery needs a name"),
+        to_plain(attrs, "event attributes"),
+        _text(rid, "ctx:eventQuery needs a rid"),
+        _text(query_name, "ctx:eventQuery needs a queryName"),
+        to_plain(args, "query arguments"),
+    )
+
+
+def _ctx_flush(run: Run, url: object = None) -> None:
+    if not isinstance(url, str):
+        raise KrlRuntimeError(f"Expected string for url but got {type_of(url)}")
+    run.ctx.flush(url)
+
+
+def _ruleset_info(key: str) -> Property:
+    """A field of this ruleset's `ctx:rulesets` entry: its install ``url`` or ``config``."""
+
+    def info(run: Run) -> object:
+        for entry in run.ctx.rulesets():
+            if entry.get("rid") == run.rid:
+                return entry.get(key)
+        return None
+
+    return info
+
+
+# ---------------------------------------------------------------------------
+# http: (catalog §2.7). krl turns the arguments into a request (URL, headers, body); the
+# engine sends it (Context.http_request) with its timeouts, size limits and address policy.
+
+_HTTP_PARAMS = "url qs headers body auth json form parseJSON autoraise autosend dontFollowRedirect"
+HTTP_USER_AGENT = "pico-engine-core-http"  # the reference's, so servers see the same client
+
+
+def _qs_pairs(prefix: str, value: object, out: list[tuple[str, str]]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _qs_pairs(f"{prefix}[{key}]", item, out)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _qs_pairs(f"{prefix}[{index}]", item, out)
+    else:
+        out.append((prefix, "" if value is None else to_string(value)))
+
+
+def query_string(params: dict[str, Any]) -> str:
+    """``params`` as npm ``qs`` writes them by default (RFC 3986, indices):
+    ``a[0]=1&m[x]=2`` with the brackets percent-encoded; null is ``k=``; empty lists and
+    maps give nothing."""
+    out: list[tuple[str, str]] = []
+    for key, value in params.items():
+        _qs_pairs(key, value, out)
+    return "&".join(f"{_pct(k)}={_pct(v)}" for k, v in out)
+
+
+def _pct(text: str) -> str:
+    # qs's RFC 3986 encoder keeps exactly the unreserved characters A-Z a-z 0-9 - . _ ~
+    return urllib.parse.quote(text, safe="", errors="replace")
+
+
+def _http_map(value: object, what: str, method: str) -> dict[str, Any] | None:
+    if is_null(value):
+        return None
+    if not isinstance(value, dict):
+        raise KrlRuntimeError(f"http:{method} {what} must be a Map, not {type_of(value)}")
+    plain: dict[str, Any] = to_plain(value, f"http:{method} {what}")
+    return plain
+
+
+def _http_request(
+    method: str,
+    url: object,
+    qs: object,
+    headers: object,
+    body: object,
+    auth: object,
+    json_: object,
+    form: object,
+) -> tuple[str, list[tuple[str, str]], bytes | None]:
+    """The URL, headers and body of a request from the KRL arguments, as the reference
+    builds them: ``body`` (text) wins over ``json`` over ``form``."""
+    m = method.lower()
+    if not truthy(url):
+        raise KrlRuntimeError(f"http:{m} needs a url string")
+    if not isinstance(url, str):
+        raise KrlRuntimeError(f"http:{m} was given {to_string(url)} instead of a url string")
+    params = _http_map(qs, "qs", m)
+    if params:
+        encoded = query_string(params)
+        if encoded:  # a URL that already has a query gets `&` (the reference adds a 2nd `?`)
+            url = url + ("&" if "?" in url else "?") + encoded
+    given = _http_map(headers, "headers", m) or {}
+    sent: dict[str, tuple[str, str]] = {"user-agent": ("user-agent", HTTP_USER_AGENT)}
+    for key, value in given.items():
+        sent[key.lower()] = (key, to_string(value))
+    if isinstance(auth, dict) and isinstance(auth.get("username"), str):
+        password = auth.get("password")
+        token = f"{auth['username']}:{password if isinstance(password, str) else ''}"
+        basic = base64.b64encode(token.encode("utf-8")).decode("ascii")
+        sent["authorization"] = ("Authorization", f"Basic {basic}")
+    content: bytes | None = None
+    content_type = None
+    if truthy(body):
+        content = to_string(body).encode("utf-8")
+    elif truthy(json_):
+        content = encode(to_plain(json_, f"http:{m} json")).encode("utf-8")
+        content_type = "application/json"
+    elif truthy(form):
+        fields = _http_map(form, "form", m) or {}
+        content = query_string(fields).encode("utf-8")
+        content_type = "application/x-www-form-urlencoded"
+    if content_type is not None and "content-type" not in sent:
+        sent["content-type"] = ("content-type", content_type)
+    if content is not None and method in ("GET", "HEAD"):
+        raise KrlRuntimeError(f"http:{m} cannot send a body (body, json or form)")
+    return url, list(sent.values()), content
+
+
+def _http_autosend_target(value: object, m: str) -> tuple[str, str, str, dict[str, Any]]:
+    """``autosend: {eci, domain, name | type, attrs}`` (``data: {attrs}`` works too)."""
+    if not isinstance(value, dict):
+        raise KrlRuntimeError(f"http:{m} autosend must be a Map, not {type_of(value)}")
+    kind = value.get("name")
+    if is_null(kind):
+        kind = value.get("type")
+    attrs = value.get("attrs")
+    data = value.get("data")
+    if is_null(attrs) and isinstance(data, dict):
+        attrs = data.get("attrs")
+    if is_null(attrs):
+        attrs = {}
+    if not isinstance(attrs, dict):
+        raise KrlRuntimeError(f"http:{m} autosend attrs must be a Map, not {type_of(attrs)}")
+    return (
+        _text(value.get("eci"), f"http:{m} autosend needs an eci"),
+        _text(value.get("domain"), f"http:{m} autosend needs a domain"),
+        _text(kind, f"http:{m} autosend needs a name"),
+        to_plain(attrs, "event attributes"),
+    )
+
+
+def _http(method: str) -> StdlibFunction:
+    m = method.lower()
+
+    def call(
+        run: Run,
+        url: object = None,
+        qs: object = None,
+        headers: object = None,
+        body: object = None,
+        auth: object = None,
+        json_: object = None,
+        form: object = None,
+        parse_json: object = None,
+        autoraise: object = None,
+        autosend: object = None,
+        dont_follow_redirect: object = None,
+    ) -> object:
+        target, header_list, content = _http_request(
+            method, url, qs, headers, body, auth, json_, form
+        )
+        follow = not truthy(dont_follow_redirect)
+        if truthy(autosend):
+            eci, domain, kind, attrs = _http_autosend_target(autosend, m)
+            run.ctx.http_autosend(
+                method, target, header_list, content, follow, eci, domain, kind, attrs
+            )
+            return None
+        started = time.monotonic()
+        try:
+            response = run.ctx.http_request(method, target, header_list, content, follow)
+        finally:  # waiting on the network is not the CPU the time budget is there for
+            run.budget.deadline += time.monotonic() - started
+        if parse_json is True:  # only true itself, as the reference
+            response = {**response, "content": decode(run, response.get("content"))}
+        if truthy(autoraise):
+            run.ctx.raise_event("http", m, {**response, "label": to_string(autoraise)}, None)
+        return response
+
+    return _fn(m, _HTTP_PARAMS, call)
+
+
+_HTTP = {
+    method.lower(): _http(method) for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+}
+
+
 MODULES["schedule"] = {
     "list": _fn("list", "", _own_jobs),
     "get": _fn("get", "id", _schedule_get),
@@ -1616,11 +1975,25 @@ MODULES["ctx"] = {
     "rid_description": _meta_name("description"),
     "rid_author": _meta_name("author"),
     "rid_version": _meta_name("version"),
+    "rid_url": _ruleset_info("url"),
+    "rid_config": _ruleset_info("config"),
     "parent": lambda run: run.ctx.parent(),
     "children": lambda run: run.ctx.children(),
     "channels": lambda run: run.ctx.channels(),
     "rulesets": lambda run: run.ctx.rulesets(),
+    "logs": _fn("logs", "", lambda run: run.ctx.logs()),
 }
+MODULES["meta"].update(
+    {
+        "host": lambda run: run.ctx.base_url(),
+        "rid_url": _ruleset_info("url"),
+        "rulesetURI": _ruleset_info("url"),
+        "rid_config": _ruleset_info("config"),
+        "rulesetConfig": _ruleset_info("config"),
+    }
+)
+MODULES["math"]["hashFunctions"] = _fn("hashFunctions", "", lambda run: list(_HASH_ALGORITHMS))
+MODULES["http"] = {"get": _HTTP["get"], "head": _HTTP["head"]}  # also usable as functions
 
 MODULE_ACTIONS: dict[str, dict[str, StdlibFunction]] = {
     "event": {"send": _fn("send", "options host", _event_send)},
@@ -1638,9 +2011,15 @@ MODULE_ACTIONS: dict[str, dict[str, StdlibFunction]] = {
         "install": _fn("install", "url config", _ctx_install),
         "uninstall": _fn("uninstall", "rid", _ctx_uninstall),
         "event": _fn("event", "eci domain name attrs host", _ctx_event),
+        "eventQuery": _fn(
+            "eventQuery", "eci domain name attrs rid queryName args", _ctx_event_query
+        ),
+        "flush": _fn("flush", "url", _ctx_flush),
+        "move": _fn("move", "to", _ctx_move),
     },
+    "http": _HTTP,
 }
 
-# Modules of the reference engine that krl lacks or has only in part: using a member
-# krl does not have is a "not supported yet" compile error rather than "not defined".
-REFERENCE_MODULES = frozenset({"app", "ctx", "dido", "engine", "http", "indy", "keys", "ursa"})
+# Modules of pico-engine that krl leaves out on purpose (krl/README.md says why): using
+# one is a "not supported" compile error rather than "unknown module".
+REFERENCE_MODULES = frozenset({"app", "dido", "engine", "indy", "keys", "ursa"})

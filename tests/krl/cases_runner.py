@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -37,7 +37,17 @@ CASE_KEYS = {
     "p2pico",
     "xfail",
 }
-STEP_KEYS = {"event", "query", "directives", "result", "error", "p2pico_differs", "p2pico", "doc"}
+STEP_KEYS = {
+    "event",
+    "query",
+    "time",
+    "directives",
+    "result",
+    "error",
+    "p2pico_differs",
+    "p2pico",
+    "doc",
+}
 EXPR_KEYS = {"expr", "result", "error", "p2pico_differs", "p2pico", "xfail", "doc"}
 OUTCOMES = ("directives", "result", "error")
 
@@ -63,6 +73,11 @@ class Case:
     @property
     def id(self) -> str:
         return f"{self.file}::{self.name}"
+
+    @property
+    def needs_time(self) -> bool:
+        """Does a step give the event's time (the reference tests' ``useEventInputTime``)?"""
+        return any("time" in step for step in self.steps)
 
 
 def _source(value: object, where: str) -> str:
@@ -97,7 +112,10 @@ def _check_outcome(step: dict[str, Any], where: str, *, allow_directives: bool) 
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "case"
+    """Text as rid segments: letters, digits and "-", each segment starting with a letter
+    (both parsers refuse a rid segment such as "-0o72-" that starts with a digit)."""
+    parts = [p for p in re.split(r"[^a-z0-9]+", text.lower()) if p]
+    return "-".join(p if p[0].isalpha() else "n" + p for p in parts) or "case"
 
 
 def expand(file: str, raw: dict[str, Any]) -> list[Case]:
@@ -151,14 +169,18 @@ def expand(file: str, raw: dict[str, Any]) -> list[Case]:
         if set(step) - STEP_KEYS or ("event" in step) == ("query" in step):
             raise CaseFormatError(f"{swhere}: needs 'event' or 'query' and known keys only")
         _check_outcome(step, swhere, allow_directives="event" in step)
+        if "time" in step and (
+            "event" not in step or not isinstance(step["time"], int) or step["time"] < 0
+        ):
+            raise CaseFormatError(f"{swhere}: 'time' (epoch ms, an integer) is for events only")
         if "event" in step:
             ev = step["event"]
-            if set(ev) - {"domain", "type", "attrs"} or not {"domain", "type"} <= set(ev):
-                raise CaseFormatError(f"{swhere}: event is {{domain, type, attrs?}}")
+            if set(ev) - {"domain", "type", "attrs", "eci"} or not {"domain", "type"} <= set(ev):
+                raise CaseFormatError(f"{swhere}: event is {{domain, type, attrs?, eci?}}")
         else:
             q = step["query"]
-            if set(q) - {"rid", "name", "args"} or "name" not in q:
-                raise CaseFormatError(f"{swhere}: query is {{rid?, name, args?}}")
+            if set(q) - {"rid", "name", "args", "eci"} or "name" not in q:
+                raise CaseFormatError(f"{swhere}: query is {{rid?, name, args?, eci?}}")
     p2pico_install = raw.get("p2pico")
     if p2pico_install is not None and (
         "p2pico_differs" not in raw or set(p2pico_install) != {"install_error"}
@@ -286,6 +308,8 @@ class InstallError(Exception):
 
 class Engine(Protocol):
     is_p2pico: bool
+    # Sets the time (epoch ms) of the events that follow, or None when the engine cannot.
+    set_time: Callable[[int], None] | None
 
     async def new_pico(self, case: Case) -> str:
         """A fresh pico with the case's rulesets installed in order; its eci. InstallError."""
@@ -311,8 +335,11 @@ class P2picoEngine:
 
     is_p2pico = True
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, set_time: Callable[[int], None] | None = None
+    ) -> None:
         self.client = client
+        self.set_time = set_time  # only in process: the engine's clock
 
     async def new_pico(self, case: Case) -> str:
         r = await self.client.post("/api/picos", json={"rulesets": case.rulesets})
@@ -340,6 +367,7 @@ class PicoEngine:
     """
 
     is_p2pico = False
+    set_time = None  # pico-engine's HTTP API takes no event time
     UI_RID = "io.picolabs.pico-engine-ui"
     ALLOW_ALL_EVENTS: ClassVar[dict[str, list[dict[str, str]]]] = {
         "allow": [{"domain": "*", "name": "*"}],
@@ -423,11 +451,12 @@ class PicoEngine:
 
 
 async def detect_engine(client: httpx.AsyncClient, flavour: str) -> Engine:
-    """``KRL_CASES_ENGINE``: ``p2pico``, ``pico-engine`` or ``auto`` (asks ``/api/ui-context``)."""
+    """``KRL_CASES_ENGINE``: ``p2pico``, ``pico-engine`` or ``auto`` (asks ``/api/node``, which
+    only p2pico serves: p2pico also serves pico-engine's ``/api/ui-context``)."""
     if flavour == "auto":
-        r = await client.get("/api/ui-context")
+        r = await client.get("/api/node")
         ok = r.status_code == 200 and "json" in r.headers.get("content-type", "")
-        flavour = "pico-engine" if ok and "eci" in r.json() else "p2pico"
+        flavour = "p2pico" if ok and "peer_id" in r.json() else "pico-engine"
     if flavour == "p2pico":
         return P2picoEngine(client)
     if flavour == "pico-engine":
@@ -472,10 +501,15 @@ async def run_case(client: httpx.AsyncClient, engine: Engine, case: Case) -> lis
             if expect is None:
                 continue
             label = f"step {i} ({step.get('doc') or _describe(step)})"
+            if "time" in step:
+                if engine.set_time is None:
+                    return [f"{label}: this engine cannot take an event time"]
+                engine.set_time(step["time"])
             if "event" in step:
                 ev = step["event"]
                 r = await client.post(
-                    f"/sky/event/{eci}/none/{ev['domain']}/{ev['type']}", json=ev.get("attrs", {})
+                    f"/sky/event/{ev.get('eci', eci)}/none/{ev['domain']}/{ev['type']}",
+                    json=ev.get("attrs", {}),
                 )
                 body = await _json(r)
                 err = _is_error(body)
@@ -496,7 +530,9 @@ async def run_case(client: httpx.AsyncClient, engine: Engine, case: Case) -> lis
             else:
                 q = step["query"]
                 rid = q.get("rid") or case.rids[-1]
-                r = await client.post(f"/sky/cloud/{eci}/{rid}/{q['name']}", json=q.get("args", {}))
+                r = await client.post(
+                    f"/sky/cloud/{q.get('eci', eci)}/{rid}/{q['name']}", json=q.get("args", {})
+                )
                 body = await _json(r)
                 err = _is_error(body)
                 if "error" in expect:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import krl
@@ -15,6 +15,7 @@ class FakeContext:
     def __init__(self, pico_id: str = "pico-1", eci: str = "eci-1") -> None:
         self.pico_id = pico_id
         self.eci = eci
+        self.txn_id = "txn-1"
         self.ents: dict[tuple[str, str], object] = {}
         self.raised: list[tuple[str, str, Mapping[str, object], str | None]] = []
         self.directives: list[tuple[str, Mapping[str, object]]] = []
@@ -31,6 +32,21 @@ class FakeContext:
         self.removed: list[str] = []
         self.queries: list[tuple[str, str, str, Mapping[str, object]]] = []
         self.query_result: object = None
+        # http: requests made (method, url, headers, body, follow_redirects) and autosends
+        self.http_requests: list[tuple[str, str, list[tuple[str, str]], bytes | None, bool]] = []
+        self.http_response: dict[str, object] = {
+            "content": "ok",
+            "content_type": "text/plain",
+            "content_length": 2,
+            "headers": {"content-type": "text/plain"},
+            "status_code": 200,
+            "status_line": "OK",
+        }
+        self.http_autosends: list[tuple[object, ...]] = []
+        self.event_queries: list[tuple[object, ...]] = []
+        self.flushed: list[str] = []
+        self.log_entries: list[dict[str, object]] = []
+        self.host: str | None = "http://127.0.0.1:8000"
 
     def ent_get(self, rid: str, name: str) -> object:
         return self.ents.get((rid, name))
@@ -85,6 +101,33 @@ class FakeContext:
     def query_pico(self, target: str, rid: str, name: str, args: Mapping[str, object]) -> object:
         self.queries.append((target, rid, name, args))
         return self.query_result
+
+    def http_request(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        follow_redirects: bool,
+    ) -> dict[str, object]:
+        self.http_requests.append((method, url, list(headers), body, follow_redirects))
+        return copy.deepcopy(self.http_response)
+
+    def http_autosend(self, *args: object) -> None:
+        self.http_autosends.append(args)
+
+    def event_query(self, *args: object) -> object:
+        self.event_queries.append(args)
+        return self.query_result
+
+    def logs(self) -> list[dict[str, object]]:
+        return copy.deepcopy(self.log_entries)
+
+    def flush(self, url: str) -> None:
+        self.flushed.append(url)
+
+    def base_url(self) -> str | None:
+        return self.host
 
     def rule_state_get(self, rid: str, rule: str) -> object:
         return self.rule_states.get((rid, rule))

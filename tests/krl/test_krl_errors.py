@@ -152,11 +152,18 @@ COMPILE_CASES = [
         id="module-alias-twice",
     ),
     pytest.param(
-        "ruleset a { global { x = ctx:logs } }",
-        "line 1, column 26: 'ctx:logs' is not supported yet\n"
-        "ruleset a { global { x = ctx:logs } }\n"
+        "ruleset a { global { x = dido:routes } }",
+        "line 1, column 26: the module 'dido' is not supported by p2pico\n"
+        "ruleset a { global { x = dido:routes } }\n"
         "                         ^",
-        id="ctx-member-not-supported",
+        id="reference-module-not-supported",
+    ),
+    pytest.param(
+        "ruleset a { global { x = ctx:raiseEvent } }",
+        "line 1, column 26: 'ctx:raiseEvent' is not defined\n"
+        "ruleset a { global { x = ctx:raiseEvent } }\n"
+        "                         ^",
+        id="ctx-member-not-defined",
     ),
     pytest.param(
         "ruleset a { global { x = ctx:newPico } }",
@@ -166,11 +173,18 @@ COMPILE_CASES = [
         id="ctx-action-in-an-expression",
     ),
     pytest.param(
-        'ruleset a { rule r { select when a b http:post("u") } }',
-        "line 1, column 38: the action 'http:post' is not supported yet\n"
-        'ruleset a { rule r { select when a b http:post("u") } }\n'
+        'ruleset a { global { x = http:post("u") } }',
+        "line 1, column 26: 'http:post' is an action and can only be used in an action block\n"
+        'ruleset a { global { x = http:post("u") } }\n'
+        "                         ^",
+        id="http-post-is-only-an-action",
+    ),
+    pytest.param(
+        'ruleset a { rule r { select when a b ursa:sign("u") } }',
+        "line 1, column 38: the action 'ursa:sign' is not supported by p2pico\n"
+        'ruleset a { rule r { select when a b ursa:sign("u") } }\n'
         "                                     ^",
-        id="http-action-not-supported",
+        id="reference-action-not-supported",
     ),
     pytest.param(
         "ruleset a { rule r { select when any 2 (a b, c d) } }",

@@ -334,7 +334,13 @@ def test_schedule_at_and_repeat(ctx: FakeContext) -> None:
         ("s", "ms", {}, 1_700_000_000.0, None, None),
         ("s", "tick", {}, None, "0 */5 * * * *", None),
     ]
-    assert ctx.ents[("t.sched", "id")] == "job-1"
+    # setting(v) binds the job's record, as the reference does (and schedule:get shows it)
+    assert ctx.ents[("t.sched", "id")] == {
+        "id": "job-1",
+        "type": "at",
+        "time": 1_000_300_250,
+        "event": {"domain": "s", "name": "later", "attrs": {"n": 1}},
+    }
     with pytest.raises(krl.KrlRuntimeError, match='schedule event expects "domain:type"'):
         send_event(rs, ctx, "s", "bad")
 
