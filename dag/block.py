@@ -45,6 +45,17 @@ class Block:
         return cls(CID.of(data, DAG_CBOR), data, _NOT_DECODED, _token=_PRIVATE)
 
     @classmethod
+    def _spliced(cls, data: bytes) -> Block:
+        """A DAG-CBOR block from bytes this package assembled from ``cbor.encode`` pieces.
+
+        For dag/ only (head.py, hamt.py, state.py splice cached encodings instead of
+        re-encoding whole values). The CID is computed from ``data``, so it matches; the
+        bytes are canonical by construction (tests compare them with ``cbor.encode``); the
+        value is decoded from them on first use.
+        """
+        return cls(CID.of(data, DAG_CBOR), data, _NOT_DECODED, _token=_PRIVATE)
+
+    @classmethod
     def raw(cls, data: bytes) -> Block:
         data = bytes(data)
         return cls(CID.of(data, RAW), data, data, _token=_PRIVATE)

@@ -83,6 +83,16 @@ def _head(major: int, n: int) -> bytes:
     return bytes((major | 27,)) + n.to_bytes(8, "big")  # OverflowError past 2**64-1
 
 
+def array_head(n: int) -> bytes:
+    """The head of an array of `n` items, for callers that splice encoded items after it."""
+    return _head(0x80, n)
+
+
+def map_head(n: int) -> bytes:
+    """The head of a map of `n` pairs; the pairs must follow in canonical key order."""
+    return _head(0xA0, n)
+
+
 def _write(v: object, out: list[bytes], depth: int) -> None:
     """Append the encoding of `v`; raise (any exception) if it is not in the data model."""
     if type(v) is str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final, NoReturn, final
 
 import base58
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -113,9 +114,10 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
 class Keypair:
     """An Ed25519 signing key; repr never shows the seed."""
 
-    __slots__ = ("_signing", "did", "peer_id", "public_key")
+    __slots__ = ("_secret", "_signing", "did", "peer_id", "public_key")
 
     _signing: nacl.signing.SigningKey
+    _secret: bytes  # libsodium's 64-byte secret key (seed || public key), for sign()
     public_key: bytes
     did: str
     peer_id: str
@@ -124,6 +126,7 @@ class Keypair:
         object.__setattr__(self, "_signing", signing)
         pub = bytes(signing.verify_key)
         object.__setattr__(self, "public_key", pub)
+        object.__setattr__(self, "_secret", bytes(signing) + pub)
         object.__setattr__(self, "did", did_from_public_key(pub))
         object.__setattr__(self, "peer_id", peer_id_from_public_key(pub))
 
@@ -143,7 +146,8 @@ class Keypair:
 
     def sign(self, msg: bytes) -> bytes:
         """64-byte detached Ed25519 signature."""
-        return self._signing.sign(bytes(msg)).signature
+        # libsodium directly: SigningKey.sign wraps the same call in a SignedMessage.
+        return nacl.bindings.crypto_sign(bytes(msg), self._secret)[:64]
 
     def __repr__(self) -> str:
         return f"Keypair({self.did})"

@@ -144,8 +144,8 @@ def _load(store: BlockStore, cid: CID, what: str) -> object:
     return block.value
 
 
-def _load_root(store: BlockStore, root: CID) -> Slots:
-    value = _load(store, root, "root")
+def _load_root(store: BlockStore, root: CID, block: Block | None = None) -> Slots:
+    value = block.value if block is not None else _load(store, root, "root")
     where = f"HAMT root {root}"
     if type(value) is not dict or value.keys() != {"hashAlg", "bucketSize", "hamt"}:
         _bad(where, "must be a map with exactly hashAlg, bucketSize and hamt")
@@ -158,8 +158,57 @@ def _load_root(store: BlockStore, root: CID) -> Slots:
     return _decode_node(value["hamt"], where)
 
 
-def _load_node(store: BlockStore, cid: CID) -> Slots:
-    return _decode_node(_load(store, cid, "node"), f"HAMT node {cid}")
+def _load_node(store: BlockStore, cid: CID, block: Block | None = None) -> Slots:
+    value = block.value if block is not None else _load(store, cid, "node")
+    return _decode_node(value, f"HAMT node {cid}")
+
+
+def _skip(data: bytes, pos: int) -> int:
+    """The offset after the DAG-CBOR item at `pos` (bytes already strictly decoded)."""
+    first = data[pos]
+    major, info = first >> 5, first & 31
+    pos += 1
+    if info < 24:
+        n = info
+    else:
+        size = 1 << (info - 24)  # 24..27: 1, 2, 4 or 8 bytes
+        n = int.from_bytes(data[pos : pos + size], "big")
+        pos += size
+    if major in (2, 3):
+        return pos + n
+    if major == 4:
+        for _ in range(n):
+            pos = _skip(data, pos)
+    elif major == 5:
+        for _ in range(2 * n):
+            pos = _skip(data, pos)
+    elif major == 6:
+        pos = _skip(data, pos)
+    return pos  # ints, floats (their 8 bytes were read as n), null, booleans
+
+
+def _element_encodings(
+    data: bytes, *, root: bool, count: int
+) -> tuple[builtins.list[bytes | None], bytes]:
+    """Each element's bytes, by index, sliced from a node's (or root's) block, and its bitmap.
+
+    A cached node is spliced from these, so they are taken from the stored bytes rather than
+    encoded again (the block was strictly decoded: its items are canonical).
+    """
+    pos = len(_ROOT_PREFIX) if root else 0
+    if data[pos : pos + len(_NODE_PREFIX)] != _NODE_PREFIX:  # pragma: no cover - decoded above
+        raise HamtError("a node must start with [map (32 bytes), ...]")
+    pos += len(_NODE_PREFIX)
+    bitmap = data[pos : pos + MAP_BYTES]
+    pos += MAP_BYTES
+    pos = pos + len(cbor.array_head(count))
+    enc: builtins.list[bytes | None] = [None] * (1 << BIT_WIDTH)
+    for i in range(1 << BIT_WIDTH):
+        if bitmap[i >> 3] >> (i & 7) & 1:
+            end = _skip(data, pos)
+            enc[i] = data[pos:end]
+            pos = end
+    return enc, bytes(bitmap)
 
 
 # -- building ----------------------------------------------------------------------------
@@ -411,6 +460,232 @@ def delete(store: BlockStore, root: CID, key: str) -> CID:
 
 def empty(store: BlockStore) -> CID:
     return build(store, ())
+
+
+# -- cached updates (state.py's commit path) ----------------------------------------------
+#
+# ``update_blocks`` decodes every node of the path from the store and re-encodes it whole.  A
+# commit that changes one entry of a large map then pays for decoding and encoding the root
+# (up to 256 links, about 10 KB) and the inner nodes on the path every time.  ``NodeCache``
+# keeps recently used nodes decoded, with the encoding of each element, so a changed node's
+# bytes are spliced from the cached element encodings and only the changed element is encoded.
+
+
+class _Node:
+    """A decoded node and the DAG-CBOR encoding of each of its elements, by index."""
+
+    __slots__ = ("bitmap", "enc", "slots")
+
+    def __init__(
+        self,
+        slots: Slots,
+        enc: builtins.list[bytes | None] | None = None,
+        bitmap: bytes | None = None,
+    ) -> None:
+        self.slots = slots
+        if enc is None or bitmap is None:
+            enc = [None] * (1 << BIT_WIDTH)
+            bits = bytearray(MAP_BYTES)
+            for i, el in slots.items():
+                enc[i] = _encode_element(el)
+                bits[i >> 3] |= 1 << (i & 7)
+            bitmap = bytes(bits)
+        self.enc = enc
+        self.bitmap = bitmap
+
+    def replace(self, i: int, el: Element | None) -> _Node:
+        """A copy with element `i` set to `el` (None: removed)."""
+        slots = dict(self.slots)
+        enc = builtins.list(self.enc)
+        bits = bytearray(self.bitmap)
+        if el is None:
+            del slots[i]
+            enc[i] = None
+            bits[i >> 3] &= ~(1 << (i & 7)) & 0xFF
+        else:
+            slots[i] = el
+            enc[i] = _encode_element(el)
+            bits[i >> 3] |= 1 << (i & 7)
+        return _Node(slots, enc, bytes(bits))
+
+    def data(self) -> bytes:
+        """The node's bytes: [map, data], spliced from the element encodings."""
+        head = _NODE_PREFIX + self.bitmap + cbor.array_head(len(self.slots))
+        return head + b"".join(filter(None, self.enc))
+
+
+def _encode_element(el: Element) -> bytes:
+    return cbor.encode(el if isinstance(el, CID) else [[k, v] for k, v in el])
+
+
+# array(2), then bytes(32): the bitmap.  A root is {"hamt": node, "hashAlg": 18, "bucketSize": 3}
+# with its keys in canonical order (by length, then bytewise).
+_NODE_PREFIX: Final = b"\x82\x58\x20"
+_ROOT_PREFIX: Final = cbor.map_head(3) + cbor.encode("hamt")
+_ROOT_SUFFIX: Final = (
+    cbor.encode("hashAlg") + cbor.encode(HASH_ALG) + cbor.encode("bucketSize") + cbor.encode(3)
+)
+
+
+class NodeCache:
+    """Decoded HAMT nodes by CID (least recently used dropped past `size`), for ``update_cached``.
+
+    Nodes are immutable (a CID names one content), so one cache serves every HAMT of a store.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._nodes: dict[CID, _Node] = {}
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def _get(self, store: BlockStore, cid: CID, *, root: bool) -> _Node:
+        node = self._nodes.pop(cid, None)
+        if node is None:
+            block = store.get_block(cid)
+            if block is None:
+                raise MissingBlock(cid, f" (HAMT {'root' if root else 'node'})")
+            slots = _load_root(store, cid, block) if root else _load_node(store, cid, block)
+            node = _Node(slots, *_element_encodings(block.data, root=root, count=len(slots)))
+        self._put(cid, node)
+        return node
+
+    def _put(self, cid: CID, node: _Node) -> None:
+        self._nodes[cid] = node  # (re)inserted last: the most recently used
+        while len(self._nodes) > self.size:
+            del self._nodes[next(iter(self._nodes))]
+
+
+class _CachedOverlay:
+    """New nodes of one update first, then the cache, then the store."""
+
+    def __init__(self, store: BlockStore, cache: NodeCache) -> None:
+        self.store = store
+        self.cache = cache
+        self.new: dict[CID, tuple[Block, _Node]] = {}
+        self.overflows: builtins.set[CID] = builtins.set()  # roots of sub-trees built whole
+
+    def node(self, cid: CID) -> _Node:
+        hit = self.new.get(cid)
+        if hit is not None:
+            return hit[1]
+        return self.cache._get(self.store, cid, root=False)
+
+    def add(self, node: _Node) -> CID:
+        block = Block._spliced(node.data())
+        if len(block.data) > MAX_BLOCK:  # pragma: no cover - prevented by the entry bounds
+            raise HamtError(f"HAMT node of {len(block.data)} bytes exceeds {MAX_BLOCK}")
+        self.new[block.cid] = (block, node)
+        return block.cid
+
+
+def _cset(ov: _CachedOverlay, node: _Node, depth: int, k: bytes, h: bytes, value: object) -> _Node:
+    if depth >= MAX_DEPTH:  # pragma: no cover - needs a sha2-256 collision
+        raise HamtError("maximum depth reached")
+    i = h[depth]
+    el = node.slots.get(i)
+    new: Element
+    if el is None:
+        new = [(k, value)]
+    elif isinstance(el, CID):
+        new = ov.add(_cset(ov, ov.node(el), depth + 1, k, h, value))
+    elif any(ek == k for ek, _ in el) or len(el) < BUCKET_SIZE:
+        new = _sorted_bucket([*((ek, ev) for ek, ev in el if ek != k), (k, value)])
+    else:  # a full bucket overflows into a child node
+        group = [(ek, _hash(ek), ev) for ek, ev in el] + [(k, h, value)]
+        built: builtins.list[Block] = []
+        child_slots = _build(group, depth + 1, built)
+        for b in built:
+            ov.new[b.cid] = (b, _Node(_decode_node(b.value, f"HAMT node {b.cid}")))
+        new = ov.add(_Node(child_slots))
+        ov.overflows.add(new)
+    return node.replace(i, new)
+
+
+def _cdelete(ov: _CachedOverlay, node: _Node, depth: int, k: bytes, h: bytes) -> _Node | None:
+    i = h[depth]
+    el = node.slots.get(i)
+    if el is None:
+        return None
+    if isinstance(el, CID):
+        child = _cdelete(ov, ov.node(el), depth + 1, k, h)
+        if child is None:
+            return None
+        n = _count(child.slots)
+        if n is not None and n <= BUCKET_SIZE:  # collapse the child into a bucket here
+            return node.replace(
+                i,
+                _sorted_bucket(
+                    e for bucket in child.slots.values() if isinstance(bucket, list) for e in bucket
+                ),
+            )
+        return node.replace(i, ov.add(child))
+    rest = [(ek, ev) for ek, ev in el if ek != k]
+    if len(rest) == len(el):
+        return None
+    return node.replace(i, rest or None)
+
+
+def update_cached(
+    store: BlockStore,
+    root: CID,
+    changes: Mapping[str, object] | Iterable[tuple[str, object]],
+    cache: NodeCache,
+) -> tuple[Block, builtins.list[Block]]:
+    """``update_blocks`` through `cache`: the same result, encoding only what changed."""
+    pairs = changes.items() if isinstance(changes, Mapping) else changes
+    ov = _CachedOverlay(store, cache)
+    top = cache._get(store, root, root=True)
+    hashes: builtins.list[bytes] = []
+    for key, value in pairs:
+        k = _key(key)
+        h = _hash(k)
+        hashes.append(h)
+        if value is DELETE:
+            new = _cdelete(ov, top, 0, k, h)
+            if new is not None:
+                top = new
+        else:
+            _check_value(key, value)
+            top = _cset(ov, top, 0, k, h, value)
+    root_block = Block._spliced(b"".join((_ROOT_PREFIX, top.data(), _ROOT_SUFFIX)))
+    if len(root_block.data) > MAX_BLOCK:  # pragma: no cover - prevented by the entry bounds
+        raise HamtError(f"HAMT root of {len(root_block.data)} bytes exceeds {MAX_BLOCK}")
+    # The new nodes the final tree links to: new nodes lie on the changed keys' paths (or
+    # under a bucket that overflowed on one); nodes replaced by a later change are left out.
+    needed: builtins.list[Block] = []
+    seen: builtins.set[CID] = builtins.set()
+
+    def take(cid: CID) -> _Node | None:
+        hit = ov.new.get(cid)
+        if hit is None:
+            return None
+        if cid not in seen:
+            seen.add(cid)
+            needed.append(hit[0])
+            cache._put(cid, hit[1])
+            if cid in ov.overflows:  # built whole: every node under it is new
+                stack = [cid]
+                while stack:
+                    for el in ov.new[stack.pop()][1].slots.values():
+                        if isinstance(el, CID) and el in ov.new and el not in seen:
+                            seen.add(el)
+                            needed.append(ov.new[el][0])
+                            cache._put(el, ov.new[el][1])
+                            stack.append(el)
+        return hit[1]
+
+    for h in hashes:
+        node: _Node | None = top
+        depth = 0
+        while node is not None and depth < MAX_DEPTH:
+            el = node.slots.get(h[depth])
+            node = take(el) if isinstance(el, CID) else None
+            depth += 1
+    cache._put(root_block.cid, top)
+    needed.append(root_block)
+    return root_block, needed
 
 
 # -- diff --------------------------------------------------------------------------------

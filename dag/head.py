@@ -73,8 +73,10 @@ def sign_head(
     _opt_cid("cause", cause)
     _check_genesis(seq, prev)
     body = {"pico": keypair.did, "seq": seq, "prev": prev, "state": state, "ts": ts, "cause": cause}
-    payload = {"h": VARSIG_ED25519_DAG_CBOR, HEAD_TAG: body}
-    return Block.encode([keypair.sign(cbor.encode(payload)), payload])
+    payload = cbor.encode({"h": VARSIG_ED25519_DAG_CBOR, HEAD_TAG: body})
+    # [sig, payload] encoded: array(2), bytes(64) header, the signature, the payload's bytes
+    # (the same bytes Block.encode would give, without encoding the payload twice).
+    return Block._spliced(_ENVELOPE_PREFIX + keypair.sign(payload) + payload)
 
 
 def verify_head(block: Block) -> Head:
@@ -141,6 +143,40 @@ def verify_chain_tail(
     (dag/gc.py) the heads before the window are gone; every head kept still verifies.
     """
     return _chain(get, head_cid, truncated_ok=True)
+
+
+def chain_gap(get: Callable[[CID], Block | None], head_cid: CID) -> tuple[int, CID] | None:
+    """Where a history held in a store ends short of genesis: (oldest seq held, its missing prev).
+
+    None when the chain reaches genesis.  Follows `prev` links without checking signatures
+    (verify_chain_tail does that): it only tells a walk which missing block is expected, so a
+    truncated history (dag/gc.py) can still be exported and moved.
+    """
+    cid: CID | None = head_cid
+    seq = -1
+    while cid is not None:
+        block = get(cid)
+        if block is None:
+            return (seq, cid) if seq >= 0 else None
+        try:
+            body = _body(block)
+        except InvalidHead:
+            return None  # not a head: verification will say why
+        seq, cid = body
+    return None
+
+
+def _body(block: Block) -> tuple[int, CID | None]:
+    value = block.value
+    if type(value) is not list or len(value) != 2 or type(value[1]) is not dict:
+        raise InvalidHead("not a head envelope")
+    body = value[1].get(HEAD_TAG)
+    if type(body) is not dict:
+        raise InvalidHead("not a head envelope")
+    seq, prev = body.get("seq"), body.get("prev")
+    if type(seq) is not int or not (prev is None or isinstance(prev, CID)):
+        raise InvalidHead("not a head envelope")
+    return seq, prev
 
 
 def _chain(

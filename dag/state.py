@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NoReturn, TypeVar
 
@@ -58,18 +59,108 @@ class PicoState:
     meta: Mapping[str, object] = field(default_factory=dict)
 
 
+class _Deleted:
+    def __repr__(self) -> str:
+        return "DELETED"
+
+
+# In an Overlay's changes: the name is removed.
+DELETED: Final = _Deleted()
+
+
+class Overlay(Mapping[str, object]):
+    """`base` seen with `changes` on top (a value, or DELETED), without copying `base`.
+
+    A transaction's entity writes over a pico's entity map: building the next state then
+    costs O(changes), not O(entries).  ``apply`` writes the changes into `base` in place.
+    """
+
+    __slots__ = ("_len", "base", "changes")
+
+    def __init__(self, base: Mapping[str, object], changes: Mapping[str, object]) -> None:
+        self.base = base
+        self.changes = changes
+        n = len(base)
+        for name, value in changes.items():
+            if name in base:
+                n -= value is DELETED
+            else:
+                n += value is not DELETED
+        self._len = n
+
+    def __getitem__(self, name: str) -> object:
+        value = self.changes.get(name, _MISSING)
+        if value is _MISSING:
+            return self.base[name]
+        if value is DELETED:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        value = self.changes.get(name, _MISSING)  # type: ignore[call-overload]
+        if value is _MISSING:
+            return name in self.base
+        return value is not DELETED
+
+    def __iter__(self) -> Iterator[str]:
+        changes = self.changes
+        for name in self.base:
+            if changes.get(name, _MISSING) is not DELETED:
+                yield name
+        for name, value in changes.items():
+            if value is not DELETED and name not in self.base:
+                yield name
+
+    def __len__(self) -> int:
+        return self._len
+
+    def apply(self) -> dict[str, object]:
+        """Write the changes into `base` (which must be a dict) and return it."""
+        base = self.base
+        assert isinstance(base, dict), "Overlay.apply needs a dict base"
+        for name, value in self.changes.items():
+            if value is DELETED:
+                base.pop(name, None)
+            else:
+                base[name] = value
+        return base
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What changed between the state `base` and the one being encoded (see state_blocks).
+
+    `ent`: per rid, the entity names set or removed since `base`; a ruleset whose rid is not
+    in it has the entity map it had in `base` (a ruleset that `base` lacks is encoded whole).
+    `channels=False`: the channels are those of `base`.
+    """
+
+    base: CID
+    ent: Mapping[str, Collection[str]] = field(default_factory=dict)
+    channels: bool = True
+
+
 @functools.lru_cache(maxsize=1024)
 def _source_block(source: str) -> Block:
     return Block.raw(source.encode("utf-8"))
 
 
-def state_blocks(state: PicoState, store: BlockStore | None = None) -> tuple[Block, list[Block]]:
+def state_blocks(
+    state: PicoState, store: BlockStore | None = None, *, delta: Delta | None = None
+) -> tuple[Block, list[Block]]:
     """Encode `state`; return (root block, all blocks including the root).
 
     With `store`, a large entity map (a HAMT) last written or read through this module in
     that store is updated in place: only its changed paths are encoded and returned, as the
     rest is already in the store.  Without it, every block of the state is returned.
+
+    With `store` and `delta` (the state root `state` differs from, which must be in `store`,
+    and what changed since), only the changed entities are encoded: O(changes), whatever the
+    size of the maps.  Only blocks that `delta.base` lacks are returned.  The result is the
+    same as without `delta` (same CIDs), provided `delta` tells the truth.
     """
+    if delta is not None and store is not None:
+        return _delta_blocks(state, store, delta)
     blocks: list[Block] = []
     entries = []
     for rs in state.rulesets:
@@ -284,6 +375,280 @@ def _update_hamt(store: BlockStore, did: str, rs: RulesetState, out: list[Block]
     out += nodes
     _remember(store, did, rs.rid, ent, new_root.cid)
     return new_root.cid
+
+
+# -- the delta path: O(changes) per commit -------------------------------------------------
+#
+# Per store, the encoded form of recently written states, by state root CID: for each ruleset
+# its block, source CID, encoded rules, and either the inline entity map as encoded
+# (key, slot) pieces kept in canonical order (so a changed entry re-encodes that entry and
+# splices the rest) or the HAMT root (updated through hamt.update_cached).  A commit takes the
+# entry of its base out of the memo and files it under the new root (no copy); on a miss the
+# entry is rebuilt from the base's blocks in the store (O(entries) for an inline map, O(1) for
+# a HAMT), so the memo only ever saves work.
+
+
+@dataclass(slots=True)
+class _Inline:
+    pieces: dict[str, tuple[bytes, int]]  # name -> (encoded key + slot, size as _ent_field counts)
+    order: list[bytes]  # the pieces, sorted: canonical key order (encoded keys are prefix-free)
+    size: int
+
+
+@dataclass(slots=True)
+class _RsMemo:
+    block: Block
+    src: CID
+    rules: bytes | None  # the encoded `rules` map; None when absent
+    ent: _Inline | CID  # an inline map, or the root of its HAMT
+
+
+@dataclass(slots=True)
+class _StateMemo:
+    rulesets: dict[str, _RsMemo]
+    channels: Block
+
+
+_DELTA_MEMO_SIZE: Final = 256
+_delta_memo: weakref.WeakKeyDictionary[BlockStore, OrderedDict[CID, _StateMemo]]
+_delta_memo = weakref.WeakKeyDictionary()
+_node_caches: weakref.WeakKeyDictionary[BlockStore, hamt.NodeCache]
+_node_caches = weakref.WeakKeyDictionary()
+_RS_KEYS: Final = {k: cbor.encode(k) for k in ("ent", "rid", "src", "rules")}
+
+
+def _memo_of(store: BlockStore) -> OrderedDict[CID, _StateMemo] | None:
+    try:
+        return _delta_memo.setdefault(store, OrderedDict())
+    except TypeError:  # a store that cannot be weakly referenced: no memo
+        return None
+
+
+def _node_cache(store: BlockStore) -> hamt.NodeCache:
+    try:
+        return _node_caches.setdefault(store, hamt.NodeCache())
+    except TypeError:
+        return hamt.NodeCache()
+
+
+def _piece(rid: str, name: str, value: object, out: list[Block]) -> tuple[bytes, int]:
+    _, n, data = _slot_bytes(rid, name, value, VALUE_LINK_BYTES, out)
+    return cbor.encode(name) + data, n + len(name.encode("utf-8")) + 9
+
+
+def _slot_bytes(
+    rid: str, name: str, value: object, limit: int, out: list[Block]
+) -> tuple[object, int, bytes]:
+    """_slot, with the slot's encoding."""
+    data = cbor.encode(value)
+    if len(data) <= limit and not _is_link_slot(value):
+        return value, len(data), data
+    slot, n = _slot(rid, name, value, limit, out)
+    return slot, n, cbor.encode(slot)
+
+
+def _ruleset_block(rid: str, src: CID, ent: bytes, rules: bytes | None) -> Block:
+    k = _RS_KEYS
+    parts = [cbor.map_head(3 if rules is None else 4), k["ent"], ent, k["rid"], cbor.encode(rid)]
+    parts += (k["src"], cbor.encode(src))
+    if rules is not None:
+        parts += (k["rules"], rules)
+    return Block._spliced(b"".join(parts))
+
+
+def _inline_bytes(inline: _Inline) -> bytes:
+    return cbor.map_head(len(inline.order)) + b"".join(inline.order)
+
+
+def _fresh_inline(rid: str, ent: Mapping[str, object], out: list[Block]) -> _Inline | None:
+    """The inline form of `ent`, or None when it belongs in a HAMT (as _ent_field decides)."""
+    if len(ent) > ENT_HAMT_ENTRIES:
+        return None
+    linked: list[Block] = []
+    pieces: dict[str, tuple[bytes, int]] = {}
+    size = 0
+    for name, value in ent.items():
+        pieces[name] = p = _piece(rid, name, value, linked)
+        size += p[1]
+        if size > ENT_HAMT_BYTES:
+            return None
+    out += linked
+    return _Inline(pieces, sorted(p for p, _ in pieces.values()), size)
+
+
+def _fresh_ent(did: str, rs: RulesetState, store: BlockStore, out: list[Block]) -> _Inline | CID:
+    inline = _fresh_inline(rs.rid, rs.ent, out)
+    if inline is not None:
+        return inline
+    slots: dict[str, object] = {}
+    for name, value in rs.ent.items():
+        slots[name], _ = _slot(rs.rid, name, value, hamt.MAX_VALUE_BYTES, out)
+    root_block, nodes = hamt.build_blocks(slots)
+    out += nodes
+    return root_block.cid
+
+
+def _update_inline(
+    rs: RulesetState, inline: _Inline, names: Collection[str], out: list[Block]
+) -> _Inline | None:
+    """`inline` with `names` re-read from rs.ent, changed in place; None if no longer inline."""
+    if len(rs.ent) > ENT_HAMT_ENTRIES:
+        return None
+    linked: list[Block] = []
+    order = inline.order
+    for name in names:
+        old = inline.pieces.pop(name, None)
+        if old is not None:
+            i = bisect.bisect_left(order, old[0])
+            assert order[i] == old[0]
+            del order[i]
+            inline.size -= old[1]
+        value = rs.ent.get(name, _MISSING)
+        if value is not _MISSING:
+            inline.pieces[name] = p = _piece(rs.rid, name, value, linked)
+            bisect.insort(order, p[0])
+            inline.size += p[1]
+    if inline.size > ENT_HAMT_BYTES:
+        return None
+    out += linked
+    return inline
+
+
+def _update_ent(
+    did: str,
+    rs: RulesetState,
+    old: _Inline | CID,
+    names: Collection[str],
+    store: BlockStore,
+    out: list[Block],
+) -> _Inline | CID:
+    if isinstance(old, _Inline):
+        inline = _update_inline(rs, old, names, out)
+        return inline if inline is not None else _fresh_ent(did, rs, store, out)
+    if len(rs.ent) <= ENT_HAMT_ENTRIES:  # may fit inline again: decided on the whole map
+        return _fresh_ent(did, rs, store, out)
+    linked: list[Block] = []
+    changes: list[tuple[str, object]] = []
+    for name in names:
+        value = rs.ent.get(name, _MISSING)
+        if value is _MISSING:
+            changes.append((name, hamt.DELETE))
+        else:
+            changes.append((name, _slot(rs.rid, name, value, hamt.MAX_VALUE_BYTES, linked)[0]))
+    try:
+        root, nodes = hamt.update_cached(store, old, changes, _node_cache(store))
+    except MissingBlock:  # the store lost the old tree: rebuild
+        return _fresh_ent(did, rs, store, out)
+    out += linked
+    out += nodes
+    return root.cid
+
+
+def _base_memo(store: BlockStore, base: CID) -> _StateMemo | None:
+    """The memo of state root `base`, taken out of the memo, or rebuilt from its blocks."""
+    memo = _memo_of(store)
+    hit = memo.pop(base, None) if memo is not None else None
+    if hit is not None:
+        return hit
+    block = store.get_block(base)
+    if block is None or type(block.value) is not dict:
+        return None
+    value = block.value
+    channels_cid = value.get("channels")
+    entries = value.get("rulesets")
+    if not isinstance(channels_cid, CID) or type(entries) is not list:
+        return None
+    channels = store.get_block(channels_cid)
+    if channels is None:
+        return None
+    rulesets: dict[str, _RsMemo] = {}
+    for entry in entries:
+        if type(entry) is not dict or not isinstance(entry.get("state"), CID):
+            return None
+        rs_block = store.get_block(entry["state"])
+        if rs_block is None or type(rs_block.value) is not dict:
+            return None
+        rv = rs_block.value
+        rid, src, ent = rv.get("rid"), rv.get("src"), rv.get("ent")
+        if type(rid) is not str or not isinstance(src, CID):
+            return None
+        rules = cbor.encode(rv["rules"]) if "rules" in rv else None
+        part: _Inline | CID
+        if isinstance(ent, CID):
+            part = ent
+        elif type(ent) is dict:  # stored slots: re-encoding them gives the stored bytes
+            pieces = {}
+            for name, slot in ent.items():
+                data = cbor.encode(slot)
+                pieces[name] = (cbor.encode(name) + data, len(data) + len(name.encode()) + 9)
+            part = _Inline(pieces, sorted(p for p, _ in pieces.values()), 0)
+            part.size = sum(n for _, n in pieces.values())
+        else:
+            return None
+        rulesets[rid] = _RsMemo(rs_block, src, rules, part)
+    return _StateMemo(rulesets, channels)
+
+
+def _delta_blocks(state: PicoState, store: BlockStore, delta: Delta) -> tuple[Block, list[Block]]:
+    base = _base_memo(store, delta.base)
+    if base is None:  # not a state root we can read: encode it whole
+        return state_blocks(state, store)
+    blocks: list[Block] = []
+    entries = []
+    rulesets: dict[str, _RsMemo] = {}
+    for rs in state.rulesets:
+        src = _source_block(rs.source)
+        rules = cbor.encode(dict(rs.rules)) if rs.rules else None
+        old = base.rulesets.get(rs.rid)
+        names = delta.ent.get(rs.rid)
+        if old is None:
+            ent = _fresh_ent(state.did, rs, store, blocks)
+        elif names:
+            ent = _update_ent(state.did, rs, old.ent, names, store, blocks)
+        else:
+            ent = old.ent
+        if (
+            old is not None
+            and ent is old.ent
+            and not names
+            and (src.cid, rules)
+            == (
+                old.src,
+                old.rules,
+            )
+        ):
+            rs_block = old.block  # nothing of this ruleset changed
+        else:
+            ent_bytes = _inline_bytes(ent) if isinstance(ent, _Inline) else cbor.encode(ent)
+            rs_block = _ruleset_block(rs.rid, src.cid, ent_bytes, rules)
+            blocks.append(rs_block)
+            if old is None or old.src != src.cid:
+                blocks.append(src)
+        rulesets[rs.rid] = _RsMemo(rs_block, src.cid, rules, ent)
+        entries.append({"rid": rs.rid, "state": rs_block.cid})
+    if delta.channels:
+        channels = Block.encode({eci: dict(rec) for eci, rec in state.channels.items()})
+        if channels.cid != base.channels.cid:
+            blocks.append(channels)
+    else:
+        channels = base.channels
+    root = Block.encode(
+        {
+            "v": STATE_VERSION,
+            "did": state.did,
+            "rulesets": entries,
+            "channels": channels.cid,
+            "meta": dict(state.meta),
+        }
+    )
+    blocks.append(root)
+    memo = _memo_of(store)
+    if memo is not None:
+        memo[root.cid] = _StateMemo(rulesets, channels)
+        memo.move_to_end(root.cid)
+        while len(memo) > _DELTA_MEMO_SIZE:
+            memo.popitem(last=False)
+    return root, blocks
 
 
 def _load(store: BlockStore, cid: CID, codec: int, what: str) -> object:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -176,9 +176,13 @@ class SqliteBlockStore:
         self.close()
 
 
-def walk(store: BlockStore, root: CID) -> Iterator[Block]:
-    """Yield every block reachable from `root` once, depth-first, verifying each."""
-    seen = {root}
+def walk(store: BlockStore, root: CID, *, absent: Collection[CID] = ()) -> Iterator[Block]:
+    """Yield every block reachable from `root` once, depth-first, verifying each.
+
+    Links to a CID in `absent` are not followed: the known end of a truncated history (the
+    `prev` of the oldest head a GC kept, dag/gc.py).  Any other missing block raises.
+    """
+    seen = {root, *absent}
     stack = [root]
     while stack:
         cid = stack.pop()

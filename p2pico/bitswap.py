@@ -34,10 +34,16 @@ the blocks the store lacks in batches of ``FETCH_BATCH`` (one wantlist each), ve
 stores each batch, and follows the links of every block, fetched or already held. It
 reports what it could not get instead of raising, so a caller sees a partial DAG as such.
 
-Sharing: ``share(peer_id, name, root)`` is ``allow`` kept per name (p2pico.http names a
-grant by the pico's DID), so one peer can hold several grants and re-sharing one name
-refreshes only that root; ``revoke`` drops them all. Grants live in memory: a restarted
-node serves nothing until the operator shares again.
+Sharing: ``share(peer_id, name, root)`` is ``allow`` kept per name, a snapshot: the blocks
+``root`` reaches when shared; re-sharing one name refreshes only that root. ``grant(peer_id,
+did)`` is what the node's operator gets (``p2pico share``): a grant that follows the pico.
+Whenever the peer asks, it may have every block reachable from the pico's *current* head
+(``heads(did)``, set by ``follow_heads``: the hosted pico's head, else the newest imported
+one), so new commits are served without sharing again. The reachable set is kept per DID and
+extended from the new head when the head moves (a walk that stops at blocks already in the
+set: O(new blocks)). ``load_grants`` / ``on_grants`` tie grants to a table that outlives the
+process (p2pico.home's ``grants``), so a restarted node serves what it served before.
+``revoke`` drops every grant of a peer, snapshots and following grants.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ CANCEL_TIMEOUT: Final = 2.0
 FETCH_BATCH: Final = 512
 
 MayServe = Callable[[str, CID], bool]
+# The current head of a pico (by DID) on this node, or None when it has none.
+Heads = Callable[[str], CID | None]
 
 
 def is_peer_id(text: str) -> bool:
@@ -149,6 +157,14 @@ class Bitswap:
         self._allowed: dict[str, frozenset[CID] | None] = {}
         # peer id -> grant name -> root (see ``share``)
         self._shares: dict[str, dict[str, CID]] = {}
+        # peer id -> DIDs it may follow (see ``grant``), and per DID the head the reachable
+        # set was last extended to, with the set
+        self._grants: dict[str, dict[str, None]] = {}
+        self._reach: dict[str, tuple[CID, set[CID]]] = {}
+        self._heads: Heads = lambda did: None
+        # Called with (peer, did) when a grant is made, and (peer, None) when a peer's
+        # grants are revoked: p2pico.http persists them in the node's home.
+        self.on_grants: Callable[[str, str | None], None] | None = None
         self._fetches: dict[str, list[_Fetch]] = {}
         # Blocks that arrived for a CID we wanted but failed verification or decoding.
         self.blocks_rejected = 0
@@ -174,6 +190,47 @@ class Bitswap:
         """Serve ``peer_id`` nothing from now on (a no-op if it had no grant)."""
         self._allowed.pop(peer_id, None)
         self._shares.pop(peer_id, None)
+        if self._grants.pop(peer_id, None) is not None and self.on_grants is not None:
+            self.on_grants(peer_id, None)
+
+    def follow_heads(self, heads: Heads) -> None:
+        """Where following grants find a pico's current head (``grant``)."""
+        self._heads = heads
+
+    def grant(self, peer_id: str, did: str) -> int:
+        """Let ``peer_id`` fetch the pico ``did``'s blocks, now and after later commits.
+
+        Returns how many blocks its current head reaches (0 when the node has none yet).
+        """
+        self._grants.setdefault(peer_id, {})[did] = None
+        if self.on_grants is not None:
+            self.on_grants(peer_id, did)
+        return len(self._reachable_from_head(did))
+
+    def load_grants(self, grants: Iterable[tuple[str, str]]) -> None:
+        """Restore following grants kept by the node (no ``on_grants`` call)."""
+        for peer_id, did in grants:
+            self._grants.setdefault(peer_id, {})[did] = None
+
+    def _reachable_from_head(self, did: str) -> set[CID]:
+        head = self._heads(did)
+        if head is None:
+            return set()
+        known = self._reach.get(did)
+        if known is not None and known[0] == head:
+            return known[1]
+        seen = known[1] if known is not None else set()
+        stack = [head]  # the old set is closed under links: stop where it begins
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            block = self.store.get_block(cid)
+            if block is not None:
+                stack.extend(block.links())
+        self._reach[did] = (head, seen)
+        return seen
 
     def share(self, peer_id: str, name: str, root: CID) -> int:
         """Add (or refresh) the grant ``name`` of ``peer_id``: the blocks ``root`` reaches now.
@@ -189,20 +246,26 @@ class Bitswap:
         return len(allowed)
 
     def shares(self) -> dict[str, dict[str, str]]:
-        """Every named grant: peer id -> name -> root CID."""
-        return {
+        """Every grant: peer id -> name (a DID for following grants) -> its root CID now."""
+        out = {
             peer: {name: str(root) for name, root in grants.items()}
             for peer, grants in self._shares.items()
         }
+        for peer, dids in self._grants.items():
+            for did in dids:
+                head = self._heads(did)
+                out.setdefault(peer, {})[did] = str(head) if head is not None else ""
+        return out
 
     def may_serve(self, peer_id: str, cid: CID) -> bool:
         """Whether ``peer_id`` may have the block ``cid`` (if we hold it)."""
         if self._rule is not None:
             return self._rule(peer_id, cid)
-        if peer_id not in self._allowed:
-            return False
-        allowed = self._allowed[peer_id]
-        return allowed is None or cid in allowed
+        if peer_id in self._allowed:
+            allowed = self._allowed[peer_id]
+            if allowed is None or cid in allowed:
+                return True
+        return any(cid in self._reachable_from_head(did) for did in self._grants.get(peer_id, ()))
 
     def _reachable(self, roots: Iterable[CID]) -> set[CID]:
         seen: set[CID] = set()

@@ -1,8 +1,9 @@
 """A pico's signed history as a CAR: export, verified import, and an audit log with fork reports.
 
-Neighbours: dag.car (the file format), dag.head (verify_chain, detect_fork), dag.store.walk
-(what an export holds), p2pico.home (the table of imported heads), p2pico.http (the routes
-``/api/picos/:did/car``, ``/api/import``, ``/api/picos/:did/log``) and p2pico.cli.
+Neighbours: dag.car (the file format), dag.head (verify_chain_tail, chain_gap, detect_fork),
+dag.store.walk (what an export holds), p2pico.home (the table of imported heads), p2pico.http
+(the routes ``/api/picos/:did/car``, ``/api/import``, ``/api/picos/:did/log``) and p2pico.cli.
+dag.sealed (encrypted exports) is applied by p2pico.cli, not here: the node never sees a key.
 
 A pico's current head on this node is the one of the pico it hosts, else the newest
 imported head that did not conflict with what the node already held.  An imported head
@@ -20,7 +21,7 @@ from typing import Final
 from dag.block import Block
 from dag.car import car_header, car_section, read_car
 from dag.cid import CID
-from dag.head import Head, InvalidHead, detect_fork, verify_chain, verify_chain_tail
+from dag.head import Head, InvalidHead, chain_gap, detect_fork, verify_chain_tail
 from dag.store import walk
 from p2pico.engine import Engine
 
@@ -54,9 +55,14 @@ def current_head(engine: Engine, did: str) -> Current | None:
 
 
 def car_chunks(engine: Engine, head: CID) -> Iterator[bytes]:
-    """A CAR (roots = [head]) of every block reachable from `head`, verified, in chunks."""
+    """A CAR (roots = [head]) of every block reachable from `head`, verified, in chunks.
+
+    A history truncated by ``gc --keep-history`` is exported from its oldest kept head on:
+    the missing `prev` of that head is the one block left out (``import --accept-truncated``).
+    """
+    gap = chain_gap(engine.store.get_block, head)
     buf = bytearray(car_header([head]))
-    for block in walk(engine.store, head):
+    for block in walk(engine.store, head, absent=[gap[1]] if gap else []):
         buf += car_section(block)
         if len(buf) >= CHUNK:
             yield bytes(buf)
@@ -74,11 +80,17 @@ def parse_car(data: bytes) -> tuple[list[CID], dict[CID, Block]]:
     return roots, {block.cid: block for block in blocks}
 
 
-def import_blocks(engine: Engine, roots: list[CID], blocks: dict[CID, Block]) -> dict[str, object]:
+def import_blocks(
+    engine: Engine, roots: list[CID], blocks: dict[CID, Block], *, accept_truncated: bool = False
+) -> dict[str, object]:
     """Check that `roots[0]` is a signed head whose history verifies from genesis, then store.
 
     Blocks the node already has need not be in the CAR (a delta export works); blocks in
     the CAR that the root does not reach are refused, so an import stores nothing else.
+
+    With `accept_truncated`, a history that starts after genesis (exported after
+    ``gc --keep-history``) is accepted: every head it holds is verified (signature, signer,
+    each linked to the next), and the reply says from which seq (``"truncated"``, as the log).
     """
     store = engine.store
     if len(roots) != 1:
@@ -89,10 +101,16 @@ def import_blocks(engine: Engine, roots: list[CID], blocks: dict[CID, Block]) ->
         return blocks.get(cid) or store.get_block(cid)
 
     try:
-        chain = verify_chain(get, root)
+        chain, missing = verify_chain_tail(get, root)
     except InvalidHead as e:
         raise ImportRefused(f"the root's history does not verify: {e}") from None
-    _check_complete(engine, root, blocks)
+    if missing is not None and not accept_truncated:
+        raise ImportRefused(
+            f"the root's history does not verify: missing head block {missing} "
+            f"(seq {chain[0].seq - 1}); the CAR holds the heads from seq {chain[0].seq} on "
+            "(a truncated history: import it with --accept-truncated to verify only those)"
+        )
+    _check_complete(engine, root, blocks, absent=missing)
     top = chain[-1]
     fork = _fork_with_current(engine, chain)
     new = [b for b in blocks.values() if not store.has(b.cid)]
@@ -107,12 +125,32 @@ def import_blocks(engine: Engine, roots: list[CID], blocks: dict[CID, Block]) ->
     }
     if fork is not None:
         reply["fork"] = _fork_json(fork[0].seq, [fork[0].cid, fork[1].cid])
+    if missing is not None:
+        reply.update(_truncated_json(chain[0].seq, missing))
     return reply
 
 
-def _check_complete(engine: Engine, root: CID, blocks: dict[CID, Block]) -> None:
-    """Every block the root reaches is in the CAR or already here; the CAR holds no others."""
+def _truncated_json(oldest: int, missing: CID) -> dict[str, object]:
+    return {
+        "truncated": {"seq": oldest, "missing": str(missing)},
+        "note": (
+            f"history truncated at seq {oldest}: the heads before it are not on this node "
+            "(p2pico gc --keep-history), so the chain was verified back to seq "
+            f"{oldest}, not to genesis"
+        ),
+    }
+
+
+def _check_complete(
+    engine: Engine, root: CID, blocks: dict[CID, Block], *, absent: CID | None = None
+) -> None:
+    """Every block the root reaches is in the CAR or already here; the CAR holds no others.
+
+    `absent`: the missing `prev` of a truncated history's oldest head, not followed.
+    """
     seen, stack = {root}, [root]
+    if absent is not None:
+        seen.add(absent)
     while stack:
         cid = stack.pop()
         block = blocks.get(cid)
@@ -136,7 +174,7 @@ def _fork_with_current(engine: Engine, chain: list[Head]) -> tuple[Head, Head] |
     current = current_head(engine, chain[-1].pico)
     if current is None:
         return None
-    if current.seq < len(chain) and chain[current.seq].cid == current.cid:
+    if any(h.seq == current.seq and h.cid == current.cid for h in chain):
         return None  # the import extends (or repeats) what we hold
     try:
         ours, _ = verify_chain_tail(engine.store.get_block, current.cid)  # may be truncated
@@ -189,13 +227,7 @@ def log(engine: Engine, did: str, current: Current) -> dict[str, object]:
         ],
     }
     if missing is not None:
-        oldest = chain[0].seq
-        out["truncated"] = {"seq": oldest, "missing": str(missing)}
-        out["note"] = (
-            f"history truncated at seq {oldest}: the heads before it are not on this node "
-            "(p2pico gc --keep-history), so the chain was verified back to seq "
-            f"{oldest}, not to genesis"
-        )
+        out.update(_truncated_json(chain[0].seq, missing))
     forks: list[tuple[Head, Head]] = []
     for imported in engine.home.imported_heads(did):
         if imported.fork:

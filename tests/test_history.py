@@ -158,6 +158,8 @@ async def test_bad_cars_are_refused_with_the_reason(nodes: tuple[Node, Node]) ->
     reply = await b.import_(car(pico.head, blocks[:1]), 400)  # the head without its history
     assert reply["error"] == (
         f"{prefix}the root's history does not verify: missing head block {newest.prev} (seq 1)"
+        "; the CAR holds the heads from seq 2 on (a truncated history: import it with "
+        "--accept-truncated to verify only those)"
     )
 
     reply = await b.import_(SAMPLE_CAR, 400)  # the probe's sample starts at seq 1, not genesis

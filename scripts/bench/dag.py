@@ -4,12 +4,17 @@ What is measured (in process, one thread, SQLite on the temp folder's disk):
 
 1. **Commits/s** for a pico whose one ruleset holds an entity map of N entries (10, 1,000,
    100,000, and with ``--million`` 1,000,000) and whose every event changes one entry. Each
-   commit runs the engine's commit path directly, without KRL or the engine's queue: copy
-   the map and set one entry (as ``Engine._apply`` does), ``dag.state.state_blocks`` with the
-   store (a HAMT above 1,000 entries is updated in place), a cause block, ``dag.head.sign_head``
-   and one ``SqliteBlockStore.put_many`` (``Engine._commit``). The time is split into those
-   phases. "group" runs the same commits with ``SqliteBlockStore.group()`` around every
-   ``--group`` of them (one SQLite transaction for several pico commits).
+   commit runs the engine's commit path directly, without KRL or the engine's queue: the
+   write as a ``dag.state.Overlay`` over the map (as ``Engine._apply`` does),
+   ``dag.state.state_blocks`` with a ``Delta`` naming the changed entry (only it and its
+   path are encoded), a cause block, ``dag.head.sign_head`` and one
+   ``SqliteBlockStore.put_many`` (``Engine._commit``). The time is split into those phases.
+   "group" runs the same commits with ``SqliteBlockStore.group()`` around every ``--group``
+   of them (one SQLite transaction for several pico commits, a signed head per commit).
+   ``--full`` also measures the path before deltas (copy the map, encode the whole state,
+   diff a HAMT against the last one) for comparison. Each row first runs ``--warmup``
+   seconds of untimed commits (the first commits after a start decode the HAMT's upper
+   nodes into dag.hamt's node cache); ``warmup_commits`` says how many fitted in.
 2. **Bytes per commit**: the bytes of the blocks a commit adds to the store (blocks already
    there, such as the source and channels, are not counted), and the SQLite file growth.
 3. **CAR export** (``dag.store.walk`` + ``dag.car``, as ``p2pico.history.car_chunks``) and
@@ -20,8 +25,14 @@ What is measured (in process, one thread, SQLite on the temp folder's disk):
    ``Bitswap.fetch_dag`` into an empty store, for the history (a chain: one round trip per
    head) and for the 100,000-entry HAMT state (wide: few round trips).
 5. This machine's **physical limits** beside those of shared/research/ipld.md §6.
+6. With ``--move``: a counter pico with ``--move-heads`` heads (2,040 events, as the move
+   figure of scripts/bench/skeleton.py) on real ``p2pico node`` processes A, B, C: the time to
+   move it A→B (``/p2pico/blocks/1.0.0``: a manifest, then large batches), and the time for C,
+   with an empty store, to fetch the same history from B over Bitswap (``p2pico share`` +
+   ``p2pico fetch``), so the two block transfers can be compared on the same DAG.
 
-    .venv/bin/python scripts/bench/dag.py [--million] [--seconds S] [--group G] [--no-helia]
+    .venv/bin/python scripts/bench/dag.py [--million] [--full] [--move] [--seconds S]
+                                          [--warmup S] [--group G] [--no-helia]
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +60,14 @@ from dag.car import car_header, car_section  # noqa: E402
 from dag.cid import CID  # noqa: E402
 from dag.did import Keypair, verify  # noqa: E402
 from dag.head import sign_head  # noqa: E402
-from dag.state import PicoState, RulesetState, state_blocks, write_state  # noqa: E402
+from dag.state import (  # noqa: E402
+    Delta,
+    Overlay,
+    PicoState,
+    RulesetState,
+    state_blocks,
+    write_state,
+)
 from dag.store import SqliteBlockStore, walk  # noqa: E402
 from p2pico.testing import HELIA_NODE, open_helia  # noqa: E402
 
@@ -72,17 +91,26 @@ class Pico:
     head: CID | None = None
     seq: int = -1
     state_root: CID | None = None
+    full: bool = False  # the path before deltas: copy the map, encode it whole
     phases: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("state", "sign", "store"), 0.0)
     )
 
     def commit(self, key: str | None, value: object) -> list[Block]:
         t0 = time.perf_counter()
-        if key is not None:
-            self.ent = dict(self.ent)  # Engine._apply copies the map it changes
-            self.ent[key] = value
-        state = PicoState(did=self.keypair.did, rulesets=(RulesetState("bench", SOURCE, self.ent),))
-        root, blocks = state_blocks(state, self.store)
+        changes = {} if key is None else {key: value}
+        if self.full:
+            if key is not None:
+                self.ent = dict(self.ent)
+                self.ent[key] = value
+            ent: Mapping[str, object] = self.ent
+            delta = None
+        else:
+            ent = Overlay(self.ent, changes)  # as Engine._apply: the write over the map
+            base = self.state_root
+            delta = None if base is None else Delta(base, {"bench": changes}, channels=False)
+        state = PicoState(did=self.keypair.did, rulesets=(RulesetState("bench", SOURCE, ent),))
+        root, blocks = state_blocks(state, self.store, delta=delta)
         t1 = time.perf_counter()
         cause = Block.encode({"domain": "bench", "type": "set", "eid": f"e{self.seq + 1}"})
         head = sign_head(
@@ -96,6 +124,8 @@ class Pico:
         t2 = time.perf_counter()
         written = [*blocks, cause, head]
         self.store.put_many(written)
+        if isinstance(ent, Overlay):
+            ent.apply()
         t3 = time.perf_counter()
         self.phases["state"] += t1 - t0
         self.phases["sign"] += t2 - t1
@@ -115,16 +145,18 @@ def db_bytes(path: Path) -> int:
     return int(pages) * int(size)
 
 
-def bench_size(n: int, seconds: float, group: int, tmp: Path) -> tuple[dict[str, object], Pico]:
-    path = tmp / f"blocks-{n}.sqlite"
+def bench_size(
+    n: int, seconds: float, group: int, tmp: Path, *, full: bool = False, warmup: float = 0.0
+) -> tuple[dict[str, object], Pico]:
+    path = tmp / f"blocks-{n}{'-full' if full else ''}.sqlite"
     store = SqliteBlockStore(path)
-    pico = Pico(Keypair.generate(), store, {f"k{i:07d}": i for i in range(n)})
+    pico = Pico(Keypair.generate(), store, {f"k{i:07d}": i for i in range(n)}, full=full)
     t = time.perf_counter()
     write_state(store, PicoState(pico.keypair.did, (RulesetState("bench", SOURCE, pico.ent),)))
     pico.commit(None, None)  # genesis
     setup = time.perf_counter() - t
 
-    def run(count_limit: int | None, grouped: bool) -> tuple[int, float]:
+    def run(duration: float, grouped: bool) -> tuple[int, float]:
         done, start = 0, time.perf_counter()
         while True:
             batch = group if grouped else 1
@@ -136,13 +168,18 @@ def bench_size(n: int, seconds: float, group: int, tmp: Path) -> tuple[dict[str,
                 pico.commit(f"k{(pico.seq * 7919) % n:07d}", pico.seq)
             done += batch
             elapsed = time.perf_counter() - start
-            if elapsed >= seconds or (count_limit is not None and done >= count_limit):
+            if elapsed >= duration:
                 return done, elapsed
 
+    # Untimed first: the first commits after a start fill dag.hamt's node cache (the HAMT root
+    # and the nodes under it are decoded once); the rows report the steady state after it.
+    warm_t = time.perf_counter()
+    warm, _ = run(warmup, grouped=False) if warmup > 0 else (0, 0.0)
+    warmup_s = time.perf_counter() - warm_t
     pico.phases = dict.fromkeys(pico.phases, 0.0)
-    single, single_s = run(None, grouped=False)
+    single, single_s = run(seconds, grouped=False)
     phases_ms = {k: round(v / single * 1000, 4) for k, v in pico.phases.items()}
-    grouped, grouped_s = run(None, grouped=True)
+    grouped, grouped_s = run(seconds, grouped=True)
 
     # bytes a commit adds: measured on a few more commits, outside the timed runs
     before_db = db_bytes(path)
@@ -155,12 +192,17 @@ def bench_size(n: int, seconds: float, group: int, tmp: Path) -> tuple[dict[str,
         seen.update(blocks)
     row = {
         "entries": n,
-        "path": "dag.state + dag.head + SqliteBlockStore (Engine._commit's steps, no KRL)",
+        "path": "full (before deltas)" if full else "delta",
+        "steps": "dag.state + dag.head + SqliteBlockStore (Engine._commit's steps, no KRL)",
         "setup_s": round(setup, 2),
+        "warmup_commits": warm,
+        "warmup_s": round(warmup_s, 2),
         "commits": single,
         "commits_per_s": round(single / single_s, 1),
         "ms_per_commit": round(single_s / single * 1000, 3),
         "phase_ms": phases_ms,
+        # what one core could do without SQLite: the state and signing phases only
+        "state_and_sign_per_s": round(1000 / (phases_ms["state"] + phases_ms["sign"])),
         "group": group,
         "group_commits": grouped,
         "group_commits_per_s": round(grouped / grouped_s, 1),
@@ -252,6 +294,45 @@ async def bench_bitswap(
     return out
 
 
+def bench_move(tmp: Path, events: int) -> dict[str, object]:
+    from p2pico.testing import start_node
+
+    counter = (ROOT / "rulesets" / "counter.krl").read_text()
+    a = start_node(tmp / "move-a")
+    b = start_node(tmp / "move-b", bootstrap=[a.multiaddr])
+    c = start_node(tmp / "move-c", bootstrap=[b.multiaddr])
+    try:
+        with a.client(timeout=600) as ca, b.client(timeout=600) as cb, c.client(timeout=600) as cc:
+            did = ca.post("/api/picos", json={"rulesets": [counter]}).json()["did"]
+            for _ in range(events):
+                ca.post(f"/sky/event/{did}/none/counter/inc").raise_for_status()
+            car = ca.get(f"/api/picos/{did}/car").content
+            t0 = time.perf_counter()
+            moved = ca.post("/api/move", json={"did": did, "to": b.peer_id}).json()
+            move_s = time.perf_counter() - t0
+            assert moved.get("host") == b.peer_id, moved
+            shared = cb.post("/api/bitswap/allow", json={"peer": c.peer_id, "did": did}).json()
+            t0 = time.perf_counter()
+            got = cc.post(
+                "/api/bitswap/fetch",
+                json={"peer": b.peer_id, "root": shared["root"], "addr": b.multiaddr},
+            ).json()
+            fetch_s = time.perf_counter() - t0
+            assert got["complete"], got
+    finally:
+        for node in (c, b, a):
+            node.stop()
+    return {
+        "heads": events + 1,
+        "blocks": shared["blocks"],
+        "car_bytes": len(car),
+        "move_blocks_protocol_s": round(move_s, 3),
+        "bitswap_fetch_s": round(fetch_s, 3),
+        "bitswap_wantlists": got["batches"],
+        "bitswap_MB_per_s": round(got["bytes"] / 1e6 / fetch_s, 2),
+    }
+
+
 def physical_limits() -> dict[str, float]:
     def rate(fn: Any, seconds: float = 0.5) -> float:
         n, start = 0, time.perf_counter()
@@ -279,8 +360,18 @@ def main() -> None:
         "--million", action="store_true", help="also 1,000,000 entries (~1 min more)"
     )
     parser.add_argument("--seconds", type=float, default=4.0, help="per timed run (default 4)")
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="untimed commits first, seconds (default 2)"
+    )
     parser.add_argument("--group", type=int, default=64, help="pico commits per SQLite transaction")
     parser.add_argument("--no-helia", action="store_true", help="skip the Bitswap rows")
+    parser.add_argument(
+        "--full", action="store_true", help="also time the path before deltas (slow above 1K)"
+    )
+    parser.add_argument(
+        "--move", action="store_true", help="move vs Bitswap fetch of a history (3 node processes)"
+    )
+    parser.add_argument("--move-heads", type=int, default=2040, help="events before the move")
     args = parser.parse_args()
     sizes = [10, 1_000, 100_000] + ([1_000_000] if args.million else [])
     result: dict[str, Any] = {"limits_here": physical_limits(), "limits_ipld_md": IPLD_LIMITS}
@@ -289,9 +380,16 @@ def main() -> None:
         tmp = Path(folder)
         for n in sizes:
             print(f"... {n:,} entries", file=sys.stderr, flush=True)
-            row, pico = bench_size(n, args.seconds, args.group, tmp)
+            row, pico = bench_size(n, args.seconds, args.group, tmp, warmup=args.warmup)
             rows.append(row)
             picos[n] = pico
+            if args.full:
+                print(f"... {n:,} entries, full path", file=sys.stderr, flush=True)
+                row, other = bench_size(
+                    n, args.seconds, args.group, tmp, full=True, warmup=args.warmup
+                )
+                rows.append(row)
+                other.store.close()
         result["commits"] = rows
         print("... CAR", file=sys.stderr, flush=True)
         car = bench_car(picos[1_000], tmp)
@@ -321,6 +419,9 @@ def main() -> None:
             small.store.close()
         for pico in picos.values():
             pico.store.close()
+        if args.move:
+            print("... move vs Bitswap (3 nodes)", file=sys.stderr, flush=True)
+            result["move"] = bench_move(tmp, args.move_heads)
     print(json.dumps(result, indent=2))
     print_table(result)
 
@@ -333,12 +434,14 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  {key:<30}{here[key]:>8,}  {ref[key]:>10,}")
     print()
     print(
-        f"{'entries':>10} {'commits/s':>10} {'group/s':>9} {'ms/commit':>10} {'state':>8} {'sign':>7} {'store':>7} {'B/commit':>9} {'SQLite B':>9}"
+        f"{'entries':>10} {'path':>6} {'commits/s':>10} {'group/s':>9} {'no-SQL/s':>9} {'ms/commit':>10} {'state':>8} {'sign':>7} {'store':>7} {'B/commit':>9} {'SQLite B':>9}"
     )
     for r in result["commits"]:
         p = r["phase_ms"]
+        path = "full" if r["path"].startswith("full") else "delta"
         print(
-            f"{r['entries']:>10,} {r['commits_per_s']:>10,.0f} {r['group_commits_per_s']:>9,.0f} "
+            f"{r['entries']:>10,} {path:>6} {r['commits_per_s']:>10,.0f} {r['group_commits_per_s']:>9,.0f} "
+            f"{r['state_and_sign_per_s']:>9,} "
             f"{r['ms_per_commit']:>10.3f} {p['state']:>8.3f} {p['sign']:>7.3f} {p['store']:>7.3f} "
             f"{r['block_bytes_per_commit']:>9,} {r['sqlite_bytes_per_commit']:>9,}"
         )
@@ -348,6 +451,13 @@ def print_table(result: dict[str, Any]) -> None:
         f"CAR of {c['heads']:,} heads, {c['blocks']:,} blocks, {c['bytes'] / 1e6:.1f} MB: "
         f"export {c['export_MB_per_s']} MB/s, import (verified) {c['import_MB_per_s']} MB/s"
     )
+    m = result.get("move")
+    if m:
+        print(
+            f"history of {m['heads']:,} heads ({m['blocks']:,} blocks, {m['car_bytes'] / 1e6:.1f} MB): "
+            f"move over /p2pico/blocks/1.0.0 {m['move_blocks_protocol_s']} s, "
+            f"Bitswap fetch {m['bitswap_fetch_s']} s ({m['bitswap_wantlists']} wantlists)"
+        )
     b = result["bitswap"]
     if "skipped" in b:
         print(f"Bitswap: skipped: {b['skipped']}")

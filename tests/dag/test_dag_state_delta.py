@@ -1,0 +1,237 @@
+"""The O(changes) commit path: dag.state Overlay / Delta and dag.hamt.update_cached.
+
+Every result is compared with the path that encodes everything from scratch: the same
+root CID, canonical bytes, and every block the new state reaches in the store.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dag import cbor, hamt
+from dag.block import Block
+from dag.cid import CID, RAW
+from dag.state import (
+    DELETED,
+    ENT_HAMT_ENTRIES,
+    Delta,
+    Overlay,
+    PicoState,
+    RulesetState,
+    read_state,
+    state_blocks,
+    write_state,
+)
+from dag.store import MemoryBlockStore, walk
+
+DID = "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"
+SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+KEYS = st.text(alphabet="abcdef", min_size=1, max_size=3)
+VALUES = st.one_of(
+    st.integers(-3, 3),
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.text(max_size=5),
+    st.none(),
+    st.just("x" * 300),  # over the 200-byte HAMT value limit: linked inside a HAMT
+    st.just({"/": "looks like a link"}),  # always linked
+)
+
+
+def state(ents: dict[str, object], channels: object = None, rules: object = None) -> PicoState:
+    return PicoState(
+        DID,
+        tuple(
+            RulesetState(rid, f"ruleset {rid} {{ }}", ent, {"r": rules} if rules else {})  # type: ignore[arg-type]
+            for rid, ent in ents.items()
+        ),
+        channels or {"c": {"tags": ["t"]}},  # type: ignore[arg-type]
+        {"m": 1},
+    )
+
+
+def reachable(store: MemoryBlockStore, root: CID) -> set[CID]:
+    return {b.cid for b in walk(store, root)}
+
+
+def test_overlay_reads_like_the_changed_map() -> None:
+    base: dict[str, object] = {"a": 1, "b": 2, "c": 3}
+    view = Overlay(base, {"b": DELETED, "d": 4, "a": 5, "zz": DELETED})
+    assert dict(view) == {"a": 5, "c": 3, "d": 4}
+    assert len(view) == 3
+    assert ("b" in view, "zz" in view, "d" in view) == (False, False, True)
+    assert (view.get("b"), view["a"]) == (None, 5)
+    assert base == {"a": 1, "b": 2, "c": 3}  # untouched until apply
+    assert view.apply() is base
+    assert base == {"a": 5, "c": 3, "d": 4}
+
+
+def test_only_changed_blocks_are_returned() -> None:
+    store = MemoryBlockStore()
+    ent = {f"k{i}": i for i in range(50)}
+    root = write_state(store, state({"a": ent, "b": {"x": 1}}))
+    view = Overlay(ent, {"k3": "three"})
+    new, blocks = state_blocks(
+        state({"a": view, "b": {"x": 1}}), store, delta=Delta(root, {"a": ["k3"]}, channels=False)
+    )
+    # the ruleset block of "a" and the state root: not "b", not the sources, not the channels
+    assert len(blocks) == 2
+    assert blocks[-1] == new
+    store.put_many(blocks)
+    assert read_state(store, new.cid) == state({"a": dict(view), "b": {"x": 1}})
+
+
+def test_a_million_entry_commit_touches_only_its_path() -> None:
+    """Not a million here (that is the benchmark), but the same shape: a deep HAMT."""
+    store = MemoryBlockStore()
+    ent: dict[str, object] = {f"k{i}": i for i in range(20_000)}
+    root = write_state(store, state({"a": ent}))
+    for i in range(5):
+        view = Overlay(ent, {f"k{i * 31}": "changed", f"new{i}": i})
+        new, blocks = state_blocks(
+            state({"a": view}), store, delta=Delta(root, {"a": view.changes})
+        )
+        # state root, ruleset block, HAMT root and the nodes on two paths
+        assert 3 <= len(blocks) <= 9
+        store.put_many(blocks)
+        assert new.cid == write_state(MemoryBlockStore(), state({"a": dict(view)}))
+        view.apply()
+        root = new.cid
+
+
+def test_a_lost_memo_is_rebuilt_from_the_store() -> None:
+    import dag.state as module
+
+    store = MemoryBlockStore()
+    ents: dict[str, dict[str, object]] = {"a": {f"k{i}": i for i in range(1500)}, "b": {"x": 1}}
+    root = write_state(store, state(ents))
+    module._delta_memo.clear()
+    module._node_caches.clear()
+    views = {"a": Overlay(ents["a"], {"k1": DELETED}), "b": Overlay(ents["b"], {"y": 2})}
+    new, blocks = state_blocks(
+        state(views), store, delta=Delta(root, {"a": ["k1"], "b": ["y"]}, channels=False)
+    )
+    store.put_many(blocks)
+    assert new.cid == write_state(MemoryBlockStore(), state({r: dict(v) for r, v in views.items()}))
+
+
+def test_a_delta_whose_base_is_not_a_state_encodes_everything() -> None:
+    store = MemoryBlockStore()
+    junk = Block.raw(b"not a state")
+    store.put(junk)
+    new, blocks = state_blocks(state({"a": {"x": 1}}), store, delta=Delta(junk.cid, {}))
+    assert new.cid == write_state(MemoryBlockStore(), state({"a": {"x": 1}}))
+    assert any(b.cid.codec == RAW for b in blocks)  # the source block too: a whole state
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.lists(st.tuples(KEYS, st.one_of(VALUES, st.just(DELETED))), max_size=4),
+        st.booleans(),  # channels change
+        st.one_of(st.none(), st.integers(0, 3)),  # rule state
+    ),
+    max_size=25,
+)
+
+
+@SLOW
+@given(st.dictionaries(KEYS, VALUES, max_size=30), OPS, st.integers(0, 2))
+def test_delta_commits_equal_full_encoding(
+    start: dict[str, object],
+    ops: list[tuple[str, list[tuple[str, object]], bool, int | None]],
+    big: int,
+) -> None:
+    """Random commits through deltas give the CIDs of encoding each state from scratch.
+
+    `big` pads map "a" to just under, at, or over the inline limit, so maps cross between
+    inline and HAMT forms in both directions.
+    """
+    pad = {f"pad{i:04d}": i for i in range(ENT_HAMT_ENTRIES - 2 + big)}
+    ents: dict[str, dict[str, object]] = {"a": {**pad, **start}, "b": dict(start)}
+    store = MemoryBlockStore()
+    root = write_state(store, state(ents))
+    channels: dict[str, object] = {"c": {"tags": ["t"]}}
+    for rid, changes, new_channels, rules in ops:
+        if new_channels:
+            channels = {"c": {"tags": [f"t{len(store)}"]}}
+        views = {r: Overlay(e, dict(changes) if r == rid else {}) for r, e in ents.items()}
+        new, blocks = state_blocks(
+            state(views, channels, rules),  # type: ignore[arg-type]
+            store,
+            delta=Delta(root, {rid: [k for k, _ in changes]}, channels=new_channels),
+        )
+        for block in blocks:
+            if block.cid.codec != RAW:
+                assert cbor.encode(block.value) == block.data  # spliced bytes are canonical
+        store.put_many(blocks)
+        fresh = MemoryBlockStore()
+        expected = write_state(
+            fresh, state({r: dict(v) for r, v in views.items()}, channels, rules)
+        )  # type: ignore[arg-type]
+        assert new.cid == expected
+        assert reachable(store, new.cid) == reachable(fresh, expected)  # nothing left out
+        for r, v in views.items():
+            ents[r] = v.apply()
+        root = new.cid
+
+
+@SLOW
+@given(
+    st.dictionaries(st.text(alphabet="abcdefghij", min_size=1, max_size=3), VALUES, max_size=120),
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.text(alphabet="abcdefghij", min_size=1, max_size=3),
+                st.one_of(st.integers(0, 9), st.just(hamt.DELETE)),
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        max_size=10,
+    ),
+    st.integers(1, 8),
+)
+def test_update_cached_equals_update_blocks(
+    start: dict[str, object], batches: list[list[tuple[str, object]]], cache_size: int
+) -> None:
+    start = {k: v for k, v in start.items() if len(cbor.encode(v)) <= hamt.MAX_VALUE_BYTES}
+    store = MemoryBlockStore()
+    root = hamt.build(store, start)
+    cache = hamt.NodeCache(cache_size)  # tiny caches: nodes come and go
+    for changes in batches:
+        plain, plain_new = hamt.update_blocks(store, root, changes)
+        cached, cached_new = hamt.update_cached(store, root, changes, cache)
+        assert cached.data == plain.data
+        assert {b.cid for b in cached_new} == {b.cid for b in plain_new}
+        for block in cached_new:
+            assert cbor.encode(block.value) == block.data
+        store.put_many(cached_new)
+        root = cached.cid
+
+
+def test_update_cached_over_deep_collisions() -> None:
+    store = MemoryBlockStore()
+    rng = random.Random(5)
+    keys = [f"c{n}" for n in range(4000)]
+    model: dict[str, object] = {}
+    root = hamt.empty(store)
+    cache = hamt.NodeCache(16)
+    for _ in range(300):
+        changes: list[tuple[str, object]] = []
+        for _ in range(rng.randint(1, 8)):
+            key = rng.choice(keys)
+            if rng.random() < 0.3:
+                changes.append((key, hamt.DELETE))
+                model.pop(key, None)
+            else:
+                changes.append((key, rng.randint(0, 99)))
+                model[key] = changes[-1][1]
+        new, blocks = hamt.update_cached(store, root, changes, cache)
+        store.put_many(blocks)
+        root = new.cid
+    assert hamt.to_dict(store, root) == model
+    assert root == hamt.build(MemoryBlockStore(), model)
