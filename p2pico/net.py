@@ -19,13 +19,32 @@ order (shared/research/libp2p-probe.md §3-4 has the measurements behind each ch
 3. The host listens, the bootstrap peers are dialled (with retries, never fatal), and only
    then ``task_status.started(net)``.
 
-Request/response: one stream per request. The requester writes one length-prefixed frame
+Request/response on persistent streams (``/p2pico/rpc/1.0.0``, codec in protocols.rpc):
+each engine keeps up to ``RPC_STREAMS_PER_PEER`` long-lived streams to each peer it asks
+things, opened on first use. A request is one frame tagged with an id and the protocol it
+belongs to (``/p2pico/msg/1.0.0``…); answers come back tagged with the same id, in the
+order the handlers finish. A reader task per stream hands each answer to its waiting
+caller. Bounds: at most ``MAX_IN_FLIGHT`` requests outstanding per stream (callers past
+that wait for a slot: the backpressure), a new stream only when every open one is busy.
+The responder reads its inbound streams without pause and runs each request's handler in
+a task of its own, so neither side ever leaves bytes unread for yamux's 5-second
+flow-control timeout (P8); a frame that starts must be complete within
+``REQUEST_READ_TIMEOUT``; a handler that raises or times out gives an error answer. A
+stream or connection that dies fails the requests written on it (``StreamFailed``: they
+may have run) and is dropped; the next request opens a fresh one, redialling if needed.
+Frames are written whole even when the caller is cancelled (a cut frame would break the
+stream for everyone on it). A peer that does not speak ``/p2pico/rpc/1.0.0`` gets the
+one-shot path, which is also what ``P2PICO_RPC=0`` selects:
+
+One stream per request: the requester writes one length-prefixed frame
 (protocols.framing), half-closes, and reads one frame back. The responder reads one frame
 (within ``REQUEST_READ_TIMEOUT``, so a peer that stalls cannot pin a task), calls the
 handler, writes one frame and closes. Any failure on the responder side resets the stream,
 which the requester sees as ``StreamFailed``. Handlers never run while bytes are waiting
 unread: the request is read in full first, so yamux's 5-second flow-control timeout (P8)
-cannot fire on a request.
+cannot fire on a request. It costs a stream open and a multistream negotiation per request
+(about 6 ms of CPU for both ends together, against 1.3 ms on a persistent stream:
+scripts/bench/mesh.py).
 
 Frame streams (``set_stream_handler`` / ``open_stream``) are for message protocols that are
 not one request and one response, such as Bitswap: a ``FrameStream`` sends and receives any
@@ -88,6 +107,13 @@ from protocols.framing import (
     decode_uvarint,
     encode_frame,
 )
+from protocols.rpc import (
+    RPC_PROTOCOL,
+    Failure,
+    RpcClient,
+    RpcProtocolError,
+    RpcServer,
+)
 
 __all__ = [
     "FrameStream",
@@ -129,6 +155,23 @@ _TOPIC_QUEUE_SIZE: Final = 1024
 _OUTBOUND_QUEUE_HIGH: Final = 16
 PUBLISH_BACKPRESSURE_LIMIT: Final = 2.0
 _GOSSIPSUB_PROTOCOLS: Final = (PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID)
+# Persistent request streams (protocols.rpc): at most this many per peer and direction. A
+# request goes on the least busy one; another is opened only when every open one already
+# has RPC_SPILL requests in flight, so a long answer (a 2 MiB block batch) does not hold up
+# the small ones behind it for long. Each carries at most protocols.rpc.MAX_IN_FLIGHT.
+RPC_STREAMS_PER_PEER: Final = 4
+RPC_SPILL: Final = 2
+# A peer may keep this many inbound rpc streams open to us; one more is reset.
+RPC_INBOUND_LIMIT: Final = 8
+# A request whose stream died before it was written is sent again on a fresh stream, at
+# most this many times (a request that was written is never resent: it may have run).
+RPC_RESEND: Final = 2
+# Bound on writing one frame. Writes are shielded from cancellation (a half-written frame
+# would break the stream for every request on it), so this bounds what a timeout waits.
+_RPC_WRITE_TIMEOUT: Final = 10.0
+# P2PICO_RPC=0 turns persistent streams off: every request on a stream of its own, as
+# before (scripts/bench/mesh.py compares the two in one run).
+_RPC_ENV: Final = "P2PICO_RPC"
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -386,6 +429,214 @@ class FrameStream:
         await _reset_quietly(self._stream)
 
 
+# --- persistent request streams (protocols.rpc) ---------------------------------------------
+
+
+class _NotSent(Exception):
+    """The stream died before the request was written: it may go out on another stream."""
+
+
+class _Waiter:
+    __slots__ = ("answer", "error", "event", "protocol")
+
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self.event = trio.Event()
+        self.answer: bytes | None = None
+        self.error: NetError | None = None
+
+
+def _stream_gone(stream: Any) -> bool:
+    """Can no answer come on ``stream`` any more, as far as yamux knows already?
+
+    True once the connection under it closed or started to, or the peer closed or reset
+    its sending side: a request written now could not be answered.
+    """
+    conn = getattr(stream, "muxed_conn", None)
+    shutting = getattr(conn, "event_shutting_down", None)
+    muxed = getattr(stream, "muxed_stream", None)
+    return (
+        bool(getattr(conn, "is_closed", False))
+        or bool(shutting is not None and shutting.is_set())
+        or bool(getattr(muxed, "recv_closed", False))
+        or bool(getattr(muxed, "reset_received", False))
+    )
+
+
+async def _write_shielded(stream: Any, frame: bytes) -> str | None:
+    """Write one whole frame, even while being cancelled; the reason it failed, or None.
+
+    A frame cut short by a cancellation would leave the stream's byte sequence without
+    frame boundaries for every other request on it, so writes are never cancelled; the
+    time limit bounds how long a cancelled caller can be held up.
+    """
+    with trio.CancelScope(shield=True):
+        try:
+            with trio.fail_after(_RPC_WRITE_TIMEOUT):
+                await stream.write(frame)
+        except trio.TooSlowError:
+            return f"writing a frame took more than {_RPC_WRITE_TIMEOUT} s"
+        except Exception as error:  # StreamClosed, StreamReset, yamux connection errors
+            return f"write failed: {_describe(error)}"
+    return None
+
+
+class _RpcOut:
+    """One outbound persistent stream: id-tagged requests, answers in any order.
+
+    Callers take one of ``MAX_IN_FLIGHT`` slots (waiting when all are taken: the
+    backpressure), write their frame under a lock, and wait for the reader task to hand
+    them the answer. A slot is given back when the answer arrives, also for a caller that
+    gave up (its id stays outstanding until then, so the responder never sees more than
+    ``MAX_IN_FLIGHT``), or when the stream dies, which fails every outstanding caller.
+    """
+
+    def __init__(self, net: Net, peer: ID, stream: Any) -> None:
+        self.net = net
+        self.peer = peer
+        self.stream = stream
+        self.client = RpcClient()
+        self._slots = trio.Semaphore(self.client.max_in_flight)
+        self._write_lock = trio.Lock()
+        self._waiters: dict[int, _Waiter] = {}
+        self.dead: str | None = None
+        self._reader_scope = trio.CancelScope()
+        self._callers = 0
+
+    @property
+    def load(self) -> int:
+        """Callers using this stream: sending, waiting for an answer or for a slot."""
+        return self._callers
+
+    async def call(self, protocol: str, body: bytes) -> bytes:
+        """Send one request and wait for its answer.
+
+        Raises:
+            _NotSent: the stream died before the request was written.
+            ProtocolNotSupported: the peer has no handler for ``protocol``.
+            StreamFailed: the stream died after the request was written, or the peer's
+                handler failed.
+        """
+        self._callers += 1
+        try:
+            return await self._call(protocol, body)
+        finally:
+            self._callers -= 1
+
+    async def _call(self, protocol: str, body: bytes) -> bytes:
+        await self._slots.acquire()
+        try:
+            async with self._write_lock:  # cancellable until the frame exists
+                if self.dead is None and _stream_gone(self.stream):
+                    self._die("the connection closed")
+                if self.dead is not None:
+                    raise _NotSent(self.dead)
+                rid, frame = self.client.start_request(protocol, body)
+                waiter = self._waiters[rid] = _Waiter(protocol)
+                reason = await _write_shielded(self.stream, frame)
+        except BaseException:
+            self._slots.release()  # no frame went out for this slot
+            raise
+        if reason is not None:
+            self._die(reason)
+            await _reset_quietly(self.stream)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if self._waiters.pop(rid, None) is not None:
+                self.client.abandon(rid)  # its slot comes back with its answer
+            raise
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.answer is not None
+        return waiter.answer
+
+    async def run_reader(self) -> None:
+        """Read answers until the stream ends; then fail whatever is still outstanding."""
+        reason = "the stream was given up"
+        try:
+            with self._reader_scope:
+                await self._read_answers()
+                return
+        except RpcProtocolError as error:
+            reason = f"protocol error: {error}"
+        except Exception as error:  # StreamReset and friends
+            reason = f"stream failed: {_describe(error)}"
+        self._die(reason)
+        await _reset_quietly(self.stream)
+
+    async def _read_answers(self) -> None:
+        while True:
+            try:
+                chunk = await self.stream.read(_READ_CHUNK)
+            except EOFError:  # libp2p's StreamEOF
+                chunk = b""
+            if not chunk:
+                self._die("the peer closed the stream")
+                await _reset_quietly(self.stream)
+                return
+            before = self.client.in_flight
+            answers = self.client.receive(chunk)
+            for _ in range(before - self.client.in_flight):
+                self._slots.release()
+            for answer in answers:
+                waiter = self._waiters.pop(answer.id, None)
+                if waiter is None:
+                    continue
+                if isinstance(answer, Failure):
+                    waiter.error = self._failure(answer, waiter.protocol)
+                else:
+                    waiter.answer = answer.body
+                waiter.event.set()
+
+    def _failure(self, failure: Failure, protocol: str) -> NetError:
+        if failure.code == "unsupported":
+            return ProtocolNotSupported(f"{self.peer} does not support {protocol}")
+        return StreamFailed(
+            f"{protocol} request failed at {self.peer}: {failure.code}: {failure.reason}"
+        )
+
+    def _die(self, reason: str) -> None:
+        if self.dead is None:
+            self.dead = reason
+            logger.debug("%s stream to %s ended: %s", RPC_PROTOCOL, self.peer, reason)
+        before = self.client.in_flight
+        for rid in self.client.fail_all():
+            waiter = self._waiters.pop(rid, None)
+            if waiter is not None:
+                waiter.error = StreamFailed(
+                    f"{RPC_PROTOCOL} stream to {self.peer} ended before the answer: {reason}"
+                )
+                waiter.event.set()
+        for _ in range(before):
+            self._slots.release()
+        self.net._rpc_dropped(self)
+        self._reader_scope.cancel()  # a stream we reset ourselves may never wake its reader
+
+
+class _RpcIn:
+    """One inbound persistent stream: requests in, each handled in its own task, answers out."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.remote = str(stream.muxed_conn.peer_id)
+        self.server = RpcServer()
+        self.write_lock = trio.Lock()
+        self.broken = False
+        self.idle = trio.Event()  # set once every request read so far has been answered
+
+    async def send(self, frame: bytes) -> None:
+        if not self.broken:
+            async with self.write_lock:
+                reason = await _write_shielded(self.stream, frame)
+            if reason is not None and not self.broken:
+                self.broken = True
+                logger.info("%s answers to %s not delivered: %s", RPC_PROTOCOL, self.remote, reason)
+                await _reset_quietly(self.stream)
+        if self.server.in_flight == 0:
+            self.idle.set()
+
+
 # --- Net ----------------------------------------------------------------------------------
 
 
@@ -442,6 +693,14 @@ class Net:
         self._topic_handlers: dict[str, list[TopicHandler]] = {}
         self._topic_ready: dict[str, trio.Event] = {}
         self._closed = False
+        # Persistent request streams (protocols.rpc): ours per peer, and how many each peer
+        # has open to us. Peers that do not speak rpc get one stream per request.
+        self.persistent_streams = os.environ.get(_RPC_ENV, "1") != "0"
+        self._rpc_out: dict[ID, list[_RpcOut]] = {}
+        self._rpc_opening: dict[ID, trio.Lock] = {}
+        self._rpc_inbound: dict[ID, int] = {}
+        self._no_rpc: set[ID] = set()
+        host.set_stream_handler(TProtocol(RPC_PROTOCOL), self._serve_rpc)
 
     # --- addresses and peers ---
 
@@ -514,6 +773,7 @@ class Net:
             self._connections[peer] = live
         else:
             self._connections.pop(peer, None)
+            self._no_rpc.discard(peer)  # it may come back with a newer version
 
     def _spawn_peer_callback(self, callback: PeerCallback, peer: ID) -> None:
         if not self._closed:
@@ -632,16 +892,22 @@ class Net:
     async def request(
         self, peer_id: str, protocol: str, payload: bytes, *, timeout: float = 30.0
     ) -> bytes:
-        """Send one request frame on a new stream and return the one response frame.
+        """Send one request and return the one response.
 
-        Connects first if needed, using addresses from ``connect``/bootstrap and from the
-        peerstore (identify fills it in for peers that connected to us).
+        Requests travel on persistent streams to the peer (protocols.rpc: framed, id-tagged,
+        many at once; opened on first use, reopened when one dies), or, for a peer that does
+        not speak ``/p2pico/rpc/1.0.0``, on a new stream each. Connects first if needed,
+        using addresses from ``connect``/bootstrap and from the peerstore (identify fills it
+        in for peers that connected to us). At most ``MAX_IN_FLIGHT`` requests per stream
+        and ``RPC_STREAMS_PER_PEER`` streams per peer are outstanding; past that, callers
+        wait. A request is sent once: if its stream dies after it was written, it fails
+        (it may have run); only one that was never written goes out on another stream.
 
         Raises:
             ValueError: ``peer_id`` is not a peer id, or ``payload`` exceeds MAX_FRAME_SIZE.
             PeerUnreachable: no known address, or every dial failed (also for our own id).
             ProtocolNotSupported: the peer has no handler for ``protocol``.
-            StreamFailed: the stream was reset or ended before a full response frame.
+            StreamFailed: the stream broke before the answer, or the peer's handler failed.
             RequestTimeout: the whole exchange took longer than ``timeout`` seconds.
         """
         peer = _parse_peer_id(peer_id)
@@ -650,17 +916,176 @@ class Net:
             raise PeerUnreachable("cannot send a request to ourselves")
         try:
             with trio.fail_after(timeout):
-                stream = await self._open_stream_redialling(peer, protocol)
-                try:
-                    response = await self._exchange(stream, frame)
-                except BaseException:
-                    await _reset_quietly(stream)
-                    raise
+                if self.persistent_streams and peer not in self._no_rpc:
+                    for _ in range(RPC_RESEND + 1):
+                        conn = await self._rpc_stream(peer)
+                        if conn is None:
+                            break  # the peer has no rpc handler: one stream per request
+                        try:
+                            return await conn.call(protocol, payload)
+                        except _NotSent:
+                            continue
+                    else:
+                        raise StreamFailed(
+                            f"{protocol} request to {peer_id}: every stream died before it was sent"
+                        )
+                return await self._request_once(peer, protocol, frame)
         except trio.TooSlowError:
             raise RequestTimeout(
                 f"{protocol} request to {peer_id} timed out after {timeout} s"
             ) from None
-        return response
+
+    async def _request_once(self, peer: ID, protocol: str, frame: bytes) -> bytes:
+        """The one-shot path: a new stream, one frame each way."""
+        stream = await self._open_stream_redialling(peer, protocol)
+        try:
+            return await self._exchange(stream, frame)
+        except BaseException:
+            await _reset_quietly(stream)
+            raise
+
+    async def _rpc_stream(self, peer: ID) -> _RpcOut | None:
+        """The least busy persistent stream to ``peer``, opening one if needed and allowed.
+
+        None if the peer does not speak rpc.
+        """
+
+        def pick() -> tuple[_RpcOut | None, bool]:
+            live = [c for c in self._rpc_out.get(peer, ()) if c.dead is None]
+            best = min(live, key=lambda c: c.load, default=None)
+            enough = best is not None and (
+                best.load < RPC_SPILL or len(live) >= RPC_STREAMS_PER_PEER
+            )
+            return best, enough
+
+        best, enough = pick()
+        if enough:
+            return best
+        lock = self._rpc_opening.setdefault(peer, trio.Lock())
+        if best is not None and lock.locked() and best.load < best.client.max_in_flight:
+            return best  # another request is opening one: do not queue behind its dial
+        async with lock:
+            best, enough = pick()
+            if enough:
+                return best
+            try:
+                stream = await self._open_stream_redialling(peer, RPC_PROTOCOL)
+            except ProtocolNotSupported:
+                logger.info("%s does not speak %s: one stream per request", peer, RPC_PROTOCOL)
+                self._no_rpc.add(peer)
+                return None
+            except NetError:
+                if best is not None:
+                    return best
+                raise
+            conn = _RpcOut(self, peer, stream)
+            self._rpc_out.setdefault(peer, []).append(conn)
+            self._nursery.start_soon(conn.run_reader)
+            return conn
+
+    def _rpc_dropped(self, conn: _RpcOut) -> None:
+        pool = self._rpc_out.get(conn.peer)
+        if pool is not None and conn in pool:
+            pool.remove(conn)
+            if not pool:
+                del self._rpc_out[conn.peer]
+
+    async def _serve_rpc(self, stream: Any) -> None:
+        """Answer the requests on one inbound persistent stream until it ends.
+
+        The stream is read without pause (each request is handled in its own task), so
+        the peer's writes never wait on our handlers (P8). A frame that starts must be
+        complete within ``request_read_timeout``; a broken frame, an answer frame or more
+        than ``MAX_IN_FLIGHT`` outstanding requests reset the stream.
+        """
+        peer = stream.muxed_conn.peer_id
+        conn = _RpcIn(stream)
+        if self._rpc_inbound.get(peer, 0) >= RPC_INBOUND_LIMIT:
+            logger.info(
+                "%s: %s already has %d streams open, resetting one more",
+                RPC_PROTOCOL,
+                peer,
+                RPC_INBOUND_LIMIT,
+            )
+            await _reset_quietly(stream)
+            return
+        self._rpc_inbound[peer] = self._rpc_inbound.get(peer, 0) + 1
+        try:
+            while True:
+                try:
+                    if conn.server.buffered:
+                        with trio.fail_after(self.request_read_timeout):
+                            chunk = await stream.read(_READ_CHUNK)
+                    else:
+                        chunk = await stream.read(_READ_CHUNK)
+                except EOFError:
+                    chunk = b""
+                if not chunk:
+                    # The peer is done sending: answer what it asked, then close our side.
+                    if conn.server.in_flight:
+                        with trio.move_on_after(self.response_timeout + _RPC_WRITE_TIMEOUT):
+                            await conn.idle.wait()
+                    async with conn.write_lock:
+                        with contextlib.suppress(Exception):
+                            await stream.close()
+                    return
+                requests = conn.server.receive(chunk)
+                if requests:
+                    conn.idle = trio.Event()
+                for request in requests:
+                    self._nursery.start_soon(
+                        self._answer_rpc, conn, request.id, request.protocol, request.body
+                    )
+        except trio.TooSlowError:
+            logger.info(
+                "%s from %s: a frame was not completed within %s s, resetting stream",
+                RPC_PROTOCOL,
+                conn.remote,
+                self.request_read_timeout,
+            )
+        except RpcProtocolError as error:
+            logger.info("%s from %s: %s, resetting stream", RPC_PROTOCOL, conn.remote, error)
+        except Exception as error:  # StreamReset and friends
+            logger.debug("%s from %s ended: %s", RPC_PROTOCOL, conn.remote, _describe(error))
+        finally:
+            left = self._rpc_inbound.get(peer, 1) - 1
+            if left:
+                self._rpc_inbound[peer] = left
+            else:
+                self._rpc_inbound.pop(peer, None)
+        conn.broken = True
+        await _reset_quietly(stream)
+
+    async def _answer_rpc(self, conn: _RpcIn, rid: int, protocol: str, body: bytes) -> None:
+        handler = self._handlers.get(protocol)
+        if handler is None:
+            await conn.send(conn.server.fail(rid, "unsupported", f"no handler for {protocol}"))
+            return
+        try:
+            with trio.fail_after(self.response_timeout):
+                response = await handler(conn.remote, body)
+        except trio.TooSlowError:
+            logger.warning(
+                "%s request from %s: no response within %s s",
+                protocol,
+                conn.remote,
+                self.response_timeout,
+            )
+            frame = conn.server.fail(
+                rid, "timeout", f"no response within {self.response_timeout} s"
+            )
+        except Exception as error:
+            logger.exception("%s handler failed on a request from %s", protocol, conn.remote)
+            frame = conn.server.fail(
+                rid, "handler-failed", f"{protocol}: {type(error).__name__}: {error}"
+            )
+        else:
+            try:
+                frame = conn.server.respond(rid, response)
+            except ValueError as error:
+                logger.info("%s response to %s not delivered: %s", protocol, conn.remote, error)
+                frame = conn.server.fail(rid, "too-large", str(error))
+        await conn.send(frame)
 
     async def _open_stream_redialling(self, peer: ID, protocol: str) -> Any:
         """Open a stream, connecting first if needed.

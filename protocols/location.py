@@ -59,8 +59,20 @@ MAX_ADDRS: Final = 16
 State = Literal["active", "moving", "tombstone"]
 
 
+RejectKind = Literal["forged", "expired", "malformed"]
+
+
 class InvalidRecord(ValueError):
-    """A location record that fails a check; the message says which."""
+    """A location record that fails a check; the message says which.
+
+    ``kind`` sorts the failures for the mesh's rejection counters: ``forged`` (a pico
+    or host signature that does not verify), ``expired``, or ``malformed`` (anything
+    else: size, encoding, a missing or mistyped field).
+    """
+
+    def __init__(self, message: str, kind: RejectKind = "malformed") -> None:
+        super().__init__(message)
+        self.kind: RejectKind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +217,7 @@ def parse_record(raw: bytes, *, now: _dt.datetime | None = None) -> LocationReco
     except InvalidDid as e:
         raise InvalidRecord(f"_did: {e}") from e
     if not verify(pico_key, _PICO_DOMAIN + data_bytes, signature):
-        raise InvalidRecord(f"pico signature does not verify for {did}")
+        raise InvalidRecord(f"pico signature does not verify for {did}", "forged")
 
     value = _get(data, "Value", bytes)
     assert isinstance(value, bytes)
@@ -222,10 +234,12 @@ def parse_record(raw: bytes, *, now: _dt.datetime | None = None) -> LocationReco
     host_sig = data.get("_host_sig")
     if state != "tombstone" or host_sig is not None:
         if not isinstance(host_sig, bytes):
-            raise InvalidRecord("an active record needs the host's countersignature (_host_sig)")
+            raise InvalidRecord(
+                "an active record needs the host's countersignature (_host_sig)", "forged"
+            )
         unsigned = {k: v for k, v in data.items() if k != "_host_sig"}
         if not verify(host_key, _HOST_DOMAIN + cbor.encode(unsigned), host_sig):
-            raise InvalidRecord(f"host countersignature does not verify for {host}")
+            raise InvalidRecord(f"host countersignature does not verify for {host}", "forged")
 
     seq = _get(data, "Sequence", int)
     ttl = _get(data, "TTL", int)
@@ -239,7 +253,7 @@ def parse_record(raw: bytes, *, now: _dt.datetime | None = None) -> LocationReco
     assert isinstance(validity_raw, bytes)
     validity = _parse_rfc3339(validity_raw)
     if validity <= (now or _dt.datetime.now(_dt.UTC)):
-        raise InvalidRecord(f"record expired at {validity.isoformat()}")
+        raise InvalidRecord(f"record expired at {validity.isoformat()}", "expired")
     prev = data.get("_prev")
     if prev is not None and not isinstance(prev, bytes):
         raise InvalidRecord("_prev must be bytes or null")

@@ -1,13 +1,17 @@
 """Messages of p2pico's libp2p protocols: DAG-CBOR maps checked field by field (pure codec).
 
-Each request and response travels as one length-prefixed frame (protocols.framing)
-on a fresh stream; p2pico.mesh is the trio driver.  The protocols:
+Each request and response travels as one length-prefixed frame (protocols.framing),
+carried by p2pico.net on a persistent request stream (protocols.rpc names the
+protocol per request) or on a fresh stream; p2pico.mesh is the trio driver.  The
+protocols:
 
     /p2pico/msg/1.0.0     event | query | whois-eci | move → Reply
-    /p2pico/loc/1.0.0     sync | locate               → {"records": [bytes]}
+    /p2pico/loc/1.0.0     sync | locate | push        → {"records": [bytes]}
     /p2pico/move/1.0.0    propose | drained           → Reply
     /p2pico/blocks/1.0.0  manifest                    → {"cids": [CID]}
                           want                        → {"blocks": [bytes | null]}
+    /p2pico/explore/1.0.0 summary                     → SummaryReply (p2pico.explorer)
+                          about | history | manage    → Reply
 
 A decoder never trusts its input: a missing or mistyped field raises
 MessageError naming the field, which the driver turns into an error reply.
@@ -16,11 +20,12 @@ MessageError naming the field, which the driver turns into an error reply.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from dag import cbor
 from dag.cid import CID
+from dag.did import InvalidDid, Keypair, public_key_from_did, verify
 
 MSG_PROTOCOL: Final = "/p2pico/msg/1.0.0"
 LOC_PROTOCOL: Final = "/p2pico/loc/1.0.0"
@@ -111,8 +116,25 @@ class Target:
         return cls(did=_str(msg, "did"), eci=_opt_str(msg, "eci"))
 
 
+# Messages between picos are signed by the sending pico's DID key over this prefix and
+# the request's signed part (everything but the routing fields ``hops`` and ``forwarded``).
+MSG_SIG_DOMAIN: Final = b"p2pico-msg:"
+# A signed request whose time is further than this from the receiver's clock is refused.
+MAX_CLOCK_SKEW_MS: Final = 5 * 60 * 1000
+# A message id is at most this long (sender id, engine boot, counter).
+MAX_MID: Final = 256
+
+
 @dataclass(frozen=True, slots=True)
 class EventRequest:
+    """An event for the pico ``target.did``.
+
+    ``mid`` is the sender-chosen message id: a retry carries the same one, and the pico's
+    dedup window answers a duplicate with the first result.  ``sender``, ``time_ms`` and
+    ``sig`` are set on a message from another pico: its DID, when it was signed, and the
+    Ed25519 signature by that DID's key over ``signed_part`` (see ``sign_request``).
+    """
+
     target: Target
     domain: str
     type: str
@@ -120,19 +142,27 @@ class EventRequest:
     eid: str = "none"
     hops: int = 0
     forwarded: bool = False  # sent by the previous host while draining its queue after a move
+    mid: str = ""
+    time_ms: int = 0
+    sender: str | None = None
+    sig: bytes | None = None
+
+    def signed_part(self) -> dict[str, object]:
+        return {
+            "op": "event",
+            **self.target.to_value(),
+            "domain": self.domain,
+            "type": self.type,
+            "attrs": self.attrs,
+            "eid": self.eid,
+            "mid": self.mid,
+            "time": self.time_ms,
+            "from": self.sender,
+        }
 
     def encode(self) -> bytes:
         return cbor.encode(
-            {
-                "op": "event",
-                **self.target.to_value(),
-                "domain": self.domain,
-                "type": self.type,
-                "attrs": self.attrs,
-                "eid": self.eid,
-                "hops": self.hops,
-                "forwarded": self.forwarded,
-            }
+            {**self.signed_part(), "hops": self.hops, "forwarded": self.forwarded, "sig": self.sig}
         )
 
 
@@ -144,19 +174,65 @@ class QueryRequest:
     args: dict[str, object] = field(default_factory=dict)
     hops: int = 0
     forwarded: bool = False
+    mid: str = ""
+    time_ms: int = 0
+    sender: str | None = None
+    sig: bytes | None = None
+
+    def signed_part(self) -> dict[str, object]:
+        return {
+            "op": "query",
+            **self.target.to_value(),
+            "rid": self.rid,
+            "name": self.name,
+            "args": self.args,
+            "mid": self.mid,
+            "time": self.time_ms,
+            "from": self.sender,
+        }
 
     def encode(self) -> bytes:
         return cbor.encode(
-            {
-                "op": "query",
-                **self.target.to_value(),
-                "rid": self.rid,
-                "name": self.name,
-                "args": self.args,
-                "hops": self.hops,
-                "forwarded": self.forwarded,
-            }
+            {**self.signed_part(), "hops": self.hops, "forwarded": self.forwarded, "sig": self.sig}
         )
+
+
+PicoRequest = EventRequest | QueryRequest
+
+
+class BadSignature(MessageError):
+    """A signed request that does not verify, or is too old or too new; the text says why."""
+
+
+def sign_request(request: PicoRequest, key: Keypair, now_ms: int) -> PicoRequest:
+    """``request`` from the pico ``key``, signed at ``now_ms`` (epoch milliseconds)."""
+    unsigned = replace(request, sender=key.did, time_ms=now_ms, sig=None)
+    signature = key.sign(MSG_SIG_DOMAIN + cbor.encode(unsigned.signed_part()))
+    return replace(unsigned, sig=signature)
+
+
+def check_signature(request: PicoRequest, now_ms: int) -> str | None:
+    """The verified sender DID of ``request`` (None when it is unsigned); BadSignature if
+    the signature, the sender's DID or the time is wrong.  Unsigned requests come from
+    outside the mesh's picos (HTTP, a move's hand-over of such a request): their ECI is
+    their capability, and they may use no family channel."""
+    if request.sender is None and request.sig is None:
+        return None
+    if request.sender is None or request.sig is None:
+        raise BadSignature("a signed message needs both 'from' and 'sig'")
+    try:
+        key = public_key_from_did(request.sender)
+    except InvalidDid as e:
+        raise BadSignature(f"'from' is not a did:key: {e}") from None
+    if not verify(key, MSG_SIG_DOMAIN + cbor.encode(request.signed_part()), request.sig):
+        raise BadSignature(f"signature does not verify for {request.sender}")
+    skew = request.time_ms - now_ms
+    if abs(skew) > MAX_CLOCK_SKEW_MS:
+        raise BadSignature(
+            f"signed {abs(skew) // 1000} s in the {'future' if skew > 0 else 'past'}"
+            f" (at most {MAX_CLOCK_SKEW_MS // 1000} s either way)"
+        )
+    return request.sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +262,13 @@ def decode_msg_request(data: bytes) -> MsgRequest:
     msg = _decode_map(data)
     op = _str(msg, "op")
     forwarded = _field(msg, "forwarded", bool, optional=True) is True
+    if op in ("event", "query"):
+        mid = _opt_str(msg, "mid") or ""
+        if len(mid) > MAX_MID:
+            raise MessageError(f"field 'mid' is longer than {MAX_MID} characters")
+        sig_field = _field(msg, "sig", bytes, optional=True)
+        sig = sig_field if isinstance(sig_field, bytes) else None
+        time_ms, sender = _int(msg, "time"), _opt_str(msg, "from")
     if op == "event":
         return EventRequest(
             Target.from_value(msg),
@@ -195,6 +278,10 @@ def decode_msg_request(data: bytes) -> MsgRequest:
             _opt_str(msg, "eid") or "none",
             _int(msg, "hops"),
             forwarded,
+            mid=mid,
+            time_ms=time_ms,
+            sender=sender,
+            sig=sig,
         )
     if op == "query":
         return QueryRequest(
@@ -204,6 +291,10 @@ def decode_msg_request(data: bytes) -> MsgRequest:
             _map(msg, "args"),
             _int(msg, "hops"),
             forwarded,
+            mid=mid,
+            time_ms=time_ms,
+            sender=sender,
+            sig=sig,
         )
     if op == "whois-eci":
         return WhoisEci(_str(msg, "eci"))
@@ -266,6 +357,30 @@ def decode_loc_request(data: bytes) -> str | None:
     if op == "locate":
         return _str(msg, "did")
     raise MessageError(f"unknown op {op!r} on {LOC_PROTOCOL}")
+
+
+# At most this many records in one push (a batch of what one peer has not been sent yet).
+MAX_PUSH: Final = 256
+
+
+def encode_loc_push(records: list[bytes]) -> bytes:
+    """Records the sender just took, for a peer to take too; the reply (``{"records": []}``)
+    is the acknowledgement."""
+    return cbor.encode({"op": "push", "records": records})
+
+
+def decode_loc_push(data: bytes) -> list[bytes] | None:
+    """The records of a push; None when ``data`` is another /p2pico/loc request."""
+    msg = _decode_map(data)
+    if msg.get("op") != "push":
+        return None
+    records = _field(msg, "records", list)
+    assert isinstance(records, list)
+    if len(records) > MAX_PUSH:
+        raise MessageError(f"a push carries at most {MAX_PUSH} records, got {len(records)}")
+    if not all(isinstance(r, bytes) for r in records):
+        raise MessageError("every entry of 'records' must be bytes")
+    return records
 
 
 def encode_records(records: list[bytes]) -> bytes:
@@ -402,3 +517,153 @@ def decode_blocks(data: bytes) -> list[bytes | None]:
     if not all(b is None or isinstance(b, bytes) for b in blocks):
         raise MessageError("every entry of 'blocks' must be bytes or null")
     return blocks
+
+
+# -- /p2pico/explore/1.0.0 (the mesh explorer, p2pico.explorer) ---------------------------
+
+EXPLORE_PROTOCOL: Final = "/p2pico/explore/1.0.0"
+# The longest a host holds a summary request open waiting for a change (long poll).
+MAX_WATCH_WAIT_MS: Final = 30_000
+# What an operator may change on a pico from the explorer, on its host.
+MANAGE_ACTIONS: Final = ("install", "uninstall", "new-child", "del-child")
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRequest:
+    """The answering engine's hosted picos as map summaries.
+
+    With the ``epoch`` and ``version`` of an earlier answer, only what changed since;
+    the host may hold the request up to ``wait_ms`` until something does (a long poll).
+    A different epoch (the engine restarted) gets a full answer.
+    """
+
+    epoch: str | None = None
+    version: int = 0
+    wait_ms: int = 0
+
+    def encode(self) -> bytes:
+        return cbor.encode(
+            {"op": "summary", "epoch": self.epoch, "version": self.version, "wait": self.wait_ms}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AboutRequest:
+    """Everything the pico page shows of one pico, answered by its host."""
+
+    did: str
+    hops: int = 0
+
+    def encode(self) -> bytes:
+        return cbor.encode({"op": "about", "did": self.did, "hops": self.hops})
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """The pico's verified head chain, newest first, at most ``limit`` heads."""
+
+    did: str
+    limit: int = 200
+    hops: int = 0
+
+    def encode(self) -> bytes:
+        return cbor.encode(
+            {"op": "history", "did": self.did, "limit": self.limit, "hops": self.hops}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ManageRequest:
+    """An operator's change to a pico, run by its host between transactions.
+
+    ``action`` is one of MANAGE_ACTIONS; ``args``: install ``{"source" | "url", "config"}``,
+    uninstall ``{"rid"}``, new-child ``{"rulesets": [source or url, ...]}``, del-child ``{"did"}``.
+    """
+
+    did: str
+    action: str
+    args: dict[str, object] = field(default_factory=dict)
+    hops: int = 0
+
+    def encode(self) -> bytes:
+        return cbor.encode(
+            {
+                "op": "manage",
+                "did": self.did,
+                "action": self.action,
+                "args": self.args,
+                "hops": self.hops,
+            }
+        )
+
+
+ExploreRequest = SummaryRequest | AboutRequest | HistoryRequest | ManageRequest
+
+
+def decode_explore_request(data: bytes) -> ExploreRequest:
+    msg = _decode_map(data)
+    op = _str(msg, "op")
+    if op == "summary":
+        wait = _int(msg, "wait")
+        if not 0 <= wait <= MAX_WATCH_WAIT_MS:
+            raise MessageError(f"field 'wait' must be 0 to {MAX_WATCH_WAIT_MS} ms, got {wait}")
+        return SummaryRequest(_opt_str(msg, "epoch"), _int(msg, "version"), wait)
+    if op == "about":
+        return AboutRequest(_str(msg, "did"), _int(msg, "hops"))
+    if op == "history":
+        limit = _int(msg, "limit", 200)
+        if limit < 1:
+            raise MessageError(f"field 'limit' must be at least 1, got {limit}")
+        return HistoryRequest(_str(msg, "did"), limit, _int(msg, "hops"))
+    if op == "manage":
+        action = _str(msg, "action")
+        if action not in MANAGE_ACTIONS:
+            raise MessageError(
+                f"field 'action' must be one of {', '.join(MANAGE_ACTIONS)}, got {action!r}"
+            )
+        return ManageRequest(_str(msg, "did"), action, _map(msg, "args"), _int(msg, "hops"))
+    raise MessageError(f"unknown op {op!r} on {EXPLORE_PROTOCOL}")
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryReply:
+    """An engine's picos for the map: ``picos`` changed (or all, when ``full``), and the
+    DIDs that left it since: ``moved`` away (its record names another host) or ``deleted``."""
+
+    epoch: str
+    version: int
+    full: bool
+    picos: list[dict[str, object]]
+    moved: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        return cbor.encode(
+            {
+                "epoch": self.epoch,
+                "version": self.version,
+                "full": self.full,
+                "picos": self.picos,
+                "moved": self.moved,
+                "deleted": self.deleted,
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> SummaryReply:
+        msg = _decode_map(data)
+        full = _field(msg, "full", bool)
+        picos = _field(msg, "picos", list)
+        assert isinstance(full, bool)
+        assert isinstance(picos, list)
+        for i, pico in enumerate(picos):
+            if not isinstance(pico, dict) or not isinstance(pico.get("did"), str):
+                raise MessageError(f"'picos' entry {i} must be a map with a string 'did'")
+        lists: list[list[str]] = []
+        for name in ("moved", "deleted"):
+            value = _field(msg, name, list)
+            assert isinstance(value, list)
+            if not all(isinstance(d, str) for d in value):
+                raise MessageError(f"every entry of {name!r} must be a DID string")
+            lists.append(value)
+        return cls(_str(msg, "epoch"), _int(msg, "version"), full, picos, lists[0], lists[1])

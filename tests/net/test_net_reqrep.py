@@ -180,10 +180,15 @@ async def test_handler_exception_fails_stream_and_server_survives(
         return payload
 
     b.set_handler(ECHO, flaky)
-    with pytest.raises(StreamFailed, match=r"^(no response|stream failed)"):
+    # on a persistent stream the failure comes back as an answer, naming the error
+    with pytest.raises(StreamFailed, match=r"request failed at .*: handler-failed: .*handler bug"):
         await a.request(b.peer_id, ECHO, b"bad")
     assert await a.request(b.peer_id, ECHO, b"good") == b"good"
     assert "handler failed on a request from" in caplog.text
+    a.persistent_streams = False  # the one-shot path: the stream is reset
+    with pytest.raises(StreamFailed, match=r"^(no response|stream failed)"):
+        await a.request(b.peer_id, ECHO, b"bad")
+    assert await a.request(b.peer_id, ECHO, b"good") == b"good"
 
 
 async def test_unknown_protocol(pair: tuple[Net, Net]) -> None:
