@@ -91,6 +91,8 @@ def _emit(result: Any) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    if args.action == "drain":
+        return cmd_drain(args)
     import trio
 
     from p2pico.node import NodeConfig, run_until_signal
@@ -106,14 +108,53 @@ def cmd_node(args: argparse.Namespace) -> int:
         listen=args.listen or ["/ip4/127.0.0.1/tcp/0"],
         http=args.http,
         bootstrap=args.bootstrap or [],
+        krl_http_allow_private=args.krl_http_allow_private,
+        replica_lease=args.replica_lease,
+        mdns=args.mdns,
     )
     trio.run(run_until_signal, config)
     return 0
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    """`p2pico node drain`: progress on stderr, the summary as JSON on stdout."""
+    import httpx
+
+    url = _node_url(args) + "/api/drain"
+    last: dict[str, Any] = {}
+    try:
+        with httpx.stream("POST", url, timeout=None) as response:
+            for line in response.iter_lines():
+                if not line.strip():
+                    continue
+                step = json.loads(line)
+                if "done" in step:
+                    what = (
+                        f"moved to {step['to']}"
+                        if "to" in step
+                        else step.get("error") or step.get("skipped")
+                    )
+                    print(
+                        f"[{step['done']}/{step['total']}] {step['did']}: {what}", file=sys.stderr
+                    )
+                elif "draining" in step:
+                    print(f"draining: {step['total']} picos to move", file=sys.stderr)
+                last = step
+    except httpx.HTTPError as e:
+        raise SystemExit(f"p2pico: cannot reach the node at {url}: {e}") from e
+    return _emit(last)
+
+
 def cmd_pico_new(args: argparse.Namespace) -> int:
     sources = [Path(f).read_text() for f in args.ruleset or []]
-    return _emit(_call(args, "POST", "/api/picos", {"rulesets": sources}))
+    body: dict[str, object] = {"rulesets": sources}
+    if args.wrangler:
+        body["wrangler"] = True
+        if args.name is not None:
+            body["name"] = args.name
+    elif args.name is not None:
+        raise SystemExit("p2pico: --name names a wrangler pico; add --wrangler")
+    return _emit(_call(args, "POST", "/api/picos", body))
 
 
 def cmd_picos(args: argparse.Namespace) -> int:
@@ -134,7 +175,45 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_move(args: argparse.Namespace) -> int:
-    return _emit(_call(args, "POST", "/api/move", {"did": args.did, "to": args.to}))
+    body = {"did": args.did, "to": args.to}
+    if not (args.progress or sys.stderr.isatty()):
+        return _emit(_call(args, "POST", "/api/move", body))
+    import threading
+
+    import httpx
+
+    result: list[Any] = []
+    mover = threading.Thread(target=lambda: result.append(_call(args, "POST", "/api/move", body)))
+    mover.start()
+    shown = 0
+    while mover.is_alive():
+        mover.join(0.2)
+        try:
+            progress = httpx.get(_node_url(args) + "/api/moves", timeout=5).json().get(args.did)
+        except (httpx.HTTPError, ValueError, AttributeError):
+            progress = None
+        if progress and progress["total"]:
+            print("\r" + _bar(progress["blocks"], progress["total"]), end="", file=sys.stderr)
+            shown = progress["total"]
+    moved = result[0] if result and isinstance(result[0], dict) else {}
+    total = moved.get("blocks") or shown
+    if total and "error" not in moved:  # the target holds every block now
+        print("\r" + _bar(total, total) + ", moved", file=sys.stderr)
+    return _emit(result[0] if result else {"error": "the move request failed"})
+
+
+def _bar(done: int, total: int, width: int = 30) -> str:
+    filled = width * done // total
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} blocks"
+
+
+def cmd_replicas(args: argparse.Namespace) -> int:
+    path = f"/api/picos/{args.did}/replicas"
+    if args.add:
+        return _emit(_call(args, "POST", path, {"add": args.add}))
+    if args.remove:
+        return _emit(_call(args, "POST", path, {"remove": args.remove}))
+    return _emit(_call(args, "GET", path))
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
@@ -177,6 +256,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         with part.open("rb") as f:
             roots, blocks = read_car(f)
+            if args.encrypt:
+                return _seal_export(args, out, part, roots, list(blocks))
             count = sum(1 for _ in blocks)
     except CarError as e:  # e.g. the node stopped mid-stream
         part.unlink()
@@ -186,10 +267,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     return _emit({"did": args.did, "root": root, "blocks": count, "bytes": written})
 
 
+def _seal_export(
+    args: argparse.Namespace, out: Path, part: Path, roots: list[Any], blocks: list[Any]
+) -> int:
+    """--encrypt: seal the verified plain CAR (dag.sealed) with a new key, here, not on the node."""
+    from dag.car import write_car
+    from dag.sealed import new_key, seal
+
+    key = new_key()
+    sealed = seal(key, roots[0], blocks)
+    key_file = Path(args.key_file) if args.key_file else out.with_name(out.name + ".key")
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    with part.open("wb") as f:  # the plain CAR is overwritten, then renamed
+        size = write_car(f, [sealed.root], sealed.blocks)
+    part.replace(out)
+    return _emit(
+        {
+            "did": args.did,
+            "root": str(sealed.root),
+            "head": str(roots[0]),
+            "blocks": len(sealed.blocks),
+            "bytes": size,
+            "encrypted": "xchacha20-poly1305",
+            "key_file": str(key_file),
+        }
+    )
+
+
+def _unseal(args: argparse.Namespace, data: bytes) -> bytes | str:
+    """--key: open a sealed CAR (dag.sealed) into the plain CAR the node verifies and imports.
+
+    Returns the plain CAR, or the reason it cannot be opened.
+    """
+    import io
+
+    from dag.car import CarError, car_header, car_section, read_car
+    from dag.sealed import SealedError, unseal
+
+    try:
+        key = bytes.fromhex(Path(args.key).read_text().strip())
+    except (OSError, ValueError) as e:
+        return f"cannot read the key in {args.key}: {e}"
+    try:
+        roots, blocks = read_car(io.BytesIO(data))
+        held = {block.cid: block for block in blocks}
+        if len(roots) != 1:
+            raise SealedError(f"a sealed CAR has one root; this one has {len(roots)}")
+        root, plain = unseal(key, roots[0], held)
+    except (CarError, SealedError) as e:
+        return f"cannot decrypt {args.file}: {e}"
+    return car_header([root]) + b"".join(car_section(block) for block in plain)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     data = Path(args.file).read_bytes()
+    if args.key:
+        opened = _unseal(args, data)
+        if isinstance(opened, str):
+            return _emit({"error": f"import refused: {opened}"})
+        data = opened
     car = "application/vnd.ipld.car"
-    return _emit(_call(args, "POST", "/api/import", content=data, content_type=car))
+    path = "/api/import?accept_truncated=1" if args.accept_truncated else "/api/import"
+    return _emit(_call(args, "POST", path, content=data, content_type=car))
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -212,6 +353,38 @@ def cmd_unshare(args: argparse.Namespace) -> int:
     return _emit(_call(args, "POST", "/api/bitswap/revoke", {"peer": args.peer}))
 
 
+def check_krl_file(path: str) -> dict[str, object]:
+    """Parse and compile one KRL file: ``{"file", "ok", "error", "line", "col"}``."""
+    import krl  # here: the other commands talk to a node and need no compiler
+    from krl.errors import KrlError
+
+    out: dict[str, object] = {"file": path, "ok": False, "error": None, "line": None, "col": None}
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        out["error"] = f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}"
+        return out
+    try:
+        krl.compile_ruleset(source, filename=path)
+    except KrlError as e:
+        out["error"] = getattr(e, "message", None) or str(e)
+        out["line"] = getattr(e, "line", None)
+        out["col"] = getattr(e, "column", None)
+        return out
+    out["ok"] = True
+    return out
+
+
+def cmd_krl_check(args: argparse.Namespace) -> int:
+    """``p2pico krl check FILE...``: one JSON object per line; exit 1 if any file fails."""
+    failed = 0
+    for path in args.files:
+        result = check_krl_file(path)
+        failed += not result["ok"]
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    return 1 if failed else 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     body: dict[str, object] = {"peer": args.peer, "root": args.root}
     if args.addr:
@@ -226,7 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=150.0, help="seconds to wait for the node")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    node = sub.add_parser("node", help="run an engine as a peer of the mesh")
+    node = sub.add_parser("node", help="run an engine as a peer of the mesh (or drain one)")
+    node.add_argument(
+        "action",
+        nargs="?",
+        choices=["drain"],
+        help="drain: move every pico of the running node (--node) away; it takes no new ones",
+    )
     node.add_argument(
         "--listen",
         action="append",
@@ -246,6 +425,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MULTIADDR",
         help="peers to dial at start",
     )
+    node.add_argument(
+        "--krl-http-allow-private",
+        action="store_true",
+        help="let KRL's http: reach loopback, private and link-local addresses "
+        "(default: public addresses only; never this node's own HTTP API)",
+    )
+    node.add_argument(
+        "--replica-lease",
+        type=float,
+        default=float(os.environ.get("P2PICO_REPLICA_LEASE", "10")),
+        metavar="SECONDS",
+        help="a replica takes a pico over after this long without news from its host "
+        "(default 10, or $P2PICO_REPLICA_LEASE)",
+    )
+    node.add_argument(
+        "--mdns",
+        action="store_true",
+        help="find peers on the local network by mDNS (UDP 5353) and connect to them",
+    )
     node.add_argument("-v", "--verbose", action="store_true")
     node.set_defaults(func=cmd_node)
 
@@ -253,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     pico_sub = pico.add_subparsers(dest="pico_command", required=True)
     new = pico_sub.add_parser("new", help="create a pico on this node")
     new.add_argument("--ruleset", action="append", metavar="FILE", help="KRL file to install")
+    new.add_argument(
+        "--wrangler",
+        action="store_true",
+        help="also install wrangler, subscription and pds (as pico-engine gives a child)",
+    )
+    new.add_argument("--name", help="the wrangler pico's name (default Pico)")
     new.set_defaults(func=cmd_pico_new)
     ls = pico_sub.add_parser("list", help="picos hosted on this node")
     ls.set_defaults(func=cmd_picos)
@@ -273,7 +477,20 @@ def build_parser() -> argparse.ArgumentParser:
     move = sub.add_parser("move", help="move a pico to another engine")
     move.add_argument("did")
     move.add_argument("--to", required=True, metavar="PEER_ID")
+    move.add_argument(
+        "--progress",
+        action="store_true",
+        help="draw blocks fetched by the target / total on stderr (default: on a terminal); "
+        "shown when the node asked is the pico's host",
+    )
     move.set_defaults(func=cmd_move)
+
+    replicas = sub.add_parser("replicas", help="list or change a pico's replicas (on its host)")
+    replicas.add_argument("did")
+    which = replicas.add_mutually_exclusive_group()
+    which.add_argument("--add", metavar="PEER_ID", help="make this engine a replica")
+    which.add_argument("--remove", metavar="PEER_ID", help="stop replicating to this engine")
+    replicas.set_defaults(func=cmd_replicas)
 
     resolve = sub.add_parser("resolve", help="the peer id of the engine hosting a DID")
     resolve.add_argument("did")
@@ -283,10 +500,22 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a pico's whole signed history to a CAR file")
     export.add_argument("did")
     export.add_argument("-o", "--output", required=True, metavar="FILE.car")
+    export.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="seal every block with a new random key (written to FILE.car.key) for public pinning",
+    )
+    export.add_argument("--key-file", metavar="KEYFILE", help="with --encrypt: where the key goes")
     export.set_defaults(func=cmd_export)
 
     import_ = sub.add_parser("import", help="verify a CAR of a pico's history and store it")
     import_.add_argument("file", metavar="FILE.car")
+    import_.add_argument("--key", metavar="KEYFILE", help="open a CAR made by export --encrypt")
+    import_.add_argument(
+        "--accept-truncated",
+        action="store_true",
+        help="accept a history that starts after genesis (exported after gc --keep-history)",
+    )
     import_.set_defaults(func=cmd_import)
 
     log = sub.add_parser("log", help="a pico's heads newest first, verified, with forks")
@@ -321,8 +550,16 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--addr", metavar="MULTIADDR", help="dial the peer here first")
     fetch.set_defaults(func=cmd_fetch)
 
+    krl_ = sub.add_parser("krl", help="KRL tools that need no node")
+    krl_sub = krl_.add_subparsers(dest="krl_command", required=True)
+    check = krl_sub.add_parser(
+        "check", help="parse and compile KRL files: one JSON line each, exit 1 if any fails"
+    )
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(func=cmd_krl_check)
+
     # --node may also follow the sub-command (SUPPRESS: do not overwrite one given before it).
-    clients = (new, ls, event, query, move, resolve, export, import_, log, schedule, gc)
+    clients = (new, ls, event, query, move, replicas, resolve, export, import_, log, schedule, gc)
     for client in (*clients, share, unshare, fetch):
         client.add_argument("--node", default=argparse.SUPPRESS, help="HTTP URL of the node")
     return parser

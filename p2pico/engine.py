@@ -6,9 +6,13 @@ hosted here and drives moves).
 
 Theory of operation
 -------------------
-Every hosted pico has an inbox (a bounded trio memory channel) and one worker
-task.  Events and queries are Work items put in the inbox; the worker takes
-them in arrival order, so a pico never runs two transactions at once.
+Every hosted pico with work has an inbox (a bounded trio memory channel) and one
+worker task.  Events and queries are Work items put in the inbox; the worker takes
+them in arrival order, so a pico never runs two transactions at once.  A pico idle
+for IDLE_SECONDS has neither (its worker ends and the inbox is dropped); the next
+item makes them again.  Picos that install the same ruleset source share one
+compiled krl.Ruleset (``compile_ruleset``).  So an idle pico costs its Pico object:
+its maps, keys and CIDs, a few KB.
 
 An event is one transaction.  Entity-variable writes go to an overlay; when
 every scheduled (ruleset, event) pair has run, the overlay is applied and the
@@ -48,13 +52,16 @@ transaction's result does not depend on how long its worker thread took.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import secrets
+import threading
 import time
 import urllib.parse
+import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,21 +69,27 @@ from typing import Any, Protocol
 import trio
 
 import krl
+from dag import cbor
 from dag.block import Block
 from dag.cid import CID
 from dag.did import Keypair
 from dag.gc import GcReport, collect
 from dag.head import sign_head, verify_head
-from dag.state import PicoState, RulesetState, read_state, state_blocks
+from dag.state import DELETED, Delta, Overlay, PicoState, RulesetState, read_state, state_blocks
 from p2pico import builtin
 from p2pico import channels as chan
 from p2pico import scheduler as sched
 from p2pico.home import Home
+from p2pico.krlhttp import HttpFailure, KrlHttp
 
 log = logging.getLogger("p2pico.engine")
 
 # Items waiting for one pico beyond this are refused (backpressure), not buffered forever.
 MAX_INBOX = 1000
+# A pico's worker task and inbox exist only while it has work: after this long without
+# any they are dropped (an idle pico costs its Pico object only), and the next item
+# starts them again.
+IDLE_SECONDS = 5.0
 # A pico moved here waits this long for its old host's "drained" before it serves
 # direct traffic anyway (the old host may have died mid-drain).
 DRAIN_TIMEOUT = 30.0
@@ -87,6 +100,13 @@ TXN_MAX_STEPS = 2_000_000
 # it also ends a query cycle (A queries B, which queries A) with an error.
 QUERY_TIMEOUT = 10.0
 TXN_MAX_SECONDS = 5.0
+# A pico remembers the results of this many events that came with a message id (p2pico.mesh
+# retries with the same id); a result encoded larger than DEDUP_RESULT_MAX is kept as its eid.
+DEDUP_WINDOW = 64
+DEDUP_RESULT_MAX = 4096
+# ctx:logs: a pico's log entries, kept in memory on its host (at most this many, this old)
+LOG_ENTRIES = 1000
+LOG_SECONDS = 12 * 3600
 
 
 class PicoError(Exception):
@@ -141,8 +161,11 @@ class Handoff(Protocol):
 
 @dataclass
 class Work:
-    kind: str  # "event" | "query" | "move"
+    kind: str  # "event" | "query" | "move" | "manage"
     run: Callable[[Pico], Awaitable[Handoff]] | None = None  # for "move"
+    # for "manage": an operator's change to the pico (p2pico.explorer), run on the trio
+    # thread between the pico's transactions, given the pico and the transaction clock
+    manage: Callable[[Pico, Callable[[], float]], object] | None = None
     event: krl.Event | None = None
     eci: str = ""
     rid: str = ""
@@ -152,6 +175,15 @@ class Work:
     # the pico on this engine that sent it (event:send, ctx:event, ctx:query): only it
     # may use a family channel it owns; None for HTTP and for other engines
     sender: str | None = None
+    # for an "event": the id its transaction gets (the eid /c/:eci/event returns at once)
+    txn_id: str = ""
+    # for an "event" that came through the mesh: its dedup key (sender and message id,
+    # p2pico.mesh).  The pico's dedup window answers a repeat with the first result, and
+    # the event's commit records it, so a retried event is applied once (see "Dedup").
+    mid: str = ""
+    # the mesh request it came in (p2pico.mesh), passed on as it is if the pico moves
+    # before it runs, so the new host can check its sender's signature
+    request: object = None
     done: trio.Event = field(default_factory=trio.Event)
     result: object = None
     error: BaseException | None = None
@@ -182,6 +214,14 @@ class Pico:
     # rid -> {"url", "config"} for rulesets installed by ctx:install (meta.rulesets)
     ruleset_info: dict[str, dict[str, object]] = field(default_factory=dict)
     deleted: bool = False  # by its parent's ctx:delPico
+    # the dedup window: [key, result] of the last DEDUP_WINDOW events that came with a
+    # message id, oldest first; in the state's meta, so it moves with the pico
+    dedup: list[list[object]] = field(default_factory=list)
+    # root of the committed state: the base of the next commit's dag.state.Delta
+    state_root: CID | None = None
+    # ctx:logs: (epoch seconds, entry), newest last; in memory on this host only, made
+    # by the first entry (most picos never log)
+    logs: deque[tuple[float, dict[str, object]]] | None = None
     inbox: trio.MemorySendChannel[Work] | None = None
     forwarded: trio.MemorySendChannel[Work] | None = None
 
@@ -240,10 +280,14 @@ class Transaction:
         self.children_view: list[dict[str, str]] | None = None  # None: unchanged
         self.new_picos: list[NewChild] = []  # created after the commit...
         self.deleted_picos: list[str] = []  # ...and deleted (DIDs), as event:send
+        self.move_target: str | None = None  # ctx:move: where to, once it committed
         self.directives: list[dict[str, object]] = []
         self.raised: list[tuple[krl.Event, str | None]] = []
         self.rid = ""
         self.rule_name = ""
+        # http: requests with autosend, sent once the transaction has committed
+        self.http_sends: list[HttpSend] = []
+        self.http_seconds = 0.0  # spent waiting on http: requests (bounded per transaction)
 
     def ent_get(self, rid: str, name: str) -> object:
         value = self.writes.get((rid, name), None)
@@ -379,6 +423,113 @@ class Transaction:
 
     def log(self, level: str, message: str) -> None:
         log.info("[%s] %s %s: %s", self.pico.did[-8:], self.rid, level, message)
+        add_log(self.pico, self.clock(), level, message, rid=self.rid, txn_id=self.txn_id)
+
+    def logs(self) -> list[dict[str, object]]:
+        """`ctx:logs()`: this pico's entries of the last 12 hours, oldest first."""
+        since = self.clock() - LOG_SECONDS
+        return [dict(entry) for at, entry in list(self.pico.logs or ()) if at >= since]
+
+    def base_url(self) -> str | None:
+        return self.engine.base_url if self.engine is not None else None
+
+    def flush(self, url: str) -> None:
+        """`ctx:flush(url)`: read and compile the URL again.  Each pico keeps its rulesets'
+        source in its state and ctx:install always reads the URL, so nothing else is cached
+        to refresh: this only fails, as ctx:install would, if the URL does not load."""
+        source, where = self._load(url)
+        krl.compile_ruleset(source, filename=where or "ctx:flush")
+
+    def event_query(
+        self,
+        target: str,
+        domain: str,
+        type: str,
+        attrs: Mapping[str, object],
+        rid: str,
+        name: str,
+        args: Mapping[str, object],
+    ) -> object:
+        """`ctx:eventQuery`: the event, then the query, on another pico; now, not after
+        the commit (the result is needed), so a rule error does not take the event back."""
+        self._writable("send events")
+        if target in (self.pico.did, *self.pico.channels):
+            raise krl.KrlRuntimeError(
+                "ctx:eventQuery: a pico cannot wait for its own event during a transaction"
+            )
+        engine = self.engine
+        if engine is None:
+            raise krl.KrlRuntimeError("ctx:eventQuery needs an engine")
+        sender = self.pico.did
+
+        async def run() -> object:
+            with trio.fail_after(QUERY_TIMEOUT):
+                return await engine.event_query(
+                    target, domain, type, dict(attrs), rid, name, dict(args), sender
+                )
+
+        try:
+            return trio.from_thread.run(run)
+        except (PicoError, trio.TooSlowError) as e:
+            reason = str(e) or f"no answer within {QUERY_TIMEOUT:g} s"
+            raise krl.KrlRuntimeError(
+                f"ctx:eventQuery {domain}:{type} then {rid}/{name} on {target} failed: {reason}"
+            ) from None
+
+    def http_request(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        follow_redirects: bool,
+    ) -> dict[str, object]:
+        """An http: request, now, in this worker thread (see p2pico.krlhttp for the limits)."""
+        what = f"http:{method.lower()}"
+        if self.engine is None:
+            raise krl.KrlRuntimeError(f"{what} needs an engine")
+        client = self.engine.krl_http
+        left = client.txn_seconds - self.http_seconds
+        if left <= 0:
+            raise krl.KrlRuntimeError(
+                f"{what}: this transaction already waited {client.txn_seconds:g} s on HTTP"
+            )
+        started = time.monotonic()
+        try:
+            return client.request(method, url, headers, body, follow_redirects, timeout=left)
+        except HttpFailure as e:
+            raise krl.KrlRuntimeError(f"{what}: {e}") from None
+        finally:
+            self.http_seconds += time.monotonic() - started
+
+    def http_autosend(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        follow_redirects: bool,
+        target: str,
+        domain: str,
+        type: str,
+        attrs: Mapping[str, object],
+    ) -> None:
+        """An http: request with autosend: made after the commit, like event:send."""
+        self._writable("send events")
+        self.http_sends.append(
+            HttpSend(
+                method,
+                url,
+                tuple(headers),
+                body,
+                follow_redirects,
+                target,
+                domain,
+                type,
+                dict(attrs),
+                self.pico.did,
+            )
+        )
 
     # -- ctx: the pico's channels, rulesets and children, through the overlay -------------
 
@@ -394,6 +545,13 @@ class Transaction:
             or self.dropped_rids
             or self.children_view is not None
         )
+
+    def move_to(self, to: str) -> None:
+        """`ctx:move(to)`: move this pico to engine ``to`` after the transaction commits."""
+        self._writable("move the pico")
+        if self.engine is None or self.engine.move_hook is None:
+            raise krl.KrlRuntimeError("ctx:move: this engine is not part of a mesh")
+        self.move_target = to
 
     def _writable(self, what: str) -> None:
         if self.read_only:
@@ -442,7 +600,8 @@ class Transaction:
             record = chan.updated_record(self._channel(eci), tags, event_policy, query_policy)
         except chan.ChannelError as e:
             raise krl.KrlRuntimeError(str(e)) from None
-        self.channel_writes[eci] = record
+        if record != self._channel(eci):  # an unchanged channel is no change to commit
+            self.channel_writes[eci] = record
 
     def upsert_channel(self, tags: object, event_policy: object, query_policy: object) -> None:
         """Update the channel whose sorted tags equal these (cleaned), or make one."""
@@ -503,9 +662,9 @@ class Transaction:
         """`ctx:install`: (re)install a ruleset; its entity variables are kept."""
         self._writable("install rulesets")
         source, url = self._load(url_or_source)
-        compiled = krl.compile_ruleset(source, filename=url or "ctx:install")
+        compiled = compile_ruleset(source, filename=url or "ctx:install")
         rulesets = list(self.installed())
-        new = InstalledRuleset(compiled.rid, source, compiled)
+        new = InstalledRuleset(compiled.rid, compiled.source, compiled)
         at = next((i for i, rs in enumerate(rulesets) if rs.rid == compiled.rid), None)
         if at is None:
             rulesets.append(new)
@@ -564,10 +723,10 @@ class Transaction:
             if not isinstance(url, str) or not isinstance(config, dict):
                 raise krl.KrlRuntimeError("ctx:newPico expects an array of {url, config}")
             source, where = self._load(url)
-            compiled = krl.compile_ruleset(source, filename=where or "ctx:newPico")
+            compiled = compile_ruleset(source, filename=where or "ctx:newPico")
             if any(rs.rid == compiled.rid for rs in installed):
                 raise krl.KrlRuntimeError(f"ctx:newPico: {compiled.rid} is given twice")
-            installed.append(InstalledRuleset(compiled.rid, source, compiled))
+            installed.append(InstalledRuleset(compiled.rid, compiled.source, compiled))
             if where is not None or config:
                 infos[compiled.rid] = {"url": where, "config": config}
         child = NewChild(Keypair.generate(), new_eci(), new_eci(), installed, infos)
@@ -597,12 +756,77 @@ class Transaction:
             self.deleted_picos.append(kid["did"])
 
 
+# One compiled krl.Ruleset per distinct (source, filename) in this process, shared by
+# every pico that installs it (a compiled ruleset keeps no per-pico state); it goes
+# away when no pico uses it.  Keyed by the source's SHA-256, so the key holds no text.
+_compiled: weakref.WeakValueDictionary[tuple[bytes, str], krl.Ruleset] = (
+    weakref.WeakValueDictionary()
+)
+_compiled_lock = threading.Lock()  # ctx:install compiles in worker threads
+
+
+def compile_ruleset(source: str, *, filename: str = "<krl>") -> krl.Ruleset:
+    """``krl.compile_ruleset``, once per distinct source and filename (see ``_compiled``).
+
+    Its ``source`` is the text to keep (``InstalledRuleset.source``): one string for
+    every pico that installed it.
+    """
+    key = (hashlib.sha256(source.encode()).digest(), filename)
+    with _compiled_lock:
+        hit = _compiled.get(key)
+    if hit is not None:
+        return hit
+    compiled = krl.compile_ruleset(source, filename=filename)  # outside the lock: may be slow
+    with _compiled_lock:
+        return _compiled.setdefault(key, compiled)
+
+
 def new_eci() -> str:
     return "c" + secrets.token_hex(12)
 
 
 def new_txn_id() -> str:
     return "t" + secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class HttpSend:
+    """An http: request with autosend: its response goes to ``target`` as an event."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    follow_redirects: bool
+    target: str
+    domain: str
+    type: str
+    attrs: dict[str, object]
+    sender: str  # the DID of the pico that made it
+
+
+def add_log(
+    pico: Pico,
+    at: float,
+    level: str,
+    message: str,
+    *,
+    rid: str | None = None,
+    txn_id: str | None = None,
+) -> None:
+    """Keep one `ctx:logs` entry for a pico: ``{time, level, picoId, rid, txnId, msg}``."""
+    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    entry: dict[str, object] = {
+        "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "level": level,
+        "picoId": pico.did,
+        "rid": rid or None,
+        "txnId": txn_id or None,
+        "msg": message,
+    }
+    if pico.logs is None:
+        pico.logs = deque(maxlen=LOG_ENTRIES)
+    pico.logs.append((at, entry))
 
 
 def _family_meta(
@@ -631,6 +855,30 @@ def _family_meta(
     )
 
 
+def _dedup_entries(value: object) -> list[list[object]]:
+    """The dedup window from a state's meta (absent in states made before it existed)."""
+    if not isinstance(value, list):
+        return []
+    return [list(e) for e in value if isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)]
+
+
+def _dedup_lookup(pico: Pico, key: str) -> object | None:
+    for seen, result in reversed(pico.dedup):
+        if seen == key:
+            return result
+    return None
+
+
+def _dedup_add(
+    window: list[list[object]], key: str, result: dict[str, object]
+) -> list[list[object]]:
+    """The window with ``key`` → ``result`` added, newest last, at most DEDUP_WINDOW long."""
+    kept: object = result
+    if len(cbor.encode(result)) > DEDUP_RESULT_MAX:
+        kept = {"eid": result["eid"], "directives": [], "note": "directives too large to keep"}
+    return [*window[-(DEDUP_WINDOW - 1) :], [key, kept]]
+
+
 class Engine:
     """Hosts picos.  Pico workers run in the nursery given to ``serve``."""
 
@@ -640,6 +888,7 @@ class Engine:
         *,
         txn_seconds: float = TXN_MAX_SECONDS,
         clock: Callable[[], float] = time.time,
+        krl_http: KrlHttp | None = None,
     ) -> None:
         self.home = home
         self.txn_seconds = txn_seconds
@@ -652,14 +901,38 @@ class Engine:
         self.unloadable: dict[str, str] = {}
         # set when a hosted pico's jobs may have changed (p2pico.scheduler waits on it)
         self._schedule_event = trio.Event()
+        # Events (and scheduled jobs) handled here, successful or not, for tests and tools
+        # that wait for a fire-and-forget event:send to land (GET /api/handled?after=N&wait=S).
+        # Queries are not counted, so checking state does not move it.
+        self.handled = 0
+        self._handled_event = trio.Event()
         # Set by p2pico.mesh: deliver an event:send, and run a ctx:query, anywhere in
         # the mesh (target is a DID or an ECI).  Without them only local picos are reached.
         self.send_hook: SendHook | None = None
         self.query_hook: QueryHook | None = None
+        # Set by p2pico.mesh: queue an event:send for a pico of another engine now, in the
+        # order the sender sent it (the mesh's outbox delivers it, retrying until it lands).
+        self.send_nowait: Callable[[str, str, str, dict[str, object], str], None] | None = None
         # Set by p2pico.mesh: a pico was created here by ctx:newPico (publish its record).
         self.on_new_pico: Callable[[Pico], Awaitable[None]] | None = None
         # ctx:install and ctx:newPico read file:// URLs only inside these folders.
         self.ruleset_dirs: list[Path] = [home.path / "rulesets", builtin.RULESETS_DIR]
+        # KRL's http: module (its limits and address policy) and `meta:host`, the base URL
+        # of the node's HTTP API (p2pico.node sets both with set_http_url once it is bound).
+        self.krl_http = krl_http if krl_http is not None else KrlHttp()
+        self.base_url: str | None = None
+        # The node's root pico (p2pico.root sets it): it serves /api/ui-context and never moves.
+        self.root_did: str | None = None
+        # events answered from a pico's dedup window (a retry of one applied before)
+        self.duplicates = 0
+        # Set by p2pico.replicas: told the blocks of every commit (its head last), and
+        # awaited before an event or manage work is acknowledged (a replica holds it).
+        self.on_commit: Callable[[Pico, list[Block]], None] | None = None
+        self.replicate: Callable[[Pico], Awaitable[None]] | None = None
+        # Set by p2pico.mesh: move a pico to another engine (ctx:move, after the commit).
+        self.move_hook: Callable[[str, str], Awaitable[object]] | None = None
+        # Set by p2pico.replicas: the heads this node keeps as a replica (GC roots too).
+        self.gc_roots: Callable[[], list[CID]] | None = None
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -676,7 +949,15 @@ class Engine:
                 self._attach(pico)
             log.info("engine: %d picos recovered from %s", len(self.picos), self.home.path)
             task_status.started()
-            await trio.sleep_forever()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.krl_http.close()  # shutting down: a request still under way fails
+
+    def set_http_url(self, base_url: str) -> None:
+        """The node's HTTP API is at ``base_url``: `meta:host`, and refused to http:."""
+        self.base_url = base_url
+        self.krl_http.policy.set_own_api(base_url)
 
     def _load(self, did: str, keypair: Keypair, head_cid: CID) -> Pico:
         head_block = self.store.get_block(head_cid)
@@ -684,14 +965,14 @@ class Engine:
             raise PicoError(f"head block {head_cid} of {did} is missing from the block store")
         head = verify_head(head_block)
         state = read_state(self.store, head.state)
-        return self._pico_from_state(keypair, state, head_cid, head.seq)
+        pico = self._pico_from_state(keypair, state, head_cid, head.seq)
+        pico.state_root = head.state
+        return pico
 
     @staticmethod
     def _pico_from_state(keypair: Keypair, state: PicoState, head: CID, seq: int) -> Pico:
-        rulesets = [
-            InstalledRuleset(rs.rid, rs.source, krl.compile_ruleset(rs.source, filename=rs.rid))
-            for rs in state.rulesets
-        ]
+        compiled = [compile_ruleset(rs.source, filename=rs.rid) for rs in state.rulesets]
+        rulesets = [InstalledRuleset(c.rid, c.source, c) for c in compiled]
         parent, children, infos = _family_meta(state.meta)
         return Pico(
             parent=parent,
@@ -706,28 +987,42 @@ class Engine:
             channels={eci: dict(ch) for eci, ch in state.channels.items()},
             head=head,
             seq=seq,
+            dedup=_dedup_entries(state.meta.get("dedup")),
         )
 
     def _attach(self, pico: Pico, *, draining: bool = False) -> None:
         assert self._nursery is not None, "engine is not serving"
-        send, recv = trio.open_memory_channel[Work](MAX_INBOX)
-        pico.inbox = send
-        fwd_recv = None
-        if draining:
-            pico.forwarded, fwd_recv = trio.open_memory_channel[Work](MAX_INBOX)
         self.picos[pico.did] = pico
         for eci in pico.channels:
             self._eci_index[eci] = pico.did
-        self._nursery.start_soon(self._worker, pico, recv, fwd_recv)
+        if draining:  # its worker starts now: it waits for the old host's forwarded items
+            send, recv = trio.open_memory_channel[Work](MAX_INBOX)
+            pico.inbox = send
+            pico.forwarded, fwd_recv = trio.open_memory_channel[Work](MAX_INBOX)
+            self._nursery.start_soon(self._worker, pico, recv, fwd_recv)
         self.schedule_changed()
+
+    def _inbox(self, pico: Pico) -> trio.MemorySendChannel[Work]:
+        """The pico's inbox, made, with its worker, if the pico was idle (see IDLE_SECONDS)."""
+        if pico.inbox is None:
+            assert self._nursery is not None, "engine is not serving"
+            send, recv = trio.open_memory_channel[Work](MAX_INBOX)
+            try:
+                self._nursery.start_soon(self._worker, pico, recv, None)
+            except RuntimeError:  # "Nursery is closed to new arrivals": shutting down
+                send.close()
+                recv.close()
+                raise PicoError("the engine is shutting down") from None
+            pico.inbox = send
+        return pico.inbox
 
     def _detach(self, pico: Pico) -> None:
         """After a committed move or a delete: new submits no longer find the pico here."""
         del self.picos[pico.did]
         for eci in pico.channels:
             self._eci_index.pop(eci, None)
-        assert pico.inbox is not None
-        pico.inbox.close()
+        if pico.inbox is not None:  # else it is idle: no worker, nothing queued
+            pico.inbox.close()
         self.home.forget_pico(pico.did)
         self.schedule_changed()
 
@@ -768,9 +1063,22 @@ class Engine:
 
     # -- creating and adopting picos ------------------------------------------------
 
-    def create_pico(self, sources: list[str]) -> Pico:
-        """A new pico with these rulesets installed; its genesis head is seq 0."""
-        compiled = [krl.compile_ruleset(src) for src in sources]
+    def create_pico(
+        self, sources: list[str], *, urls: tuple[str, ...] = (), first_channel: bool = True
+    ) -> Pico:
+        """A new pico with these rulesets installed; its genesis head is seq 0.
+
+        ``urls`` (``file://``, read by ``load_ruleset``) are installed first and keep
+        their URL in ``ctx:rulesets``, as ``ctx:install`` does (wrangler finds its
+        sibling rulesets by it).  ``first_channel=False`` leaves out the allow-all
+        ``p2pico`` channel (the node's root pico makes its own, p2pico.root).
+        """
+        loaded = [self.load_ruleset(url) for url in urls]
+        infos: dict[str, dict[str, object]] = {}
+        sources = [src for src, _ in loaded] + list(sources)
+        compiled = [compile_ruleset(src) for src in sources]
+        for c, (_, where) in zip(compiled, loaded, strict=False):
+            infos[c.rid] = {"url": where, "config": {}}
         rids = [c.rid for c in compiled]
         if len(set(rids)) != len(rids):
             raise PicoError(f"the same ruleset is given twice: {rids}")
@@ -779,13 +1087,12 @@ class Engine:
         pico = Pico(
             did=keypair.did,
             keypair=keypair,
-            rulesets=[
-                InstalledRuleset(c.rid, s, c) for c, s in zip(compiled, sources, strict=True)
-            ],
+            rulesets=[InstalledRuleset(c.rid, c.source, c) for c in compiled],
             ent={c.rid: {} for c in compiled},
-            channels={new_eci(): channel},
+            channels={new_eci(): channel} if first_channel else {},
             head=CID.of(b""),  # replaced by the genesis commit below
             seq=-1,
+            ruleset_info=infos,
         )
         self._commit(pico, pico.ent, pico.rule_states, cause=None)
         self.home.save_pico(pico.did, keypair, pico.head)
@@ -892,14 +1199,88 @@ class Engine:
         pico = self.picos.get(did)
         if pico is None:
             raise NotHosted(f"pico {did} is not hosted here")
-        lane = pico.forwarded if forwarded and pico.forwarded is not None else pico.inbox
-        assert lane is not None
+        if forwarded and pico.forwarded is not None:
+            lane = pico.forwarded
+        else:
+            lane = self._inbox(pico)
         try:
             lane.send_nowait(work)
         except trio.WouldBlock:
             raise Busy(f"pico {did} has {MAX_INBOX} requests waiting; try again later") from None
         except trio.ClosedResourceError:
             raise NotHosted(f"pico {did} is leaving this engine") from None
+
+    def queue_event(self, did: str, work: Work) -> str:
+        """Queue an event without waiting for it (``/c/:eci/event``); its eid.
+
+        The channel and its event policy are checked now, as pico-framework does before
+        it queues, so an unknown ECI or a refused event is the caller's error; what the
+        rules then do is only logged.  The eid is the id the transaction will have.
+        """
+        pico = self.picos.get(did)
+        if pico is None:
+            raise NotHosted(f"pico {did} is not hosted here")
+        assert work.event is not None
+        assert self._nursery is not None
+        record = self._check_channel(pico, work.eci)
+        if record is not None:
+            try:
+                chan.check_event(record, work.event.domain, work.event.type, work.sender)
+            except chan.ChannelError as e:
+                raise PicoError(str(e)) from None
+        work.txn_id = work.txn_id or new_txn_id()
+        self.enqueue(did, work)
+        self._nursery.start_soon(self._log_queued_failure, work, work.eci or did)
+        return work.txn_id
+
+    async def _log_queued_failure(self, work: Work, target: str) -> None:
+        await work.done.wait()
+        if work.error is not None and work.event is not None:
+            ev = work.event
+            log.warning("event %s:%s on %s failed: %s", ev.domain, ev.type, target, work.error)
+
+    async def install_rulesets(
+        self, did: str, rulesets: Sequence[tuple[InstalledRuleset, str | None]]
+    ) -> list[str]:
+        """(Re)install compiled rulesets, with their URLs, on a hosted pico, in its queue.
+
+        One commit for all of them, and none when nothing changed: a ruleset whose source
+        and URL are those installed is left alone.  A new one is added after the others;
+        a changed one is replaced in place and keeps its entity variables, rule state and
+        config (as ``ctx:install``).  Returns the rids that changed.  The cause of the
+        commit is ``engine:install``.  (p2pico.root upgrades the root pico with it.)
+        """
+
+        def install(pico: Pico, clock: Callable[[], float]) -> list[str]:
+            current = list(pico.rulesets)
+            infos = dict(pico.ruleset_info)
+            changed: list[str] = []
+            for new, url in rulesets:
+                at = next((i for i, rs in enumerate(current) if rs.rid == new.rid), None)
+                info = {"url": url, "config": (infos.get(new.rid) or {}).get("config", {})}
+                if (
+                    at is not None
+                    and current[at].source == new.source
+                    and (infos.get(new.rid) or {}).get("url") == url
+                ):
+                    continue
+                if at is None:
+                    current.append(new)
+                else:
+                    current[at] = new
+                infos[new.rid] = info
+                changed.append(new.rid)
+            if changed:
+                cause = {"domain": "engine", "type": "install", "eid": "none", "txn": new_txn_id()}
+                self._commit(
+                    pico, pico.ent, pico.rule_states, cause, rulesets=current, ruleset_info=infos
+                )
+                self.home.set_head(pico.did, pico.head)
+            return changed
+
+        result = await self.submit(did, Work("manage", manage=install))
+        assert isinstance(result, list)
+        return result
 
     # -- the worker ------------------------------------------------------------------
 
@@ -911,15 +1292,15 @@ class Engine:
     ) -> None:
         if forwarded is not None:
             with trio.move_on_after(DRAIN_TIMEOUT) as scope:
-                async for work in forwarded:
+                async for early in forwarded:
                     if pico.deleted:
-                        work.finish(error=PicoError(f"pico {pico.did} was deleted"))
+                        early.finish(error=PicoError(f"pico {pico.did} was deleted"))
                         continue
-                    await self._run(pico, work)
+                    await self._run(pico, early)
             if scope.cancelled_caught:
                 log.warning("%s: old host never said drained; serving direct traffic", pico.did)
                 self.drained(pico.did)
-        async for work in inbox:
+        while (work := await self._next(pico, inbox)) is not None:
             if pico.deleted:  # by its parent: what was queued fails
                 work.finish(error=PicoError(f"pico {pico.did} was deleted"))
                 continue
@@ -927,6 +1308,11 @@ class Engine:
                 await self._run(pico, work)
                 continue
             assert work.run is not None
+            if pico.did == self.root_did:  # p2pico.root: the node's own pico stays here
+                work.finish(
+                    error=PicoError(f"{pico.did} is the root pico of this node; it does not move")
+                )
+                continue
             try:
                 handoff = await work.run(pico)
             except Exception as e:  # the move failed; the pico stays and keeps serving
@@ -944,7 +1330,44 @@ class Engine:
             await handoff.finish()
             return
 
+    @staticmethod
+    async def _next(pico: Pico, inbox: trio.MemoryReceiveChannel[Work]) -> Work | None:
+        """The next item of the pico's inbox; None once it is closed, or once the pico was
+        idle for IDLE_SECONDS: then its inbox is dropped and the worker ends (the next
+        ``enqueue`` starts another, on the trio thread, so nothing falls in between)."""
+        with trio.move_on_after(IDLE_SECONDS):
+            try:
+                return await inbox.receive()
+            except trio.EndOfChannel:
+                return None
+        try:  # an item sent while the timeout was being delivered
+            return inbox.receive_nowait()
+        except trio.WouldBlock:
+            pico.inbox = None
+        except trio.EndOfChannel:
+            pass
+        return None
+
     async def _run(self, pico: Pico, work: Work) -> None:
+        try:
+            await self._run_work(pico, work)
+        finally:
+            if work.kind == "event":
+                self._handled_one()
+
+    def _handled_one(self) -> None:
+        """Count a finished event (or job) and wake ``wait_handled`` (``GET /api/handled``)."""
+        self.handled += 1
+        woken, self._handled_event = self._handled_event, trio.Event()
+        woken.set()
+
+    async def wait_handled(self, after: int) -> int:
+        """Wait until more than ``after`` events have been handled here; the count."""
+        while self.handled <= after:
+            await self._handled_event.wait()
+        return self.handled
+
+    async def _run_work(self, pico: Pico, work: Work) -> None:
         try:
             # KRL runs in a worker thread, so a rule spending its whole budget slows the
             # node down (the GIL) but never stops it: HTTP, libp2p and other picos go on.
@@ -957,6 +1380,12 @@ class Engine:
                     record = self._check_channel(pico, work.eci)
                     if record is not None:
                         chan.check_event(record, event.domain, event.type, work.sender)
+                if work.mid and (seen := _dedup_lookup(pico, work.mid)) is not None:
+                    self.duplicates += 1
+                    if self.replicate is not None:  # its first answer may not have gone out
+                        await self.replicate(pico)
+                    work.finish(result=seen)  # a retry of an event applied before
+                    return
                 fired: tuple[str, sched.Job | None] | None = None
                 if work.job:
                     job = pico.schedule.get(work.job)
@@ -965,15 +1394,19 @@ class Engine:
                         return
                     fired = (work.job, sched.after_fire(job, clock()))
                     event = krl.Event(event.domain, event.type, event.attrs, event.eid, clock())
+                elif not event.time:  # its time is when its transaction starts (`within`)
+                    event = krl.Event(event.domain, event.type, event.attrs, event.eid, clock())
                 try:
                     txn = await trio.to_thread.run_sync(
-                        self._evaluate_event, pico, event, work.eci, clock, fired
+                        self._evaluate_event, pico, event, work.eci, clock, fired, work.txn_id
                     )
                 except (PicoError, krl.KrlError):
                     if fired is not None:  # the job fired even though its rules failed
                         self._consume_job(pico, event, fired)
                     raise
-                result: object = self._apply(pico, event, txn)
+                result: object = self._apply(pico, event, txn, work.mid)
+                if self.replicate is not None:  # acknowledged once a replica holds it
+                    await self.replicate(pico)
             elif work.kind == "query":
                 record = self._check_channel(pico, work.eci)
                 if record is not None:
@@ -981,9 +1414,17 @@ class Engine:
                 result = await trio.to_thread.run_sync(
                     self._run_query, pico, work.eci, work.rid, work.name, work.args, clock
                 )
+            elif work.kind == "manage":
+                assert work.manage is not None
+                result = work.manage(pico, clock)
+                if self.replicate is not None:
+                    await self.replicate(pico)
             else:
                 raise PicoError(f"unknown work kind {work.kind!r}")
         except (PicoError, krl.KrlError, chan.ChannelError) as e:
+            if work.kind in ("event", "query"):  # ctx:logs shows what failed, and why
+                what = f"{work.event.domain}:{work.event.type}" if work.event else work.name
+                add_log(pico, self.clock(), "error", f"{work.kind} {what} failed: {e}")
             work.finish(error=e if isinstance(e, PicoError) else PicoError(str(e)))
         except Exception as e:  # a bug of ours: report it, keep the pico serving
             log.exception("%s: internal error", pico.did)
@@ -1016,14 +1457,16 @@ class Engine:
         eci: str,
         clock: Callable[[], float] = time.time,
         fired: tuple[str, sched.Job | None] | None = None,
+        txn_id: str = "",
     ) -> Transaction:
         """Run every scheduled (ruleset, event) pair; the writes stay in the transaction.
 
-        ``fired`` is (job id, the job after it fired or None) when a scheduled job fires.
+        ``fired`` is (job id, the job after it fired or None) when a scheduled job fires;
+        ``txn_id`` the transaction's id when the caller chose it (else a new one).
         """
         if eci and eci not in pico.channels:
             raise PicoError(f"ECI not found {eci}")
-        txn = Transaction(pico, eci, new_txn_id(), clock=clock)
+        txn = Transaction(pico, eci, txn_id or new_txn_id(), clock=clock)
         txn.engine = self
         if fired is not None:
             txn.schedule_writes[fired[0]] = fired[1]
@@ -1057,23 +1500,35 @@ class Engine:
                     break
         return txn
 
-    def _apply(self, pico: Pico, event: krl.Event, txn: Transaction) -> dict[str, object]:
+    def _apply(
+        self, pico: Pico, event: krl.Event, txn: Transaction, mid: str = ""
+    ) -> dict[str, object]:
         """Commit what a transaction wrote, if anything; return the event's response.
 
         Children made by ctx:newPico are created (genesis committed, hosted) just
         before the parent's commit, so a parent never lists a child that does not
         exist; if the parent's commit then fails they are deleted again.  Children
         removed by ctx:delPico are deleted after it, like event:send is sent.
+
+        An event with a message id (``mid``) always commits: its result goes into the
+        pico's dedup window in the same commit as its writes.
         """
-        if txn.changed():
+        response: dict[str, object] = {"eid": txn.txn_id, "directives": txn.directives}
+        if txn.changed() or mid:
             if pico.deleted:
                 raise PicoError(f"pico {pico.did} was deleted")
-            ent = {rid: dict(vars) for rid, vars in pico.ent.items() if rid not in txn.dropped_rids}
+            # The writes over the pico's maps, without copying them (O(writes), not
+            # O(entries)); _commit applies them to the maps once the commit succeeded.
+            writes: dict[str, dict[str, object]] = {}
             for (rid, name), value in txn.writes.items():
-                if value is _CLEARED:
-                    ent.setdefault(rid, {}).pop(name, None)
-                else:
-                    ent.setdefault(rid, {})[name] = value
+                writes.setdefault(rid, {})[name] = DELETED if value is _CLEARED else value
+            ent: dict[str, Mapping[str, object]] = {
+                rid: Overlay(vars, writes[rid]) if rid in writes else vars
+                for rid, vars in pico.ent.items()
+                if rid not in txn.dropped_rids
+            }
+            for rid in writes.keys() - ent.keys():
+                ent[rid] = Overlay({}, writes[rid])
             rules = {
                 rid: dict(states)
                 for rid, states in pico.rule_states.items()
@@ -1104,6 +1559,8 @@ class Engine:
                     rulesets=txn.rulesets_view,
                     children=txn.children_view,
                     ruleset_info={k: v for k, v in infos.items() if v is not None},
+                    changed=None if txn.dropped_rids else writes,
+                    dedup=_dedup_add(pico.dedup, mid, response) if mid else None,
                 )
             except BaseException:
                 for child in created:
@@ -1118,7 +1575,23 @@ class Engine:
                     self._nursery.start_soon(self.on_new_pico, child)
         for send in txn.sends:  # fire and forget, and only what a committed transaction sent
             self._dispatch_send(*send)
-        return {"eid": txn.txn_id, "directives": txn.directives}
+        for request in txn.http_sends:  # http: autosend, likewise
+            assert self._nursery is not None
+            self._nursery.start_soon(self._http_autosend, request)
+        if txn.move_target is not None:  # ctx:move: queued behind what is waiting now
+            assert self._nursery is not None
+            self._nursery.start_soon(self._move_later, pico, txn.move_target)
+        return response
+
+    async def _move_later(self, pico: Pico, to: str) -> None:
+        assert self.move_hook is not None
+        try:
+            result = await self.move_hook(pico.did, to)
+        except PicoError as e:
+            add_log(pico, self.clock(), "error", f"ctx:move to {to} failed: {e}")
+            log.warning("ctx:move of %s to %s failed: %s", pico.did, to, e)
+        else:
+            log.info("ctx:move of %s: %s", pico.did, result)
 
     def _dispatch_send(
         self, target: str, domain: str, type: str, attrs: dict[str, object], sender: str
@@ -1129,7 +1602,10 @@ class Engine:
         assert self._nursery is not None
         did = target if target in self.picos else self._eci_index.get(target)
         if did is None:
-            self._nursery.start_soon(self._send, target, domain, type, attrs, sender)
+            if self.send_nowait is not None:
+                self.send_nowait(target, domain, type, attrs, sender)
+            else:
+                self._nursery.start_soon(self._send, target, domain, type, attrs, sender)
             return
         eci = "" if target == did else target
         work = Work("event", event=krl.Event(domain, type, attrs), eci=eci, sender=sender)
@@ -1139,6 +1615,61 @@ class Engine:
             log.warning("event:send %s:%s to %s failed: %s", domain, type, target, e)
             return
         self._nursery.start_soon(self._log_send_failure, work, target)
+
+    async def _http_autosend(self, request: HttpSend) -> None:
+        """Make an autosend request and send its response, over the event's attributes."""
+        try:
+            response = await trio.to_thread.run_sync(
+                self.krl_http.request,
+                request.method,
+                request.url,
+                request.headers,
+                request.body,
+                request.follow_redirects,
+            )
+        except HttpFailure as e:
+            log.warning("http:%s autosend failed: %s", request.method.lower(), e)
+            return
+        attrs = {**request.attrs, **response}
+        self._dispatch_send(request.target, request.domain, request.type, attrs, request.sender)
+
+    async def event_query(
+        self,
+        target: str,
+        domain: str,
+        type: str,
+        attrs: dict[str, object],
+        rid: str,
+        name: str,
+        args: dict[str, object],
+        sender: str,
+    ) -> object:
+        """`ctx:eventQuery`: run the event on ``target``, then the query there.
+
+        For a pico of this engine both go in its inbox together, so nothing runs between
+        them (pico-engine's one queue slot); elsewhere the query follows once the event's
+        answer is back.  The event's failure is the caller's error.
+        """
+        did = target if target in self.picos else self._eci_index.get(target)
+        if did is not None:
+            eci = "" if target == did else target
+            event = Work("event", event=krl.Event(domain, type, attrs), eci=eci, sender=sender)
+            query = Work("query", eci=eci, rid=rid, name=name, args=args, sender=sender)
+            self.enqueue(did, event)
+            try:
+                self.enqueue(did, query)
+            except PicoError:
+                await event.done.wait()
+                raise
+            for work in (event, query):
+                await work.done.wait()
+                if work.error is not None:
+                    raise work.error
+            return query.result
+        if self.send_hook is None or self.query_hook is None:
+            raise NotHosted(f"{target} is not a pico of this engine")
+        await self.send_hook(target, domain, type, attrs, sender)
+        return await self.query_hook(target, rid, name, args, sender)
 
     async def _log_send_failure(self, work: Work, target: str) -> None:
         await work.done.wait()
@@ -1180,7 +1711,7 @@ class Engine:
             "txn": new_txn_id(),
             "failed": True,  # the event's rules failed; only the job changed
         }
-        self._commit(pico, pico.ent, pico.rule_states, cause, schedule)
+        self._commit(pico, pico.ent, pico.rule_states, cause, schedule, changed={})
         self.home.set_head(pico.did, pico.head)
 
     def _run_query(
@@ -1216,8 +1747,10 @@ class Engine:
         rulesets: list[InstalledRuleset] | None = None,
         children: list[dict[str, str]] | None = None,
         ruleset_info: Mapping[str, Mapping[str, object]] | None = None,
+        dedup: list[list[object]] | None = None,
     ) -> PicoState:
         """The pico's state with these parts (the pico's own where a part is None)."""
+        window = pico.dedup if dedup is None else dedup
         jobs = pico.schedule if schedule is None else schedule
         kids = pico.children if children is None else children
         infos = pico.ruleset_info if ruleset_info is None else ruleset_info
@@ -1232,13 +1765,15 @@ class Engine:
             meta["children"] = [dict(kid) for kid in kids]
         if infos:
             meta["rulesets"] = {rid: dict(info) for rid, info in infos.items()}
+        if window:
+            meta["dedup"] = [list(entry) for entry in window]
         return PicoState(
             did=pico.did,
             rulesets=tuple(
                 RulesetState(
                     rs.rid,
                     rs.source,
-                    dict(ent.get(rs.rid, {})),
+                    ent.get(rs.rid, {}),  # not copied: a map may have a million entries
                     dict(rules.get(rs.rid, {})),
                 )
                 for rs in (pico.rulesets if rulesets is None else rulesets)
@@ -1250,7 +1785,7 @@ class Engine:
     def _commit(
         self,
         pico: Pico,
-        ent: dict[str, dict[str, object]],
+        ent: Mapping[str, Mapping[str, object]],
         rules: dict[str, dict[str, object]],
         cause: Mapping[str, object] | None,
         schedule: dict[str, sched.Job] | None = None,
@@ -1259,12 +1794,18 @@ class Engine:
         rulesets: list[InstalledRuleset] | None = None,
         children: list[dict[str, str]] | None = None,
         ruleset_info: dict[str, dict[str, object]] | None = None,
+        changed: Mapping[str, Mapping[str, object]] | None = None,
+        dedup: list[list[object]] | None = None,
     ) -> None:
         """Write the new state and a signed head; only then does the pico see it.
 
         All blocks of a commit go to the store in one transaction; blocks it already
         holds (unchanged sub-trees, the ruleset sources) are skipped by the store.
-        A part given as None is the pico's current one.
+        A part given as None is the pico's current one.  ``changed`` (rid -> the
+        entity names written since the pico's committed state) lets dag.state encode
+        only those (dag.state.Delta); None encodes the whole state.  An ``ent`` map
+        that is a dag.state.Overlay over the pico's own is applied to it in place
+        once the commit is written.
         """
         jobs = pico.schedule if schedule is None else schedule
         state = self.state_of(
@@ -1276,8 +1817,12 @@ class Engine:
             rulesets=rulesets,
             children=children,
             ruleset_info=ruleset_info,
+            dedup=dedup,
         )
-        root, blocks = state_blocks(state, self.store)  # store: large maps update in place
+        delta = None
+        if changed is not None and pico.state_root is not None:
+            delta = Delta(pico.state_root, changed, channels=channels is not None)
+        root, blocks = state_blocks(state, self.store, delta=delta)
         cause_block = Block.encode(cause) if cause is not None else None
         head = sign_head(
             pico.keypair,
@@ -1287,8 +1832,16 @@ class Engine:
             ts=int(self.clock() * 1000),
             cause=cause_block.cid if cause_block else None,
         )
-        self.store.put_many([*blocks, *([cause_block] if cause_block else []), head])
-        pico.ent, pico.rule_states = ent, rules
+        written = [*blocks, *([cause_block] if cause_block else []), head]
+        self.store.put_many(written)
+        if self.on_commit is not None:
+            self.on_commit(pico, written)
+        pico.ent = {
+            rid: v.apply() if isinstance(v, Overlay) else v if isinstance(v, dict) else dict(v)
+            for rid, v in ent.items()
+        }
+        pico.rule_states = rules
+        pico.state_root = root.cid
         pico.head, pico.seq = head.cid, pico.seq + 1
         if rulesets is not None:
             pico.rulesets = rulesets
@@ -1296,6 +1849,8 @@ class Engine:
             pico.children = children
         if ruleset_info is not None:
             pico.ruleset_info = ruleset_info
+        if dedup is not None:
+            pico.dedup = dedup
         if channels is not None:
             hosted = self.picos.get(pico.did) is pico
             for eci in pico.channels.keys() - channels.keys():
@@ -1320,4 +1875,6 @@ class Engine:
         roots = {pico.head: None for pico in self.picos.values()}
         roots.update((hosted.head, None) for hosted in self.home.hosted())
         roots.update((head.cid, None) for _, head in self.home.all_imported_heads())
+        if self.gc_roots is not None:
+            roots.update((cid, None) for cid in self.gc_roots())
         return collect(self.store, list(roots), keep_history=keep_history)

@@ -5,7 +5,9 @@ Layout of ``--home DIR`` (default ``~/.p2pico``):
     engine.key      32-byte Ed25519 seed of the engine (mode 0600); its peer id names the node
     blocks.sqlite   the content-addressed block store (dag.store.SqliteBlockStore)
     node.sqlite     picos hosted here (seed, head, record seq), newest location record per DID,
-                    heads imported from CARs (p2pico.history), forked ones flagged
+                    heads imported from CARs (p2pico.history), forked ones flagged, the
+                    node's settings (the DID of its root pico, p2pico.root), and the
+                    Bitswap grants (peer id, DID) the operator made (p2pico.bitswap)
     node.json       written when the node is ready: {"peer_id", "multiaddrs", "http"}
 
 A pico's state lives only in blocks; node.sqlite holds pointers to it (the head
@@ -42,6 +44,15 @@ CREATE TABLE IF NOT EXISTS heads (
     seq   INTEGER NOT NULL,
     fork  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (did, cid)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    peer  TEXT NOT NULL,
+    did   TEXT NOT NULL,
+    PRIMARY KEY (peer, did)
 );
 """
 
@@ -148,6 +159,33 @@ class Home:
         return [
             (did, ImportedHead(CID.parse(cid), seq, bool(fork))) for did, cid, seq, fork in rows
         ]
+
+    # -- Bitswap grants (p2pico.bitswap) -----------------------------------------
+
+    def grants(self) -> list[tuple[str, str]]:
+        """Every (peer id, DID) the operator shared, in the order they were first shared."""
+        rows = self._db.execute("SELECT peer, did FROM grants ORDER BY rowid").fetchall()
+        return [(str(peer), str(did)) for peer, did in rows]
+
+    def save_grant(self, peer: str, did: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO grants (peer, did) VALUES (?, ?)", (peer, did))
+
+    def delete_grants(self, peer: str) -> None:
+        self._db.execute("DELETE FROM grants WHERE peer = ?", (peer,))
+
+    # -- settings ---------------------------------------------------------------
+
+    def root_did(self) -> str | None:
+        """The DID of the node's root pico, made on its first start (p2pico.root)."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = 'root_did'").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_root_did(self, did: str) -> None:
+        self._db.execute(
+            "INSERT INTO settings (key, value) VALUES ('root_did', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (did,),
+        )
 
     # -- node.json -------------------------------------------------------------
 

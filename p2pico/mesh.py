@@ -28,10 +28,14 @@ Moving (source S, target T; did-routing.md §2.7):
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import math
 import random
+import secrets
+from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -39,11 +43,11 @@ import krl
 from dag.block import Block
 from dag.cid import CID
 from dag.did import Keypair
-from dag.head import Head, verify_chain
+from dag.head import Head, chain_gap, verify_chain_tail
 from dag.store import walk
 from p2pico.engine import Engine, NotHosted, Pico, PicoError, Work
 from p2pico.home import Home
-from p2pico.net import Net, NetError
+from p2pico.net import Net, NetError, ProtocolNotSupported
 from protocols import location, messages
 from protocols.location import InvalidRecord, LocationRecord
 from protocols.messages import (
@@ -56,12 +60,14 @@ from protocols.messages import (
     MAX_WANT,
     MOVE_PROTOCOL,
     MSG_PROTOCOL,
+    BadSignature,
     EventRequest,
     ManifestRequest,
     MessageError,
     MoveCommand,
     MoveDrained,
     MovePropose,
+    PicoRequest,
     QueryRequest,
     Reply,
     Target,
@@ -69,17 +75,56 @@ from protocols.messages import (
     WhoisEci,
 )
 
+if TYPE_CHECKING:
+    from p2pico.replicas import Replicas
+
 log = logging.getLogger("p2pico.mesh")
 
 # A host re-signs its picos' records this often; records are valid for 24 h.
 REPUBLISH_INTERVAL = 12 * 3600
-# Every this often, a full record sync with one connected peer repairs anything
-# gossip dropped (gossipsub delivery is best effort: libp2p-probe.md P3, P5).
+# Every this often, a full record sync with one connected peer repairs anything a
+# push could not deliver (a peer that was unreachable for PUSH_ATTEMPTS tries).
 ANTI_ENTROPY_INTERVAL = 60.0
 # How long catch-up waits for a new peer to join the record topic before syncing.
 TOPIC_JOIN_TIMEOUT = 10.0
+# Record push (Mesh._push_record): a batch that fails is sent again this many times in
+# all, then the peer is left to catch-up on reconnect and to anti-entropy.
+PUSH_ATTEMPTS = 3
+PUSH_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 30.0
 MOVE_TIMEOUT = 120.0
+# A proposal that fails to reach the target (and that it did not take) is sent this often.
+MOVE_ATTEMPTS = 3
+# Retries (see Mesh._deliver): a request from HTTP or KRL is sent again for up to this
+# long, at most MAX_ATTEMPTS times, with backoff from BACKOFF_FIRST doubling to
+# BACKOFF_MAX; a relay passing on a peer's request tries HOP_ATTEMPTS times (the sender
+# retries the whole way); an event:send waits in its outbox as long as it takes.
+DELIVERY_PATIENCE = 60.0
+MAX_ATTEMPTS = 12
+HOP_ATTEMPTS = 2
+BACKOFF_FIRST = 0.02
+BACKOFF_MAX = 2.0
+# Reply codes after which a request is sent again (same message id).
+RETRYABLE = frozenset({"not-hosted", "busy", "unreachable", "unreplicated"})
+# event:sends waiting for one (sender, target) pair beyond this are dropped and counted.
+OUTBOX_LIMIT = 10_000
+
+
+class Unreachable(PicoError):
+    """The pico's host could not be reached (or would not take it) within the retries."""
+
+    code = "unreachable"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One event:send waiting in an outbox; ``mid`` stays the same across its retries."""
+
+    domain: str
+    type: str
+    attrs: dict[str, object]
+    mid: str
+    signer: Keypair | None
 
 
 class Mesh:
@@ -92,19 +137,61 @@ class Mesh:
         self.eci_dids: dict[str, str] = {}
         # did -> peer allowed to fetch that pico's blocks (the target of an open move)
         self._move_targets: dict[str, str] = {}
+        # did -> (the head being moved, the blocks it reaches once the target asked for the
+        # manifest): the target of a move gets those blocks and no others
+        self._move_blocks: dict[str, tuple[CID, frozenset[CID]]] = {}
+        # did -> [blocks served to the target, blocks in the manifest] of an open move
+        # (GET /api/moves; `p2pico move` draws it as a progress bar)
+        self.move_progress: dict[str, list[int]] = {}
         # picos being moved here: their blocks are not reachable from any root yet
         self._incoming: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self.equivocations: list[tuple[LocationRecord, LocationRecord]] = []
+        # What was refused, by kind (GET /api/stats): record-forged, record-expired,
+        # record-malformed, record-stale (older than the one held: replayed or late),
+        # record-equivocation, message-bad-signature, outbox-full.
+        self.rejections: Counter[str] = Counter()
+        self.retries = 0  # requests sent again (Mesh._deliver)
+        # message ids: this engine's peer id, a per-start nonce, a counter
+        self._boot = secrets.token_hex(4)
+        self._mid_counter = itertools.count()
+        # (sender DID, target) -> event:sends not yet delivered, in order
+        self._outboxes: dict[tuple[str, str], deque[_Outgoing]] = {}
         self._records_changed = trio.Event()
+        # peer -> records taken here and not yet acknowledged by that peer (Mesh._push_record)
+        self._pushes: dict[str, _RecordPush] = {}
+        self._not_engines: set[str] = set()  # peers without /p2pico/loc (a Helia node, say)
+        # Called with every record we take and the one it replaced (p2pico.explorer).
+        self.record_listeners: list[Callable[[LocationRecord, LocationRecord | None], None]] = []
         # event:send and ctx:query from KRL reach any pico of the mesh
         engine.send_hook = self._send_from_pico
+        engine.send_nowait = self._queue_send
         engine.query_hook = self._query_from_pico
         engine.on_new_pico = self._publish_new_pico  # ctx:newPico children
+        # p2pico.replicas sets itself here: a replicated pico's new records go through it
+        self.replicas: Replicas | None = None
+        # `p2pico node drain` (p2pico.drain): take no new picos, by move or creation
+        self.draining = False
+        engine.move_hook = self.move  # ctx:move (wrangler:move_request)
 
     @property
     def peer_id(self) -> str:
         return self.net.peer_id
+
+    def stats(self) -> dict[str, object]:
+        """Counters for operators: what was rejected, retried, answered from dedup, queued."""
+        return {
+            "rejected": dict(sorted(self.rejections.items())),
+            "retries": self.retries,
+            "duplicates": self.engine.duplicates,
+            "outbox": sum(len(box) for box in self._outboxes.values()),
+            **({"replicas": self.replicas.stats()} if self.replicas is not None else {}),
+        }
+
+    def _reject(self, kind: str, what: str) -> None:
+        self.rejections[kind] += 1
+        level = logging.INFO if kind in ("record-stale", "record-expired") else logging.WARNING
+        log.log(level, "rejected (%s): %s", kind, what)
 
     def moves_open(self) -> bool:
         """Is a move into or out of this engine under way (its blocks may be unrooted)?"""
@@ -143,19 +230,31 @@ class Mesh:
 
     # -- location records ------------------------------------------------------------
 
-    def consider(self, raw: bytes, *, source: str, persist: bool = True) -> LocationRecord | None:
-        """Keep ``raw`` if it is valid and newer than what we hold; return the record we now hold."""
+    def consider(
+        self, raw: bytes, *, source: str, persist: bool = True, from_peer: str | None = None
+    ) -> LocationRecord | None:
+        """Keep ``raw`` if it is valid and newer than what we hold; return the record we now hold.
+
+        A record we take is pushed on to every connected peer but ``from_peer`` (the one
+        it came from, when it came from a peer).
+        """
         try:
             new = location.parse_record(raw)
         except InvalidRecord as e:
-            log.warning("rejected location record from %s: %s", source, e)
+            self._reject(f"record-{e.kind}", f"location record from {source}: {e}")
             return None
         held = self.records.get(new.did)
         if held is not None:
             verdict = location.compare(new, held)
+            if verdict == "older":
+                self._reject(
+                    "record-stale",
+                    f"record seq {new.seq} of {new.did} from {source}: seq {held.seq} is held",
+                )
             if verdict in ("same", "older"):
                 return held
             if verdict == "equivocation":
+                self.rejections["record-equivocation"] += 1
                 log.error("equivocation for %s at seq %d (from %s)", new.did, new.seq, source)
                 self.equivocations.append((held, new))
                 new = location.pick_equivocation(held, new)
@@ -173,6 +272,9 @@ class Mesh:
             self._nursery.start_soon(self._stand_down, new.did)
         if persist:
             self.home.save_record(new.did, new.raw)
+        self._push_record(new, skip=from_peer)
+        for listener in self.record_listeners:
+            listener(new, held)
         self._records_changed.set()
         self._records_changed = trio.Event()
         return new
@@ -184,16 +286,83 @@ class Mesh:
         return held
 
     async def _publish(self, record: LocationRecord) -> None:
+        """Nothing left to do: ``consider`` already queued the record for every connected
+        peer (``_push_record``). Records no longer go out on gossipsub: its queues drop
+        under load and it costs about 8 ms of CPU per message-hop (libp2p-probe.md P3, P6);
+        records that arrive on the topic (from older engines) are still taken."""
+
+    def _push_record(self, record: LocationRecord, *, skip: str | None) -> None:
+        """Queue ``record`` for every connected peer but ``skip`` and the record's host.
+
+        Each peer has one task sending its queue in batches of up to MAX_PUSH records on
+        ``/p2pico/loc/1.0.0`` and waiting for each acknowledgement before the next, so a
+        burst is paced by how fast the peer takes records and coalesces (only the newest
+        record per DID waits). A peer that takes a record it did not have pushes it on to
+        its own peers: a flood over acknowledged streams, each record crossing each
+        connection at most once per direction, unlike gossipsub (libp2p-probe.md P3, P5).
+        """
+        if self._nursery is None:
+            return
+        for peer in self.net.connected_peers():
+            if peer in (skip, record.host, self.peer_id) or peer in self._not_engines:
+                continue
+            box = self._pushes.get(peer)
+            if box is None:
+                box = self._pushes[peer] = _RecordPush()
+                self._nursery.start_soon(self._run_push, peer, box)
+            box.pending[record.did] = record.raw
+            box.wake.set()
+
+    async def _run_push(self, peer: str, box: _RecordPush) -> None:
+        failures = 0
         try:
-            await self.net.publish(LOC_TOPIC, record.raw)
-        except Exception as e:  # gossip is best effort; sync and look-ups repair misses
-            log.warning("publishing the record of %s failed: %s", record.did, e)
+            while True:
+                if not box.pending:
+                    box.wake = trio.Event()
+                    await box.wake.wait()
+                    continue
+                batch = dict(itertools.islice(box.pending.items(), messages.MAX_PUSH))
+                for did in batch:
+                    del box.pending[did]
+                try:
+                    await self.net.request(
+                        peer,
+                        LOC_PROTOCOL,
+                        messages.encode_loc_push(list(batch.values())),
+                        timeout=PUSH_TIMEOUT,
+                    )
+                except ProtocolNotSupported:
+                    self._not_engines.add(peer)
+                    return
+                except NetError as e:
+                    failures += 1
+                    if failures >= PUSH_ATTEMPTS:
+                        log.info(
+                            "pushing %d records to %s failed %d times (%s); it catches up by sync",
+                            len(batch) + len(box.pending),
+                            peer,
+                            failures,
+                            e,
+                        )
+                        return
+                    for did, raw in batch.items():  # again, unless a newer one is waiting
+                        box.pending.setdefault(did, raw)
+                else:
+                    failures = 0
+        finally:
+            if self._pushes.get(peer) is box:
+                del self._pushes[peer]
 
     async def _republish(self, did: str) -> None:
         pico = self.engine.picos.get(did)
         held = self.records.get(did)
         if pico is None or (held is not None and held.host != self.peer_id):
             return  # gone, or another engine took it over and we are standing down
+        if self.replicas is not None and self.replicas.is_replicated(did):
+            # Its replicas accept the record first (one may have taken the pico over).
+            assert self._nursery is not None
+            self._nursery.start_soon(self.replicas.republish, did)
+            return
         seq = held.seq + 1 if held else 0
         raw = self._sign_record(pico.keypair, seq=seq, prev=held)
         record = self.consider(raw, source="self")
@@ -207,29 +376,31 @@ class Mesh:
         )
 
     async def _on_gossip(self, from_peer: str, data: bytes) -> None:
-        self.consider(data, source=f"gossip via {from_peer}")
+        self.consider(data, source=f"gossip via {from_peer}", from_peer=from_peer)
 
     async def _catch_up(self, peer: str) -> None:
-        """Sync every record a newly connected peer holds, once it has joined the record topic.
+        """Sync every record a newly connected peer holds, at once.
 
-        In that order, nothing falls between the two: what the peer published before
-        it joined comes in the sync, and what it publishes after comes by gossip.
+        Nothing falls between the two: the peer is connected, so every record either
+        side takes from now on is pushed to the other (``_push_record``), and what it
+        held before comes in the sync (and what we held, in its sync with us).
         """
-        try:
-            await self.net.wait_for_topic_peer(peer, LOC_TOPIC, timeout=TOPIC_JOIN_TIMEOUT)
-        except NetError as e:
-            log.info("%s did not join %s: %s; syncing anyway", peer, LOC_TOPIC, e)
         await self._sync_with(peer)
 
     async def _sync_with(self, peer: str) -> None:
         try:
             data = await self.net.request(peer, LOC_PROTOCOL, messages.encode_loc_request(None))
             for raw in messages.decode_records(data):
-                self.consider(raw, source=f"sync with {peer}")
+                self.consider(raw, source=f"sync with {peer}", from_peer=peer)
         except (NetError, MessageError) as e:
             log.info("record sync with %s failed: %s", peer, e)
 
     async def _on_loc(self, peer: str, data: bytes) -> bytes:
+        pushed = messages.decode_loc_push(data)
+        if pushed is not None:
+            for raw in pushed:
+                self.consider(raw, source=f"push from {peer}", from_peer=peer)
+            return messages.encode_records([])  # the acknowledgement
         did = messages.decode_loc_request(data)
         if did is None:
             return messages.encode_records([r.raw for r in self.records.values()])
@@ -288,9 +459,18 @@ class Mesh:
         did = await self.did_of(eci_or_did)
         return Target(did, None if eci_or_did.startswith("did:") else eci_or_did)
 
-    # The sending pico is passed on only to a pico hosted here, so it may use a
-    # family channel it owns; a request to another engine carries no sender, so family
-    # channels are refused across engines (that engine could not check the claim).
+    # Messages between picos (event:send, ctx:query) are signed by the sending pico's
+    # DID key when they leave its engine (messages.sign_request), so the host can check
+    # who sent them: a family channel serves only its owner, on any engine.  Requests
+    # from HTTP carry no sender (their ECI is their capability).
+
+    def _signer(self, sender: str | None) -> Keypair | None:
+        pico = self.engine.picos.get(sender) if sender else None
+        return pico.keypair if pico is not None else None
+
+    def _new_mid(self) -> str:
+        """A message id no other message of this mesh has: this engine, its boot, a counter."""
+        return f"{self.peer_id}/{self._boot}/{next(self._mid_counter)}"
 
     async def _send_from_pico(
         self, to: str, domain: str, type: str, attrs: dict[str, object], sender: str
@@ -302,6 +482,49 @@ class Mesh:
     ) -> object:
         return await self.query(await self.target(to), rid, name, args, sender=sender)
 
+    def _queue_send(
+        self, to: str, domain: str, type: str, attrs: dict[str, object], sender: str
+    ) -> None:
+        """event:send to a pico of another engine: into the (sender, target) outbox, in order."""
+        key = (sender, to)
+        box = self._outboxes.get(key)
+        if box is None:
+            box = self._outboxes[key] = deque()
+            assert self._nursery is not None
+            self._nursery.start_soon(self._drain_outbox, key, box)
+        if len(box) >= OUTBOX_LIMIT:
+            self._reject("outbox-full", f"event:send {domain}:{type} from {sender} to {to}")
+            return
+        box.append(_Outgoing(domain, type, attrs, self._new_mid(), self._signer(sender)))
+
+    async def _drain_outbox(self, key: tuple[str, str], box: deque[_Outgoing]) -> None:
+        """Deliver one sender's event:sends to one target in order, each until it lands.
+
+        A target that cannot be reached (its host is down, or cut off) keeps the rest
+        waiting here, retried with backoff for as long as it takes; what was queued is
+        delivered in order once the target is back.  An error from the target (a
+        policy refused it, a rule failed) is logged and the next one goes.
+        """
+        sender, to = key
+        try:
+            while box:
+                out = box[0]
+                try:
+                    target = await self.target(to)
+                    request = EventRequest(target, out.domain, out.type, out.attrs, mid=out.mid)
+                    await self._deliver(
+                        request,
+                        sender=sender,
+                        signer=out.signer,
+                        patience=math.inf,
+                        attempts=math.inf,
+                    )
+                except PicoError as e:
+                    log.warning("event:send %s:%s to %s failed: %s", out.domain, out.type, to, e)
+                box.popleft()
+        finally:
+            del self._outboxes[key]
+
     async def event(
         self,
         target: Target,
@@ -310,23 +533,12 @@ class Mesh:
         attrs: dict[str, object],
         *,
         eid: str = "none",
-        hops: int = 0,
-        forwarded: bool = False,
         sender: str | None = None,
     ) -> object:
-        request = EventRequest(target, domain, type, attrs, eid, hops, forwarded)
-        return await self._deliver(
-            target.did,
-            lambda: Work(
-                "event",
-                event=krl.Event(domain, type, attrs, eid=eid),
-                eci=target.eci or "",
-                sender=sender,
-            ),
-            request,
-            hops,
-            forwarded,
-        )
+        """Run an event on any pico of the mesh; ``sender`` is the pico of this engine
+        that sends it (event:send), None for HTTP."""
+        request = EventRequest(target, domain, type, attrs, eid)
+        return await self._deliver(request, sender=sender, signer=self._signer(sender))
 
     async def query(
         self,
@@ -335,59 +547,130 @@ class Mesh:
         name: str,
         args: dict[str, object],
         *,
-        hops: int = 0,
-        forwarded: bool = False,
         sender: str | None = None,
     ) -> object:
-        request = QueryRequest(target, rid, name, args, hops, forwarded)
-        return await self._deliver(
-            target.did,
-            lambda: Work(
-                "query", eci=target.eci or "", rid=rid, name=name, args=args, sender=sender
-            ),
-            request,
-            hops,
-            forwarded,
+        request = QueryRequest(target, rid, name, args)
+        return await self._deliver(request, sender=sender, signer=self._signer(sender))
+
+    @staticmethod
+    def _work_for(request: PicoRequest, sender: str | None) -> Work:
+        """The Work item that runs ``request`` here; ``sender`` is checked already (ours, or
+        the request's verified signer).  Its dedup key is the sender's plus the message id,
+        so an unsigned message can never take a signed sender's id."""
+        key = f"{sender or '-'}|{request.mid}" if request.mid else ""
+        eci = request.target.eci or ""
+        kept = request if request.mid else None
+        if isinstance(request, EventRequest):
+            event = krl.Event(request.domain, request.type, request.attrs, eid=request.eid)
+            return Work("event", event=event, eci=eci, sender=sender, mid=key, request=kept)
+        return Work(
+            "query",
+            eci=eci,
+            rid=request.rid,
+            name=request.name,
+            args=request.args,
+            sender=sender,
+            request=kept,
         )
 
     async def _deliver(
         self,
-        did: str,
-        make_work: Callable[[], Work],
-        request: EventRequest | QueryRequest,
-        hops: int,
-        forwarded: bool,
+        request: PicoRequest,
+        *,
+        sender: str | None = None,
+        signer: Keypair | None = None,
+        patience: float = DELIVERY_PATIENCE,
+        attempts: float = MAX_ATTEMPTS,
     ) -> object:
-        for attempt in range(3):
+        """Run ``request`` on its pico, here or at its host, retrying until ``patience``
+        seconds have passed or ``attempts`` sends failed.
+
+        A send that fails (timeout, lost connection, the host no longer has the pico,
+        its inbox is full, a relay could not reach it) is sent again with the same
+        message id, after looking the DID up again; the pico's dedup window makes
+        an event that did arrive run once.  ``signer`` signs each send afresh.
+        """
+        did = request.target.did
+        deadline = trio.current_time() + patience
+        failures = 0
+        why = "no attempt"
+        while True:
             if self.engine.hosts(did):
                 try:
-                    return await self.engine.submit(did, make_work(), forwarded=forwarded)
+                    return await self.engine.submit(
+                        did, self._work_for(request, sender), forwarded=request.forwarded
+                    )
                 except NotHosted:
                     pass  # it left while we were looking: route it like any remote pico
-            if hops >= MAX_HOPS:
-                raise PicoError(f"gave up on {did} after {hops} forwards")
-            record = await self.resolve(did, refresh=attempt > 0)
+            if request.hops >= MAX_HOPS:
+                raise Unreachable(f"gave up on {did} after {request.hops} forwards")
+            record = await self.resolve(did, refresh=failures > 0)
             if record is None:
                 raise PicoError(f"no engine is known to host {did}")
             if record.host == self.peer_id:
                 if self.engine.hosts(did):
                     continue
                 raise PicoError(f"{did} is recorded here but not hosted; its record is stale")
-            forward = dataclasses.replace(request, hops=hops + 1)
+            if isinstance(request, EventRequest) and not request.mid:
+                request = dataclasses.replace(request, mid=self._new_mid())  # kept for retries
+            out = dataclasses.replace(request, hops=request.hops + 1)
+            if signer is not None:
+                out = messages.sign_request(out, signer, int(self.engine.clock() * 1000))
+            moved = False
             try:
-                data = await self.net.request(
-                    record.host, MSG_PROTOCOL, forward.encode(), timeout=REQUEST_TIMEOUT
-                )
+                data = await self._request_host(record, out)
             except NetError as e:
-                raise PicoError(f"host {record.host} of {did} did not answer: {e}") from e
-            reply = Reply.decode(data)
-            if reply.record is not None:
-                self.consider(reply.record, source=f"reply from {record.host}")
-            if reply.error is None:
-                return reply.ok
-            if reply.code != "not-hosted":
-                raise PicoError(reply.error)
-        raise PicoError(f"could not reach the host of {did}")
+                why = f"host {record.host} of {did} did not answer: {e}"
+                held = self.records.get(did)
+                moved = held is not None and held.seq > record.seq
+            else:
+                reply = Reply.decode(data)
+                if reply.record is not None:
+                    held = self.records.get(did)
+                    taken = self.consider(reply.record, source=f"reply from {record.host}")
+                    moved = taken is not None and taken is not held
+                if reply.error is None:
+                    return reply.ok
+                if reply.code not in RETRYABLE:
+                    raise PicoError(reply.error)
+                why = reply.error
+            failures += 1
+            self.retries += 1
+            if moved:
+                continue  # the reply named the new host (MOVED): go there now
+            pause = min(BACKOFF_FIRST * 2 ** min(failures - 1, 16), BACKOFF_MAX)
+            if failures >= attempts or trio.current_time() + pause > deadline:
+                raise Unreachable(f"{why} (gave up after {failures} attempts)")
+            log.info("retrying %s in %.2f s: %s", did, pause, why)
+            await trio.sleep(pause)
+
+    async def _request_host(self, record: LocationRecord, out: PicoRequest) -> bytes:
+        """Send ``out`` to ``record``'s host; given up (NetError) as soon as a newer record
+        arrives, e.g. a replica that took over from a host that stopped answering.  The
+        message id keeps a request that did arrive from being applied twice."""
+        answer: list[bytes] = []
+        failed: list[NetError] = []
+        async with trio.open_nursery() as nursery:
+
+            async def superseded() -> None:
+                await self.wait_for_record(record.did, after_seq=record.seq)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(superseded)
+            try:
+                answer.append(
+                    await self.net.request(
+                        record.host, MSG_PROTOCOL, out.encode(), timeout=REQUEST_TIMEOUT
+                    )
+                )
+            except NetError as e:  # raised outside the nursery, not as an exception group
+                failed.append(e)
+            nursery.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
+        if not answer:
+            raise NetError(f"a newer record than seq {record.seq} arrived; asking its host")
+        return answer[0]
 
     async def _on_msg(self, peer: str, data: bytes) -> bytes:
         result: object
@@ -401,25 +684,13 @@ class Mesh:
             if isinstance(request, MoveCommand):
                 result = await self.move(request.did, request.to, hops=request.hops)
                 return Reply(ok=result).encode()
-            if isinstance(request, EventRequest):
-                result = await self.event(
-                    request.target,
-                    request.domain,
-                    request.type,
-                    request.attrs,
-                    eid=request.eid,
-                    hops=request.hops,
-                    forwarded=request.forwarded,
-                )
-            else:
-                result = await self.query(
-                    request.target,
-                    request.rid,
-                    request.name,
-                    request.args,
-                    hops=request.hops,
-                    forwarded=request.forwarded,
-                )
+            try:
+                sender = messages.check_signature(request, int(self.engine.clock() * 1000))
+            except BadSignature as e:
+                self._reject("message-bad-signature", f"{e} (from {peer}, for {request.target})")
+                return Reply(error=f"refused: {e}", code="bad-signature").encode()
+            # A relay passes a message on with few retries: the sender retries the whole way.
+            result = await self._deliver(request, sender=sender, attempts=HOP_ATTEMPTS)
         except MessageError as e:
             return Reply(error=f"bad request: {e}", code="bad-request").encode()
         except PicoError as e:
@@ -433,8 +704,10 @@ class Mesh:
 
     # -- creating picos ------------------------------------------------------------------
 
-    async def create_pico(self, sources: list[str]) -> Pico:
-        pico = self.engine.create_pico(sources)
+    async def create_pico(self, sources: list[str], *, urls: tuple[str, ...] = ()) -> Pico:
+        if self.draining:
+            raise PicoError("this engine is draining: it takes no new picos")
+        pico = self.engine.create_pico(sources, urls=urls)
         await self._publish_new_pico(pico)
         return pico
 
@@ -481,18 +754,27 @@ class Mesh:
         if held is None:
             raise PicoError(f"no location record for {pico.did}")
         self._move_targets[pico.did] = to
+        self._move_blocks[pico.did] = (pico.head, frozenset())
+        committed = False
         try:
             propose = MovePropose(pico.did, pico.head, pico.keypair.seed, held.raw)
-            try:
-                data = await self.net.request(
-                    to, MOVE_PROTOCOL, propose.encode(), timeout=MOVE_TIMEOUT
-                )
-            except NetError as e:
-                # The target may have committed and then lost its reply: ask what it holds.
-                new = await self._committed_record(pico.did, to, held)
-                if new is None:
-                    raise PicoError(f"{to} did not answer: {e}") from e
-            else:
+            for attempt in range(MOVE_ATTEMPTS):
+                try:
+                    data = await self.net.request(
+                        to, MOVE_PROTOCOL, propose.encode(), timeout=MOVE_TIMEOUT
+                    )
+                except NetError as e:
+                    # The target may have committed and then lost its reply: ask what it holds.
+                    new = await self._committed_record(pico.did, to, held)
+                    if new is not None:
+                        break
+                    if attempt + 1 == MOVE_ATTEMPTS:
+                        raise PicoError(f"{to} did not answer: {e}") from e
+                    # Not taken (a dial or stream that failed): propose again.  A target
+                    # still busy with the first proposal refuses a second one.
+                    log.info("proposing %s to %s again: %s", pico.did, to, e)
+                    await trio.sleep(0.25 * 2**attempt)
+                    continue
                 reply = Reply.decode(data)
                 if reply.error is not None:
                     raise PicoError(f"{to} refused: {reply.error}")
@@ -501,11 +783,22 @@ class Mesh:
                 new = location.parse_record(reply.ok)
                 if not _succeeds(new, held, to):
                     raise PicoError(f"{to} signed a record that does not follow ours")
+                break
+            assert new is not None  # each pass above breaks with a record or raises
             # Still marked as our move, so taking the new record is not mistaken for
             # someone else taking the pico (which would make us stand down).
             self.consider(new.raw, source=f"move to {to}")
+            committed = True
         finally:
             del self._move_targets[pico.did]
+            self._move_blocks.pop(pico.did, None)
+            progress = self.move_progress.pop(pico.did, None)
+            taken = self.records.get(pico.did)
+            if not committed and taken is not None and taken.host != self.peer_id:
+                # A record naming another host arrived while the move was open (a push
+                # from the target that took it, although we never got its reply).
+                assert self._nursery is not None
+                self._nursery.start_soon(self._stand_down, pico.did)
         for eci in pico.channels:
             self.eci_dids[eci] = pico.did
         log.info("moved %s to %s (record seq %d)", pico.did, to, new.seq)
@@ -513,7 +806,13 @@ class Mesh:
             self,
             pico.did,
             to,
-            {"did": pico.did, "host": to, "seq": new.seq, "head": str(pico.head)},
+            {
+                "did": pico.did,
+                "host": to,
+                "seq": new.seq,
+                "head": str(pico.head),
+                **({"blocks": progress[1]} if progress else {}),  # in the manifest
+            },
         )
 
     async def _committed_record(
@@ -552,19 +851,28 @@ class Mesh:
         if self._move_targets.get(request.did) != peer:
             raise PermissionError(f"{peer} may not fetch blocks of {request.did}")
         store = self.engine.store
+        head, entitled = self._move_blocks[request.did]
         if isinstance(request, ManifestRequest):
-            cids = [block.cid for block in walk(store, request.root)]
+            if request.root != head:
+                raise PermissionError(f"{peer} may fetch the blocks of {head}, not {request.root}")
+            # A history truncated by gc --keep-history moves from its oldest kept head on.
+            gap = chain_gap(store.get_block, head)
+            cids = [block.cid for block in walk(store, head, absent=[gap[1]] if gap else [])]
             if len(cids) > MAX_MANIFEST:
                 raise PicoError(f"{len(cids)} blocks is more than a move can carry yet")
+            self._move_blocks[request.did] = (head, frozenset(cids))
+            self.move_progress[request.did] = [0, len(cids)]
             return messages.encode_manifest(cids)
         blocks: list[bytes | None] = []
         size = 0
         for cid in request.want:
             if size >= BLOCKS_REPLY_BUDGET:
                 break  # the requester asks again for the rest
-            raw = store.get(cid)
+            raw = store.get(cid) if cid in entitled else None  # only the moving pico's blocks
             blocks.append(raw)
             size += len(raw or b"")
+        if (progress := self.move_progress.get(request.did)) is not None:
+            progress[0] += sum(raw is not None for raw in blocks)
         return messages.encode_blocks(blocks)
 
     # -- moving: target side ------------------------------------------------------------
@@ -575,6 +883,8 @@ class Mesh:
             if isinstance(request, MoveDrained):
                 self.engine.drained(request.did)
                 return Reply(ok=True).encode()
+            if request.did in self._incoming:
+                raise PicoError(f"a move of {request.did} here is already under way")
             self._incoming.add(request.did)
             try:
                 return Reply(ok=await self._move_in(peer, request)).encode()
@@ -586,6 +896,8 @@ class Mesh:
 
     async def _move_in(self, peer: str, request: MovePropose) -> bytes:
         did = request.did
+        if self.draining:
+            raise PicoError("this engine is draining: it takes no new picos")
         if self.engine.hosts(did):
             raise PicoError(f"{did} is already hosted here")
         keypair = Keypair.from_seed(request.seed)
@@ -643,7 +955,10 @@ class Mesh:
         def get(cid: CID) -> Block | None:  # blocks verified above are not decoded again
             return fetched.get(cid) or store.get_block(cid)
 
-        seen, stack = {head}, [head]
+        # Every head verifies back to genesis, or to the oldest head a gc --keep-history
+        # kept on the source: then that head's `prev` is the one block allowed to be absent.
+        heads, gap = verify_chain_tail(get, head)
+        seen, stack = {head, *([gap] if gap else [])}, [head]
         while stack:
             block = get(cid := stack.pop())
             if block is None:
@@ -652,7 +967,8 @@ class Mesh:
                 if link not in seen:
                     seen.add(link)
                     stack.append(link)
-        heads = verify_chain(get, head)
+        if gap is not None:
+            log.info("%s moves with a truncated history: heads from seq %d", did, heads[0].seq)
         if heads[-1].pico != did:
             raise PicoError(f"head {head} is signed for {heads[-1].pico}, not {did}")
         return heads
@@ -668,6 +984,15 @@ def _succeeds(new: LocationRecord, held: LocationRecord, host: str) -> bool:
     )
 
 
+class _RecordPush:
+    """Records waiting to be pushed to one peer (newest per DID), and the wake-up of the
+    task that sends them (Mesh._run_push)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, bytes] = {}
+        self.wake = trio.Event()
+
+
 class _Handoff:
     """The old host's side of a committed move: forward the queue, then say drained."""
 
@@ -676,21 +1001,27 @@ class _Handoff:
         self.forwarded = 0
 
     async def forward(self, work: Work) -> None:
+        """Send one queued item on to the new host, as it came (with its message id and
+        signature), or, if it came from this engine, signed by its sending pico if that
+        is still here; a new message id lets the new host apply it once."""
         self.forwarded += 1
-        target = Target(self.did, work.eci or None)
+        request = work.request
+        sender = request.sender if isinstance(request, (EventRequest, QueryRequest)) else None
+        signer = None
         try:
-            if work.kind == "event":
-                assert work.event is not None
-                ev = work.event
-                result = await self.mesh.event(
-                    target, ev.domain, ev.type, dict(ev.attrs), eid=ev.eid, hops=1, forwarded=True
-                )
-            elif work.kind == "query":
-                result = await self.mesh.query(
-                    target, work.rid, work.name, dict(work.args), hops=1, forwarded=True
-                )
-            else:
-                raise PicoError(f"{self.did} moved to {self.to} before this {work.kind} ran")
+            if not isinstance(request, (EventRequest, QueryRequest)):
+                target = Target(self.did, work.eci or None)
+                if work.kind == "event":
+                    assert work.event is not None
+                    ev = work.event
+                    request = EventRequest(target, ev.domain, ev.type, dict(ev.attrs), ev.eid)
+                elif work.kind == "query":
+                    request = QueryRequest(target, work.rid, work.name, dict(work.args))
+                else:
+                    raise PicoError(f"{self.did} moved to {self.to} before this {work.kind} ran")
+                sender, signer = work.sender, self.mesh._signer(work.sender)
+            request = dataclasses.replace(request, hops=0, forwarded=True)
+            result = await self.mesh._deliver(request, sender=sender, signer=signer)
         except PicoError as e:
             work.finish(error=e)
         else:

@@ -1,7 +1,7 @@
 """``p2pico node``: one engine as a peer of the mesh, with its HTTP API.
 
 Neighbours: p2pico.cli (parses the command line), p2pico.net, p2pico.engine,
-p2pico.scheduler, p2pico.mesh, p2pico.bitswap and p2pico.http (the services started here, in this order, each
+p2pico.scheduler, p2pico.mesh, p2pico.root, p2pico.bitswap, p2pico.explorer and p2pico.http (the services started here, in this order, each
 with ``nursery.start`` so the next one starts only when the previous is ready).
 """
 
@@ -20,10 +20,15 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from p2pico.bitswap import Bitswap
 from p2pico.engine import Engine
+from p2pico.explorer import Explorer
 from p2pico.home import Home
 from p2pico.http import build_app
+from p2pico.krlhttp import KrlHttp
+from p2pico.mdns import serve_mdns
 from p2pico.mesh import Mesh
 from p2pico.net import serve_net
+from p2pico.replicas import DEFAULT_LEASE, Replicas
+from p2pico.root import start_root
 from p2pico.scheduler import serve as serve_scheduler
 
 log = logging.getLogger("p2pico.node")
@@ -35,6 +40,12 @@ class NodeConfig:
     listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
     http: str = "127.0.0.1:0"
     bootstrap: list[str] = field(default_factory=list)
+    # KRL's http: may reach loopback, private and link-local addresses (p2pico.krlhttp)
+    krl_http_allow_private: bool = False
+    # replicas take a pico over after this many seconds without news from its host
+    replica_lease: float = DEFAULT_LEASE
+    # find peers on the local network by mDNS (p2pico.mdns) and connect to them
+    mdns: bool = False
 
 
 async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -45,23 +56,33 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
             net = await nursery.start(
                 serve_net, home.engine_key.seed, config.listen, config.bootstrap
             )
-            engine = Engine(home)
+            engine = Engine(home, krl_http=KrlHttp(allow_private=config.krl_http_allow_private))
             await nursery.start(engine.serve)
             await nursery.start(serve_scheduler, engine)
             mesh = Mesh(engine, net, home)
+            # Replicas before the mesh: a replicated pico's records go through them.
+            await nursery.start(Replicas(mesh, lease=config.replica_lease).serve)
             await nursery.start(mesh.serve)
+            if config.mdns:  # after the mesh: a peer found is caught up with at once
+                await nursery.start(serve_mdns, net)
+            # The root pico (made on the first start, its rulesets upgraded on every
+            # start, engine_ui:setup sent): what /api/ui-context names (p2pico.root).
+            await start_root(engine)
             # Bitswap serves from the block store, but nothing to anyone until the operator
             # shares a pico with a peer (POST /api/bitswap/allow, `p2pico share`).
             bitswap = Bitswap(net, engine.store)
             bitswap.start()
             info: dict[str, object] = {"peer_id": net.peer_id, "multiaddrs": net.multiaddrs()}
-            app = build_app(mesh, lambda: info, bitswap)
+            explorer = Explorer(mesh, lambda: info)  # the web UI's view of the mesh
+            await nursery.start(explorer.serve)
+            app = build_app(mesh, lambda: info, bitswap, explorer)
             hc = HypercornConfig()
             hc.bind = [config.http]
             hc.accesslog = None
             hc.errorlog = logging.getLogger("hypercorn.error")
             binds = await nursery.start(hypercorn_serve, app, hc)
             info["http"] = binds[0]
+            engine.set_http_url(binds[0])  # meta:host; and KRL's http: may not call it
             home.write_node_json(info)
             log.info("node ready: %s", info)
             # One JSON line on stdout: scripts and tests wait for it instead of polling.

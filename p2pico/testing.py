@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from p2pico.engine import Engine
 from p2pico.home import Home
 from p2pico.mesh import Mesh
 from p2pico.net import PeerUnreachable, StreamFailed
+from p2pico.root import start_root
 
 READY_TIMEOUT = 60.0
 
@@ -85,6 +87,39 @@ def start_node(
         f"node exited with {proc.returncode} before it was ready; see {log_path}:\n"
         + log_path.read_text()[-3000:]
     )
+
+
+def eventually(check: Callable[[], Any], what: str, urls: list[str], timeout: float = 60.0) -> Any:
+    """``check()`` (queries only) until it returns something truthy, without polling.
+
+    Between checks it waits, with ``GET /api/handled?after=N&wait=S`` on every node in
+    ``urls`` at once, until one of them has handled another event: only an event can
+    change what a query sees.  The counts are read before each check, so an event that
+    lands while the check runs wakes the wait at once.  Fails after ``timeout`` seconds.
+    """
+    end = time.monotonic() + timeout
+    with httpx.Client(timeout=30) as client:
+        while True:
+            marks = [client.get(f"{u}/api/handled").json()["handled"] for u in urls]
+            value = check()
+            if value:
+                return value
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{what}: not after {timeout:g} s (last: {value!r})")
+            trio.run(_any_handled, list(zip(urls, marks, strict=True)), min(left, 20.0))
+
+
+async def _any_handled(marks: list[tuple[str, int]], wait: float) -> None:
+    """Return once any node handled an event past its mark, or after ``wait`` seconds."""
+    async with httpx.AsyncClient(timeout=wait + 30) as client, trio.open_nursery() as nursery:
+
+        async def one(url: str, after: int) -> None:
+            await client.get(f"{url}/api/handled", params={"after": after, "wait": wait})
+            nursery.cancel_scope.cancel()
+
+        for url, after in marks:
+            nursery.start_soon(one, url, after)
 
 
 def cli(*args: str, node: NodeProcess | None = None, exit_code: int = 0) -> Any:
@@ -161,13 +196,20 @@ class FakeNet:
         return remote.tamper(protocol, reply) if remote.tamper else reply
 
 
-async def start_mesh(nursery: trio.Nursery, home: Path, world: dict[str, FakeNet]) -> Mesh:
-    """An engine and its mesh in this process, on a FakeNet shared through ``world``."""
+async def start_mesh(
+    nursery: trio.Nursery, home: Path, world: dict[str, FakeNet], *, root: bool = False
+) -> Mesh:
+    """An engine and its mesh in this process, on a FakeNet shared through ``world``.
+
+    ``root=True`` also starts the node's root pico as ``p2pico node`` does (p2pico.root).
+    """
     h = Home(home)
     engine = Engine(h)
     await nursery.start(engine.serve)
     mesh = Mesh(engine, FakeNet(h.engine_key.peer_id, world), h)  # type: ignore[arg-type]
     await nursery.start(mesh.serve)
+    if root:
+        await start_root(engine)
     return mesh
 
 

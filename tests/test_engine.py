@@ -10,7 +10,7 @@ import trio
 
 import krl
 from dag.block import Block
-from p2pico.engine import Busy, Engine, PicoError, Work
+from p2pico.engine import MAX_INBOX, Busy, Engine, PicoError, Work
 from p2pico.home import Home
 
 COUNTER = (Path(__file__).resolve().parents[1] / "rulesets" / "counter.krl").read_text()
@@ -58,9 +58,10 @@ async def test_a_full_inbox_is_refused_not_buffered(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.serve)
         pico = engine.create_pico([COUNTER])
+        for _ in range(MAX_INBOX):  # queued at once: its worker has not run yet
+            engine.enqueue(pico.did, event("counter", "inc"))
         assert pico.inbox is not None
-        for _ in range(pico.inbox.statistics().max_buffer_size):
-            pico.inbox.send_nowait(event("counter", "inc"))
+        assert pico.inbox.statistics().current_buffer_used == MAX_INBOX
         with pytest.raises(Busy) as refused:
             await engine.submit(pico.did, event("counter", "inc"))
         assert str(refused.value) == f"pico {pico.did} has 1000 requests waiting; try again later"

@@ -53,7 +53,8 @@ def test_export_then_import_on_another_node_and_log_there(nodes, tmp_path: Path)
     assert log_b["verified"] is True
     assert [h["seq"] for h in log_b["heads"]] == [3, 2, 1, 0]
     assert log_b == cli("log", did, node=a)
-    assert cli("pico", "list", node=b) == []  # imported for audit, not hosted
+    hosted_b = [p["did"] for p in cli("pico", "list", node=b) if not p.get("root")]
+    assert hosted_b == []  # imported for audit, not hosted (only b's own root pico is)
 
     missing = cli(
         "log", "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", node=b, exit_code=1
@@ -62,3 +63,34 @@ def test_export_then_import_on_another_node_and_log_there(nodes, tmp_path: Path)
     file.write_bytes(file.read_bytes()[:-3])
     refused = cli("import", str(file), node=b, exit_code=1)
     assert "truncated section" in refused["error"]
+
+
+def test_encrypted_export_for_pinning_and_import_with_the_key(nodes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    a, b = nodes("a"), nodes("b")
+    did = cli("pico", "new", "--ruleset", str(COUNTER), node=a)["did"]
+    for _ in range(2):
+        cli("event", did, "counter:inc", "by=5", node=a)
+    file = tmp_path / "sealed.car"
+
+    sealed = cli("export", did, "-o", str(file), "--encrypt", node=a)
+    [head] = [p["head"] for p in cli("pico", "list", node=a) if p["did"] == did]
+    key_file = tmp_path / "sealed.car.key"
+    assert sealed["key_file"] == str(key_file)
+    assert sealed["head"] == head
+    assert sealed["root"] != head
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    data = file.read_bytes()
+    assert sealed["bytes"] == len(data)
+    assert did.encode() not in data  # nor any plaintext CID (tests/dag/test_dag_sealed.py)
+    assert not file.with_name("sealed.car.part").exists()
+
+    # without the key the CAR is only sealed blocks: the node refuses it as a pico history
+    assert "import refused" in cli("import", str(file), node=b, exit_code=1)["error"]
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("00" * 32 + "\n")
+    refused = cli("import", str(file), "--key", str(wrong), node=b, exit_code=1)
+    assert "with this key (a wrong key, or an altered block)" in refused["error"]
+
+    imported = cli("import", str(file), "--key", str(key_file), node=b)
+    assert (imported["root"], imported["did"], imported["seq"]) == (head, did, 2)
+    assert cli("log", did, node=b) == cli("log", did, node=a)

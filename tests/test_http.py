@@ -59,9 +59,10 @@ async def test_html_and_txt_suffixes(api) -> None:  # type: ignore[no-untyped-de
 async def test_event_routes_of_c(api) -> None:  # type: ignore[no-untyped-def]
     client, _ = api
     made = await new_pico(client, COUNTER)
-    for route in ("event", "event-wait"):
-        r = await client.post(f"/c/{made['eci']}/{route}/counter/inc", json={"by": 2})
-        assert r.json()["directives"][0]["options"] == {"count": 4 if route == "event-wait" else 2}
+    r = await client.post(f"/c/{made['eci']}/event-wait/counter/inc", json={"by": 2})
+    assert r.json()["directives"][0]["options"] == {"count": 2}
+    r = await client.post(f"/c/{made['eci']}/event/counter/inc", json={"by": 2})
+    assert r.json().startswith("t")  # queued, not waited for: only its eid
     r = await client.get(f"/sky/cloud/{made['did']}/{RID}/count")
     assert r.json() == 4
 

@@ -50,9 +50,13 @@ async def test_event_send_and_ctx_query_reach_a_pico_on_another_engine(tmp_path:
         sender = await a.create_pico([SENDER])
         counter = await b.create_pico([COUNTER])
 
+        handled = b.engine.handled
         for _ in range(3):
             await a.event(Target(sender.did), "ping", "go", {"to": counter.did})
-        await trio.testing.wait_all_tasks_blocked()  # event:send is fire and forget
+        # event:send is fire and forget: wait until B has handled the three events (KRL
+        # runs in a worker thread, so wait_all_tasks_blocked cannot tell when they are done)
+        with trio.fail_after(30):
+            await b.engine.wait_handled(handled + 2)
         assert await b.query(Target(counter.did), "counter", "total", {}) == 3
 
         # A failed transaction sends nothing.

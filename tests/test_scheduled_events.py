@@ -64,12 +64,12 @@ TIMER = """ruleset timer {
   }
   rule later { select when timer later
     fired {
-      schedule ev event "t" at time:add(time:now(), {"seconds": 5}) attributes {"n": event:attr("n")} setting(id);
-      ent:job := id
+      schedule ev event "t" at time:add(time:now(), {"seconds": 5}) attributes {"n": event:attr("n")} setting(job);
+      ent:job := job{"id"}
     }
   }
   rule every5 { select when timer every
-    fired { schedule ev event "t" repeat "*/5 * * * *" attributes {"n": "cron"} setting(id); ent:job := id }
+    fired { schedule ev event "t" repeat "*/5 * * * *" attributes {"n": "cron"} setting(job); ent:job := job{"id"} }
   }
   rule tick { select when ev t
     fired { ent:fired := fired().append({"at": time:now(), "n": event:attr("n"), "eid": event:eid}) }
