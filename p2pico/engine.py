@@ -64,7 +64,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -298,13 +298,11 @@ class Transaction:
         return self.pico.ent.get(rid, {}).get(name)
 
     def ent_set(self, rid: str, name: str, value: object) -> None:
-        if self.read_only:
-            raise krl.KrlRuntimeError("a query cannot change entity variables")
+        self._writable("change entity variables")
         self.writes[(rid, name)] = value
 
     def ent_clear(self, rid: str, name: str) -> None:
-        if self.read_only:
-            raise krl.KrlRuntimeError("a query cannot change entity variables")
+        self._writable("change entity variables")
         self.writes[(rid, name)] = _CLEARED
 
     def rule_state_get(self, rid: str, rule: str) -> object:
@@ -315,8 +313,7 @@ class Transaction:
         return self.pico.rule_states.get(rid, {}).get(rule)
 
     def rule_state_set(self, rid: str, rule: str, state: object) -> None:
-        if self.read_only:
-            raise krl.KrlRuntimeError("a query cannot change rule state")
+        self._writable("change rule state")
         self.rule_writes[(rid, rule)] = state
 
     def schedule_event(
@@ -328,8 +325,7 @@ class Transaction:
         timespec: str | None,
         setting_name: str | None,
     ) -> str:
-        if self.read_only:
-            raise krl.KrlRuntimeError("a query cannot schedule events")
+        self._writable("schedule events")
         try:
             job = sched.new_job(
                 rid=self.rid,
@@ -356,8 +352,7 @@ class Transaction:
         raise krl.KrlRuntimeError(f"Module not found: {rid}")
 
     def send_event(self, target: str, domain: str, type: str, attrs: Mapping[str, object]) -> None:
-        if self.read_only:
-            raise krl.KrlRuntimeError("a query cannot send events")
+        self._writable("send events")
         self.sends.append((target, domain, type, dict(attrs), self.pico.did))
 
     def query_pico(self, target: str, rid: str, name: str, args: Mapping[str, object]) -> object:
@@ -379,13 +374,7 @@ class Transaction:
 
     def schedule_view(self) -> dict[str, sched.Job]:
         """Every job of the pico as this transaction sees it, in the order they were made."""
-        jobs = dict(self.pico.schedule)
-        for job_id, job in self.schedule_writes.items():
-            if job is None:
-                jobs.pop(job_id, None)
-            else:
-                jobs[job_id] = job
-        return jobs
+        return _overlaid(self.pico.schedule, self.schedule_writes)
 
     def schedule_list(self) -> list[dict[str, object]]:
         """Every job of the pico, ``{"id", "rid", "event", "time" | "timespec"}``.
@@ -396,8 +385,7 @@ class Transaction:
 
     def schedule_remove(self, job_id: str) -> bool:
         """Remove one job, in this transaction's overlay; False if there is no such job."""
-        if self.read_only:
-            raise krl.KrlRuntimeError("a query cannot remove scheduled events")
+        self._writable("remove scheduled events")
         if job_id not in self.schedule_view():
             return False
         self.schedule_writes[job_id] = None
@@ -406,8 +394,7 @@ class Transaction:
     def raise_event(
         self, domain: str, type: str, attrs: Mapping[str, object], for_rid: str | None
     ) -> None:
-        if self.read_only:
-            raise krl.KrlRuntimeError("a query cannot raise events")
+        self._writable("raise events")
         event = krl.Event(domain, type, dict(attrs), eid=self.txn_id, time=self.clock())
         self.raised.append((event, for_rid))
 
@@ -558,13 +545,7 @@ class Transaction:
             raise krl.KrlRuntimeError(f"a query cannot {what}")
 
     def channels_view(self) -> dict[str, dict[str, object]]:
-        channels = dict(self.pico.channels)
-        for eci, record in self.channel_writes.items():
-            if record is None:
-                channels.pop(eci, None)
-            else:
-                channels[eci] = record
-        return channels
+        return _overlaid(self.pico.channels, self.channel_writes)
 
     def channels(self) -> list[dict[str, object]]:
         """`ctx:channels`: every channel, the self channel too, sorted by id."""
@@ -779,6 +760,21 @@ def compile_ruleset(source: str, *, filename: str = "<krl>") -> krl.Ruleset:
     compiled = krl.compile_ruleset(source, filename=filename)  # outside the lock: may be slow
     with _compiled_lock:
         return _compiled.setdefault(key, compiled)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _overlaid(base: Mapping[K, V], writes: Mapping[K, V | None]) -> dict[K, V]:
+    """``base`` as a transaction sees it: its writes over it, None deleting a key."""
+    out = dict(base)
+    for key, value in writes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 def new_eci() -> str:
