@@ -287,6 +287,7 @@ class Budget:
     """
 
     __slots__ = (
+        "_random",
         "clock",
         "deadline",
         "limit",
@@ -294,7 +295,6 @@ class Budget:
         "max_seconds",
         "max_steps",
         "next_clock",
-        "random",
         "steps",
     )
 
@@ -318,9 +318,17 @@ class Budget:
         self.next_clock = self.CLOCK_INTERVAL  # the step count of the next clock read
         self.limit = min(max_steps + 1, self.next_clock)
         # The transaction's sources of chance and of the current time (epoch seconds):
-        # `sample`, `random:*` and `time:now` use these, so tests can pin them.
-        self.random = random if random is not None else _random.Random()
+        # `sample`, `random:*` and `time:now` use these, so tests can pin them.  The
+        # default Random is made on first use: seeding one costs ~10 µs, and most
+        # transactions draw nothing.
+        self._random = random
         self.clock = clock
+
+    @property
+    def random(self) -> _random.Random:
+        if self._random is None:
+            self._random = _random.Random()
+        return self._random
 
     def charge(self, run: Run, steps: int = 1) -> None:
         self.steps += steps

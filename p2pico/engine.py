@@ -41,6 +41,26 @@ owns.  ctx: actions (channels, rulesets, children) write to the transaction's
 overlay; children are created just before, and deleted just after, the parent's
 commit (see ``_apply``).
 
+Inline evaluation.  An event or query is first evaluated on the trio thread, within a
+slice of INLINE_MAX_STEPS KRL steps and INLINE_MAX_SECONDS (a krl.Budget, checked as
+the full one is), which saves the two thread hand-offs and keeps the GIL with one
+thread.  Evaluation leaves no trace before ``_apply``: writes, raised and sent events,
+jobs, ctx: changes and directives stay in the Transaction, and its ctx:log entries are
+kept by the pico only when evaluation ends (``Transaction.flush_logs``).  What cannot
+run on the trio thread (ctx:query, ctx:eventQuery, http: requests, loading a ruleset
+for ctx:install, ctx:newPico or ctx:flush) raises _Fallback before it starts, as does a
+slice that runs out: the attempt is dropped, whole, and the same work runs again in a
+worker thread with the full budget, the same transaction id and the same clock, as it
+always did.  The pico then sends that event type (or query) to the thread directly.
+So a runaway rule costs the trio thread one slice, then runs beside it.
+
+Group commit.  A transaction's blocks and signed head are made on the trio thread
+(``_prepare_commit``) and written with those of the other picos of the same scheduling
+round in one SQLite transaction (``_group_commit``).  Only once that COMMIT succeeded
+does a pico see its new state and head (``_finish_commit``), and is its event answered
+and its event:sends dispatched; if it fails, every event of the group fails and no
+pico of it changes.  Transactions that create or delete children commit alone.
+
 Time.  ``Engine.clock`` (epoch seconds, default ``time.time``) is the engine's
 wall clock: `time:now`, event times, head timestamps and job times all come
 from it.  A transaction reads it once, on the trio thread, when it starts, and
@@ -52,6 +72,7 @@ transaction's result does not depend on how long its worker thread took.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -76,6 +97,7 @@ from dag.did import Keypair
 from dag.gc import GcReport, collect
 from dag.head import sign_head, verify_head
 from dag.state import DELETED, Delta, Overlay, PicoState, RulesetState, read_state, state_blocks
+from dag.store import BlockStore
 from p2pico import builtin
 from p2pico import channels as chan
 from p2pico import scheduler as sched
@@ -102,11 +124,29 @@ QUERY_TIMEOUT = 10.0
 TXN_MAX_SECONDS = 5.0
 # A pico remembers the results of this many events that came with a message id (p2pico.mesh
 # retries with the same id); a result encoded larger than DEDUP_RESULT_MAX is kept as its eid.
+# The window is kept in blocks of DEDUP_BUCKET entries linked from the state's meta, so a
+# commit rewrites one small block, not the whole window.
 DEDUP_WINDOW = 64
 DEDUP_RESULT_MAX = 4096
+DEDUP_BUCKET = 8
 # ctx:logs: a pico's log entries, kept in memory on its host (at most this many, this old)
 LOG_ENTRIES = 1000
 LOG_SECONDS = 12 * 3600
+# An event or query is first evaluated on the trio thread within this slice of KRL steps
+# and seconds (see "Inline evaluation"); past it, it runs again in a worker thread.
+INLINE_MAX_STEPS = 20_000
+INLINE_MAX_SECONDS = 0.004
+
+
+class _Fallback(BaseException):  # not an error: a change of plan
+    """An inline evaluation that must run again in a worker thread with the full budget.
+
+    A BaseException, so no ``except Exception`` in KRL's runtime can swallow it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class PicoError(Exception):
@@ -214,14 +254,23 @@ class Pico:
     # rid -> {"url", "config"} for rulesets installed by ctx:install (meta.rulesets)
     ruleset_info: dict[str, dict[str, object]] = field(default_factory=dict)
     deleted: bool = False  # by its parent's ctx:delPico
-    # the dedup window: [key, result] of the last DEDUP_WINDOW events that came with a
-    # message id, oldest first; in the state's meta, so it moves with the pico
+    # the dedup window: [key, result, DAG-CBOR of [key, result]] of (at least) the last
+    # DEDUP_WINDOW events that came with a message id, oldest first; in the pico's state,
+    # so it moves with the pico: meta.dedup links the blocks (dedup_buckets, with their
+    # entry counts) that hold these entries as [key, result] lists of up to DEDUP_BUCKET,
+    # oldest first.  A state written before buckets existed kept the whole list in meta
+    # (DAG-CBOR bytes, or a plain list): dedup_buckets is empty until its next message.
     dedup: list[list[object]] = field(default_factory=list)
+    dedup_buckets: list[tuple[Block, int]] = field(default_factory=list)
+    dedup_inline: bytes | None = None  # such an old state's meta.dedup, as it was written
     # root of the committed state: the base of the next commit's dag.state.Delta
     state_root: CID | None = None
     # ctx:logs: (epoch seconds, entry), newest last; in memory on this host only, made
     # by the first entry (most picos never log)
     logs: deque[tuple[float, dict[str, object]]] | None = None
+    # (kind, domain or rid, type or name) of the events and queries whose inline
+    # evaluation fell back to a worker thread: they go there directly from then on
+    threaded: set[tuple[str, str, str]] | None = None
     inbox: trio.MemorySendChannel[Work] | None = None
     forwarded: trio.MemorySendChannel[Work] | None = None
 
@@ -288,6 +337,12 @@ class Transaction:
         # http: requests with autosend, sent once the transaction has committed
         self.http_sends: list[HttpSend] = []
         self.http_seconds = 0.0  # spent waiting on http: requests (bounded per transaction)
+        # Evaluated on the trio thread (see "Inline evaluation"): what cannot run there,
+        # or would leave a trace before the commit, raises _Fallback instead.
+        self.inline = False
+        # ctx:log entries (level, message, rid), kept by the pico once evaluation ends
+        # (``flush_logs``), so an inline attempt that falls back leaves none
+        self.pending_logs: list[tuple[str, str, str]] = []
 
     def ent_get(self, rid: str, name: str) -> object:
         value = self.writes.get((rid, name), None)
@@ -356,6 +411,7 @@ class Transaction:
         self.sends.append((target, domain, type, dict(attrs), self.pico.did))
 
     def query_pico(self, target: str, rid: str, name: str, args: Mapping[str, object]) -> object:
+        self._thread_only("ctx:query")
         if target in (self.pico.did, *self.pico.channels):
             raise krl.KrlRuntimeError(
                 "a pico cannot query itself during a transaction; call the function directly"
@@ -409,13 +465,29 @@ class Transaction:
         )
 
     def log(self, level: str, message: str) -> None:
-        log.info("[%s] %s %s: %s", self.pico.did[-8:], self.rid, level, message)
-        add_log(self.pico, self.clock(), level, message, rid=self.rid, txn_id=self.txn_id)
+        self.pending_logs.append((level, message, self.rid))
+
+    def flush_logs(self) -> None:
+        """Keep this transaction's log entries in the pico's log (evaluation has ended)."""
+        for level, message, rid in self.pending_logs:
+            log.info("[%s] %s %s: %s", self.pico.did[-8:], rid, level, message)
+            add_log(self.pico, self.clock(), level, message, rid=rid, txn_id=self.txn_id)
+        self.pending_logs.clear()
 
     def logs(self) -> list[dict[str, object]]:
-        """`ctx:logs()`: this pico's entries of the last 12 hours, oldest first."""
-        since = self.clock() - LOG_SECONDS
-        return [dict(entry) for at, entry in list(self.pico.logs or ()) if at >= since]
+        """`ctx:logs()`: this pico's entries of the last 12 hours, oldest first (this
+        transaction's own so far included)."""
+        now = self.clock()
+        since = now - LOG_SECONDS
+        out = [dict(entry) for at, entry in list(self.pico.logs or ()) if at >= since]
+        for level, message, rid in self.pending_logs:
+            out.append(log_entry(self.pico, now, level, message, rid=rid, txn_id=self.txn_id))
+        return out[-LOG_ENTRIES:]
+
+    def _thread_only(self, what: str) -> None:
+        """``what`` blocks (network, files, other picos): not on the trio thread."""
+        if self.inline:
+            raise _Fallback(what)
 
     def base_url(self) -> str | None:
         return self.engine.base_url if self.engine is not None else None
@@ -440,6 +512,7 @@ class Transaction:
         """`ctx:eventQuery`: the event, then the query, on another pico; now, not after
         the commit (the result is needed), so a rule error does not take the event back."""
         self._writable("send events")
+        self._thread_only("ctx:eventQuery")
         if target in (self.pico.did, *self.pico.channels):
             raise krl.KrlRuntimeError(
                 "ctx:eventQuery: a pico cannot wait for its own event during a transaction"
@@ -473,6 +546,7 @@ class Transaction:
     ) -> dict[str, object]:
         """An http: request, now, in this worker thread (see p2pico.krlhttp for the limits)."""
         what = f"http:{method.lower()}"
+        self._thread_only(what)
         if self.engine is None:
             raise krl.KrlRuntimeError(f"{what} needs an engine")
         client = self.engine.krl_http
@@ -633,6 +707,7 @@ class Transaction:
         return out
 
     def _load(self, url_or_source: str) -> tuple[str, str | None]:
+        self._thread_only("loading a ruleset")  # reads files, compiles
         assert self.engine is not None, "ctx:install needs an engine"
         try:
             return self.engine.load_ruleset(url_or_source)
@@ -801,6 +876,27 @@ class HttpSend:
     sender: str  # the DID of the pico that made it
 
 
+def log_entry(
+    pico: Pico,
+    at: float,
+    level: str,
+    message: str,
+    *,
+    rid: str | None = None,
+    txn_id: str | None = None,
+) -> dict[str, object]:
+    """One `ctx:logs` entry: ``{time, level, picoId, rid, txnId, msg}``."""
+    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    return {
+        "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "level": level,
+        "picoId": pico.did,
+        "rid": rid or None,
+        "txnId": txn_id or None,
+        "msg": message,
+    }
+
+
 def add_log(
     pico: Pico,
     at: float,
@@ -811,15 +907,7 @@ def add_log(
     txn_id: str | None = None,
 ) -> None:
     """Keep one `ctx:logs` entry for a pico: ``{time, level, picoId, rid, txnId, msg}``."""
-    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
-    entry: dict[str, object] = {
-        "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "level": level,
-        "picoId": pico.did,
-        "rid": rid or None,
-        "txnId": txn_id or None,
-        "msg": message,
-    }
+    entry = log_entry(pico, at, level, message, rid=rid, txn_id=txn_id)
     if pico.logs is None:
         pico.logs = deque(maxlen=LOG_ENTRIES)
     pico.logs.append((at, entry))
@@ -852,27 +940,132 @@ def _family_meta(
 
 
 def _dedup_entries(value: object) -> list[list[object]]:
-    """The dedup window from a state's meta (absent in states made before it existed)."""
+    """The dedup window kept inline by a state from before its blocks: the DAG-CBOR bytes
+    of its [key, result] list (a plain list in states made before; absent in states made
+    before it existed).  Entries are [key, result, DAG-CBOR of result]."""
+    if isinstance(value, bytes):
+        try:
+            value = cbor.decode(value)
+        except cbor.DagCborError:
+            return []
     if not isinstance(value, list):
         return []
-    return [list(e) for e in value if isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)]
+    return [
+        [e[0], e[1], cbor.encode(e[1])]
+        for e in value
+        if isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+    ]
 
 
 def _dedup_lookup(pico: Pico, key: str) -> object | None:
-    for seen, result in reversed(pico.dedup):
-        if seen == key:
-            return result
+    for entry in reversed(pico.dedup):
+        if entry[0] == key:
+            return entry[1]
     return None
 
 
-def _dedup_add(
-    window: list[list[object]], key: str, result: dict[str, object]
-) -> list[list[object]]:
-    """The window with ``key`` → ``result`` added, newest last, at most DEDUP_WINDOW long."""
+@dataclass(frozen=True, slots=True)
+class _DedupWindow:
+    """A pico's dedup window after a commit: its entries, the blocks holding them (with
+    their entry counts), and the blocks that commit adds (one, but for the first commit
+    of a window kept inline by an older state: all of them); the others are stored."""
+
+    entries: list[list[object]]
+    buckets: list[tuple[Block, int]]
+    new: list[Block]
+
+
+def _dedup_bucket(entries: Sequence[list[object]]) -> Block:
+    """The block of these [key, result, DAG-CBOR of result] entries: the list of their
+    [key, DAG-CBOR of result] (each result was encoded once, when it joined the window;
+    bytes cost nothing to encode again, a result's maps do)."""
+    return Block.encode([[e[0], e[2]] for e in entries])
+
+
+def _dedup_add(pico: Pico, key: str, result: dict[str, object]) -> _DedupWindow:
+    """The pico's window with ``key`` → ``result`` added, newest last.
+
+    The entry joins the newest bucket, or starts one when that is full (or the window
+    has no buckets yet: a state from before buckets has its entries re-bucketed once);
+    the oldest buckets leave while the rest still hold DEDUP_WINDOW entries."""
     kept: object = result
-    if len(cbor.encode(result)) > DEDUP_RESULT_MAX:
+    encoded = cbor.encode(result)
+    if len(encoded) > DEDUP_RESULT_MAX:
         kept = {"eid": result["eid"], "directives": [], "note": "directives too large to keep"}
-    return [*window[-(DEDUP_WINDOW - 1) :], [key, kept]]
+        encoded = cbor.encode(kept)
+    entries = [*pico.dedup, [key, kept, encoded]]
+    buckets = list(pico.dedup_buckets)
+    new: list[Block] = []
+    if sum(n for _, n in buckets) != len(pico.dedup):  # an old state's window: re-bucket
+        old = pico.dedup[-(DEDUP_WINDOW - 1) :]
+        entries = [*old, entries[-1]]
+        chunks = [old[i : i + DEDUP_BUCKET] for i in range(0, len(old), DEDUP_BUCKET)]
+        buckets = [(_dedup_bucket(chunk), len(chunk)) for chunk in chunks]
+        new = [block for block, _ in buckets]
+    if buckets and buckets[-1][1] < DEDUP_BUCKET:
+        count = buckets.pop()[1] + 1
+        if new:
+            new.pop()
+    else:
+        count = 1
+    newest = _dedup_bucket(entries[-count:])
+    buckets.append((newest, count))
+    new.append(newest)
+    while len(entries) - buckets[0][1] >= DEDUP_WINDOW:
+        entries = entries[buckets.pop(0)[1] :]
+    return _DedupWindow(entries, buckets, new)
+
+
+def _dedup_read(store: BlockStore, value: object, did: str) -> _DedupWindow | None:
+    """The window a state's meta.dedup links (a list of bucket CIDs); None for a state
+    that keeps it inline (``_dedup_entries``) or has none."""
+    if not isinstance(value, list) or not value or not all(isinstance(c, CID) for c in value):
+        return None
+    entries: list[list[object]] = []
+    buckets: list[tuple[Block, int]] = []
+    for cid in value:
+        block = store.get_block(cid)
+        if block is None:
+            raise PicoError(f"dedup block {cid} of {did} is missing from the block store")
+        pairs = block.value
+        if not isinstance(pairs, list) or not all(
+            isinstance(e, list) and len(e) == 2 and type(e[0]) is str and type(e[1]) is bytes
+            for e in pairs
+        ):
+            raise PicoError(f"dedup block {cid} of {did} is not a list of [key, result bytes]")
+        try:
+            entries += [[e[0], cbor.decode(e[1]), e[1]] for e in pairs]
+        except cbor.DagCborError as e:
+            raise PicoError(f"dedup block {cid} of {did} holds a bad result: {e}") from e
+        buckets.append((block, len(pairs)))
+    return _DedupWindow(entries, buckets, [])
+
+
+@dataclass
+class _Prepared:
+    """A commit whose blocks and signed head are made but not yet written (or seen)."""
+
+    pico: Pico
+    written: list[Block]  # its head last
+    ent: Mapping[str, Mapping[str, object]]
+    rules: dict[str, dict[str, object]]
+    jobs: dict[str, sched.Job]
+    root: CID
+    head: CID
+    channels: dict[str, dict[str, object]] | None = None
+    rulesets: list[InstalledRuleset] | None = None
+    children: list[dict[str, str]] | None = None
+    ruleset_info: dict[str, dict[str, object]] | None = None
+    dedup: _DedupWindow | None = None
+    error: BaseException | None = None  # its group failed, or making it visible did
+
+
+@dataclass
+class _Group:
+    """The commits of one scheduling round, written in one block-store transaction."""
+
+    commits: list[_Prepared] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
 
 
 class Engine:
@@ -921,10 +1114,22 @@ class Engine:
         self.root_did: str | None = None
         # events answered from a pico's dedup window (a retry of one applied before)
         self.duplicates = 0
+        # Evaluate on the trio thread first (see "Inline evaluation"); how many such
+        # attempts were dropped and run again in a worker thread.
+        self.inline = True
+        self.fallbacks = 0
+        # the group commit the picos of this scheduling round are joining (see _apply_grouped)
+        self._group: _Group | None = None
+        # group commits written, and the pico commits they held (for tests and tools)
+        self.groups = 0
+        self.grouped_commits = 0
         # Set by p2pico.replicas: told the blocks of every commit (its head last), and
         # awaited before an event or manage work is acknowledged (a replica holds it).
         self.on_commit: Callable[[Pico, list[Block]], None] | None = None
         self.replicate: Callable[[Pico], Awaitable[None]] | None = None
+        # Told a pico's DID after each of its commits (once its new head is in place) and
+        # when it starts or stops being hosted here (p2pico.explorer wakes on these).
+        self.change_listeners: list[Callable[[str], None]] = []
         # Set by p2pico.mesh: move a pico to another engine (ctx:move, after the commit).
         self.move_hook: Callable[[str, str], Awaitable[object]] | None = None
         # Set by p2pico.replicas: the heads this node keeps as a replica (GC roots too).
@@ -963,6 +1168,9 @@ class Engine:
         state = read_state(self.store, head.state)
         pico = self._pico_from_state(keypair, state, head_cid, head.seq)
         pico.state_root = head.state
+        window = _dedup_read(self.store, state.meta.get("dedup"), did)
+        if window is not None:
+            pico.dedup, pico.dedup_buckets = window.entries, window.buckets
         return pico
 
     @staticmethod
@@ -983,7 +1191,8 @@ class Engine:
             channels={eci: dict(ch) for eci, ch in state.channels.items()},
             head=head,
             seq=seq,
-            dedup=_dedup_entries(state.meta.get("dedup")),
+            dedup=(dedup := _dedup_entries(state.meta.get("dedup"))),
+            dedup_inline=cbor.encode([e[:2] for e in dedup]) if dedup else None,
         )
 
     def _attach(self, pico: Pico, *, draining: bool = False) -> None:
@@ -997,6 +1206,7 @@ class Engine:
             pico.forwarded, fwd_recv = trio.open_memory_channel[Work](MAX_INBOX)
             self._nursery.start_soon(self._worker, pico, recv, fwd_recv)
         self.schedule_changed()
+        self._changed(pico.did)
 
     def _inbox(self, pico: Pico) -> trio.MemorySendChannel[Work]:
         """The pico's inbox, made, with its worker, if the pico was idle (see IDLE_SECONDS)."""
@@ -1021,6 +1231,7 @@ class Engine:
             pico.inbox.close()
         self.home.forget_pico(pico.did)
         self.schedule_changed()
+        self._changed(pico.did)
 
     # -- scheduled events (p2pico.scheduler) --------------------------------------------
 
@@ -1032,6 +1243,10 @@ class Engine:
 
     def schedule_changed(self) -> None:
         self._schedule_event.set()
+
+    def _changed(self, did: str) -> None:
+        for listener in self.change_listeners:
+            listener(did)
 
     def schedule_of(self, did: str) -> list[dict[str, object]]:
         """A hosted pico's jobs for operators: as KRL sees them, plus ``eci`` and ``next``."""
@@ -1365,8 +1580,9 @@ class Engine:
 
     async def _run_work(self, pico: Pico, work: Work) -> None:
         try:
-            # KRL runs in a worker thread, so a rule spending its whole budget slows the
-            # node down (the GIL) but never stops it: HTTP, libp2p and other picos go on.
+            # KRL runs on the trio thread within a slice, else in a worker thread (see
+            # "Inline evaluation"), so a rule spending its whole budget slows the node
+            # down (the GIL) but never stops it: HTTP, libp2p and other picos go on.
             # State is committed here, on the trio thread, which owns the SQLite stores.
             clock = self._txn_clock()
             if work.kind == "event":
@@ -1392,24 +1608,45 @@ class Engine:
                     event = krl.Event(event.domain, event.type, event.attrs, event.eid, clock())
                 elif not event.time:  # its time is when its transaction starts (`within`)
                     event = krl.Event(event.domain, event.type, event.attrs, event.eid, clock())
+                txn_id = work.txn_id or new_txn_id()  # the same for a fallback's second run
+                key = ("event", event.domain, event.type)
                 try:
-                    txn = await trio.to_thread.run_sync(
-                        self._evaluate_event, pico, event, work.eci, clock, fired, work.txn_id
-                    )
+                    txn: Transaction | None = None
+                    if self._inline_first(pico, key):
+                        try:
+                            txn = self._evaluate_event(
+                                pico, event, work.eci, clock, fired, txn_id, inline=True
+                            )
+                        except _Fallback as fallback:
+                            self._fell_back(pico, key, fallback)
+                    if txn is None:
+                        txn = await trio.to_thread.run_sync(
+                            self._evaluate_event, pico, event, work.eci, clock, fired, txn_id
+                        )
                 except (PicoError, krl.KrlError):
                     if fired is not None:  # the job fired even though its rules failed
                         self._consume_job(pico, event, fired)
                     raise
-                result: object = self._apply(pico, event, txn, work.mid)
+                if txn.new_picos or txn.deleted_picos:  # rare: committed alone, at once
+                    result: object = self._apply(pico, event, txn, work.mid)
+                else:
+                    result = await self._apply_grouped(pico, event, txn, work.mid)
                 if self.replicate is not None:  # acknowledged once a replica holds it
                     await self.replicate(pico)
             elif work.kind == "query":
                 record = self._check_channel(pico, work.eci)
                 if record is not None:
                     chan.check_query(record, work.rid, work.name, work.sender)
-                result = await trio.to_thread.run_sync(
-                    self._run_query, pico, work.eci, work.rid, work.name, work.args, clock
-                )
+                key = ("query", work.rid, work.name)
+                args = (pico, work.eci, work.rid, work.name, work.args, clock)
+                if self._inline_first(pico, key):
+                    try:
+                        result = self._run_query(*args, inline=True)
+                    except _Fallback as fallback:
+                        self._fell_back(pico, key, fallback)
+                        result = await trio.to_thread.run_sync(self._run_query, *args)
+                else:
+                    result = await trio.to_thread.run_sync(self._run_query, *args)
             elif work.kind == "manage":
                 assert work.manage is not None
                 result = work.manage(pico, clock)
@@ -1427,6 +1664,17 @@ class Engine:
             work.finish(error=PicoError(f"internal error: {type(e).__name__}: {e}"))
         else:
             work.finish(result=result)
+
+    def _inline_first(self, pico: Pico, key: tuple[str, str, str]) -> bool:
+        return self.inline and (pico.threaded is None or key not in pico.threaded)
+
+    def _fell_back(self, pico: Pico, key: tuple[str, str, str], fallback: _Fallback) -> None:
+        """An inline attempt is dropped: its event or query goes to a thread from now on."""
+        self.fallbacks += 1
+        if pico.threaded is None:
+            pico.threaded = set()
+        pico.threaded.add(key)
+        log.debug("%s: %s %s:%s runs in a thread (%s)", pico.did, *key, fallback.reason)
 
     def _check_channel(self, pico: Pico, eci: str) -> Mapping[str, object] | None:
         """The channel record an event or query names; None when it names the pico by DID.
@@ -1454,19 +1702,49 @@ class Engine:
         clock: Callable[[], float] = time.time,
         fired: tuple[str, sched.Job | None] | None = None,
         txn_id: str = "",
+        *,
+        inline: bool = False,
     ) -> Transaction:
         """Run every scheduled (ruleset, event) pair; the writes stay in the transaction.
 
         ``fired`` is (job id, the job after it fired or None) when a scheduled job fires;
         ``txn_id`` the transaction's id when the caller chose it (else a new one).
+        ``inline``: on the trio thread, within the inline slice; _Fallback if it does not
+        fit (see "Inline evaluation").
         """
         if eci and eci not in pico.channels:
             raise PicoError(f"ECI not found {eci}")
         txn = Transaction(pico, eci, txn_id or new_txn_id(), clock=clock)
         txn.engine = self
+        txn.inline = inline
         if fired is not None:
             txn.schedule_writes[fired[0]] = fired[1]
-        budget = krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds, clock=clock)
+        budget = self._budget(clock, inline)
+        try:
+            self._run_schedule(pico, event, txn, budget)
+        except _Fallback:
+            raise
+        except krl.KrlBudgetExceeded:
+            if inline:  # the slice (or the trio thread's stack) ran out, not the budget
+                raise _Fallback("slice") from None
+            txn.flush_logs()
+            raise
+        except BaseException:
+            txn.flush_logs()
+            raise
+        txn.flush_logs()
+        return txn
+
+    def _budget(self, clock: Callable[[], float], inline: bool) -> krl.Budget:
+        if inline:
+            return krl.Budget(
+                max_steps=INLINE_MAX_STEPS, max_seconds=INLINE_MAX_SECONDS, clock=clock
+            )
+        return krl.Budget(max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds, clock=clock)
+
+    def _run_schedule(
+        self, pico: Pico, event: krl.Event, txn: Transaction, budget: krl.Budget
+    ) -> None:
         schedule: deque[tuple[InstalledRuleset, krl.Event]] = deque(
             (rs, event) for rs in pico.rulesets
         )
@@ -1494,7 +1772,6 @@ class Engine:
                 txn.raised.clear()
                 if outcome.last or outcome.halted:
                     break
-        return txn
 
     def _apply(
         self, pico: Pico, event: krl.Event, txn: Transaction, mid: str = ""
@@ -1511,53 +1788,10 @@ class Engine:
         """
         response: dict[str, object] = {"eid": txn.txn_id, "directives": txn.directives}
         if txn.changed() or mid:
-            if pico.deleted:
-                raise PicoError(f"pico {pico.did} was deleted")
-            # The writes over the pico's maps, without copying them (O(writes), not
-            # O(entries)); _commit applies them to the maps once the commit succeeded.
-            writes: dict[str, dict[str, object]] = {}
-            for (rid, name), value in txn.writes.items():
-                writes.setdefault(rid, {})[name] = DELETED if value is _CLEARED else value
-            ent: dict[str, Mapping[str, object]] = {
-                rid: Overlay(vars, writes[rid]) if rid in writes else vars
-                for rid, vars in pico.ent.items()
-                if rid not in txn.dropped_rids
-            }
-            for rid in writes.keys() - ent.keys():
-                ent[rid] = Overlay({}, writes[rid])
-            rules = {
-                rid: dict(states)
-                for rid, states in pico.rule_states.items()
-                if rid not in txn.dropped_rids
-            }
-            for (rid, rule), state in txn.rule_writes.items():
-                if state is None:
-                    rules.setdefault(rid, {}).pop(rule, None)
-                else:
-                    rules.setdefault(rid, {})[rule] = state
-            cause = {
-                "domain": event.domain,
-                "type": event.type,
-                "eid": event.eid,
-                "txn": txn.txn_id,
-            }
-            schedule = txn.schedule_view() if txn.schedule_writes else pico.schedule
-            infos = {**pico.ruleset_info, **txn.info_writes}
+            args, kwargs = self._commit_parts(pico, event, txn, mid, response)
             created = [self._create_child(pico, new) for new in txn.new_picos]
             try:
-                self._commit(
-                    pico,
-                    ent,
-                    rules,
-                    cause,
-                    schedule,
-                    channels=txn.channels_view() if txn.channel_writes else None,
-                    rulesets=txn.rulesets_view,
-                    children=txn.children_view,
-                    ruleset_info={k: v for k, v in infos.items() if v is not None},
-                    changed=None if txn.dropped_rids else writes,
-                    dedup=_dedup_add(pico.dedup, mid, response) if mid else None,
-                )
+                self._commit(*args, **kwargs)
             except BaseException:
                 for child in created:
                     self._delete_tree(child.did)
@@ -1569,6 +1803,75 @@ class Engine:
                 if self.on_new_pico is not None:
                     assert self._nursery is not None
                     self._nursery.start_soon(self.on_new_pico, child)
+        self._after_commit(pico, txn)
+        return response
+
+    async def _apply_grouped(
+        self, pico: Pico, event: krl.Event, txn: Transaction, mid: str = ""
+    ) -> dict[str, object]:
+        """``_apply`` for a transaction without ctx:newPico or ctx:delPico, its commit
+        written with those of the other picos of this scheduling round (``_group_commit``).
+        Nothing of it is seen, sent or answered before the group's COMMIT succeeded."""
+        response: dict[str, object] = {"eid": txn.txn_id, "directives": txn.directives}
+        if txn.changed() or mid:
+            args, kwargs = self._commit_parts(pico, event, txn, mid, response)
+            await self._group_commit(self._prepare_commit(*args, **kwargs))
+        self._after_commit(pico, txn)
+        return response
+
+    def _commit_parts(
+        self,
+        pico: Pico,
+        event: krl.Event,
+        txn: Transaction,
+        mid: str,
+        response: dict[str, object],
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments of ``_commit`` for what a transaction wrote."""
+        if pico.deleted:
+            raise PicoError(f"pico {pico.did} was deleted")
+        # The writes over the pico's maps, without copying them (O(writes), not
+        # O(entries)); _commit applies them to the maps once the commit succeeded.
+        writes: dict[str, dict[str, object]] = {}
+        for (rid, name), value in txn.writes.items():
+            writes.setdefault(rid, {})[name] = DELETED if value is _CLEARED else value
+        ent: dict[str, Mapping[str, object]] = {
+            rid: Overlay(vars, writes[rid]) if rid in writes else vars
+            for rid, vars in pico.ent.items()
+            if rid not in txn.dropped_rids
+        }
+        for rid in writes.keys() - ent.keys():
+            ent[rid] = Overlay({}, writes[rid])
+        rules = {
+            rid: dict(states)
+            for rid, states in pico.rule_states.items()
+            if rid not in txn.dropped_rids
+        }
+        for (rid, rule), state in txn.rule_writes.items():
+            if state is None:
+                rules.setdefault(rid, {}).pop(rule, None)
+            else:
+                rules.setdefault(rid, {})[rule] = state
+        cause = {
+            "domain": event.domain,
+            "type": event.type,
+            "eid": event.eid,
+            "txn": txn.txn_id,
+        }
+        schedule = txn.schedule_view() if txn.schedule_writes else pico.schedule
+        infos = {**pico.ruleset_info, **txn.info_writes}
+        kwargs: dict[str, Any] = {
+            "channels": txn.channels_view() if txn.channel_writes else None,
+            "rulesets": txn.rulesets_view,
+            "children": txn.children_view,
+            "ruleset_info": {k: v for k, v in infos.items() if v is not None},
+            "changed": None if txn.dropped_rids else writes,
+            "dedup": _dedup_add(pico, mid, response) if mid else None,
+        }
+        return (pico, ent, rules, cause, schedule), kwargs
+
+    def _after_commit(self, pico: Pico, txn: Transaction) -> None:
+        """What a committed transaction (or one that wrote nothing) sends and starts."""
         for send in txn.sends:  # fire and forget, and only what a committed transaction sent
             self._dispatch_send(*send)
         for request in txn.http_sends:  # http: autosend, likewise
@@ -1577,7 +1880,67 @@ class Engine:
         if txn.move_target is not None:  # ctx:move: queued behind what is waiting now
             assert self._nursery is not None
             self._nursery.start_soon(self._move_later, pico, txn.move_target)
-        return response
+
+    async def _group_commit(self, prepared: _Prepared) -> None:
+        """Write a prepared commit with the others of this scheduling round, then show it.
+
+        The first commit of a round opens a group and yields once, so the picos that
+        are runnable in this round add theirs; then every group member's blocks go to
+        the store in one transaction (``SqliteBlockStore.group``: one COMMIT).  Only once
+        that COMMIT succeeded does each pico see its new state and head.  If it fails,
+        no pico of the group changes (in memory or in the store) and each of their
+        events fails with the reason.
+        """
+        group = self._group
+        if group is None:
+            group = self._group = _Group([prepared])
+            await trio.lowlevel.cancel_shielded_checkpoint()  # the round's other picos join
+            self._group = None
+            try:
+                self._write_group(group)
+            finally:  # the others must never wait forever (their waits are shielded)
+                group.done.set()
+            # ...and goes on in the same round as they do, so the picos keep in step
+            # and the next round's commits group again
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            group.commits.append(prepared)
+            with trio.CancelScope(shield=True):  # the leader never blocks after its yield
+                await group.done.wait()
+        if prepared.error is not None:
+            error = prepared.error
+            if isinstance(error, PicoError):
+                raise error
+            raise PicoError(f"commit failed: {type(error).__name__}: {error}") from error
+
+    def _write_group(self, group: _Group) -> None:
+        self.groups += 1
+        self.grouped_commits += len(group.commits)
+        grouped = getattr(self.store, "group", None)
+        try:
+            with grouped() if grouped is not None else contextlib.nullcontext():
+                # one put_many: the store binds many blocks to each INSERT
+                self.store.put_many([b for prepared in group.commits for b in prepared.written])
+        except Exception as e:  # nothing of the group was written; no pico changed
+            log.error("group commit of %d picos failed: %s", len(group.commits), e)
+            for prepared in group.commits:
+                prepared.error = e
+            return
+        finished: list[_Prepared] = []
+        for prepared in group.commits:
+            try:
+                self._finish_commit(prepared)
+            except Exception as e:
+                log.exception("%s: after its commit", prepared.pico.did)
+                prepared.error = e
+            else:
+                finished.append(prepared)
+        try:  # the head pointers of the whole group: one transaction in node.sqlite
+            self.home.set_heads((p.pico.did, p.pico.head) for p in finished)
+        except Exception as e:
+            log.exception("head pointers of a group of %d picos", len(finished))
+            for prepared in finished:
+                prepared.error = e
 
     async def _move_later(self, pico: Pico, to: str) -> None:
         assert self.move_hook is not None
@@ -1718,16 +2081,29 @@ class Engine:
         name: str,
         args: Mapping[str, object],
         clock: Callable[[], float] = time.time,
+        *,
+        inline: bool = False,
     ) -> object:
         for rs in pico.rulesets:
             if rs.rid == rid:
                 txn = Transaction(pico, eci, new_txn_id(), read_only=True, clock=clock)
                 txn.engine = self
                 txn.rid = rid
-                budget = krl.Budget(
-                    max_steps=TXN_MAX_STEPS, max_seconds=self.txn_seconds, clock=clock
-                )
-                return rs.compiled.query(name, args, txn, budget)
+                txn.inline = inline
+                try:
+                    result = rs.compiled.query(name, args, txn, self._budget(clock, inline))
+                except _Fallback:
+                    raise
+                except krl.KrlBudgetExceeded:
+                    if inline:
+                        raise _Fallback("slice") from None
+                    txn.flush_logs()
+                    raise
+                except BaseException:
+                    txn.flush_logs()
+                    raise
+                txn.flush_logs()
+                return result
         raise PicoError(f"Pico doesn't have {rid} installed.")
 
     # -- committing state ---------------------------------------------------------------
@@ -1743,10 +2119,11 @@ class Engine:
         rulesets: list[InstalledRuleset] | None = None,
         children: list[dict[str, str]] | None = None,
         ruleset_info: Mapping[str, Mapping[str, object]] | None = None,
-        dedup: list[list[object]] | None = None,
+        dedup: _DedupWindow | None = None,
     ) -> PicoState:
         """The pico's state with these parts (the pico's own where a part is None)."""
-        window = pico.dedup if dedup is None else dedup
+        window = pico.dedup if dedup is None else dedup.entries
+        buckets = pico.dedup_buckets if dedup is None else dedup.buckets
         jobs = pico.schedule if schedule is None else schedule
         kids = pico.children if children is None else children
         infos = pico.ruleset_info if ruleset_info is None else ruleset_info
@@ -1761,8 +2138,11 @@ class Engine:
             meta["children"] = [dict(kid) for kid in kids]
         if infos:
             meta["rulesets"] = {rid: dict(info) for rid, info in infos.items()}
-        if window:
-            meta["dedup"] = [list(entry) for entry in window]
+        if buckets:
+            meta["dedup"] = [block.cid for block, _ in buckets]
+        elif window:  # a state from before buckets, unchanged until its next message
+            inline = pico.dedup_inline
+            meta["dedup"] = inline if inline is not None else cbor.encode([e[:2] for e in window])
         return PicoState(
             did=pico.did,
             rulesets=tuple(
@@ -1791,7 +2171,7 @@ class Engine:
         children: list[dict[str, str]] | None = None,
         ruleset_info: dict[str, dict[str, object]] | None = None,
         changed: Mapping[str, Mapping[str, object]] | None = None,
-        dedup: list[list[object]] | None = None,
+        dedup: _DedupWindow | None = None,
     ) -> None:
         """Write the new state and a signed head; only then does the pico see it.
 
@@ -1803,6 +2183,39 @@ class Engine:
         that is a dag.state.Overlay over the pico's own is applied to it in place
         once the commit is written.
         """
+        prepared = self._prepare_commit(
+            pico,
+            ent,
+            rules,
+            cause,
+            schedule,
+            channels=channels,
+            rulesets=rulesets,
+            children=children,
+            ruleset_info=ruleset_info,
+            changed=changed,
+            dedup=dedup,
+        )
+        self.store.put_many(prepared.written)
+        self._finish_commit(prepared)
+
+    def _prepare_commit(
+        self,
+        pico: Pico,
+        ent: Mapping[str, Mapping[str, object]],
+        rules: dict[str, dict[str, object]],
+        cause: Mapping[str, object] | None,
+        schedule: dict[str, sched.Job] | None = None,
+        *,
+        channels: dict[str, dict[str, object]] | None = None,
+        rulesets: list[InstalledRuleset] | None = None,
+        children: list[dict[str, str]] | None = None,
+        ruleset_info: dict[str, dict[str, object]] | None = None,
+        changed: Mapping[str, Mapping[str, object]] | None = None,
+        dedup: _DedupWindow | None = None,
+    ) -> _Prepared:
+        """The blocks and signed head of a commit (``_commit``), not yet written: the
+        pico is unchanged until ``_finish_commit``."""
         jobs = pico.schedule if schedule is None else schedule
         state = self.state_of(
             pico,
@@ -1828,8 +2241,40 @@ class Engine:
             ts=int(self.clock() * 1000),
             cause=cause_block.cid if cause_block else None,
         )
-        written = [*blocks, *([cause_block] if cause_block else []), head]
-        self.store.put_many(written)
+        extra = [cause_block] if cause_block else []
+        if dedup is not None:
+            extra += dedup.new  # the window's changed block
+        written = [*blocks, *extra, head]
+        return _Prepared(
+            pico,
+            written,
+            ent,
+            rules,
+            jobs,
+            root.cid,
+            head.cid,
+            channels=channels,
+            rulesets=rulesets,
+            children=children,
+            ruleset_info=ruleset_info,
+            dedup=dedup,
+        )
+
+    def _finish_commit(self, prepared: _Prepared) -> None:
+        """The prepared commit's blocks are in the store: now the pico sees its new state."""
+        pico, written, ent, rules, jobs = (
+            prepared.pico,
+            prepared.written,
+            prepared.ent,
+            prepared.rules,
+            prepared.jobs,
+        )
+        rulesets, children, ruleset_info = (
+            prepared.rulesets,
+            prepared.children,
+            prepared.ruleset_info,
+        )
+        channels, dedup = prepared.channels, prepared.dedup
         if self.on_commit is not None:
             self.on_commit(pico, written)
         pico.ent = {
@@ -1837,8 +2282,8 @@ class Engine:
             for rid, v in ent.items()
         }
         pico.rule_states = rules
-        pico.state_root = root.cid
-        pico.head, pico.seq = head.cid, pico.seq + 1
+        pico.state_root = prepared.root
+        pico.head, pico.seq = prepared.head, pico.seq + 1
         if rulesets is not None:
             pico.rulesets = rulesets
         if children is not None:
@@ -1846,7 +2291,8 @@ class Engine:
         if ruleset_info is not None:
             pico.ruleset_info = ruleset_info
         if dedup is not None:
-            pico.dedup = dedup
+            pico.dedup, pico.dedup_buckets = dedup.entries, dedup.buckets
+            pico.dedup_inline = None
         if channels is not None:
             hosted = self.picos.get(pico.did) is pico
             for eci in pico.channels.keys() - channels.keys():
@@ -1859,6 +2305,7 @@ class Engine:
         if jobs != pico.schedule:
             pico.schedule = jobs
             self.schedule_changed()
+        self._changed(pico.did)
 
     def gc(self, keep_history: int | None = None) -> GcReport:
         """Delete the blocks that no hosted pico and no imported head reaches (dag.gc).

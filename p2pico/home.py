@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +121,19 @@ class Home:
 
     def set_head(self, did: str, head: CID) -> None:
         self._db.execute("UPDATE picos SET head = ? WHERE did = ?", (head.buffer, did))
+
+    def set_heads(self, heads: Iterable[tuple[str, CID]]) -> None:
+        """Several picos' head pointers in one transaction (after a group commit)."""
+        rows = [(head.buffer, did) for did, head in heads]
+        if not rows:
+            return
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("UPDATE picos SET head = ? WHERE did = ?", rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def forget_pico(self, did: str) -> None:
         """The pico moved away: drop its key and head pointer (its blocks stay until GC)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -33,6 +34,19 @@ async def test_a_runaway_rule_does_not_stall_other_picos(tmp_path: Path) -> None
         counter = engine.create_pico([COUNTER])
 
         runaway_done = trio.Event()
+        # The signal that the runaway's transaction is in its worker thread: its evaluation
+        # was called there (its first, inline attempt ran out of its slice on the trio
+        # thread; run_sync_soon wakes trio from the worker thread).
+        started = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+        evaluate = engine._evaluate_event
+
+        def watched(pico: Any, *args: Any, **kwargs: Any) -> Any:
+            if pico.did == runaway.did and not kwargs.get("inline"):
+                token.run_sync_soon(started.set)
+            return evaluate(pico, *args, **kwargs)
+
+        engine._evaluate_event = watched  # type: ignore[method-assign]
 
         async def spin() -> None:
             try:
@@ -42,13 +56,15 @@ async def test_a_runaway_rule_does_not_stall_other_picos(tmp_path: Path) -> None
             runaway_done.set()
 
         nursery.start_soon(spin)
-        await trio.testing.wait_all_tasks_blocked()  # the runaway is now in its worker thread
+        await started.wait()  # the runaway is now evaluating
         for _ in range(10):
             await engine.submit(counter.did, event("counter", "inc"))
         finished.append("counter: 10 events")
         await runaway_done.wait()
         nursery.cancel_scope.cancel()
-    # The other pico was served while the runaway ran, and the runaway hit its budget.
+    # The other pico was served while the runaway ran, and the runaway hit its budget
+    # (in its worker thread: its first, inline attempt ran out of the slice).
+    assert engine.fallbacks == 1
     assert finished[0] == "counter: 10 events"
     assert re.match(r"^runaway: (time|step) budget of .* exceeded in rule forever", finished[1])
 

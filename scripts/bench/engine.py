@@ -2,7 +2,9 @@
 
 Prints JSON, then a table. Cases, each for p2pico and (where it has one) for the
 same-run peer, Pico Labs' pico-engine-core 1.3.0 in process under Node
-(scripts/bench/peer/pico_engine_bench.mjs, memdown store):
+(scripts/bench/peer/pico_engine_bench.mjs), twice: on its in-memory store (memdown,
+nothing durable: the headline ratio) and on LevelDB on disk (leveldown, the store the
+pico-engine server uses). p2pico always makes a signed, durable commit per event.
 
 1. events/s and queries/s in process: 1 client on one pico, then C clients at
    once, each on its own pico (p2pico: ``Engine.submit``; the peer: ``eventWait``
@@ -303,10 +305,17 @@ def main() -> None:
     create = bench_create(counts)
     peer = bench_peer(args.events, args.queries, args.clients, peer_counts)
 
+    keys = ("events_1", "events_C", "queries_1", "queries_C")
     ratios: dict[str, float] = {}
+    ratios_leveldown: dict[str, float] = {}
+    peer_leveldown = None if peer is None else peer.get("leveldown")
     if peer is not None:
-        for key in ("events_1", "events_C", "queries_1", "queries_C"):
+        for key in keys:
             ratios[key] = round(ours[key]["per_s"] / peer[key]["per_s"], 2)  # type: ignore[index]
+    if peer_leveldown is not None:
+        for key in keys:
+            theirs = peer_leveldown[key]["per_s"]
+            ratios_leveldown[key] = round(ours[key]["per_s"] / theirs, 2)  # type: ignore[index]
     result = {
         "benchmark": "engine",
         "python": sys.version.split()[0],
@@ -316,27 +325,39 @@ def main() -> None:
         "p2pico_create": create,
         "peer": peer,
         "ratios_p2pico_over_peer": ratios,
+        "ratios_p2pico_over_peer_leveldown": ratios_leveldown,
         "goals": {"events_ratio": 3.0, "bytes_per_idle_pico": 5000},
     }
     print(json.dumps(result, indent=2))
     print()
     c = args.clients
-    print(f"{'case':<46} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
+    print(
+        "ratio: p2pico in process over pico-engine-core on memdown (the headline) and on leveldown"
+    )
+    print(f"{'case':<46} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'memdown':>8} {'leveldown':>9}")
     labels = {
         "events_1": "events, 1 client",
         "events_C": f"events, {c} clients",
         "queries_1": "queries, 1 client",
         "queries_C": f"queries, {c} clients",
     }
-    sources = [("p2pico in process", ours), ("p2pico HTTP", http), ("pico-engine-core", peer)]
+    sources = [
+        ("p2pico in process", ours),
+        ("p2pico HTTP", http),
+        ("pico-engine-core memdown", peer),
+        ("pico-engine-core leveldown", peer_leveldown),
+    ]
     for key, label in labels.items():
         for who, data in sources:
             if data is None:
                 continue
             r = data[key]
-            ratio = ratios.get(key, "") if who == "p2pico in process" else ""
+            mine = who == "p2pico in process"
+            ratio = ratios.get(key, "") if mine else ""
+            ratio_ld = ratios_leveldown.get(key, "") if mine else ""
             print(
-                f"{who + ', ' + label:<46} {r['per_s']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8} {ratio!s:>6}"
+                f"{who + ', ' + label:<46} {r['per_s']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8}"
+                f" {ratio!s:>8} {ratio_ld!s:>9}"
             )
     print()
     print(f"{'create / memory':<46} {'picos':>9} {'seconds':>8} {'B/pico':>8}")

@@ -1,5 +1,6 @@
 // Same-run peer for scripts/bench/engine.py: Pico Labs' pico-engine-core, in
-// process, with its in-memory store (memdown), running the counter ruleset.
+// process, running the counter ruleset, on its in-memory store (memdown) and on
+// LevelDB on disk (leveldown, the store the pico-engine server uses).
 //
 //     node --expose-gc scripts/bench/peer/pico_engine_bench.mjs rulesets/counter.krl \
 //         [--events N] [--queries N] [--clients C] [--picos P,Q,...]
@@ -8,15 +9,18 @@
 //   events_1 / events_C    counter:inc through eventWait, 1 sender on one pico, then
 //                          C senders at once, each on its own pico
 //   queries_1 / queries_C  the count query, likewise
+//   leveldown              the same four on a LevelDB store in a fresh temporary folder
 //   create                 time to create P picos (newPico + install + a channel), per count
 //   memory                 heap and RSS growth per idle pico after creating them (after gc)
 
 import { performance } from "node:perf_hooks";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
 import { makeKrlLogger } from "krl-stdlib";
+import leveldown from "leveldown";
 import memdown from "memdown";
 import { PicoEngineCore, RulesetRegistryLoaderMem } from "pico-engine-core";
 import { createRequire } from "node:module";
@@ -48,11 +52,11 @@ function parseArgs(argv) {
   return args;
 }
 
-async function startCore(krlPath) {
+async function startCore(krlPath, store = memdown()) {
   const source = readFileSync(krlPath, "utf8");
   const url = pathToFileURL(path.resolve(krlPath)).href;
   const core = new PicoEngineCore({
-    leveldown: memdown(),
+    leveldown: store,
     rsRegLoader: RulesetRegistryLoaderMem(async (u) => {
       if (u !== url) throw new Error(`unknown ruleset url ${u}`);
       return source;
@@ -101,26 +105,38 @@ function usage() {
   return { heap: m.heapUsed, rss: m.rss };
 }
 
+// events_1, events_C, queries_1, queries_C on a core over this store.
+async function throughput(args, store) {
+  const { core, rid, newCounterPico } = await startCore(args.krl, store);
+  const inc = (eci) =>
+    core.eventWait({ eci, domain: "counter", name: "inc", data: { attrs: { by: 1 } }, time: 0 });
+  const count = (eci) => core.query({ eci, rid, name: "count", args: {} });
+  const one = [await newCounterPico()];
+  const many = [];
+  for (let i = 0; i < args.clients; i++) many.push(await newCounterPico());
+  const out = {};
+  await drive(one, 100, inc); // warm-up
+  out.events_1 = await drive(one, args.events, inc);
+  out.events_C = await drive(many, args.events, inc);
+  out.queries_1 = await drive(one, args.queries, count);
+  out.queries_C = await drive(many, args.queries, count);
+  const expected = 100 + args.events;
+  const got = await count(one[0]);
+  if (got !== expected) throw new Error(`count is ${got}, expected ${expected}`);
+  return out;
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const out = { name: `pico-engine-core ${VERSION} (Node ${process.versions.node}, memdown)` };
-  {
-    const { core, rid, newCounterPico } = await startCore(args.krl);
-    const inc = (eci) =>
-      core.eventWait({ eci, domain: "counter", name: "inc", data: { attrs: { by: 1 } }, time: 0 });
-    const count = (eci) => core.query({ eci, rid, name: "count", args: {} });
-    const one = [await newCounterPico()];
-    const many = [];
-    for (let i = 0; i < args.clients; i++) many.push(await newCounterPico());
-    await drive(one, 100, inc); // warm-up
-    out.events_1 = await drive(one, args.events, inc);
-    out.events_C = await drive(many, args.events, inc);
-    out.queries_1 = await drive(one, args.queries, count);
-    out.queries_C = await drive(many, args.queries, count);
-    const expected = 100 + args.events;
-    const got = await count(one[0]);
-    if (got !== expected) throw new Error(`count is ${got}, expected ${expected}`);
-    out.clients = args.clients;
+  Object.assign(out, await throughput(args, memdown()));
+  out.clients = args.clients;
+  const dir = mkdtempSync(path.join(os.tmpdir(), "pico-engine-bench-"));
+  try {
+    out.leveldown = await throughput(args, leveldown(dir));
+    out.leveldown.name = `pico-engine-core ${VERSION} (Node ${process.versions.node}, leveldown)`;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
   out.create = [];
   out.memory = [];
