@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -329,7 +330,18 @@ def build_app(
         if p["eid"] != "none":
             attrs.setdefault("__eid", p["eid"])
         target = await mesh.target(p["eci"])
-        return _sky_event_response(await mesh.event(target, p["domain"], p["type"], attrs))
+        # Server-Timing: how long the event took from here, and whether it ran here
+        # ("local") or went to its host over the mesh ("routed": the DID-routed leg,
+        # out and back), then the CPU this node's trio thread spent meanwhile ("cpu", in
+        # ms; other requests' work too, if any ran concurrently).  scripts/bench/mesh.py
+        # reads both per request.
+        leg = "local" if mesh.engine.hosts(target.did) else "routed"
+        t0, c0 = time.perf_counter(), time.thread_time()
+        result = await mesh.event(target, p["domain"], p["type"], attrs)
+        wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+        response = _sky_event_response(result)
+        response.headers["Server-Timing"] = f"{leg};dur={wall * 1000:.3f}, cpu;dur={cpu * 1000:.3f}"
+        return response
 
     async def c_event_wait(request: Request) -> Response:
         p = request.path_params

@@ -12,6 +12,10 @@ and the reply carries the newer record).  ECIs are resolved to DIDs the same
 way, by asking peers; the DID is then routed as above.
 
 Moving (source S, target T; did-routing.md §2.7):
+ 0. Pre-copy, while the pico still serves: S → T ``prefetch`` {did, head}; T fetches
+    and verifies every block of that head (as in 3), and remembers the head and the
+    blocks.  Steps 2-3 then move only what changed since (S's manifest stops at the
+    copied blocks when T's request names the copied head; T's checks stop there too).
  1. S queues a move on the pico, so it starts at an event boundary; later
     requests wait in the pico's inbox.
  2. S → T ``propose`` {did, head, seed, S's current record}.
@@ -31,6 +35,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 import random
 import secrets
 from collections import Counter, deque
@@ -66,6 +71,7 @@ from protocols.messages import (
     MessageError,
     MoveCommand,
     MoveDrained,
+    MovePrefetch,
     MovePropose,
     PicoRequest,
     QueryRequest,
@@ -95,6 +101,11 @@ REQUEST_TIMEOUT = 30.0
 MOVE_TIMEOUT = 120.0
 # A proposal that fails to reach the target (and that it did not take) is sent this often.
 MOVE_ATTEMPTS = 3
+# Pre-copy (Mesh._precopy): the target copies a pico's blocks before the move pauses it;
+# P2PICO_PRECOPY=0 turns it off (scripts/bench/mesh.py compares the two).  A target
+# forgets a copy whose move has not come after PRECOPY_KEEP seconds.
+PRECOPY = os.environ.get("P2PICO_PRECOPY", "1") != "0"
+PRECOPY_KEEP = 60.0
 # Retries (see Mesh._deliver): a request from HTTP or KRL is sent again for up to this
 # long, at most MAX_ATTEMPTS times, with backoff from BACKOFF_FIRST doubling to
 # BACKOFF_MAX; a relay passing on a peer's request tries HOP_ATTEMPTS times (the sender
@@ -134,6 +145,7 @@ class Mesh:
         self.home = home
         self.engine_key: Keypair = home.engine_key
         self.records: dict[str, LocationRecord] = {}
+        self._held_raw: dict[bytes, LocationRecord] = {}  # record bytes -> the one held
         self.eci_dids: dict[str, str] = {}
         # did -> peer allowed to fetch that pico's blocks (the target of an open move)
         self._move_targets: dict[str, str] = {}
@@ -145,6 +157,14 @@ class Mesh:
         self.move_progress: dict[str, list[int]] = {}
         # picos being moved here: their blocks are not reachable from any root yet
         self._incoming: set[str] = set()
+        # Pre-copy (Mesh._precopy).  Source: did -> [target, head, the blocks it may fetch]
+        # while the target copies them, then did -> (target, head, the blocks it copied)
+        # until the move ends.  Target: did -> (head, its seq, every block reachable from it,
+        # all here and verified) until the move ends or PRECOPY_KEEP passes.
+        self._precopy_grants: dict[str, list[Any]] = {}
+        self._precopied: dict[str, tuple[str, CID, frozenset[CID]]] = {}
+        self._prefetched: dict[str, tuple[CID, int, frozenset[CID]]] = {}
+        self._prefetching: set[str] = set()  # target: copies under way (gc waits for them)
         self._nursery: trio.Nursery | None = None
         self.equivocations: list[tuple[LocationRecord, LocationRecord]] = []
         # What was refused, by kind (GET /api/stats): record-forged, record-expired,
@@ -158,6 +178,9 @@ class Mesh:
         # (sender DID, target) -> event:sends not yet delivered, in order
         self._outboxes: dict[tuple[str, str], deque[_Outgoing]] = {}
         self._records_changed = trio.Event()
+        # did -> (record seq, cancel scope) of each request on its way to that record's
+        # host; taking a newer record cancels them (Mesh._request_host)
+        self._in_flight: dict[str, list[tuple[int, trio.CancelScope]]] = {}
         # peer -> records taken here and not yet acknowledged by that peer (Mesh._push_record)
         self._pushes: dict[str, _RecordPush] = {}
         self._not_engines: set[str] = set()  # peers without /p2pico/loc (a Helia node, say)
@@ -195,7 +218,7 @@ class Mesh:
 
     def moves_open(self) -> bool:
         """Is a move into or out of this engine under way (its blocks may be unrooted)?"""
-        return bool(self._move_targets or self._incoming)
+        return bool(self._move_targets or self._incoming or self._prefetching or self._prefetched)
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -236,8 +259,12 @@ class Mesh:
         """Keep ``raw`` if it is valid and newer than what we hold; return the record we now hold.
 
         A record we take is pushed on to every connected peer but ``from_peer`` (the one
-        it came from, when it came from a peer).
+        it came from, when it came from a peer).  The very bytes of a record we hold are
+        not verified again (syncs and replies carry held records over and over).
         """
+        same = self._held_raw.get(raw)
+        if same is not None and self.records.get(same.did) is same:
+            return same
         try:
             new = location.parse_record(raw)
         except InvalidRecord as e:
@@ -261,6 +288,9 @@ class Mesh:
                 if new is held:
                     return held
         self.records[new.did] = new
+        if held is not None:
+            self._held_raw.pop(held.raw, None)
+        self._held_raw[new.raw] = new
         if new.host != self.peer_id and new.addrs:
             self.net.add_addrs(new.host, new.addrs)
         if (
@@ -273,6 +303,9 @@ class Mesh:
         if persist:
             self.home.save_record(new.did, new.raw)
         self._push_record(new, skip=from_peer)
+        for seq, scope in self._in_flight.get(new.did, ()):
+            if seq < new.seq:
+                scope.cancel()  # its host is no longer the pico's (Mesh._request_host)
         for listener in self.record_listeners:
             listener(new, held)
         self._records_changed.set()
@@ -647,30 +680,28 @@ class Mesh:
     async def _request_host(self, record: LocationRecord, out: PicoRequest) -> bytes:
         """Send ``out`` to ``record``'s host; given up (NetError) as soon as a newer record
         arrives, e.g. a replica that took over from a host that stopped answering.  The
-        message id keeps a request that did arrive from being applied twice."""
-        answer: list[bytes] = []
-        failed: list[NetError] = []
-        async with trio.open_nursery() as nursery:
+        message id keeps a request that did arrive from being applied twice.
 
-            async def superseded() -> None:
-                await self.wait_for_record(record.did, after_seq=record.seq)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(superseded)
-            try:
-                answer.append(
-                    await self.net.request(
-                        record.host, MSG_PROTOCOL, out.encode(), timeout=REQUEST_TIMEOUT
-                    )
+        The request waits in ``_in_flight`` under its DID; ``consider`` cancels it when it
+        takes a newer record (no watcher task per request: they cost a task spawn and a
+        cancellation on every routed event)."""
+        held = self.records.get(record.did)
+        if held is not None and held.seq > record.seq:
+            raise NetError(f"a newer record than seq {record.seq} is held; asking its host")
+        waiting = (record.seq, trio.CancelScope())
+        self._in_flight.setdefault(record.did, []).append(waiting)
+        try:
+            with waiting[1]:
+                return await self.net.request(
+                    record.host, MSG_PROTOCOL, out.encode(), timeout=REQUEST_TIMEOUT
                 )
-            except NetError as e:  # raised outside the nursery, not as an exception group
-                failed.append(e)
-            nursery.cancel_scope.cancel()
-        if failed:
-            raise failed[0]
-        if not answer:
-            raise NetError(f"a newer record than seq {record.seq} arrived; asking its host")
-        return answer[0]
+        finally:
+            pending = self._in_flight.get(record.did)
+            if pending is not None:
+                pending.remove(waiting)
+                if not pending:
+                    del self._in_flight[record.did]
+        raise NetError(f"a newer record than seq {record.seq} arrived; asking its host")
 
     async def _on_msg(self, peer: str, data: bytes) -> bytes:
         result: object
@@ -743,13 +774,49 @@ class Mesh:
             return reply.ok
         if to == self.peer_id:
             raise PicoError(f"{did} is already hosted by {to}")
-        result = await self.engine.submit(
-            did, Work("move", run=lambda pico: self._move_out(pico, to))
-        )
+        if PRECOPY:
+            await self._precopy(did, to)
+        try:
+            result = await self.engine.submit(
+                did, Work("move", run=lambda pico: self._move_out(pico, to))
+            )
+        finally:
+            self._precopied.pop(did, None)
+            if did not in self._move_targets:
+                self.move_progress.pop(did, None)
         assert isinstance(result, dict)
         return result
 
+    async def _precopy(self, did: str, to: str) -> None:
+        """Have ``to`` copy the pico's blocks while it still serves (best effort).
+
+        The move that follows pauses the pico only while ``to`` fetches what changed
+        since (the manifest then leaves out everything under the blocks copied here) and
+        verifies that.  A copy that fails is logged; the move then carries everything.
+        """
+        pico = self.engine.picos.get(did)
+        if pico is None or did in self._move_targets or did in self._precopy_grants:
+            return  # gone, or a move of it is under way already
+        grant: list[Any] = [to, pico.head, frozenset()]
+        self._precopy_grants[did] = grant
+        try:
+            data = await self.net.request(
+                to, MOVE_PROTOCOL, MovePrefetch(did, pico.head).encode(), timeout=MOVE_TIMEOUT
+            )
+            reply = Reply.decode(data)
+            if reply.error is not None:
+                log.info("%s did not copy %s ahead of its move: %s", to, did, reply.error)
+            elif grant[2]:
+                self._precopied[did] = (to, grant[1], grant[2])
+        except (NetError, MessageError) as e:
+            log.info("copying %s to %s ahead of its move failed: %s", did, to, e)
+        finally:
+            self._precopy_grants.pop(did, None)
+            if did not in self._precopied:
+                self.move_progress.pop(did, None)
+
     async def _move_out(self, pico: Pico, to: str) -> _Handoff:
+        paused = trio.current_time()  # the worker runs this: the pico serves nothing now
         held = self.records.get(pico.did)
         if held is None:
             raise PicoError(f"no location record for {pico.did}")
@@ -801,7 +868,8 @@ class Mesh:
                 self._nursery.start_soon(self._stand_down, pico.did)
         for eci in pico.channels:
             self.eci_dids[eci] = pico.did
-        log.info("moved %s to %s (record seq %d)", pico.did, to, new.seq)
+        paused_ms = round((trio.current_time() - paused) * 1000, 1)
+        log.info("moved %s to %s (record seq %d), paused %.1f ms", pico.did, to, new.seq, paused_ms)
         return _Handoff(
             self,
             pico.did,
@@ -811,7 +879,9 @@ class Mesh:
                 "host": to,
                 "seq": new.seq,
                 "head": str(pico.head),
-                **({"blocks": progress[1]} if progress else {}),  # in the manifest
+                **({"blocks": progress[1]} if progress else {}),  # copied and moved
+                # from the quiesce until the new host held the pico and we its record
+                "paused_ms": paused_ms,
             },
         )
 
@@ -837,6 +907,8 @@ class Mesh:
         )
 
         async def hand_over(pico: Pico) -> _Handoff:
+            if self.replicas is not None:  # heads no replica took: kept as a fork, not adopted
+                self.replicas.standing_down(pico)
             return _Handoff(
                 self, did, record.host, {"did": did, "host": record.host, "seq": record.seq}
             )
@@ -848,20 +920,56 @@ class Mesh:
 
     async def _on_blocks(self, peer: str, data: bytes) -> bytes:
         request = messages.decode_blocks_request(data)
-        if self._move_targets.get(request.did) != peer:
-            raise PermissionError(f"{peer} may not fetch blocks of {request.did}")
         store = self.engine.store
-        head, entitled = self._move_blocks[request.did]
+        copy = self._precopy_grants.get(request.did)
+        if self._move_targets.get(request.did) == peer:
+            head, entitled = self._move_blocks[request.did]
+            # what the target copied ahead of the move (Mesh._precopy), and says it still
+            # holds (a target that restarted or forgot it asks for everything), it need
+            # not be sent
+            precopied = self._precopied.get(request.did)
+            known = None
+            if (
+                precopied is not None
+                and precopied[0] == peer
+                and isinstance(request, ManifestRequest)
+                and request.since == precopied[1]
+            ):
+                known = precopied[2]
+        elif copy is not None and copy[0] == peer:
+            head, entitled, known = copy[1], copy[2], None
+        else:
+            raise PermissionError(f"{peer} may not fetch blocks of {request.did}")
         if isinstance(request, ManifestRequest):
             if request.root != head:
                 raise PermissionError(f"{peer} may fetch the blocks of {head}, not {request.root}")
-            # A history truncated by gc --keep-history moves from its oldest kept head on.
-            gap = chain_gap(store.get_block, head)
-            cids = [block.cid for block in walk(store, head, absent=[gap[1]] if gap else [])]
+            # A history truncated by gc --keep-history moves from its oldest kept head on;
+            # after a pre-copy, links into the blocks copied are not followed either (the
+            # target has everything under them), so the manifest is what changed since.
+            absent: set[CID] = set(known or ())
+
+            def get(cid: CID) -> Block | None:
+                return None if cid in absent else store.get_block(cid)
+
+            if head in absent:  # nothing changed since the copy
+                cids = [head]
+            else:
+                gap = chain_gap(get, head)
+                if gap is not None:
+                    absent.add(gap[1])
+                cids = [block.cid for block in walk(store, head, absent=absent)]
             if len(cids) > MAX_MANIFEST:
                 raise PicoError(f"{len(cids)} blocks is more than a move can carry yet")
-            self._move_blocks[request.did] = (head, frozenset(cids))
-            self.move_progress[request.did] = [0, len(cids)]
+            # The progress bar (GET /api/moves) counts the blocks of the copy and the move.
+            if copy is not None and copy[0] == peer and self._move_targets.get(request.did) != peer:
+                copy[2] = frozenset(cids)
+                self.move_progress[request.did] = [0, len(cids)]
+            else:
+                self._move_blocks[request.did] = (head, frozenset(cids))
+                before = self.move_progress.get(request.did) if known is not None else None
+                served, total = before if before is not None else (0, 0)
+                added = sum(1 for cid in cids if known is None or cid not in known)
+                self.move_progress[request.did] = [served, total + added]
             return messages.encode_manifest(cids)
         blocks: list[bytes | None] = []
         size = 0
@@ -883,6 +991,8 @@ class Mesh:
             if isinstance(request, MoveDrained):
                 self.engine.drained(request.did)
                 return Reply(ok=True).encode()
+            if isinstance(request, MovePrefetch):
+                return Reply(ok=await self._prefetch(peer, request)).encode()
             if request.did in self._incoming:
                 raise PicoError(f"a move of {request.did} here is already under way")
             self._incoming.add(request.did)
@@ -909,8 +1019,11 @@ class Mesh:
         held = self.consider(old.raw, source=f"move from {peer}")
         if held is None or held.raw != old.raw:
             raise PicoError(f"a newer record for {did} exists (seq {held.seq if held else '?'})")
-        heads = await self._fetch(peer, did, request.head)
-        log.info("fetched %s from %s: %d heads verified", did, peer, len(heads))
+        try:
+            heads = await self._fetch(peer, did, request.head, self._prefetched.get(did))
+        finally:
+            self._prefetched.pop(did, None)
+        log.info("fetched %s from %s: %d new heads verified", did, peer, len(heads))
         raw = self._sign_record(keypair, seq=old.seq + 1, prev=old)
         record = self.consider(raw, source="self")
         if record is None or record.raw != raw:  # check-and-set lost
@@ -920,17 +1033,63 @@ class Mesh:
         self._nursery.start_soon(self._publish, record)
         return raw
 
-    async def _fetch(self, peer: str, did: str, head: CID) -> list[Head]:
-        """Fetch every block reachable from ``head`` that we lack, verifying each.
+    async def _prefetch(self, peer: str, request: MovePrefetch) -> bool:
+        """Copy a pico's blocks ahead of its move from ``peer`` (Mesh._precopy), verified as
+        a move verifies them, and remember what was copied for the move."""
+        did = request.did
+        if self.draining:
+            raise PicoError("this engine is draining: it takes no new picos")
+        if self.engine.hosts(did) or did in self._incoming:
+            raise PicoError(f"{did} is hosted here or moving here already")
+        record = self.records.get(did)
+        if record is None or record.host != peer:
+            raise PicoError(f"{peer} is not the host of {did} as far as we know")
+        if did in self._prefetching:
+            raise PicoError(f"a copy of {did} here is already under way")
+        self._prefetched.pop(did, None)
+        self._prefetching.add(did)
+        try:
+            heads, closure = await self._fetch_verified(peer, did, request.head, None)
+        finally:
+            self._prefetching.discard(did)
+        self._prefetched[did] = (request.head, heads[-1].seq, closure)
+
+        async def forget() -> None:
+            await trio.sleep(PRECOPY_KEEP)
+            if (held := self._prefetched.get(did)) is not None and held[0] == request.head:
+                del self._prefetched[did]
+
+        assert self._nursery is not None
+        self._nursery.start_soon(forget)
+        return True
+
+    async def _fetch(
+        self, peer: str, did: str, head: CID, known: tuple[CID, int, frozenset[CID]] | None = None
+    ) -> list[Head]:
+        """Fetch every block reachable from ``head`` that we lack, verifying each; the
+        heads verified (those after ``known``'s head, when a pre-copy gave one)."""
+        return (await self._fetch_verified(peer, did, head, known))[0]
+
+    async def _fetch_verified(
+        self, peer: str, did: str, head: CID, known: tuple[CID, int, frozenset[CID]] | None
+    ) -> tuple[list[Head], frozenset[CID]]:
+        """Fetch every block reachable from ``head`` that we lack, verifying each; the new
+        heads verified, and every block reachable from ``head``.
 
         The source's manifest says which blocks to ask for; it is not trusted.  Each
         block must match its CID, and at the end a local walk from the head must find
-        every reachable block and a head chain signed by ``did`` from genesis.
+        every reachable block and a head chain signed by ``did`` from genesis.  With
+        ``known`` (a pre-copy's head, its seq, and every block reachable from it, all here
+        and verified) the chain check stops at that head, and the walk at those blocks.
         """
         store = self.engine.store
+        since = known[0] if known is not None else None
         manifest = messages.decode_manifest(
             await self.net.request(
-                peer, BLOCKS_PROTOCOL, ManifestRequest(did, head).encode(), timeout=MOVE_TIMEOUT
+                peer,
+                BLOCKS_PROTOCOL,
+                ManifestRequest(did, head, since).encode(),
+                timeout=MOVE_TIMEOUT,
             )
         )
         missing = [cid for cid in dict.fromkeys(manifest) if not store.has(cid)]
@@ -957,8 +1116,18 @@ class Mesh:
 
         # Every head verifies back to genesis, or to the oldest head a gc --keep-history
         # kept on the source: then that head's `prev` is the one block allowed to be absent.
-        heads, gap = verify_chain_tail(get, head)
-        seen, stack = {head, *([gap] if gap else [])}, [head]
+        # After a pre-copy, back to the head copied then (verified then, down to genesis).
+        known_head, known_seq, closure = known if known is not None else (None, -1, frozenset())
+        if head == known_head:
+            return [], closure
+
+        def chain_get(cid: CID) -> Block | None:
+            return None if cid == known_head else get(cid)
+
+        heads, gap = verify_chain_tail(chain_get, head)
+        if gap is not None and gap == known_head and heads[0].seq != known_seq + 1:
+            raise PicoError(f"head {heads[0].cid} (seq {heads[0].seq}) follows seq {known_seq}")
+        seen, stack = {head, *([gap] if gap else []), *closure}, [head]
         while stack:
             block = get(cid := stack.pop())
             if block is None:
@@ -967,11 +1136,13 @@ class Mesh:
                 if link not in seen:
                     seen.add(link)
                     stack.append(link)
-        if gap is not None:
+        if gap is not None and gap != known_head:
             log.info("%s moves with a truncated history: heads from seq %d", did, heads[0].seq)
         if heads[-1].pico != did:
             raise PicoError(f"head {head} is signed for {heads[-1].pico}, not {did}")
-        return heads
+        if gap is not None and gap != known_head:
+            seen.discard(gap)  # the missing prev of a truncated history is not here
+        return heads, frozenset(seen)
 
 
 def _succeeds(new: LocationRecord, held: LocationRecord, host: str) -> bool:

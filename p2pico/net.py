@@ -43,8 +43,19 @@ handler, writes one frame and closes. Any failure on the responder side resets t
 which the requester sees as ``StreamFailed``. Handlers never run while bytes are waiting
 unread: the request is read in full first, so yamux's 5-second flow-control timeout (P8)
 cannot fire on a request. It costs a stream open and a multistream negotiation per request
-(about 6 ms of CPU for both ends together, against 1.3 ms on a persistent stream:
+(about 3 ms of CPU for both ends together, against 0.6 ms on a persistent stream:
 scripts/bench/mesh.py).
+
+Yamux flow control: py-libp2p 0.8.1 credits a stream's receive window after nearly every
+read, one more frame per message; ``_batched_window_update`` replaces that with go-yamux's
+rule (credit once half the window has been read), a third fewer frames on request streams.
+
+Reading the TCP connection: py-libp2p 0.8.1 reads each Noise message with two recv()
+calls (its 2-byte length, then its body), each through a lock and trio's socket
+wrapper; ``_buffered_tcp_read`` receives up to 64 KiB at once and serves both from
+what it got, one recv() per message (or fewer). And yamux reads its data-frame timeout
+(``PY_YAMUX_DATA_READ_TIMEOUT``) from the environment on every frame: here it is read
+once, on the first frame.
 
 Frame streams (``set_stream_handler`` / ``open_stream``) are for message protocols that are
 not one request and one response, such as Bitswap: a ``FrameStream`` sends and receives any
@@ -70,11 +81,12 @@ see ``_route_libp2p_logging``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import types
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import nacl.signing
@@ -86,6 +98,8 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.host.exceptions import StreamFailure
+from libp2p.io.exceptions import ConnectionClosedError
+from libp2p.io.trio import TrioTCPStream
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.connection import swarm_connection as _libp2p_swarm_connection
 from libp2p.peer.id import ID
@@ -95,8 +109,9 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V1
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux import yamux as _libp2p_yamux
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
@@ -277,6 +292,102 @@ def _route_libp2p_logging() -> None:
 _route_libp2p_logging()
 
 
+# --- yamux flow control ---------------------------------------------------------------------
+
+
+async def _batched_window_update(self: Any, *, bytes_read: int = 0) -> None:
+    """Credit the peer's send window once half of our receive window has been read.
+
+    py-libp2p 0.8.1's yamux (``YamuxStream._auto_tune_and_send_window_update``) also sends
+    a WINDOW_UPDATE after nearly every read ("partial slack", and ``RELEASE_ON_READ``,
+    on by default): one more Noise-encrypted frame, send() and wake-up on the peer for
+    every request and every answer of a request/response stream, a third of the frames
+    on the wire. go-yamux credits only once the bytes read reach half the window (its
+    ``GrowTo`` hysteresis), which is what this does: the sender can still have a whole
+    window (256 KiB, growing) in flight, so a bulk transfer never waits on it, and a
+    reader that stops reading still stops the sender (P8 is unchanged).
+    """
+    total = 0
+    async with self.window_lock:
+        self._pending_recv_release += bytes_read
+        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+        threshold = self._grow_threshold()
+        if self.target_recv_window - (self.recv_window + buffered) >= max(threshold, 1):
+            total = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+            self._pending_recv_release = 0
+    if total > 0:
+        await self.send_window_update(total, skip_lock=True)
+
+
+def _batch_yamux_window_updates() -> None:
+    """Install ``_batched_window_update`` on py-libp2p's yamux streams (idempotent).
+
+    Only if the stream class still has every part it uses (a py-libp2p upgrade that
+    changes them leaves the original in place, logged)."""
+    needed = (
+        "_auto_tune_and_send_window_update",
+        "_grow_threshold",
+        "_grow_to_delta",
+        "_apply_autotune_epoch",
+        "send_window_update",
+    )
+    if all(hasattr(YamuxStream, name) for name in needed):
+        YamuxStream._auto_tune_and_send_window_update = _batched_window_update  # type: ignore[method-assign]
+    else:
+        logger.warning("yamux window updates left as py-libp2p sends them (unknown version)")
+
+
+_batch_yamux_window_updates()
+
+
+# --- reading the TCP connection --------------------------------------------------------------
+
+
+async def _buffered_tcp_read(self: Any, n: int | None = None) -> bytes:
+    """``TrioTCPStream.read``, receiving up to ``_READ_CHUNK`` bytes at once and keeping
+    what the caller did not ask for, for its next read (same results and errors).
+
+    Bytes left over are served without a checkpoint or the lock: nobody can be waiting
+    in ``receive_some`` while any are (they were received by the last read under the
+    lock, and every read takes from them first)."""
+    if n == 0:
+        return b""
+    kept: bytes = self.__dict__.get("_p2pico_kept", b"")
+    if not kept:
+        async with self.read_lock:
+            kept = self.__dict__.get("_p2pico_kept", b"")  # another reader got some meanwhile
+            if not kept:
+                try:
+                    kept = await self.stream.receive_some(max(n or 0, _READ_CHUNK))
+                except trio.BrokenResourceError as error:
+                    raise ConnectionClosedError(
+                        f"TCP connection reset by remote peer: {error}", transport="tcp"
+                    ) from error
+                except trio.ClosedResourceError:
+                    return b""  # closed here: EOF, as py-libp2p answers it
+                if not kept:
+                    return b""
+    if n is None or n >= len(kept):
+        self._p2pico_kept = b""
+        return kept
+    self._p2pico_kept = kept[n:]
+    return kept[:n]
+
+
+def _buffer_tcp_reads() -> None:
+    """Install ``_buffered_tcp_read`` and read yamux's data-frame timeout once (idempotent;
+    the timeout is left as py-libp2p reads it, logged, if yamux no longer has that function)."""
+    TrioTCPStream.read = _buffered_tcp_read  # type: ignore[method-assign]
+    timeout = getattr(_libp2p_yamux, "_yamux_data_read_timeout", None)
+    if callable(timeout) and not isinstance(timeout, functools._lru_cache_wrapper):
+        _libp2p_yamux._yamux_data_read_timeout = functools.cache(timeout)
+    elif timeout is None:
+        logger.warning("yamux's data-frame timeout left as py-libp2p reads it (unknown version)")
+
+
+_buffer_tcp_reads()
+
+
 # --- identity -----------------------------------------------------------------------------
 
 
@@ -293,6 +404,7 @@ def _key_pair_from_seed(seed: bytes) -> KeyPair:
     return KeyPair(private, private.get_public_key())
 
 
+@functools.lru_cache(maxsize=4096)  # every request parses its peer's id; IDs are immutable
 def _parse_peer_id(peer_id: str) -> ID:
     """Parse a base58 peer id; the bytes must be an identity or sha2-256 multihash."""
     try:
@@ -470,15 +582,29 @@ async def _write_shielded(stream: Any, frame: bytes) -> str | None:
     frame boundaries for every other request on it, so writes are never cancelled; the
     time limit bounds how long a cancelled caller can be held up.
     """
-    with trio.CancelScope(shield=True):
+    # one scope, shielded and with the deadline (a shield around fail_after costs twice)
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + _RPC_WRITE_TIMEOUT) as scope:
         try:
-            with trio.fail_after(_RPC_WRITE_TIMEOUT):
-                await stream.write(frame)
-        except trio.TooSlowError:
-            return f"writing a frame took more than {_RPC_WRITE_TIMEOUT} s"
+            await stream.write(frame)
         except Exception as error:  # StreamClosed, StreamReset, yamux connection errors
             return f"write failed: {_describe(error)}"
+    if scope.cancelled_caught:
+        return f"writing a frame took more than {_RPC_WRITE_TIMEOUT} s"
     return None
+
+
+@contextlib.asynccontextmanager
+async def _holding(lock: trio.Lock) -> AsyncIterator[None]:
+    """``async with lock``, without trio's scheduling round when the lock is free (the
+    write that follows checkpoints anyway): one yield fewer per frame written."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class _RpcOut:
@@ -524,9 +650,12 @@ class _RpcOut:
             self._callers -= 1
 
     async def _call(self, protocol: str, body: bytes) -> bytes:
-        await self._slots.acquire()
+        try:  # a free slot is taken without a scheduling round (the write checkpoints)
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
         try:
-            async with self._write_lock:  # cancellable until the frame exists
+            async with _holding(self._write_lock):  # cancellable until the frame exists
                 if self.dead is None and _stream_gone(self.stream):
                     self._die("the connection closed")
                 if self.dead is not None:
@@ -627,7 +756,7 @@ class _RpcIn:
 
     async def send(self, frame: bytes) -> None:
         if not self.broken:
-            async with self.write_lock:
+            async with _holding(self.write_lock):
                 reason = await _write_shielded(self.stream, frame)
             if reason is not None and not self.broken:
                 self.broken = True
@@ -911,7 +1040,8 @@ class Net:
             RequestTimeout: the whole exchange took longer than ``timeout`` seconds.
         """
         peer = _parse_peer_id(peer_id)
-        frame = encode_frame(payload)
+        if len(payload) > MAX_FRAME_SIZE:  # what encode_frame checks on the one-shot path
+            raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_FRAME_SIZE}")
         if peer == self._host.get_id():
             raise PeerUnreachable("cannot send a request to ourselves")
         try:
@@ -929,7 +1059,7 @@ class Net:
                         raise StreamFailed(
                             f"{protocol} request to {peer_id}: every stream died before it was sent"
                         )
-                return await self._request_once(peer, protocol, frame)
+                return await self._request_once(peer, protocol, encode_frame(payload))
         except trio.TooSlowError:
             raise RequestTimeout(
                 f"{protocol} request to {peer_id} timed out after {timeout} s"

@@ -7,7 +7,7 @@ protocols:
 
     /p2pico/msg/1.0.0     event | query | whois-eci | move → Reply
     /p2pico/loc/1.0.0     sync | locate | push        → {"records": [bytes]}
-    /p2pico/move/1.0.0    propose | drained           → Reply
+    /p2pico/move/1.0.0    prefetch | propose | drained → Reply
     /p2pico/blocks/1.0.0  manifest                    → {"cids": [CID]}
                           want                        → {"blocks": [bytes | null]}
     /p2pico/explore/1.0.0 summary                     → SummaryReply (p2pico.explorer)
@@ -433,11 +433,28 @@ class MoveDrained:
         return cbor.encode({"op": "drained", "did": self.did})
 
 
-def decode_move_request(data: bytes) -> MovePropose | MoveDrained:
+@dataclass(frozen=True, slots=True)
+class MovePrefetch:
+    """Source → target, before a move: copy the blocks of ``head`` now, while the pico
+    still serves (pre-copy), so the move itself, with the pico paused, only fetches what
+    changed since.  Carries no key and changes nothing: the target may ignore it."""
+
+    did: str
+    head: CID
+
+    def encode(self) -> bytes:
+        return cbor.encode({"op": "prefetch", "did": self.did, "head": self.head})
+
+
+def decode_move_request(data: bytes) -> MovePropose | MoveDrained | MovePrefetch:
     msg = _decode_map(data)
     op = _str(msg, "op")
     if op == "drained":
         return MoveDrained(_str(msg, "did"))
+    if op == "prefetch":
+        prefetch_head = _field(msg, "head", CID)
+        assert isinstance(prefetch_head, CID)
+        return MovePrefetch(_str(msg, "did"), prefetch_head)
     if op != "propose":
         raise MessageError(f"unknown op {op!r} on {MOVE_PROTOCOL}")
     head = _field(msg, "head", CID)
@@ -457,13 +474,18 @@ def decode_move_request(data: bytes) -> MovePropose | MoveDrained:
 @dataclass(frozen=True, slots=True)
 class ManifestRequest:
     """Which blocks are reachable from ``root``?  The answer is a hint, not trusted:
-    the requester verifies every block against its CID and walks the DAG itself."""
+    the requester verifies every block against its CID and walks the DAG itself.
+
+    ``since``: the head whose blocks the requester copied ahead of the move (and still
+    holds, verified); the answer may then leave out everything reachable from it."""
 
     did: str
     root: CID
+    since: CID | None = None
 
     def encode(self) -> bytes:
-        return cbor.encode({"op": "manifest", "did": self.did, "root": self.root})
+        since = {} if self.since is None else {"since": self.since}
+        return cbor.encode({"op": "manifest", "did": self.did, "root": self.root, **since})
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,8 +506,10 @@ def decode_blocks_request(data: bytes) -> ManifestRequest | WantRequest:
     op = _str(msg, "op")
     if op == "manifest":
         root = _field(msg, "root", CID)
+        since = _field(msg, "since", CID, optional=True)
         assert isinstance(root, CID)
-        return ManifestRequest(_str(msg, "did"), root)
+        assert since is None or isinstance(since, CID)
+        return ManifestRequest(_str(msg, "did"), root, since)
     if op != "want":
         raise MessageError(f"unknown op {op!r} on {BLOCKS_PROTOCOL}")
     want = _field(msg, "want", list)

@@ -12,20 +12,27 @@ import pytest
 import trio
 
 from dag import cbor
+from dag.cid import CID, DAG_CBOR
 from dag.did import Keypair
 from p2pico.engine import PicoError
-from p2pico.net import StreamFailed
+from p2pico.net import NetError, StreamFailed
 from p2pico.testing import FakeNet, start_mesh
 from protocols import location
 from protocols.messages import (
     BLOCKS_PROTOCOL,
     LOC_PROTOCOL,
     MOVE_PROTOCOL,
+    MSG_PROTOCOL,
+    EventRequest,
     ManifestRequest,
+    MessageError,
+    MovePrefetch,
     MovePropose,
     Reply,
     Target,
     WantRequest,
+    decode_blocks_request,
+    decode_move_request,
     encode_manifest,
 )
 
@@ -253,4 +260,204 @@ async def test_rule_state_moves_with_the_pico(tmp_path: Path) -> None:
         await a.move(pico.did, b.peer_id)
         await a.event(Target(pico.did), "door", "closed", {})  # routed to B
         assert await a.query(Target(pico.did), "pair", "fired", {}) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_precopy_leaves_the_move_only_what_changed_since(tmp_path: Path) -> None:
+    """The target copies the pico's blocks while it still serves; events that land before
+    the move pauses it are carried by the move, which fetches only those blocks."""
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        for _ in range(5):
+            await a.event(Target(pico.did), "counter", "inc", {})
+        await trio.testing.wait_all_tasks_blocked()  # B holds A's record
+        manifests: list[int] = []
+
+        def count(protocol: str, reply: bytes) -> bytes:
+            value = cbor.decode(reply)
+            if protocol == BLOCKS_PROTOCOL and isinstance(value, dict) and "cids" in value:
+                manifests.append(len(value["cids"]))
+            return reply
+
+        world[a.peer_id].tamper = count
+        move_handler = world[b.peer_id].handlers[MOVE_PROTOCOL]
+        copied_heads = []
+
+        async def on_move(peer: str, data: bytes) -> bytes:
+            reply = await move_handler(peer, data)
+            request = decode_move_request(data)
+            if isinstance(request, MovePrefetch):
+                copied_heads.append(request.head)
+                # one more event after the copy and before the move pauses the pico
+                await a.event(Target(pico.did), "counter", "inc", {})
+            return reply
+
+        world[b.peer_id].handlers[MOVE_PROTOCOL] = on_move
+        result = await a.move(pico.did, b.peer_id)
+        assert result["host"] == b.peer_id
+        assert len(copied_heads) == 1
+        assert b.engine.store.has(copied_heads[0])  # copied ahead
+        copy, move = manifests
+        # the copy carried the whole pico; the move the new head, its state root, the
+        # counter's ruleset block and the cause (not the old heads or the KRL source)
+        assert copy > move
+        assert move == 4
+        assert b.engine.hosts(pico.did)
+        assert not a.engine.hosts(pico.did)
+        assert await a.query(Target(pico.did), RID, "count", {}) == 6
+        assert not b._prefetched
+        assert not a._precopied
+        assert not b.moves_open()
+        # the history B now holds verifies back to genesis
+        assert b.engine.picos[pico.did].seq == 6
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_precopy_is_refused_from_an_engine_that_does_not_host_the_pico(
+    tmp_path: Path,
+) -> None:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        c = await start_mesh(nursery, tmp_path / "c", world)
+        pico = await a.create_pico([COUNTER])
+        await trio.testing.wait_all_tasks_blocked()
+        prefetch = MovePrefetch(pico.did, pico.head)
+        reply = Reply.decode(
+            await world[b.peer_id].handlers[MOVE_PROTOCOL](c.peer_id, prefetch.encode())
+        )
+        assert reply.code == "move-refused"
+        assert reply.error == f"{c.peer_id} is not the host of {pico.did} as far as we know"
+        assert not b._prefetched
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_target_that_forgot_its_copy_is_sent_everything(tmp_path: Path) -> None:
+    """The manifest request names the head the target copied; one that lost its copy (a
+    restart, a copy forgotten) names none and gets the whole pico, not the changes only."""
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await a.create_pico([COUNTER])
+        for _ in range(3):
+            await a.event(Target(pico.did), "counter", "inc", {})
+        await trio.testing.wait_all_tasks_blocked()
+        manifests: list[int] = []
+
+        def count(protocol: str, reply: bytes) -> bytes:
+            value = cbor.decode(reply)
+            if protocol == BLOCKS_PROTOCOL and isinstance(value, dict) and "cids" in value:
+                manifests.append(len(value["cids"]))
+            return reply
+
+        world[a.peer_id].tamper = count
+        move_handler = world[b.peer_id].handlers[MOVE_PROTOCOL]
+
+        async def on_move(peer: str, data: bytes) -> bytes:
+            reply = await move_handler(peer, data)
+            if isinstance(decode_move_request(data), MovePrefetch):
+                assert pico.did in b._prefetched
+                b._prefetched.clear()  # as if B restarted between the copy and the move
+            return reply
+
+        world[b.peer_id].handlers[MOVE_PROTOCOL] = on_move
+        result = await a.move(pico.did, b.peer_id)
+        assert result["host"] == b.peer_id
+        copy, move = manifests
+        assert move == copy  # the whole pico again (B still had the blocks: none re-sent)
+        assert await a.query(Target(pico.did), RID, "count", {}) == 3
+        nursery.cancel_scope.cancel()
+
+
+def test_prefetch_and_manifest_since_round_trip() -> None:
+    cid = CID.of(cbor.encode({"k": 1}), DAG_CBOR)
+    assert decode_move_request(MovePrefetch("did:key:z6Mk", cid).encode()) == MovePrefetch(
+        "did:key:z6Mk", cid
+    )
+    plain = ManifestRequest("did:key:z6Mk", cid)
+    assert decode_blocks_request(plain.encode()) == plain
+    assert b"since" not in plain.encode()  # what engines before pre-copy sent
+    since = ManifestRequest("did:key:z6Mk", cid, cid)
+    assert decode_blocks_request(since.encode()) == since
+    with pytest.raises(MessageError, match="field 'head' must be CID"):
+        decode_move_request(cbor.encode({"op": "prefetch", "did": "d", "head": "bafy"}))
+
+
+async def test_the_bytes_of_a_held_record_are_not_verified_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        pico = await a.create_pico([COUNTER])
+        held = a.records[pico.did]
+        parsed: list[bytes] = []
+        parse = location.parse_record
+
+        def counting(raw: bytes) -> location.LocationRecord:
+            parsed.append(raw)
+            return parse(raw)
+
+        monkeypatch.setattr(location, "parse_record", counting)
+        assert a.consider(held.raw, source="test") is held  # the same bytes: no check
+        assert parsed == []
+        altered = held.raw[:-1] + bytes([held.raw[-1] ^ 1])  # other bytes: checked, refused
+        assert a.consider(altered, source="test") is None
+        assert parsed == [altered]
+        newer = location.build_record(pico.keypair, a.engine_key, seq=held.seq + 1, prev=held)
+        taken = a.consider(newer, source="test")
+        assert taken is not None
+        assert taken.seq == held.seq + 1
+        assert a.consider(held.raw, source="test") is taken  # the old bytes: checked, stale
+        assert parsed == [altered, newer, held.raw]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_newer_record_gives_up_a_request_on_its_way_to_the_old_host(
+    tmp_path: Path,
+) -> None:
+    """A request waiting on a host that stopped answering is given up the moment a newer
+    record for its pico arrives (a replica took over), so it can go to the new host."""
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        pico = await b.create_pico([COUNTER])
+        await trio.testing.wait_all_tasks_blocked()
+        record = a.records[pico.did]
+        silent = trio.Event()
+
+        async def never_answers(peer: str, data: bytes) -> bytes:
+            await silent.wait()
+            raise AssertionError("not reached")
+
+        world[b.peer_id].handlers[MSG_PROTOCOL] = never_answers
+        request = EventRequest(Target(pico.did), "counter", "inc", {}, mid="a/x/1", hops=1)
+        failed: list[str] = []
+
+        async def send() -> None:
+            try:
+                await a._request_host(record, request)
+            except NetError as e:
+                failed.append(str(e))
+
+        nursery.start_soon(send)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [seq for seq, _ in a._in_flight[pico.did]] == [record.seq]
+        a.consider(record.raw, source="test")  # the same record again: nothing happens
+        await trio.testing.wait_all_tasks_blocked()
+        assert failed == []
+        newer = location.build_record(pico.keypair, a.engine_key, seq=record.seq + 1, prev=record)
+        a.consider(newer, source="test")
+        await trio.testing.wait_all_tasks_blocked()
+        assert failed == [f"a newer record than seq {record.seq} arrived; asking its host"]
+        assert pico.did not in a._in_flight
+        # and one sent with the older record now is given up at once
+        with pytest.raises(NetError, match=r"a newer record than seq \d+ is held"):
+            await a._request_host(record, request)
         nursery.cancel_scope.cancel()

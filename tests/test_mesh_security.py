@@ -19,7 +19,11 @@ import pytest
 import trio
 import trio.testing
 
+from dag import cbor
+from dag.cid import CID
 from dag.did import Keypair
+from dag.state import read_state
+from p2pico import engine as engine_mod
 from p2pico.http import build_app
 from p2pico.mesh import Mesh
 from p2pico.testing import FakeNet, start_mesh
@@ -264,13 +268,114 @@ async def test_the_dedup_window_moves_with_the_pico(tmp_path: Path) -> None:
         assert again.ok == first.ok
         assert await got(c, receiver.did) == [1]
         assert c.stats()["duplicates"] == 1
-        # The window is in the pico's signed state: a restart of C reads it back.
-        meta_window = c.engine.picos[receiver.did].dedup
-        assert meta_window == [["-|a/x/1", first.ok]]
+        # The window is in the pico's signed state (meta.dedup links blocks of [key,
+        # result] lists), moved with it: what a restart of C reads back.
+        pico = c.engine.picos[receiver.did]
+        assert [entry[:2] for entry in pico.dedup] == [["-|a/x/1", first.ok]]
+        assert pico.state_root is not None
+        assert stored_window(c, receiver.did) == [["-|a/x/1", first.ok]]
         # A different id is a different message.
         other = dataclasses.replace(request, mid="a/x/2")
         await world[c.peer_id].handlers[MSG_PROTOCOL](a.peer_id, other.encode())
         assert await got(c, receiver.did) == [1, 1]
+        nursery.cancel_scope.cancel()
+
+
+def stored_window(mesh: Mesh, did: str) -> list[object]:
+    """The dedup window in the pico's committed state, read from the block store."""
+    pico = mesh.engine.picos[did]
+    assert pico.state_root is not None
+    links = read_state(mesh.engine.store, pico.state_root).meta["dedup"]
+    assert isinstance(links, list)
+    window: list[object] = []
+    for cid in links:
+        assert isinstance(cid, CID)
+        block = mesh.engine.store.get_block(cid)
+        assert block is not None
+        assert isinstance(block.value, list)
+        assert len(block.value) <= engine_mod.DEDUP_BUCKET
+        # [key, DAG-CBOR of the result] each
+        window += [[key, cbor.decode(result)] for key, result in block.value]
+    return window
+
+
+async def send_with_mid(mesh: Mesh, peer: str, did: str, mid: str, n: int) -> Reply:
+    """An event from ``peer`` with message id ``mid``, as the mesh protocol delivers it."""
+    request = EventRequest(Target(did), "test", "got", {"n": n}, mid=mid, hops=1)
+    net = mesh.net
+    assert isinstance(net, FakeNet)
+    return Reply.decode(await net.handlers[MSG_PROTOCOL](peer, request.encode()))
+
+
+async def test_the_dedup_window_keeps_the_last_messages_in_small_blocks(tmp_path: Path) -> None:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        receiver = await b.create_pico([RECEIVER])
+        sizes = []
+        for i in range(1, 81):
+            assert (await send_with_mid(b, a.peer_id, receiver.did, f"a/x/{i}", i)).error is None
+            pico = b.engine.picos[receiver.did]
+            assert pico.state_root is not None
+            root = b.engine.store.get_block(pico.state_root)
+            assert root is not None
+            sizes.append(len(root.data))
+        window, per = engine_mod.DEDUP_WINDOW, engine_mod.DEDUP_BUCKET
+        pico = b.engine.picos[receiver.did]
+        keys = [entry[0] for entry in pico.dedup]
+        # 80 messages in blocks of 8: the oldest blocks left while the rest held 64
+        assert keys == [f"-|a/x/{i}" for i in range(80 - window + 1, 81)]
+        assert [entry[:2] for entry in pico.dedup] == stored_window(b, receiver.did)
+        # The state root links the blocks: it grows by a link per block, not per entry.
+        assert max(sizes) - min(sizes) < 60 * (window // per + 1)
+        # The oldest message kept is answered from the window; one before it runs again.
+        duplicates = b.stats()["duplicates"]
+        again = await send_with_mid(b, a.peer_id, receiver.did, f"a/x/{80 - window + 1}", 0)
+        assert again.error is None
+        assert b.stats()["duplicates"] == duplicates + 1
+        assert (await send_with_mid(b, a.peer_id, receiver.did, "a/x/1", 1)).error is None
+        assert b.stats()["duplicates"] == duplicates + 1
+        assert (await got(b, receiver.did)).count(1) == 2
+        # What a restart reads back from the store is the same window.
+        pico = b.engine.picos[receiver.did]
+        loaded = b.engine._load(pico.did, pico.keypair, pico.head)
+        assert [e[:2] for e in loaded.dedup] == [e[:2] for e in pico.dedup]
+        assert [blk.cid for blk, _ in loaded.dedup_buckets] == [
+            blk.cid for blk, _ in pico.dedup_buckets
+        ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dedup_window_kept_inline_by_an_older_state_still_loads(tmp_path: Path) -> None:
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        receiver = await b.create_pico([RECEIVER])
+        for i in range(1, 12):
+            assert (await send_with_mid(b, a.peer_id, receiver.did, f"a/x/{i}", i)).error is None
+        pico = b.engine.picos[receiver.did]
+        first = [e[:2] for e in pico.dedup]
+        # As states were written before the window had blocks: the list inline in meta.
+        pico.dedup_buckets = []
+        pico.dedup_inline = None
+        await b.event(Target(receiver.did), "test", "got", {"n": 100})  # no message id
+        assert pico.state_root is not None
+        inline = read_state(b.engine.store, pico.state_root).meta["dedup"]
+        assert isinstance(inline, bytes)
+        assert cbor.decode(inline) == first
+        old = b.engine._load(pico.did, pico.keypair, pico.head)
+        assert [e[:2] for e in old.dedup] == first
+        assert old.dedup_buckets == []
+        # Such a pico answers repeats from it, and its next message moves it into blocks.
+        b.engine.picos[receiver.did] = old
+        duplicates = b.stats()["duplicates"]
+        assert (await send_with_mid(b, a.peer_id, receiver.did, "a/x/3", 3)).error is None
+        assert b.stats()["duplicates"] == duplicates + 1
+        assert (await send_with_mid(b, a.peer_id, receiver.did, "a/x/12", 12)).error is None
+        assert stored_window(b, receiver.did) == [*first, ["-|a/x/12", old.dedup[-1][1]]]
+        assert [e[0] for e in b.engine.picos[receiver.did].dedup][-1] == "-|a/x/12"
         nursery.cancel_scope.cancel()
 
 

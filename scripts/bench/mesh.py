@@ -6,14 +6,23 @@ this process; the mesh's own cost is the difference to the same request sent str
 to the host, which each case measures in the same run. Prints JSON, then a table.
 
 1. latency: counter events to a pico on A, sent to A (local) and to B (DID-routed
-   B → A → B over libp2p), one at a time; p50/p99 of each and the hop (routed - local);
+   B → A → B over libp2p), one at a time; p50/p99 of each end to end, and of the
+   DID-routed leg itself: B's ``Server-Timing: routed;dur=…`` header, per request, from
+   the moment its HTTP handler has the event until A's answer is back (A runs the event
+   meanwhile), beside ``local;dur=…`` of the same event run on A.  CPU per event of each
+   process from /proc: the hop's CPU is the routed run's (A + B) less the local run's
+   (the same HTTP request and event, without the hop); B's share is its trio thread's
+   CPU during the leg (``cpu;dur=…`` in the same header), A's the rest;
 2. throughput: E engines, each hosting picos, S concurrent senders each sending to an
    engine that does not host its pico (every event takes one mesh hop), events/s and
    p50/p99; beside it, the same senders straight to the hosts;
 3. moves: a pico holding 1 KB → 10 MB of entity state (1 KB entries, history dropped
    with ``gc --keep-history 0`` so the move carries the state only) moved A → B while a
    client keeps sending it events through A; move time, and the pause: the longest an
-   event sent during the move waited (beside the p50 before the move);
+   event sent during the move waited (beside the p50 before the move), which bounds the
+   time from the pico's quiesce to the first event answered on the new host; without
+   pre-copy (``P2PICO_PRECOPY=0``: every block is fetched while the pico is paused) and
+   with it (B copies the blocks first, the pause fetches what changed), in one run;
 4. convergence: N engines (5, 10, 20) bootstrapped to the first; a pico is created on
    the last and the time until every engine holds its location record is measured
    (from the create request, so an upper bound; each engine is asked with a long poll,
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -110,13 +120,29 @@ async def new_pico(client: httpx.AsyncClient, *sources: str) -> dict[str, str]:
 async def event(
     client: httpx.AsyncClient, target: str, domain: str, type: str, attrs: dict[str, object]
 ) -> float:
+    return (await timed_event(client, target, domain, type, attrs))[0]
+
+
+async def timed_event(
+    client: httpx.AsyncClient, target: str, domain: str, type: str, attrs: dict[str, object]
+) -> tuple[float, str, float, float]:
+    """(seconds end to end, the node's leg "local" | "routed", its duration and the CPU of
+    the node's trio thread meanwhile, in seconds), from its Server-Timing header."""
     t0 = time.perf_counter()
     r = await client.post(f"/sky/event/{target}/none/{domain}/{type}", json=attrs)
     elapsed = time.perf_counter() - t0
     body = r.json()
     if r.status_code != 200 or "error" in body:
         raise SystemExit(f"event {domain}:{type} to {target} failed: {r.status_code} {body}")
-    return elapsed
+    timing = dict(
+        (name.strip(), float(dur) / 1000)
+        for name, _, dur in (
+            metric.partition(";dur=")
+            for metric in r.headers.get("server-timing", "?;dur=nan").split(",")
+        )
+    )
+    leg = "routed" if "routed" in timing else "local" if "local" in timing else "?"
+    return elapsed, leg, timing.get(leg, math.nan), timing.get("cpu", math.nan)
 
 
 def client(node: NodeProcess) -> httpx.AsyncClient:
@@ -182,29 +208,51 @@ def cpu_seconds(node: NodeProcess) -> float:
 async def bench_latency(a: NodeProcess, b: NodeProcess, n: int) -> dict[str, object]:
     async with client(a) as ca, client(b) as cb:
         did = (await new_pico(ca, COUNTER))["did"]
-        rows = {}
+        rows: dict[str, dict[str, object]] = {}
+        thread_cpu: dict[str, float] = {}
         for name, c in (("local", ca), ("routed", cb)):
             for _ in range(50):  # warm-up: connections, record look-ups, caches
                 await event(c, did, "counter", "inc", {"by": 1})
             a0, b0 = cpu_seconds(a), cpu_seconds(b)
-            samples = [await event(c, did, "counter", "inc", {"by": 1}) for _ in range(n)]
+            timed = [await timed_event(c, did, "counter", "inc", {"by": 1}) for _ in range(n)]
             cpu_a, cpu_b = cpu_seconds(a) - a0, cpu_seconds(b) - b0
+            legs = {leg for _, leg, _, _ in timed}
+            if legs != {name}:
+                raise SystemExit(f"{name} events reported Server-Timing legs {legs}")
+            thread_cpu[name] = statistics.fmean(t[3] for t in timed)
             # CPU does not depend on what else the machine runs, as wall time does
             rows[name] = {
                 "events": n,
-                **stats(samples),
-                "node_cpu_ms_per_event": round((cpu_a + cpu_b) / n * 1000, 2),
-                "host_cpu_ms_per_event": round(cpu_a / n * 1000, 2),
-                "relay_cpu_ms_per_event": round(cpu_b / n * 1000, 2),
+                **stats([t[0] for t in timed]),
+                "leg": stats([t[2] for t in timed]),  # the node's Server-Timing
+                "leg_thread_cpu_ms": ms(thread_cpu[name]),
+                "cpu_ms_per_event": {
+                    "a": round(cpu_a / n * 1000, 3),
+                    "b": round(cpu_b / n * 1000, 3),
+                },
             }
     local, routed = rows["local"], rows["routed"]
+    lcpu, rcpu = local["cpu_ms_per_event"], routed["cpu_ms_per_event"]
+    assert isinstance(lcpu, dict)
+    assert isinstance(rcpu, dict)
+    both = rcpu["a"] + rcpu["b"] - lcpu["a"] - lcpu["b"]
+    # B's trio thread during the routed leg: the relay's own work for the hop (its HTTP
+    # request before and after is not in it; its other threads do nothing for it)
+    relay = thread_cpu["routed"] * 1000
+    hop_leg = routed["leg"]
+    assert isinstance(hop_leg, dict)
     return {
         "case": "latency A↔B (HTTP to B, DID-routed to A)",
         "local": local,
         "routed": routed,
-        "hop_p50_ms": round(routed["p50_ms"] - local["p50_ms"], 2),
-        "hop_p99_ms": round(routed["p99_ms"] - local["p99_ms"], 2),
-        "hop_cpu_ms": round(routed["node_cpu_ms_per_event"] - local["node_cpu_ms_per_event"], 2),
+        # the DID-routed leg per request, as B timed it (it includes A running the event)
+        "hop_p50_ms": hop_leg["p50_ms"],
+        "hop_p99_ms": hop_leg["p99_ms"],
+        "hop_cpu_ms": {
+            "both": round(both, 3),
+            "b": round(relay, 3),  # the relay: send, wait, take the answer
+            "a": round(both - relay, 3),  # the host: take the request, answer it
+        },
     }
 
 
@@ -311,6 +359,8 @@ async def bench_move(a: NodeProcess, b: NodeProcess, kib: int) -> dict[str, obje
         "state_kib": kib,
         "move_ms": ms(move_s),
         "pause_ms": ms(max(in_window)) if in_window else None,
+        # the source's own figure: from the quiesce until the new host held the pico
+        "paused_ms": moved.get("paused_ms"),
         "pings_during": len(in_window),
         "ping_p50_before_ms": ms(percentile(before, 50)),
     }
@@ -452,11 +502,20 @@ def main() -> None:
                     print(json.dumps(row), file=sys.stderr)
                 os.environ.pop("P2PICO_RPC")
             if "move" in only:
-                with nodes(2, base / "pair") as (a, b):
-                    for kib in (1, 100, 1024) if quick else (1, 100, 1024, 10240):
-                        results.append(await bench_move(a, b, kib))
-                        print(json.dumps(results[-1]), file=sys.stderr)
-                        a, b = b, a  # alternate direction; the next pico is new
+                # before/after in one run: without pre-copy (P2PICO_PRECOPY=0), then with it
+                for mode, env in (("no pre-copy", "0"), ("pre-copy", "1")):
+                    os.environ["P2PICO_PRECOPY"] = env
+                    with nodes(2, base / f"pair-precopy{env}") as (a, b):
+                        for node in (a, b):  # compile the ruleset on both: not a move's cost
+                            async with client(node) as c:
+                                await new_pico(c, BLOB)
+                        for kib in (1, 100, 1024) if quick else (1, 100, 1024, 10240):
+                            row = await bench_move(a, b, kib)
+                            row["case"] = f"{row['case']}, {mode}"
+                            results.append(row)
+                            print(json.dumps(row), file=sys.stderr)
+                            a, b = b, a  # alternate direction; the next pico is new
+                os.environ.pop("P2PICO_PRECOPY")
             if "throughput" in only:
                 with nodes(5, base / "five") as engines:
                     results.append(await bench_throughput(engines, 8, 50 if quick else 200))
@@ -481,8 +540,12 @@ def main() -> None:
         )
     )
     print()
+    wire_cpu = None  # the persistent-stream echo's CPU per round trip, if it ran
     for r in results:
         case = str(r["case"])
+        echo = r.get("persistent streams")
+        if case.startswith("Net.request") and isinstance(echo, dict):
+            wire_cpu = echo["cpu_ms_per_request"]
         if case.startswith("Net.request"):
             for mode in ("one stream per request", "persistent streams"):
                 row = r[mode]
@@ -496,11 +559,21 @@ def main() -> None:
             loc, rou = r["local"], r["routed"]
             assert isinstance(loc, dict)
             assert isinstance(rou, dict)
+            hop_cpu = r["hop_cpu_ms"]
+            assert isinstance(hop_cpu, dict)
             print(
                 f"{case}: local p50 {loc['p50_ms']} p99 {loc['p99_ms']} ms; routed p50 "
-                f"{rou['p50_ms']} p99 {rou['p99_ms']} ms; hop p50 {r['hop_p50_ms']} ms (goal ≤ 2), "
-                f"p99 {r['hop_p99_ms']} ms (goal ≤ 10); hop CPU {r['hop_cpu_ms']} ms"
+                f"{rou['p50_ms']} p99 {rou['p99_ms']} ms; DID-routed leg (B's Server-Timing) "
+                f"p50 {r['hop_p50_ms']} ms (goal ≤ 2), p99 {r['hop_p99_ms']} ms (goal ≤ 10); "
+                f"hop CPU {hop_cpu['both']} ms (relay B {hop_cpu['b']}, host A {hop_cpu['a']})"
             )
+            if "persistent" in case and wire_cpu is not None:
+                # where py-libp2p binds: its own round trip, both ends, no p2pico code
+                print(
+                    f"  of the hop's CPU, py-libp2p's bare round trip (Noise + yamux, both "
+                    f"ends; the echo above) is {wire_cpu} ms, "
+                    f"{round(100 * wire_cpu / hop_cpu['both']) if hop_cpu['both'] > 0 else '?'} %"
+                )
         elif case.startswith("throughput"):
             for k in ("to the host", "one hop"):
                 row = r[k]
@@ -510,8 +583,9 @@ def main() -> None:
                 )
         elif case.startswith("move"):
             print(
-                f"{case}: move {r['move_ms']} ms, pause {r['pause_ms']} ms "
-                f"(ping p50 before {r['ping_p50_before_ms']} ms; goal for 1 MiB: ≤ 1000 / ≤ 100)"
+                f"{case}: move {r['move_ms']} ms, pause {r['pause_ms']} ms (source: paused "
+                f"{r['paused_ms']} ms; ping p50 before {r['ping_p50_before_ms']} ms; goal for "
+                f"1 MiB: ≤ 1000 / ≤ 100)"
             )
         else:
             single, burst = r["single"], r["burst"]
