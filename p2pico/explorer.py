@@ -89,8 +89,6 @@ from protocols.messages import (
 log = logging.getLogger("p2pico.explorer")
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
-# How often the hosted picos are compared with what was last reported.
-SCAN_INTERVAL = 0.2
 # A watcher's long poll: the host holds it this long when nothing changes.
 WATCH_WAIT_MS = 15_000
 # After a failed poll a watcher waits this long before asking that engine again.
@@ -233,6 +231,14 @@ class Explorer:
         self._gone: dict[str, tuple[int, bool]] = {}  # did -> (version, deleted?)
         self._gone_floor = 0  # deltas since a version below this are not complete
         self._local_change = trio.Event()
+        # picos that committed, arrived or left since the last scan (Engine.change_listeners)
+        self._dirty: set[str] = set()
+        self._dirty_event = trio.Event()
+        # summary requests held until something changes; the scanner runs only for them
+        # (every other reader scans what is dirty itself), so a node nobody watches
+        # spends nothing per commit on the explorer
+        self._waiting = 0
+        self._waiter_came = trio.Event()
         # -- what this node knows of the mesh --------------------------------------------
         self.views: dict[str, EngineView] = {}
         self.deleted: set[str] = set()
@@ -255,27 +261,56 @@ class Explorer:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self.engine.change_listeners.append(self._on_change)
                 self._scan()
                 self.mesh.net.set_handler(EXPLORE_PROTOCOL, self._on_explore)
                 self.mesh.record_listeners.append(self._on_record)
                 task_status.started()
-                while True:
-                    await trio.sleep(SCAN_INTERVAL)
-                    self._scan()
+                while True:  # woken by commits, arrivals and departures, not by a timer
+                    await self._dirty_event.wait()
+                    if not self._waiting:
+                        self._waiter_came = trio.Event()  # not one that came and went before
+                        await self._waiter_came.wait()
+                    self._scan_dirty()
         finally:
             logger.removeHandler(self.logs)
+            if self._on_change in self.engine.change_listeners:
+                self.engine.change_listeners.remove(self._on_change)
             if self._on_record in self.mesh.record_listeners:
                 self.mesh.record_listeners.remove(self._on_record)
 
     # -- this engine's own picos ------------------------------------------------------------
 
-    def _scan(self) -> bool:
-        """Compare the hosted picos with what was last reported; bump the version on a change."""
+    def _on_change(self, did: str) -> None:
+        """A hosted pico committed, arrived or left (called by the engine, on the trio thread)."""
+        self._dirty.add(did)
+        self._dirty_event.set()
+
+    def _scan_dirty(self) -> bool:
+        """Report the picos the engine said changed since the last scan (only those)."""
+        dirty, self._dirty = self._dirty, set()
+        if self._dirty_event.is_set():  # else the scanner still waits on it: keep it
+            self._dirty_event = trio.Event()
+        return self._scan(dirty)
+
+    def _scan(self, dids: Iterable[str] | None = None) -> bool:
+        """Compare the hosted picos (or only ``dids``) with what was last reported; bump
+        the version on a change."""
         picos = self.engine.picos
-        changed = [
-            did for did, pico in picos.items() if self._seen.get(did) != (pico.seq, str(pico.head))
-        ]
-        left = [did for did in self._seen if did not in picos]
+        if dids is None:
+            self._dirty.clear()  # a full scan covers them
+            candidates: Iterable[str] = [*picos, *(did for did in self._seen if did not in picos)]
+        else:
+            candidates = dids
+        changed: list[str] = []
+        left: list[str] = []
+        for did in candidates:
+            pico = picos.get(did)
+            if pico is None:
+                if did in self._seen:
+                    left.append(did)
+            elif self._seen.get(did) != (pico.seq, str(pico.head)):
+                changed.append(did)
         if not changed and not left:
             return False
         self.version += 1
@@ -298,7 +333,7 @@ class Explorer:
         return True
 
     def local_summary(self, epoch: str | None, since: int) -> SummaryReply:
-        self._scan()
+        self._scan_dirty()  # what changed since the scanner last ran is in this answer
         full = epoch != self.epoch or since < self._gone_floor or since > self.version
         picos = [
             summarize(pico)
@@ -317,8 +352,13 @@ class Explorer:
         reply = self.local_summary(request.epoch, request.version)
         if reply.full or reply.picos or reply.moved or reply.deleted or not request.wait_ms:
             return reply
-        with trio.move_on_after(request.wait_ms / 1000):
-            await self._local_change.wait()
+        self._waiting += 1
+        self._waiter_came.set()
+        try:
+            with trio.move_on_after(request.wait_ms / 1000):
+                await self._local_change.wait()
+        finally:
+            self._waiting -= 1
         return self.local_summary(request.epoch, request.version)
 
     def about_local(self, did: str) -> dict[str, object]:
@@ -409,7 +449,7 @@ class Explorer:
             raise PicoError(f"unknown action {action!r}")
         event = krl.Event("p2pico", action.replace("-", "_"), attrs, eid=txn.txn_id)
         self.engine._apply(pico, event, txn)
-        self._scan()
+        self._scan_dirty()
         return result
 
     # -- the protocol ----------------------------------------------------------------------------

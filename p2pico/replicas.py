@@ -161,6 +161,10 @@ class Replicas:
             self.hosting.setdefault(did, []).append(peer)
         self._pushes: dict[str, _Push] = {}
         self._lost: dict[str, str] = {}  # did -> why we may no longer acknowledge it
+        # did -> the newest seq a replica acknowledged (Replicas.standing_down reads it)
+        self._acked: dict[str, int] = {}
+        # stand-downs that left heads here no replica acknowledged (kept as forks)
+        self.forks_kept = 0
         self._changed = trio.Event()
         # replica side: did -> role
         self.roles: dict[str, _Role] = {}
@@ -200,6 +204,7 @@ class Replicas:
             "hosting": {did: list(peers) for did, peers in sorted(self.hosting.items())},
             "replicating": sorted(self.roles),
             "takeovers": self.takeovers,
+            "forks_kept": self.forks_kept,
             "lease": self.lease,
         }
 
@@ -404,6 +409,7 @@ class Replicas:
         if answer.error is None:
             box.joined.add(did)
             box.acked[did] = answer.seq
+            self._acked[did] = max(self._acked.get(did, -1), answer.seq)
             return
         if answer.code == "taken" and answer.record is not None:
             log.error("%s: replica %s has taken it over: %s", did, peer, answer.error)
@@ -431,6 +437,28 @@ class Replicas:
                 if self._nursery is not None:
                     for p in peers:
                         self._nursery.start_soon(self._send_drop, p, did)
+
+    def standing_down(self, pico: Pico) -> None:
+        """We hand ``pico`` to the engine that took it over (p2pico.mesh, at an event
+        boundary).  Heads committed here after the last one a replica acknowledged were
+        never acknowledged to anyone and are not in the new host's history: the newest is
+        kept as a fork (its blocks stay; ``p2pico log`` reports the fork once this node
+        holds the pico's history, e.g. by import), never adopted as the pico's head.
+        """
+        acked = self._acked.pop(pico.did, None)
+        if acked is None or pico.seq <= acked:
+            return
+        self.engine.home.save_imported_head(pico.did, pico.head, pico.seq, fork=True)
+        self.forks_kept += 1
+        log.error(
+            "%s: heads seq %d to %d were written here after seq %d, the last a replica "
+            "acknowledged; standing down, head %s is kept as a fork, never adopted",
+            pico.did,
+            acked + 1,
+            pico.seq,
+            acked,
+            pico.head,
+        )
 
     async def _send_drop(self, peer: str, did: str) -> None:
         try:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,21 @@ class NodeProcess:
 
 
 def start_node(
-    home: Path, *, bootstrap: list[str] | None = None, log_dir: Path | None = None
+    home: Path,
+    *,
+    bootstrap: list[str] | None = None,
+    log_dir: Path | None = None,
+    args: Sequence[str] = (),
+    prefix: Sequence[str] = (),
+    pass_fds: Sequence[int] = (),
 ) -> NodeProcess:
-    """Start ``p2pico node`` and block until it prints its ready line (no polling)."""
-    cmd = [sys.executable, "-m", "p2pico", "--home", str(home), "node"]
+    """Start ``p2pico node`` and block until it prints its ready line (no polling).
+
+    ``args`` go after ``node``; ``prefix`` runs the node through another command (such
+    as ``nsenter``, tests/netns.py), which gets ``pass_fds`` (an ``--http fd://N``
+    listener made outside, say).
+    """
+    cmd = [*prefix, sys.executable, "-m", "p2pico", "--home", str(home), "node", *args]
     if bootstrap:
         cmd += ["--bootstrap", *bootstrap]
     log_path = (log_dir or home.parent) / f"{home.name}.log"
@@ -75,6 +86,7 @@ def start_node(
         stderr=log_file,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        pass_fds=tuple(pass_fds),
     )
     node = NodeProcess(home, proc, log=log_path)
     assert proc.stdout is not None

@@ -7,11 +7,13 @@ The browser side is tests/test_ui_browser.py.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from p2pico.engine import PicoError
 from p2pico.explorer import Explorer, ExplorerError, krl_check, summarize
@@ -24,6 +26,7 @@ from protocols.messages import (
     MessageError,
     SummaryReply,
     SummaryRequest,
+    Target,
     decode_explore_request,
 )
 
@@ -180,6 +183,67 @@ async def test_a_pico_that_moved_away_is_reported_as_moved(tmp_path: Path) -> No
         after = ea.local_summary(before.epoch, before.version)
         assert after.moved == [pico.did]
         assert after.deleted == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_commits_arrivals_and_departures_wake_the_explorer_without_a_timer(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # trio's MockClock never moves here: anything that took a timer (a scan interval,
+    # the long poll's 15 s) would hang, so every answer below was woken by the engine.
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        ea = await explorer_on(nursery, a)
+        pico = await a.create_pico([COUNTER])
+        start = trio.current_time()
+
+        async def held(
+            after: SummaryReply, change: Callable[[], Awaitable[object]]
+        ) -> SummaryReply:
+            """A long poll from ``after`` on, held until ``change`` runs; its answer."""
+            answers: list[SummaryReply] = []
+
+            async def poll() -> None:
+                request = SummaryRequest(after.epoch, after.version, 15_000)
+                answers.append(await ea._answer_summary(request))
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(poll)
+                await trio.testing.wait_all_tasks_blocked()
+                assert answers == []  # nothing changed yet: the request is held
+                await change()
+            return answers[0]
+
+        before = ea.local_summary(None, 0)
+        version = ea.version
+        reply = await held(before, lambda: a.event(Target(pico.did), "counter", "inc", {}))
+        assert [(p["did"], p["seq"]) for p in reply.picos] == [(pico.did, 1)]
+        assert ea.version == version + 1  # one commit, one new version
+
+        # with no request held, a commit costs the explorer nothing until someone asks:
+        # the next summary scans it
+        await a.event(Target(pico.did), "counter", "inc", {})
+        await trio.testing.wait_all_tasks_blocked()
+        assert ea.version == version + 1
+        later = ea.local_summary(before.epoch, version + 1)
+        assert [(p["did"], p["seq"]) for p in later.picos] == [(pico.did, 2)]
+        assert ea.version == version + 2
+
+        # a pico that arrives (made here) and one that leaves (moved away)
+        now = ea.local_summary(before.epoch, before.version)
+        made: list[str] = []
+
+        async def create() -> None:
+            made.append((await a.create_pico([COUNTER])).did)
+
+        reply = await held(now, create)
+        assert [p["did"] for p in reply.picos] == made
+        now = ea.local_summary(before.epoch, ea.version)
+        reply = await held(now, lambda: a.move(pico.did, b.peer_id))
+        assert (reply.moved, reply.deleted) == ([pico.did], [])
+        assert trio.current_time() == start  # no timer fired in all of it
         nursery.cancel_scope.cancel()
 
 
