@@ -93,6 +93,29 @@ def map_head(n: int) -> bytes:
     return _head(0xA0, n)
 
 
+# Encoders of single items, for callers that splice encodings (dag/head.py, dag/state.py); each
+# gives the bytes ``encode`` gives for that item.
+
+
+def encode_str(s: str) -> bytes:
+    b = s.encode("utf-8")
+    return _head(0x60, len(b)) + b
+
+
+def encode_uint(n: int) -> bytes:
+    """An int in 0 .. 2**64-1 (OverflowError above)."""
+    if n < 0:
+        raise ValueError(f"encode_uint takes a non-negative int, got {n}")
+    return _head(0x00, n)
+
+
+def encode_cid(cid: CID) -> bytes:
+    buf = cid.buffer
+    if len(buf) == 36:  # sha2-256 CIDv1 with a one-byte codec: tag 42, bytes(37), 0x00
+        return b"\xd8\x2a\x58\x25\x00" + buf
+    return b"\xd8\x2a" + _head(0x40, len(buf) + 1) + b"\x00" + buf
+
+
 def _write(v: object, out: list[bytes], depth: int) -> None:
     """Append the encoding of `v`; raise (any exception) if it is not in the data model."""
     if type(v) is str:
@@ -236,6 +259,12 @@ def decode(data: bytes | bytearray | memoryview) -> object:
             if b"".join(out) == data:
                 return value
     return _diagnose(data)
+
+
+def decode_trusted(data: bytes) -> object:
+    """Decode bytes already known to be canonical DAG-CBOR (a slice of a block that was
+    strictly decoded, or bytes this package encoded), without ``decode``'s re-encoding check."""
+    return cbor2.loads(data, tag_hook=_tag_hook, max_depth=MAX_DEPTH + 8)
 
 
 def _diagnose(data: bytes) -> object:

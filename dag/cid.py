@@ -142,6 +142,10 @@ class CID:
 
     @classmethod
     def _parse_bytes(cls, data: bytes) -> CID:
+        # The common case first: a 36-byte sha2-256 CIDv1 with a one-byte codec (dag-cbor, raw,
+        # dag-pb); its varints are minimal and its digest length right by construction.
+        if len(data) == 36 and data[0] == 1 and data[1] < 0x80 and data[2:4] == b"\x12\x20":
+            return cls._trusted(1, data[1], data[2:], data)
         if len(data) == 34 and data[0] == 0x12 and data[1] == 0x20:
             return cls._trusted(0, DAG_PB, data, data)
         if not data:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, NoReturn
@@ -72,11 +73,61 @@ def sign_head(
     _cid("state", state)
     _opt_cid("cause", cause)
     _check_genesis(seq, prev)
-    body = {"pico": keypair.did, "seq": seq, "prev": prev, "state": state, "ts": ts, "cause": cause}
-    payload = cbor.encode({"h": VARSIG_ED25519_DAG_CBOR, HEAD_TAG: body})
+    payload = head_payload(keypair.did, seq=seq, prev=prev, state=state, ts=ts, cause=cause)
     # [sig, payload] encoded: array(2), bytes(64) header, the signature, the payload's bytes
     # (the same bytes Block.encode would give, without encoding the payload twice).
     return Block._spliced(_ENVELOPE_PREFIX + keypair.sign(payload) + payload)
+
+
+# The payload {"h": varsig, HEAD_TAG: body} with its keys in canonical order (by encoded length,
+# then bytewise: "h" before the tag; in the body ts, seq, pico, prev, cause, state).
+_PAYLOAD_PREFIX: Final = b"".join(
+    (
+        cbor.map_head(2),
+        cbor.encode("h"),
+        cbor.encode(VARSIG_ED25519_DAG_CBOR),
+        cbor.encode(HEAD_TAG),
+        cbor.map_head(len(_BODY_KEYS)),
+        cbor.encode("ts"),
+    )
+)
+_K_SEQ: Final = cbor.encode("seq")
+_K_PICO: Final = cbor.encode("pico")
+_K_PREV: Final = cbor.encode("prev")
+_K_CAUSE: Final = cbor.encode("cause")
+_K_STATE: Final = cbor.encode("state")
+_NULL: Final = cbor.encode(None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded_did(did: str) -> bytes:
+    return cbor.encode_str(did)
+
+
+def head_payload(
+    pico: str, *, seq: int, prev: CID | None, state: CID, ts: int, cause: CID | None
+) -> bytes:
+    """The DAG-CBOR bytes of a head's signed payload, spliced from pre-encoded parts.
+
+    The same bytes as ``cbor.encode({"h": VARSIG_ED25519_DAG_CBOR, HEAD_TAG: {...}})`` (tests
+    compare them); the arguments are not checked here (sign_head checks them).
+    """
+    return b"".join(
+        (
+            _PAYLOAD_PREFIX,
+            cbor.encode_uint(ts),
+            _K_SEQ,
+            cbor.encode_uint(seq),
+            _K_PICO,
+            _encoded_did(pico),
+            _K_PREV,
+            _NULL if prev is None else cbor.encode_cid(prev),
+            _K_CAUSE,
+            _NULL if cause is None else cbor.encode_cid(cause),
+            _K_STATE,
+            cbor.encode_cid(state),
+        )
+    )
 
 
 def verify_head(block: Block) -> Head:

@@ -306,7 +306,7 @@ def _ent_field(did: str, rs: RulesetState, store: BlockStore | None, out: list[B
     slots: dict[str, object] = {}
     for name, value in ent.items():
         slots[name], _ = _slot(rs.rid, name, value, hamt.MAX_VALUE_BYTES, out)
-    root_block, nodes = hamt.build_blocks(slots)
+    root_block, nodes = hamt.build_blocks(slots, None if store is None else _node_cache(store))
     out += nodes
     if store is not None:
         _remember(store, did, rs.rid, ent, root_block.cid)
@@ -456,6 +456,31 @@ def _ruleset_block(rid: str, src: CID, ent: bytes, rules: bytes | None) -> Block
     return Block._spliced(b"".join(parts))
 
 
+# The state root {"v", "did", "meta", "channels", "rulesets"} (canonical key order: by length,
+# then bytewise) and a rulesets entry {"rid", "state"}, spliced as _ruleset_block is.
+_ROOT_PREFIX: Final = cbor.map_head(5) + cbor.encode("v") + cbor.encode(STATE_VERSION)
+_ROOT_KEYS: Final = {k: cbor.encode(k) for k in ("did", "meta", "channels", "rulesets")}
+_ENTRY_HEAD: Final = cbor.map_head(2) + cbor.encode("rid")
+_ENTRY_STATE: Final = cbor.encode("state")
+
+
+def _root_block(
+    did: str, entries: list[tuple[str, CID]], channels: CID, meta: Mapping[str, object]
+) -> Block:
+    """The state root block, the same bytes as state_blocks' Block.encode of it."""
+    k = _ROOT_KEYS
+    parts = [_ROOT_PREFIX, k["did"], cbor.encode_str(did), k["meta"], cbor.encode(dict(meta))]
+    parts += (
+        k["channels"],
+        cbor.encode_cid(channels),
+        k["rulesets"],
+        cbor.array_head(len(entries)),
+    )
+    for rid, cid in entries:
+        parts += (_ENTRY_HEAD, cbor.encode_str(rid), _ENTRY_STATE, cbor.encode_cid(cid))
+    return Block._spliced(b"".join(parts))
+
+
 def _inline_bytes(inline: _Inline) -> bytes:
     return cbor.map_head(len(inline.order)) + b"".join(inline.order)
 
@@ -483,7 +508,7 @@ def _fresh_ent(did: str, rs: RulesetState, store: BlockStore, out: list[Block]) 
     slots: dict[str, object] = {}
     for name, value in rs.ent.items():
         slots[name], _ = _slot(rs.rid, name, value, hamt.MAX_VALUE_BYTES, out)
-    root_block, nodes = hamt.build_blocks(slots)
+    root_block, nodes = hamt.build_blocks(slots, _node_cache(store))
     out += nodes
     return root_block.cid
 
@@ -594,7 +619,7 @@ def _delta_blocks(state: PicoState, store: BlockStore, delta: Delta) -> tuple[Bl
     if base is None:  # not a state root we can read: encode it whole
         return state_blocks(state, store)
     blocks: list[Block] = []
-    entries = []
+    entries: list[tuple[str, CID]] = []
     rulesets: dict[str, _RsMemo] = {}
     for rs in state.rulesets:
         src = _source_block(rs.source)
@@ -625,22 +650,14 @@ def _delta_blocks(state: PicoState, store: BlockStore, delta: Delta) -> tuple[Bl
             if old is None or old.src != src.cid:
                 blocks.append(src)
         rulesets[rs.rid] = _RsMemo(rs_block, src.cid, rules, ent)
-        entries.append({"rid": rs.rid, "state": rs_block.cid})
+        entries.append((rs.rid, rs_block.cid))
     if delta.channels:
         channels = Block.encode({eci: dict(rec) for eci, rec in state.channels.items()})
         if channels.cid != base.channels.cid:
             blocks.append(channels)
     else:
         channels = base.channels
-    root = Block.encode(
-        {
-            "v": STATE_VERSION,
-            "did": state.did,
-            "rulesets": entries,
-            "channels": channels.cid,
-            "meta": dict(state.meta),
-        }
-    )
+    root = _root_block(state.did, entries, channels.cid, state.meta)
     blocks.append(root)
     memo = _memo_of(store)
     if memo is not None:

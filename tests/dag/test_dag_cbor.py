@@ -7,7 +7,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dag import _cbor_strict
-from dag.cbor import MAX_DEPTH, DagCborError, decode, encode
+from dag.cbor import (
+    MAX_DEPTH,
+    DagCborError,
+    decode,
+    decode_trusted,
+    encode,
+    encode_cid,
+    encode_str,
+    encode_uint,
+)
 from dag.cid import CID, RAW
 
 LINK = CID.of(b"link")
@@ -250,3 +259,26 @@ def test_mutated_encodings(value: object, draw: st.DataObject) -> None:
     else:
         data.insert(i, draw.draw(st.integers(0, 255)))
     _check_bytes(bytes(data))
+
+
+@given(values)
+def test_decode_trusted_agrees_with_decode_on_canonical_bytes(value: object) -> None:
+    data = encode(value)
+    assert decode_trusted(data) == decode(data)
+    assert encode(decode_trusted(data)) == data
+
+
+@given(st.text(), st.integers(0, 2**64 - 1), cids)
+def test_item_encoders_give_the_bytes_encode_gives(s: str, n: int, cid: CID) -> None:
+    assert encode_str(s) == encode(s)
+    assert encode_uint(n) == encode(n)
+    assert encode_cid(cid) == encode(cid)
+
+
+def test_item_encoders_take_any_cid_and_refuse_negative_ints() -> None:
+    v0 = CID.parse("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n")  # 34 bytes
+    identity = CID.v1(0x71, b"\x00\x03abc")  # 6 bytes
+    assert encode_cid(v0) == encode(v0)
+    assert encode_cid(identity) == encode(identity)
+    with pytest.raises(ValueError, match="non-negative"):
+        encode_uint(-1)

@@ -259,3 +259,56 @@ def test_malformed(value: object, message: str) -> None:
     store.put(block)
     with pytest.raises(hamt.HamtError, match=message):
         list(hamt.items(store, block.cid))
+
+
+class _CountingStore(MemoryBlockStore):
+    """A memory store that counts reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, cid: CID) -> bytes | None:
+        self.reads += 1
+        return super().get(cid)
+
+
+def test_a_cache_filled_by_build_serves_updates_without_reading_the_store() -> None:
+    store = _CountingStore()
+    cache = hamt.NodeCache()
+    items = {f"k{i:05d}": i for i in range(3000)}
+    root, blocks = hamt.build_blocks(items, cache)
+    store.put_many(blocks)
+    assert len(cache) == len(blocks)  # every node, the root included
+    cid = root.cid
+    for i in range(0, 3000, 7):
+        new, written = hamt.update_cached(store, cid, [(f"k{i:05d}", -i)], cache)
+        store.put_many(written)
+        cid = new.cid
+        items[f"k{i:05d}"] = -i
+    assert store.reads == 0
+    # the replaced versions left the cache: it holds the live tree, no more
+    live = set(hamt.blocks_of(store, cid))
+    assert len(cache) == len(live)
+    assert cid == hamt.build(MemoryBlockStore(), items)
+
+
+def test_the_cache_stays_within_its_byte_budget_and_still_gives_the_same_trees() -> None:
+    store = MemoryBlockStore()
+    items = {f"k{i:05d}": i for i in range(3000)}
+    cid = hamt.build(store, items)
+    cache = hamt.NodeCache(max_bytes=40_000)  # the root (about 21 KB) and a few more
+    rng = random.Random(3)
+    for _ in range(200):
+        key = f"k{rng.randrange(4000):05d}"
+        if rng.random() < 0.3:
+            change: object = hamt.DELETE
+            items.pop(key, None)
+        else:
+            change = items[key] = rng.randrange(100)
+        new, written = hamt.update_cached(store, cid, [(key, change)], cache)
+        store.put_many(written)
+        cid = new.cid
+        assert cache.bytes <= 40_000
+    assert len(cache) > 0
+    assert cid == hamt.build(MemoryBlockStore(), items)

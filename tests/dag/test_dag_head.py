@@ -2,11 +2,13 @@ import dataclasses
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dag import cbor
 from dag.block import Block, BlockMismatchError
 from dag.cbor import DagCborError
-from dag.cid import CID
+from dag.cid import CID, RAW
 from dag.did import Keypair, verify
 from dag.head import (
     HEAD_TAG,
@@ -14,6 +16,7 @@ from dag.head import (
     Head,
     InvalidHead,
     detect_fork,
+    head_payload,
     sign_head,
     verify_chain,
     verify_head,
@@ -174,3 +177,38 @@ def test_detect_fork() -> None:
     assert not detect_fork(a, verify_head(g))
     c = verify_head(sign_head(OTHER, seq=1, prev=g.cid, state=CID.of(b"a"), ts=2))
     assert not detect_fork(a, c)
+
+
+_cids = st.sampled_from(
+    [
+        CID.of(b"a"),
+        CID.of(b"b", RAW),
+        CID.parse("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n"),  # v0: 34 bytes
+        CID.v1(0x71, b"\x00\x03abc"),  # identity multihash: not 36 bytes
+    ]
+)
+
+
+@settings(max_examples=300)
+@given(
+    did=st.text(max_size=300),
+    seq=st.integers(0, 2**53 - 1) | st.sampled_from([23, 24, 255, 256, 65535, 65536, 2**32]),
+    ts=st.integers(0, 2**53 - 1),
+    prev=st.none() | _cids,
+    state=_cids,
+    cause=st.none() | _cids,
+)
+def test_the_spliced_payload_is_the_encoded_payload(
+    did: str, seq: int, ts: int, prev: CID | None, state: CID, cause: CID | None
+) -> None:
+    body = {"pico": did, "seq": seq, "prev": prev, "state": state, "ts": ts, "cause": cause}
+    want = cbor.encode({"h": VARSIG_ED25519_DAG_CBOR, HEAD_TAG: body})
+    assert head_payload(did, seq=seq, prev=prev, state=state, ts=ts, cause=cause) == want
+
+
+def test_a_signed_head_is_the_block_encode_of_its_envelope() -> None:
+    prev = CID.of(b"prev")
+    block = sign_head(KP, seq=7, prev=prev, state=STATE, ts=1_700_000_000_123, cause=STATE)
+    payload = block.value[1]  # type: ignore[index]
+    assert block.data == Block.encode([KP.sign(cbor.encode(payload)), payload]).data
+    assert verify_head(block).prev == prev

@@ -46,3 +46,15 @@ def test_an_exception_rolls_the_whole_group_back(tmp_path: Path) -> None:
         with store.group():  # usable again
             store.put_many(blocks(2, "new"))
         assert len(store) == 3
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 16, 17, 40])
+def test_put_many_stores_every_block_once_whatever_the_batch_size(tmp_path: Path, n: int) -> None:
+    # up to 16 blocks go in one multi-row INSERT, more through executemany
+    with SqliteBlockStore(tmp_path / "blocks.sqlite") as store:
+        batch = blocks(n, "x")
+        store.put_many(iter(batch + batch[:3]))  # a generator, with repeats
+        with store.group():
+            store.put_many(tuple(batch))  # again, all present already: ignored
+        assert len(store) == n
+        assert all(store.get(b.cid) == b.data for b in batch)
