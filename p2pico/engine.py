@@ -1305,7 +1305,7 @@ class Engine:
             seq=-1,
             ruleset_info=infos,
         )
-        self._commit(pico, pico.ent, pico.rule_states, cause=None)
+        self._write_commit(self._prepare_commit(pico, pico.ent, pico.rule_states, cause=None))
         self.home.save_pico(pico.did, keypair, pico.head)
         self._attach(pico)
         return pico
@@ -1347,7 +1347,7 @@ class Engine:
             parent={"eci": new.parent_eci, "did": parent.did},
             ruleset_info=new.ruleset_info,
         )
-        self._commit(child, child.ent, child.rule_states, cause=None)
+        self._write_commit(self._prepare_commit(child, child.ent, child.rule_states, cause=None))
         self.home.save_pico(child.did, child.keypair, child.head)
         self._attach(child)
         return child
@@ -1483,8 +1483,15 @@ class Engine:
                 changed.append(new.rid)
             if changed:
                 cause = {"domain": "engine", "type": "install", "eid": "none", "txn": new_txn_id()}
-                self._commit(
-                    pico, pico.ent, pico.rule_states, cause, rulesets=current, ruleset_info=infos
+                self._write_commit(
+                    self._prepare_commit(
+                        pico,
+                        pico.ent,
+                        pico.rule_states,
+                        cause,
+                        rulesets=current,
+                        ruleset_info=infos,
+                    )
                 )
                 self.home.set_head(pico.did, pico.head)
             return changed
@@ -1791,7 +1798,7 @@ class Engine:
             args, kwargs = self._commit_parts(pico, event, txn, mid, response)
             created = [self._create_child(pico, new) for new in txn.new_picos]
             try:
-                self._commit(*args, **kwargs)
+                self._write_commit(self._prepare_commit(*args, **kwargs))
             except BaseException:
                 for child in created:
                     self._delete_tree(child.did)
@@ -2070,7 +2077,9 @@ class Engine:
             "txn": new_txn_id(),
             "failed": True,  # the event's rules failed; only the job changed
         }
-        self._commit(pico, pico.ent, pico.rule_states, cause, schedule, changed={})
+        self._write_commit(
+            self._prepare_commit(pico, pico.ent, pico.rule_states, cause, schedule, changed={})
+        )
         self.home.set_head(pico.did, pico.head)
 
     def _run_query(
@@ -2158,44 +2167,9 @@ class Engine:
             meta=meta,
         )
 
-    def _commit(
-        self,
-        pico: Pico,
-        ent: Mapping[str, Mapping[str, object]],
-        rules: dict[str, dict[str, object]],
-        cause: Mapping[str, object] | None,
-        schedule: dict[str, sched.Job] | None = None,
-        *,
-        channels: dict[str, dict[str, object]] | None = None,
-        rulesets: list[InstalledRuleset] | None = None,
-        children: list[dict[str, str]] | None = None,
-        ruleset_info: dict[str, dict[str, object]] | None = None,
-        changed: Mapping[str, Mapping[str, object]] | None = None,
-        dedup: _DedupWindow | None = None,
-    ) -> None:
-        """Write the new state and a signed head; only then does the pico see it.
-
-        All blocks of a commit go to the store in one transaction; blocks it already
-        holds (unchanged sub-trees, the ruleset sources) are skipped by the store.
-        A part given as None is the pico's current one.  ``changed`` (rid -> the
-        entity names written since the pico's committed state) lets dag.state encode
-        only those (dag.state.Delta); None encodes the whole state.  An ``ent`` map
-        that is a dag.state.Overlay over the pico's own is applied to it in place
-        once the commit is written.
-        """
-        prepared = self._prepare_commit(
-            pico,
-            ent,
-            rules,
-            cause,
-            schedule,
-            channels=channels,
-            rulesets=rulesets,
-            children=children,
-            ruleset_info=ruleset_info,
-            changed=changed,
-            dedup=dedup,
-        )
+    def _write_commit(self, prepared: _Prepared) -> None:
+        """Write one prepared commit (``_prepare_commit``) in its own store transaction,
+        then show it to the pico; ``_group_commit`` writes several in one."""
         self.store.put_many(prepared.written)
         self._finish_commit(prepared)
 
@@ -2214,8 +2188,16 @@ class Engine:
         changed: Mapping[str, Mapping[str, object]] | None = None,
         dedup: _DedupWindow | None = None,
     ) -> _Prepared:
-        """The blocks and signed head of a commit (``_commit``), not yet written: the
-        pico is unchanged until ``_finish_commit``."""
+        """The blocks and signed head of a commit, not yet written: the pico is unchanged
+        until ``_finish_commit`` (after ``_write_commit`` or ``_group_commit``).
+
+        Blocks the store already holds (unchanged sub-trees, the ruleset sources) are
+        skipped by it.  A part given as None is the pico's current one.  ``changed``
+        (rid -> the entity names written since the pico's committed state) lets dag.state
+        encode only those (dag.state.Delta); None encodes the whole state.  An ``ent`` map
+        that is a dag.state.Overlay over the pico's own is applied to it in place once
+        the commit is written.
+        """
         jobs = pico.schedule if schedule is None else schedule
         state = self.state_of(
             pico,

@@ -1,5 +1,5 @@
-"""Engine._commit through dag.state deltas: the same state CIDs as a full encoding, and a
-commit that fails leaves the pico's entity variables as they were."""
+"""Engine._prepare_commit and _write_commit through dag.state deltas: the same state CIDs
+as a full encoding, and a commit that fails leaves the pico's entity variables as they were."""
 
 from __future__ import annotations
 

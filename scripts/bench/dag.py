@@ -8,7 +8,8 @@ What is measured (in process, one thread, SQLite on the temp folder's disk):
    write as a ``dag.state.Overlay`` over the map (as ``Engine._apply`` does),
    ``dag.state.state_blocks`` with a ``Delta`` naming the changed entry (only it and its
    path are encoded), a cause block, ``dag.head.sign_head`` and one
-   ``SqliteBlockStore.put_many`` (``Engine._commit``). The time is split into those phases
+   ``SqliteBlockStore.put_many`` (``Engine._prepare_commit`` and ``_write_commit``). The
+   time is split into those phases
    (for the commits without group commit; ``group_phase_ms`` for those with it, the store
    phase there including each commit's share of the group's COMMIT).
    "group" runs the same commits with ``SqliteBlockStore.group()`` around every ``--group``
@@ -215,7 +216,7 @@ def bench_size(
     row = {
         "entries": n,
         "path": "full (before deltas)" if full else "delta",
-        "steps": "dag.state + dag.head + SqliteBlockStore (Engine._commit's steps, no KRL)",
+        "steps": "dag.state + dag.head + SqliteBlockStore (the engine's commit steps, no KRL)",
         "setup_s": round(setup, 2),
         "warmup_commits": warm,
         "warmup_s": round(warmup_s, 2),
