@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,57 +78,340 @@ class MemoryBlockStore:
 # One INSERT statement for up to this many blocks (a commit writes a handful): binding one
 # statement's rows costs less than executemany's per-row steps; larger batches use executemany.
 _MULTI_ROWS: Final = 16
-_INSERT: Final = "INSERT OR IGNORE INTO blocks (cid, data) VALUES "
-_INSERTS: Final = [""] + [_INSERT + ", ".join(["(?, ?)"] * n) for n in range(1, _MULTI_ROWS + 1)]
-# SQLite's page cache per connection (negative: KiB). The default (2 MB) is smaller than the
-# cid index of a store of a few hundred thousand blocks; every insert lands on a random leaf
-# of that index (CIDs are hashes), so a small cache reads leaves back from the file.
+_INSERT: Final = "INSERT INTO blk (id, cid, data) VALUES "
+_INSERTS: Final = [""] + [_INSERT + ", ".join(["(?, ?, ?)"] * n) for n in range(1, _MULTI_ROWS + 1)]
+_KNOWN: Final = [""] + [
+    "SELECT idx.cid FROM idx JOIN blk ON blk.id = idx.id WHERE idx.cid IN ("
+    + ", ".join(["?"] * n)
+    + ")"
+    for n in range(1, _MULTI_ROWS + 1)
+]
+_MERGE_ROWS: Final = 128
+_MERGE: Final = "INSERT OR IGNORE INTO idx (cid, id) VALUES " + ", ".join(["(?, ?)"] * _MERGE_ROWS)
+# idx joined to blk: an idx row without its blk row is no block (none should exist: _sync
+# drops from memory the entries whose blocks another connection deleted, before a merge)
+_GET_INDEXED: Final = "SELECT blk.data FROM idx JOIN blk ON blk.id = idx.id WHERE idx.cid = ?"
+_HAS_INDEXED: Final = "SELECT 1 FROM idx JOIN blk ON blk.id = idx.id WHERE idx.cid = ?"
+# SQLite's page cache per connection (negative: KiB).
 CACHE_KIB: Final = 64 * 1024
 # Page size of a new database (SQLite's default is 4,096; an existing home keeps its own). A
 # commit of a large map writes 12-16 KB of blocks (HAMT nodes, an inline map): with 16 KB pages
-# that is fewer pages, overflow chains and WAL frames (two write calls each) per commit. A
-# replay of 20,000 recorded commits of the 100,000-entry bench pico, group commit, three rounds
-# interleaved on a busy 2-core VM: 110-143 us of CPU each with 4 KB pages, 95-111 with 16 KB;
-# the 10-entry pico (725 B per commit) 49-56 either way.
+# that is fewer pages, overflow chains and WAL frames (two write calls each) per commit.
 PAGE_SIZE: Final = 16384
 # WAL bytes before SQLite copies the frames into the database (a checkpoint; SQLite's default
-# is 1,000 pages, 4 MB with 4 KB pages). Each insert dirties a random leaf of the cid index,
-# and a checkpoint writes each dirty page once however many commits wrote it to the WAL, so
-# rarer checkpoints write fewer pages (17 KB commits in a SQLite-only micro-benchmark with 4 KB
-# pages: 145-152 us of CPU each with the default, 131 with 4,096 pages, 115 with 16,384); the
-# WAL may grow to 32 MB (8,192 pages of 4 KB, 2,048 of 16 KB).
+# is 1,000 pages): a checkpoint writes each dirty page once however many commits wrote it.
 WAL_CHECKPOINT_BYTES: Final = 32 * 1024 * 1024
+# The cid index is fed in batches: new blocks' (cid, id) wait in memory until there are
+# `batch_rows(blocks)` of them, then the batch is merged into `idx` in cid order, a bucket
+# (1/256 of the digest space) at a time, over the following write transactions. A batch of M
+# entries into an index of L leaf pages dirties about L pages in all, so each block costs
+# L * page / M bytes of index writes: M grows with the store (BATCH_PER_BLOCKS blocks per
+# pending entry), between BATCH_MIN and BATCH_MAX entries (memory: 100-170 B each, twice over).
+BATCH_MIN: Final = 4096
+BATCH_MAX: Final = 131_072
+BATCH_PER_BLOCKS: Final = 4
+_BUCKETS: Final = 256
+# Merge rows per block inserted while a batch is being merged: 2 finishes a batch of M before
+# the next M blocks have arrived.
+_MERGE_RATE: Final = 2
+# A migration of an old home slower than this is logged (at INFO).
+_SLOW_MIGRATION_S: Final = 1.0
+# The filter of CIDs the store has (below): 16 bits per block at least, 2**16 to 2**27 bits
+# (16 MiB); rebuilt twice as large once it holds more than one entry per 16 bits (then 1.4 % of
+# new blocks take the SQL check), up to the cap. It is built by scanning idx, FILTER_SCAN rows
+# per write transaction (or more: _SCAN_RATE), after the store opens; a rebuild is sized for
+# twice the entries it starts with.
+FILTER_MIN_BITS: Final = 1 << 16
+FILTER_MAX_BITS: Final = 1 << 27
+FILTER_SCAN: Final = 1024
+_SCAN_RATE: Final = 8  # or 8 rows per block the transaction inserted, if more
+_log = logging.getLogger(__name__)
+
+
+_Saved = tuple[dict[bytes, int], list[list[bytes]], "_Batch | None", int, int, int, int]
+
+
+def batch_rows(blocks: int) -> int:
+    """Pending-index entries before a merge, for a store of `blocks` blocks."""
+    return min(BATCH_MAX, max(BATCH_MIN, blocks // BATCH_PER_BLOCKS))
+
+
+def _bucket(key: bytes) -> int:
+    # the first byte of the digest (sha2-256: the CID's last 32 bytes): uniform, and within one
+    # CID prefix (version, codec, hash) a bucket is one contiguous range of the index
+    return key[-32] if len(key) >= 32 else 0
+
+
+class _Filter:
+    """A Bloom filter of CIDs (two bit positions from the digest's last 8 bytes).
+
+    A put checks it first: a CID it does not hold is new, so the put needs no read of idx
+    (that read cost as much as the insert itself: 8-15 us per 4-block commit at 256 K blocks).
+    Deleted blocks keep their bits (a false positive only costs that read).
+    """
+
+    __slots__ = ("bits", "count", "mask")
+
+    def __init__(self, nbits: int) -> None:
+        self.bits = bytearray(nbits >> 3)
+        self.mask = nbits - 1
+        self.count = 0
+
+    def add(self, key: bytes) -> None:
+        bits, mask = self.bits, self.mask
+        h = int.from_bytes(key[-8:], "little")
+        p = h & mask
+        bits[p >> 3] |= 1 << (p & 7)
+        p = h >> 32 & mask
+        bits[p >> 3] |= 1 << (p & 7)
+        self.count += 1
+
+    def __contains__(self, key: bytes) -> bool:
+        bits, mask = self.bits, self.mask
+        h = int.from_bytes(key[-8:], "little")
+        p = h & mask
+        if not bits[p >> 3] >> (p & 7) & 1:
+            return False
+        p = h >> 32 & mask
+        return bool(bits[p >> 3] >> (p & 7) & 1)
+
+
+def _filter_bits(blocks: int) -> int:
+    n = FILTER_MIN_BITS
+    while n < 16 * blocks and n < FILTER_MAX_BITS:
+        n <<= 1
+    return n
+
+
+class _Batch:
+    """A frozen pending set being merged into `idx`: its entries, by bucket, and progress."""
+
+    __slots__ = ("buckets", "entries", "next", "upto")
+
+    def __init__(self, entries: dict[bytes, int], buckets: list[list[bytes]], upto: int):
+        self.entries = entries
+        self.buckets = buckets
+        self.next = 0  # buckets before this one are in idx
+        self.upto = upto  # every blk row with id <= upto is in idx or in `entries`
 
 
 class SqliteBlockStore:
-    """Blocks in one SQLite table `blocks(cid BLOB PRIMARY KEY, data BLOB)`, WAL mode, one thread."""
+    """Blocks in SQLite: bytes appended in id order, a cid index fed in sorted batches.
 
-    def __init__(self, path: str | Path) -> None:
+    Tables: ``blk(id INTEGER PRIMARY KEY, cid, data)`` holds every block once, appended in id
+    order, so an insert touches only the table's last pages; ``idx(cid PRIMARY KEY, id)
+    WITHOUT ROWID`` maps CIDs to ids for blocks with id <= ``meta.indexed_upto``. Newer blocks'
+    (cid, id) are in memory (``_pending``; rebuilt from ``blk`` at open) until a batch of them
+    is merged into ``idx`` in cid order, in steps spread over later write transactions. WAL
+    mode, one writing connection per file (another connection sees its committed blocks:
+    a lookup that misses re-reads the new rows of ``blk``).
+    """
+
+    def __init__(self, path: str | Path, *, batch: int | None = None) -> None:
         # isolation_level=None: autocommit, so put_many can own its BEGIN/COMMIT.
         self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._fixed_batch = batch  # tests: a tiny batch so merges happen often
         self._group_depth = 0  # > 0 inside group(): put_many joins the open transaction
         self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # no effect once the file has tables
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS blocks (cid BLOB PRIMARY KEY, data BLOB NOT NULL)"
-        )
         (page,) = self._db.execute("PRAGMA page_size").fetchone()
         self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // int(page)}")
+        self._pending: dict[bytes, int] = {}
+        self._buckets: list[list[bytes]] = [[] for _ in range(_BUCKETS)]
+        self._batch: _Batch | None = None
+        self._credit = 0  # rows the current batch may merge now
+        self._tail = 0  # the largest id this connection knows of in blk or idx
+        self._indexed_upto = 0
+        # _filter holds every CID in idx or in memory once _building is None; while it is being
+        # (re)built by a scan of idx from _scan_from, new CIDs go into both
+        self._filter: _Filter | None = None
+        self._building: _Filter | None = None
+        self._scan_from = b""
+        self._scan_keys: list[bytes] = []
+        # undo log of the open write transaction (group rollback restores memory too)
+        self._log: list[tuple[dict[bytes, int] | None, bytes, int]] = []  # (None: insert)
+        self._saved: _Saved | None = None
+        self._inserted = 0  # blocks the open write transaction added
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._open_tables()
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._db.close()
+            raise
+        self._db.execute("COMMIT")
+        self._version = self._data_version()
+
+    def _open_tables(self) -> None:
+        names = {
+            r for (r,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS blk (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS idx (cid BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+        )
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('indexed_upto', 0)")
+        if "blocks" in names and "blk" not in names:
+            self._migrate()
+        self._reload()
+
+    def _migrate(self) -> None:
+        # the layout before 0.x: blocks(cid BLOB PRIMARY KEY, data BLOB); one transaction
+        start = time.monotonic()
+        self._db.execute("INSERT INTO blk (cid, data) SELECT cid, data FROM blocks ORDER BY rowid")
+        self._db.execute("INSERT INTO idx (cid, id) SELECT cid, id FROM blk ORDER BY cid")
+        self._db.execute(
+            "UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM blk) WHERE key = 'indexed_upto'"
+        )
+        self._db.execute("DROP TABLE blocks")
+        took = time.monotonic() - start
+        if took > _SLOW_MIGRATION_S:
+            (n,) = self._db.execute("SELECT count(*) FROM idx").fetchone()
+            _log.info("block store: moved %d blocks to the appended layout in %.1f s", n, took)
+
+    def _reload(self) -> None:
+        """Memory from the database: `indexed_upto`, then blk's newer rows into `_pending`."""
+        (upto,) = self._db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
+        self._indexed_upto = self._tail = int(upto)
+        self._building = _Filter(_filter_bits(self._tail))
+        self._load_tail()
+
+    def _load_tail(self, after: int | None = None) -> None:
+        """blk's rows after `after` (default: _tail) into the filter, those after _tail into memory."""
+        tail = self._tail
+        rows = self._db.execute(
+            "SELECT id, cid FROM blk WHERE id > ? ORDER BY id", (tail if after is None else after,)
+        )
+        pending, buckets = self._pending, self._buckets
+        for i, c in rows:
+            key = bytes(c)
+            self._filter_add(key)
+            if i > tail:
+                pending[key] = i
+                buckets[_bucket(key)].append(key)
+                self._tail = i
+
+    def _filter_add(self, key: bytes) -> None:
+        if self._filter is not None:
+            self._filter.add(key)
+        if self._building is not None:
+            self._building.add(key)
+
+    def _scan(self) -> None:
+        """The next FILTER_SCAN rows of idx into the filter being built; swap it in at the end."""
+        building = self._building
+        if building is None:
+            f = self._filter
+            if f is None or f.count * 16 <= f.mask + 1 or f.mask + 1 >= FILTER_MAX_BITS:
+                return
+            building = self._building = _Filter(_filter_bits(2 * f.count))  # rebuild larger
+            self._scan_from = b""
+            # the entries in memory now (some reach idx behind the scan), a slice per step
+            self._scan_keys = [*self._pending, *(self._batch.entries if self._batch else ())]
+        step = max(FILTER_SCAN, _SCAN_RATE * self._inserted)  # ahead of the filter's growth
+        if self._scan_keys:
+            keys = self._scan_keys[-step:]
+            del self._scan_keys[-step:]
+            for key in keys:
+                building.add(key)
+            return
+        rows = self._db.execute(
+            "SELECT cid FROM idx WHERE cid > ? ORDER BY cid LIMIT ?", (self._scan_from, step)
+        ).fetchall()
+        for (c,) in rows:
+            building.add(c)
+        if len(rows) == step:
+            self._scan_from = rows[-1][0]
+        else:
+            self._filter, self._building = building, None
+
+    def _data_version(self) -> int:
+        (v,) = self._db.execute("PRAGMA data_version").fetchone()
+        return int(v)
+
+    def _sync(self) -> bool:
+        """Catch up with another connection's commits, if any; True if there were some."""
+        v = self._data_version()
+        if v == self._version:
+            return False
+        self._version = v
+        (upto,) = self._db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
+        tail = self._tail
+        if int(upto) >= tail:  # it indexed everything this connection knew of
+            self._pending = {}
+            self._buckets = [[] for _ in range(_BUCKETS)]
+            self._batch = None
+            self._credit = 0
+            self._tail = int(upto)
+        self._indexed_upto = max(self._indexed_upto, int(upto))
+        self._load_tail(after=tail)
+        # blocks in memory that the other connection deleted (its GC) must not reach idx
+        where = [self._pending, *([self._batch.entries] if self._batch else [])]
+        ids = [i for d in where for i in d.values()]
+        if ids:
+            q = "SELECT id FROM blk WHERE id >= ?"
+            kept = {i for (i,) in self._db.execute(q, (min(ids),))}
+            for d in where:
+                for key in [k for k, i in d.items() if i not in kept]:
+                    del d[key]
+        return True
+
+    # -- lookups
+
+    def _id(self, key: bytes) -> int | None:
+        i = self._pending.get(key)
+        if i is None and self._batch is not None:
+            i = self._batch.entries.get(key)
+        return i
 
     def get(self, cid: CID) -> bytes | None:
-        row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid.buffer,)).fetchone()
-        return None if row is None else bytes(row[0])
+        key = cid.buffer
+        for _ in range(2):
+            i = self._id(key)
+            if i is not None:
+                row = self._db.execute("SELECT data FROM blk WHERE id = ?", (i,)).fetchone()
+            else:
+                row = self._db.execute(_GET_INDEXED, (key,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            if not self._sync():
+                break
+        return None
 
     def has(self, cid: CID) -> bool:
-        row = self._db.execute("SELECT 1 FROM blocks WHERE cid = ?", (cid.buffer,)).fetchone()
-        return row is not None
+        key = cid.buffer
+        for _ in range(2):
+            if self._id(key) is not None:
+                return True
+            if self._db.execute(_HAS_INDEXED, (key,)).fetchone():
+                return True
+            if not self._sync():
+                break
+        return False
+
+    def get_block(self, cid: CID) -> Block | None:
+        data = self.get(cid)
+        return None if data is None else Block.decode(cid, data)
+
+    def cids(self) -> Iterator[CID]:
+        rows = self._db.execute("SELECT cid FROM blk ORDER BY id").fetchall()
+        return (CID.parse(bytes(r[0])) for r in rows)
+
+    def __len__(self) -> int:
+        (n,) = self._db.execute("SELECT count(*) FROM blk").fetchone()
+        return int(n)
+
+    # -- writes
 
     def put(self, block: Block) -> None:
-        self._db.execute(
-            "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", (block.cid.buffer, block.data)
-        )
+        self.put_many((block,))
 
     def put_many(self, blocks: Iterable[Block]) -> None:
         if not isinstance(blocks, list | tuple):
@@ -134,32 +419,207 @@ class SqliteBlockStore:
         if self._group_depth:
             self._insert(blocks)
             return
-        self._db.execute("BEGIN")
+        if not blocks:
+            return
+        self._begin()
         try:
             self._insert(blocks)
+            self._maintain()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._saved = None
+
+    def _insert(self, blocks: list[Block] | tuple[Block, ...]) -> None:
+        pending = self._pending
+        batch = self._batch
+        fresh: dict[bytes, bytes] = {}
+        for b in blocks:
+            key = b.cid.buffer
+            if key in pending or key in fresh or (batch is not None and key in batch.entries):
+                continue
+            fresh[key] = b.data
+        if not fresh:
+            return
+        f = self._filter
+        if f is None:
+            maybe = list(fresh)
+        else:  # `key in f`, inlined (this is a commit's hot path)
+            bits, mask = f.bits, f.mask
+            maybe = []
+            for key in fresh:
+                h = int.from_bytes(key[-8:], "little")
+                p = h & mask
+                if bits[p >> 3] >> (p & 7) & 1:
+                    p = h >> 32 & mask
+                    if bits[p >> 3] >> (p & 7) & 1:
+                        maybe.append(key)
+        for at in range(0, len(maybe), _MULTI_ROWS):  # blocks idx has already stay as they are
+            part = maybe[at : at + _MULTI_ROWS]
+            for (known,) in self._db.execute(_KNOWN[len(part)], part):
+                del fresh[bytes(known)]
+        n = len(fresh)
+        if not n:
+            return
+        first = i = self._tail + 1
+        if n > _MULTI_ROWS:
+            self._db.executemany(
+                _INSERT + "(?, ?, ?)", [(first + j, *kv) for j, kv in enumerate(fresh.items())]
+            )
+        else:
+            args: list[int | bytes] = []
+            for key, data in fresh.items():
+                args += (i, key, data)
+                i += 1
+            self._db.execute(_INSERTS[n], args)
+        self._tail = first + n - 1
+        buckets, log, i = self._buckets, self._log, first
+        for key in fresh:
+            pending[key] = i
+            buckets[key[-32]].append(key)  # _bucket(key): a CID here ends in a sha2-256 digest
+            log.append((None, key, i))
+            i += 1
+        if f is not None and self._building is None:
+            f.count += n
+            for key in fresh:  # f.add(key), inlined
+                h = int.from_bytes(key[-8:], "little")
+                p = h & mask
+                bits[p >> 3] |= 1 << (p & 7)
+                p = h >> 32 & mask
+                bits[p >> 3] |= 1 << (p & 7)
+        else:
+            for key in fresh:
+                self._filter_add(key)
+        self._inserted += n
+
+    def delete_many(self, cids: Iterable[CID]) -> int:
+        """Delete these blocks in one transaction (or the open group's); return how many were."""
+        keys = [cid.buffer for cid in cids]
+        own = not self._group_depth
+        if own:
+            self._begin()
+        n = 0
+        try:
+            for key in keys:
+                where = self._pending
+                i = where.pop(key, None)
+                if i is None and self._batch is not None:
+                    where = self._batch.entries
+                    i = where.pop(key, None)
+                if i is not None:
+                    self._log.append((where, key, i))
+                # an entry may be in idx as well as in memory (reloaded after a crash mid-merge)
+                row = self._db.execute(
+                    "DELETE FROM idx WHERE cid = ? RETURNING id", (key,)
+                ).fetchone()
+                if i is None and row is not None:
+                    i = int(row[0])
+                if i is not None:
+                    n += self._db.execute("DELETE FROM blk WHERE id = ?", (i,)).rowcount
+            if own:
+                self._db.execute("COMMIT")
+        except BaseException:
+            if own:
+                self._rollback()
+            raise
+        if own:
+            self._saved = None
+        return n
+
+    # -- transactions and the index merge
+
+    def _begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._sync()
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        b = self._batch
+        self._saved = (
+            self._pending,
+            self._buckets,
+            b,
+            0 if b is None else b.next,
+            self._credit,
+            self._tail,
+            self._indexed_upto,
+        )
+        self._log.clear()
+        self._inserted = 0
 
-    def _insert(self, blocks: list[Block] | tuple[Block, ...]) -> None:
-        n = len(blocks)
-        if n > _MULTI_ROWS:
-            self._db.executemany(_INSERT + "(?, ?)", [(b.cid.buffer, b.data) for b in blocks])
-        elif n:
-            args: list[bytes] = []
-            for b in blocks:
-                args += (b.cid.buffer, b.data)
-            self._db.execute(_INSERTS[n], args)
+    def _rollback(self) -> None:
+        """Undo the open write transaction, in the database and in memory."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        saved = self._saved
+        self._saved = None
+        if saved is None:
+            return
+        pending, buckets, batch, nxt, self._credit, self._tail, self._indexed_upto = saved
+        self._pending, self._buckets, self._batch = pending, buckets, batch
+        if batch is not None:
+            batch.next = nxt
+        for where, key, i in reversed(self._log):
+            if where is None:  # an insert
+                del pending[key]
+                buckets[_bucket(key)].pop()
+            else:  # a delete
+                where[key] = i
+        self._log.clear()
+
+    def _batch_size(self) -> int:
+        return self._fixed_batch or batch_rows(self._tail)
+
+    def _maintain(self) -> None:
+        """Before a write transaction's COMMIT: the next step of the index merge, if due."""
+        n = self._inserted
+        self._scan()
+        full = len(self._pending) >= self._batch_size()
+        if self._batch is not None:
+            self._credit += _MERGE_RATE * n
+            self._merge(self._batch, finish=full)  # finish early only if the next is due
+        if self._batch is None and full:
+            self._batch = _Batch(self._pending, self._buckets, self._tail)
+            self._pending = {}
+            self._buckets = [[] for _ in range(_BUCKETS)]
+            self._credit = _MERGE_RATE * n
+            self._merge(self._batch, finish=False)
+
+    def _merge(self, batch: _Batch, *, finish: bool) -> None:
+        entries = batch.entries
+        rows: list[tuple[bytes, int]] = []
+        while batch.next < _BUCKETS and (finish or self._credit > 0):
+            bucket = batch.buckets[batch.next]
+            batch.next += 1
+            if bucket:
+                rows += [(k, entries[k]) for k in sorted(set(bucket)) if k in entries]
+                self._credit -= len(bucket)
+        whole = len(rows) - len(rows) % _MERGE_ROWS
+        for at in range(0, whole, _MERGE_ROWS):  # a multi-row statement costs less per row
+            args: list[bytes | int] = []
+            for row in rows[at : at + _MERGE_ROWS]:
+                args += row
+            self._db.execute(_MERGE, args)
+        if whole < len(rows):
+            self._db.executemany("INSERT OR IGNORE INTO idx (cid, id) VALUES (?, ?)", rows[whole:])
+        if batch.next == _BUCKETS:
+            self._db.execute(
+                "UPDATE meta SET value = max(value, ?) WHERE key = 'indexed_upto'", (batch.upto,)
+            )
+            self._indexed_upto = max(self._indexed_upto, batch.upto)
+            self._batch = None
+            self._credit = 0
 
     @contextmanager
     def group(self) -> Iterator[None]:
-        """Group commit: every ``put``/``put_many`` inside is one SQLite transaction.
+        """Group commit: every ``put``/``put_many``/``delete_many`` inside is one transaction.
 
         Several pico commits then cost one COMMIT. Nothing written inside is durable, or
         visible to other connections, until the outermost ``group`` exits; an exception
-        rolls all of it back, so the caller must not publish a head written inside until
-        then. Nested groups join the outermost one.
+        rolls all of it back (the in-memory index too), so the caller must not publish a head
+        written inside until then. Nested groups join the outermost one.
         """
         if self._group_depth:
             self._group_depth += 1
@@ -168,41 +628,22 @@ class SqliteBlockStore:
             finally:
                 self._group_depth -= 1
             return
-        self._db.execute("BEGIN")
+        self._begin()
         self._group_depth = 1
         try:
             yield
         except BaseException:
             self._group_depth = 0
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         self._group_depth = 0
-        self._db.execute("COMMIT")
-
-    def get_block(self, cid: CID) -> Block | None:
-        data = self.get(cid)
-        return None if data is None else Block.decode(cid, data)
-
-    def delete_many(self, cids: Iterable[CID]) -> int:
-        """Delete these blocks in one transaction; return how many were deleted."""
-        rows = [(cid.buffer,) for cid in cids]
-        before = self._db.total_changes
-        self._db.execute("BEGIN")
         try:
-            self._db.executemany("DELETE FROM blocks WHERE cid = ?", rows)
+            self._maintain()
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._db.execute("COMMIT")
-        return self._db.total_changes - before
-
-    def cids(self) -> Iterator[CID]:
-        rows = self._db.execute("SELECT cid FROM blocks").fetchall()
-        return (CID.parse(bytes(r[0])) for r in rows)
-
-    def __len__(self) -> int:
-        (n,) = self._db.execute("SELECT count(*) FROM blocks").fetchone()
-        return int(n)
+        self._saved = None
 
     def close(self) -> None:
         self._db.close()

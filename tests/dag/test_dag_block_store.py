@@ -104,7 +104,7 @@ def test_sqlite_get_block_reverifies(tmp_path: Path) -> None:
     with SqliteBlockStore(tmp_path / "s.db") as s:
         b = Block.encode([1, 2, 3])
         s.put(b)
-        s._db.execute("UPDATE blocks SET data = ?", (b"\x83\x01\x02\x04",))
+        s._db.execute("UPDATE blk SET data = ?", (b"\x83\x01\x02\x04",))
         with pytest.raises(BlockMismatchError):
             s.get_block(b.cid)
 

@@ -1,0 +1,292 @@
+"""SqliteBlockStore's layout: blocks appended to `blk`, the cid index `idx` fed in sorted batches.
+
+The store keeps the (cid, id) of blocks not yet in `idx` in memory and merges them in steps
+over later write transactions; these tests run it with tiny batches so that merges, steps,
+reopenings mid-merge and rollbacks happen everywhere, and compare it with MemoryBlockStore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dag.block import Block
+from dag.cid import CID
+from dag.store import FILTER_MIN_BITS, MemoryBlockStore, SqliteBlockStore
+
+POOL = [Block.encode({"i": i, "pad": "x" * (i % 5) * 40}) for i in range(20)] + [
+    Block.raw(bytes([i]) * (i + 1)) for i in range(6)
+]
+
+
+def consistent(store: SqliteBlockStore) -> None:
+    """The database and the store's memory agree: every block is found exactly one way."""
+    db = store._db
+    blk = {int(i): bytes(c) for i, c in db.execute("SELECT id, cid FROM blk")}
+    idx = {bytes(c): int(i) for c, i in db.execute("SELECT cid, id FROM idx")}
+    (upto,) = db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
+    assert store._indexed_upto == upto
+    assert len(set(blk.values())) == len(blk), "a CID stored twice"
+    batch = store._batch.entries if store._batch is not None else {}
+    assert not set(store._pending) & set(batch)
+    for i, cid in blk.items():
+        assert cid in store._pending or cid in batch or cid in idx, f"block {i} unreachable"
+        for where in (store._pending, batch, idx):
+            assert where.get(cid, i) == i
+        if i <= upto:
+            assert idx.get(cid) == i, f"block {i} <= indexed_upto {upto} is not in idx"
+    for where in (store._pending, batch, idx):
+        for cid, i in where.items():
+            assert blk.get(i) == cid, f"{cid.hex()} points at id {i}, which blk lacks"
+    assert store._tail >= max(blk, default=0)
+    if store._filter is not None and store._building is None:
+        assert all(cid in store._filter for cid in blk.values())
+
+
+def same(store: SqliteBlockStore, model: MemoryBlockStore) -> None:
+    consistent(store)
+    assert len(store) == len(model)
+    assert sorted(store.cids(), key=bytes) == sorted(model.cids(), key=bytes)
+    for b in POOL:
+        assert store.has(b.cid) == model.has(b.cid)
+        assert store.get(b.cid) == model.get(b.cid)
+
+
+idxs = st.lists(st.integers(0, len(POOL) - 1), max_size=6)
+leaf = st.one_of(
+    st.tuples(st.just("put"), st.integers(0, len(POOL) - 1)),
+    st.tuples(st.just("put_many"), idxs),
+    st.tuples(st.just("delete"), idxs),
+)
+
+
+def groups(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A group of ops (possibly groups), and whether it raises at its end."""
+    return st.tuples(st.just("group"), st.lists(inner, max_size=5), st.booleans())
+
+
+op = st.recursive(leaf, groups, max_leaves=8)
+top = st.one_of(op, st.tuples(st.just("reopen")), st.tuples(st.just("rewind"), st.integers(1, 10)))
+
+
+class Boom(Exception):
+    pass
+
+
+def apply(op: Any, store: SqliteBlockStore, model: MemoryBlockStore) -> None:
+    kind = op[0]
+    if kind == "put":
+        store.put(POOL[op[1]])
+        model.put(POOL[op[1]])
+    elif kind == "put_many":
+        store.put_many(POOL[i] for i in op[1])
+        model.put_many(POOL[i] for i in op[1])
+    elif kind == "delete":
+        cids = [POOL[i].cid for i in op[1]]
+        assert store.delete_many(cids) == model.delete_many(cids)
+    else:
+        saved = dict(model._blocks)
+        try:
+            with store.group():
+                for inner in op[1]:
+                    apply(inner, store, model)
+                if op[2]:
+                    raise Boom
+        except Boom:
+            model._blocks = saved
+            if store._group_depth:  # an inner group raised: the outer one goes on
+                raise
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 4), st.lists(top, max_size=25))
+def test_the_store_behaves_as_a_dict_through_merges_rollbacks_and_reopens(
+    batch: int, ops: list[Any]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "blocks.sqlite"
+        model = MemoryBlockStore()
+        store = SqliteBlockStore(path, batch=batch)
+        try:
+            for o in ops:
+                if o[0] == "reopen":  # without finishing a merge that may be under way
+                    store.close()
+                    store = SqliteBlockStore(path, batch=batch)
+                elif o[0] == "rewind":  # a crash before indexed_upto moved on
+                    store.close()
+                    db = sqlite3.connect(path)
+                    db.execute(
+                        "UPDATE meta SET value = max(0, value - ?) WHERE key = 'indexed_upto'",
+                        (o[1],),
+                    )
+                    db.commit()
+                    db.close()
+                    store = SqliteBlockStore(path, batch=batch)
+                else:
+                    with contextlib.suppress(Boom):
+                        apply(o, store, model)
+                same(store, model)
+        finally:
+            store.close()
+
+
+def test_a_merge_runs_in_steps_and_a_reopen_mid_merge_keeps_every_block(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    blocks = [Block.encode({"n": i}) for i in range(400)]
+    with SqliteBlockStore(path, batch=200) as store:
+        for b in blocks[:200]:
+            store.put(b)  # the 200th fills the batch: it is frozen, its merge starts
+        batch = store._batch
+        assert batch is not None
+        assert 0 < batch.next < 256
+        assert store._pending == {}
+        steps = 0
+        for b in blocks[200:260]:  # each put merges about two more entries (a bucket or so)
+            before = batch.next
+            store.put(b)
+            steps += batch.next > before
+        assert steps > 20
+        assert store._batch is batch  # many small steps, not finished yet
+        (in_idx,) = store._db.execute("SELECT count(*) FROM idx").fetchone()
+        assert 0 < in_idx < 200
+        consistent(store)
+    # closed mid-merge: indexed_upto is still 0, the blocks come back from blk
+    with SqliteBlockStore(path, batch=200) as store:
+        assert store._indexed_upto == 0
+        assert len(store._pending) == 260
+        consistent(store)
+        assert [store.get(b.cid) for b in blocks[:260]] == [b.data for b in blocks[:260]]
+        store.put_many(blocks[:260])  # all there already: nothing written
+        assert len(store) == 260
+        for b in blocks[260:]:
+            store.put(b)
+        consistent(store)
+        assert store._indexed_upto >= 200  # the re-merge finished (INSERT OR IGNORE)
+    with SqliteBlockStore(path) as store:  # the automatic batch size
+        assert sorted(store.cids(), key=bytes) == sorted((b.cid for b in blocks), key=bytes)
+        consistent(store)
+
+
+def test_a_home_written_by_the_old_layout_is_migrated_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    old = [Block.encode({"old": i}) for i in range(50)] + [Block.raw(b"r%d" % i) for i in range(9)]
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE blocks (cid BLOB PRIMARY KEY, data BLOB NOT NULL)")
+    db.executemany("INSERT INTO blocks VALUES (?, ?)", [(b.cid.buffer, b.data) for b in old])
+    db.commit()
+    db.close()
+    with SqliteBlockStore(path) as store:
+        tables = {n for (n,) in store._db.execute("SELECT name FROM sqlite_master")}
+        assert "blocks" not in tables
+        assert {"blk", "idx", "meta"} <= tables
+        ids = [int(i) for (i,) in store._db.execute("SELECT id FROM blk ORDER BY id")]
+        assert ids == list(range(1, len(old) + 1))  # rowid order
+        assert store._indexed_upto == len(old)
+        assert store._pending == {}
+        consistent(store)
+        assert all(store.get_block(b.cid) == b for b in old)
+        store.put_many(old[:5])  # present: ignored
+        new = Block.encode({"new": 1})
+        store.put(new)
+        assert len(store) == len(old) + 1
+    with SqliteBlockStore(path) as store:
+        assert sorted(store.cids(), key=bytes) == sorted([b.cid for b in [*old, new]], key=bytes)
+        consistent(store)
+
+
+def test_a_rolled_back_group_leaves_memory_as_the_database_is(tmp_path: Path) -> None:
+    with SqliteBlockStore(tmp_path / "blocks.sqlite", batch=3) as store:
+        store.put_many(POOL[:5])  # a batch frozen and partly merged
+        pending, batch = dict(store._pending), store._batch
+        nxt = None if batch is None else batch.next
+
+        def failing_group() -> None:
+            with store.group():
+                store.put_many(POOL[5:12])
+                store.delete_many([POOL[0].cid, POOL[6].cid])
+                store.put(POOL[0])
+                raise RuntimeError("abort")
+
+        with pytest.raises(RuntimeError, match="abort"):
+            failing_group()
+        assert store._pending == pending
+        assert store._batch is batch
+        assert (None if batch is None else batch.next) == nxt
+        consistent(store)
+        assert [store.has(b.cid) for b in POOL[:12]] == [True] * 5 + [False] * 7
+
+
+def test_two_connections_on_one_file_see_each_others_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    with SqliteBlockStore(path, batch=2) as a, SqliteBlockStore(path, batch=2) as b:
+        a.put_many(POOL[:3])
+        b.put_many(POOL[2:6])  # POOL[2] is a's already
+        a.put(POOL[6])
+        assert all(b.get(x.cid) == x.data for x in POOL[:7])
+        assert all(a.get(x.cid) == x.data for x in POOL[:7])
+        assert len(a) == len(b) == 7
+        consistent(a)
+        consistent(b)
+    with SqliteBlockStore(path) as store:
+        consistent(store)
+        assert len(store) == 7
+
+
+def test_the_cid_filter_grows_and_never_hides_a_stored_block(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    n = FILTER_MIN_BITS // 16 + 500  # past one entry per 16 bits: rebuilt at twice the size
+    blocks = [Block.raw(i.to_bytes(4, "big")) for i in range(n)]
+    with SqliteBlockStore(path, batch=1000) as store:
+        store.put_many(blocks[:10])
+        assert store._filter is not None
+        assert store._filter.mask + 1 == FILTER_MIN_BITS
+        for at in range(10, n, 1000):
+            store.put_many(blocks[at : at + 1000])
+        later = 0
+        while store._building is not None and later < 100:  # the rebuild's scan, in steps
+            store.put(Block.raw(b"later %d" % later))
+            later += 1
+        assert store._building is None
+        assert later > 1
+        assert store._filter is not None
+        assert store._filter.mask + 1 > FILTER_MIN_BITS
+        consistent(store)
+        store.put_many(blocks)  # all there: the filter says "maybe", idx says "have"
+        assert len(store) == n + later
+        store._filter.bits[:] = b"\xff" * len(store._filter.bits)  # every CID a "maybe"
+        fresh = Block.raw(b"fresh")
+        store.put_many([fresh, *blocks[:20]])
+        assert len(store) == n + later + 1
+        assert store.get(fresh.cid) == fresh.data
+        consistent(store)
+
+
+def test_cids_are_parsed_back_from_blk(tmp_path: Path) -> None:
+    with SqliteBlockStore(tmp_path / "blocks.sqlite", batch=1) as store:
+        store.put_many(POOL)
+        assert [c for c in store.cids() if isinstance(c, CID)] == [b.cid for b in POOL]
+
+
+def test_a_block_another_connection_deletes_is_gone_here_too(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    with SqliteBlockStore(path, batch=4) as a, SqliteBlockStore(path, batch=4) as gc:
+        a.put_many(POOL[:3])  # in a's memory, not yet in idx
+        assert gc.delete_many([POOL[1].cid]) == 1  # another process's GC
+        a.put_many(POOL[3:12])  # a merges its batch, POOL[1]'s entry with it
+        assert not a.has(POOL[1].cid)
+        assert a.get(POOL[1].cid) is None
+        assert not gc.has(POOL[1].cid)
+        a.put(POOL[1])  # stored again: found again, by both
+        a.put_many(POOL[12:20])
+        assert a.get(POOL[1].cid) == gc.get(POOL[1].cid) == POOL[1].data
+    with SqliteBlockStore(path) as store:
+        assert sorted(store.cids(), key=bytes) == sorted((b.cid for b in POOL[:20]), key=bytes)
+        assert all(store.get(b.cid) == b.data for b in POOL[:20])
