@@ -53,7 +53,11 @@ class Block:
         bytes are canonical by construction (tests compare them with ``cbor.encode``); the
         value is decoded from them on first use.
         """
-        return cls(CID.of(data, DAG_CBOR), data, _NOT_DECODED, _token=_PRIVATE)
+        block = _new(cls)  # the slots' setters: cheaper than __init__'s object.__setattr__
+        _set_cid(block, CID.of(data, DAG_CBOR))
+        _set_data(block, data)
+        _set_value(block, _NOT_DECODED)
+        return block
 
     @classmethod
     def raw(cls, data: bytes) -> Block:
@@ -114,6 +118,12 @@ class Block:
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError("Block is immutable")
+
+
+_new: Final = object.__new__
+_set_cid: Final = Block.__dict__["cid"].__set__
+_set_data: Final = Block.__dict__["data"].__set__
+_set_value: Final = Block.__dict__["_value"].__set__
 
 
 def _mismatch(cid: CID, digest: bytes) -> NoReturn:

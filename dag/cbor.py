@@ -88,6 +88,11 @@ def array_head(n: int) -> bytes:
     return _head(0x80, n)
 
 
+def bytes_head(n: int) -> bytes:
+    """The head of a byte string of `n` bytes."""
+    return _head(0x40, n)
+
+
 def map_head(n: int) -> bytes:
     """The head of a map of `n` pairs; the pairs must follow in canonical key order."""
     return _head(0xA0, n)

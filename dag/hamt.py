@@ -1,21 +1,29 @@
 """An IPLD HashMap (HAMT, ipld/ipld specs/advanced-data-layouts/hamt/spec.md) over store.py blocks.
 
 state.py keeps a ruleset's large entity map in one of these.  Parameters: hashAlg sha2-256
-(multihash 0x12, the spec's default; see README "HAMT"), bitWidth 8 (so a level's index is one
-byte of the key's hash and `map` is 32 bytes), bucketSize 3.  Blocks, as the spec's schema::
+(multihash 0x12, the spec's default; see README "HAMT"), bucketSize 3, and a bitWidth per map,
+implied by the byte length of `map` (2**bitWidth / 8 bytes, as the spec says): any bitWidth of
+`MIN_BIT_WIDTH`..`MAX_BIT_WIDTH` is read and updated at its own width (a map written with
+bitWidth 8, the old default, stays at 8); new maps get `BIT_WIDTH`.  Blocks, as the spec's
+schema::
 
     root  {"hashAlg": 18, "bucketSize": 3, "hamt": [map, data]}
     node  [map, data]                      data: one element per set bit of map, in index order
     element  CID (child node) | [[key, value], ...]   (a bucket: 1..3 entries sorted by key)
 
-Bit `i` of `map` is bit `i % 8` (least significant first) of byte `i // 8`.  Keys are the UTF-8
-bytes of str keys.  The tree is canonical (CHAMP rules): a slot holding at most bucketSize
+The index of a key at depth d is the integer value of bits d*w .. d*w+w-1 of its sha2-256
+digest, bits numbered from the most significant bit of the first byte (the spec's "left-most
+bitWidth bits, offset by depth x bitWidth"): with w = 8 it is byte d of the digest, with w = 5
+depth 0 is the top 5 bits of byte 0 and depth 1 the low 3 bits of byte 0 then the top 2 of
+byte 1.  A digest of 256 bits gives 256 // w levels.  Bit `i` of `map` is bit `i % 8` (least
+significant first) of byte `i // 8`.  Keys are the UTF-8 bytes of str keys.  The tree is canonical (CHAMP rules): a slot holding at most bucketSize
 entries is a bucket, a slot holding more is a child node, whatever the order of sets and
 deletes, so equal contents give equal root CIDs and unchanged sub-trees keep their CIDs.
 
-Block size: a node holds at most 256 x 3 = 768 entries, so entries are bounded (keys at most
+Block size: a node of bitWidth 8 holds at most 256 x 3 = 768 entries, so entries are bounded (keys at most
 `MAX_KEY_BYTES`, encoded values at most `MAX_VALUE_BYTES`) to keep every block under 256 KiB;
-callers put larger values in their own blocks and store the link (state.py does).
+callers put larger values in their own blocks and store the link (state.py does).  A foreign map
+wider than 8 could exceed that: the node is then refused (HamtError) when it is written.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import builtins
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Final, NoReturn, TypeAlias
+from typing import Final, NoReturn, TypeAlias, final
 
 from dag import cbor
 from dag.block import Block
@@ -32,10 +40,13 @@ from dag.cid import CID, DAG_CBOR
 from dag.store import BlockStore, MissingBlock
 
 HASH_ALG: Final = 0x12  # sha2-256
-BIT_WIDTH: Final = 8
+HASH_BITS: Final = 256
+# The bitWidth of new maps (chosen by measurement: README "HAMT"); the spec's default, and
+# ours before, is 8.
+BIT_WIDTH: Final = 5
+MIN_BIT_WIDTH: Final = 3  # the spec's minimum: a 1-byte map
+MAX_BIT_WIDTH: Final = 16  # maps up to 8 KiB; wider ones are refused as malformed
 BUCKET_SIZE: Final = 3
-MAP_BYTES: Final = (1 << BIT_WIDTH) // 8
-MAX_DEPTH: Final = 32  # bytes of a sha2-256 digest: one per level
 MAX_BLOCK: Final = 256 * 1024
 # 768 entries x (1 + 2 + 128 + 200 bytes) + headers = 254.5 KiB, the worst case of one node.
 MAX_KEY_BYTES: Final = 128
@@ -46,7 +57,7 @@ Entry: TypeAlias = tuple[bytes, object]
 # cache of thousands of decoded nodes.
 Bucket: TypeAlias = tuple[Entry, ...]
 Element: TypeAlias = "CID | Bucket"
-Slots: TypeAlias = dict[int, Element]  # index (0..255) -> element; a node, decoded
+Slots: TypeAlias = dict[int, Element]  # index (0 .. 2**bitWidth - 1) -> element; a node, decoded
 
 
 class HamtError(ValueError):
@@ -62,8 +73,44 @@ class _Deleted:
 DELETE: Final = _Deleted()
 
 
-def _hash(key: bytes) -> bytes:
-    return hashlib.sha256(key).digest()
+def _hash(key: bytes) -> int:
+    """The key's sha2-256 digest as an int, most significant bit first (see _Width.index)."""
+    return int.from_bytes(hashlib.sha256(key).digest(), "big")
+
+
+@final
+class _Width:
+    """What a bitWidth implies: the index of each level, the map's size, the node's prefix."""
+
+    __slots__ = ("levels", "map_bytes", "mask", "prefix", "shifts", "width")
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.mask = (1 << width) - 1
+        self.map_bytes = (1 << width) // 8
+        self.levels = HASH_BITS // width  # full indices a 256-bit digest holds
+        # index at depth d = bits d*w .. d*w+w-1 from the most significant: shift right by this
+        self.shifts = tuple(HASH_BITS - width * (d + 1) for d in range(self.levels))
+        # array(2), then the map's bytes head
+        self.prefix = b"\x82" + cbor.bytes_head(self.map_bytes)
+
+    def index(self, h: int, depth: int) -> int:
+        if depth >= self.levels:  # pragma: no cover - needs a sha2-256 collision
+            raise HamtError("maximum depth reached: more than bucketSize keys share a hash")
+        return (h >> self.shifts[depth]) & self.mask
+
+
+_WIDTHS: Final = {w: _Width(w) for w in range(MIN_BIT_WIDTH, MAX_BIT_WIDTH + 1)}
+_BY_MAP_BYTES: Final = {p.map_bytes: p for p in _WIDTHS.values()}
+
+
+def _width(bit_width: int) -> _Width:
+    p = _WIDTHS.get(bit_width)
+    if p is None:
+        raise HamtError(
+            f"bitWidth {bit_width!r} is not supported ({MIN_BIT_WIDTH}..{MAX_BIT_WIDTH})"
+        )
+    return p
 
 
 def _key(key: str) -> bytes:
@@ -74,7 +121,10 @@ def _key(key: str) -> bytes:
 
 
 def _check_value(key: str, value: object) -> None:
-    size = len(cbor.encode(value))
+    _check_size(key, len(cbor.encode(value)))
+
+
+def _check_size(key: str, size: int) -> None:
     if size > MAX_VALUE_BYTES:
         raise HamtError(
             f"value of {key!r} is {size} bytes encoded; the limit is {MAX_VALUE_BYTES} "
@@ -85,8 +135,8 @@ def _check_value(key: str, value: object) -> None:
 # -- encoding ----------------------------------------------------------------------------
 
 
-def _node_value(slots: Slots) -> list[object]:
-    bitmap = bytearray(MAP_BYTES)
+def _node_value(slots: Slots, p: _Width) -> list[object]:
+    bitmap = bytearray(p.map_bytes)
     data: list[object] = []
     for i in sorted(slots):
         bitmap[i >> 3] |= 1 << (i & 7)
@@ -97,13 +147,13 @@ def _node_value(slots: Slots) -> list[object]:
 
 def _block(value: object) -> Block:
     block = Block.encode(value)
-    if len(block.data) > MAX_BLOCK:  # pragma: no cover - prevented by the entry bounds
+    if len(block.data) > MAX_BLOCK:  # pragma: no cover - entry bounds (bitWidth <= 8)
         raise HamtError(f"HAMT node of {len(block.data)} bytes exceeds {MAX_BLOCK}")
     return block
 
 
-def _root_block(slots: Slots) -> Block:
-    return _block({"hashAlg": HASH_ALG, "bucketSize": BUCKET_SIZE, "hamt": _node_value(slots)})
+def _root_block(slots: Slots, p: _Width) -> Block:
+    return _block({"hashAlg": HASH_ALG, "bucketSize": BUCKET_SIZE, "hamt": _node_value(slots, p)})
 
 
 def _bad(where: str | CID, reason: str) -> NoReturn:
@@ -121,18 +171,46 @@ def _indices(bitmap: bytes) -> builtins.list[int]:
     return [j << 3 | k for j, byte in enumerate(bitmap) if byte for k in bits[byte]]
 
 
-def _decode_node(value: object, where: str | CID) -> Slots:
+def _wrong_width(where: str | CID, n: int, root: _Width) -> NoReturn:
+    _bad(
+        where,
+        f"map is {n} bytes but the map's root has {root.map_bytes} (bitWidth {root.width}): "
+        "every node of a map has the root's bitWidth",
+    )
+
+
+def _map_width(bitmap: object, where: str | CID, root: _Width | None) -> _Width:
+    """The bitWidth a node's map implies; under a root, it must be the root's."""
+    if type(bitmap) is not bytes:
+        _bad(where, f"map must be bytes, got {type(bitmap).__name__}")
+    n = len(bitmap)
+    if root is not None:
+        if n != root.map_bytes:
+            _wrong_width(where, n, root)
+        return root
+    p = _BY_MAP_BYTES.get(n)
+    if p is None:
+        _bad(
+            where,
+            f"map is {n} bytes; it must be 2**bitWidth / 8 bytes for a bitWidth of "
+            f"{MIN_BIT_WIDTH}..{MAX_BIT_WIDTH} (1, 2, 4, ... {1 << (MAX_BIT_WIDTH - 3)} bytes)",
+        )
+    return p
+
+
+def _decode_node(value: object, where: str | CID, root: _Width | None) -> tuple[Slots, _Width]:
+    """A node's slots, checked, and its bitWidth (`root`'s, or from the map if it is the root)."""
     if type(value) is not list or len(value) != 2:
         _bad(where, "a node must be [map, data]")
     bitmap, data = value
-    if type(bitmap) is not bytes or len(bitmap) != MAP_BYTES:
-        _bad(where, f"map must be {MAP_BYTES} bytes (bitWidth {BIT_WIDTH})")
+    p = _map_width(bitmap, where, root)
+    assert type(bitmap) is bytes
     if type(data) is not list:
         _bad(where, "data must be a list")
     indices = _indices(bitmap)
     if len(indices) != len(data):
         _bad(where, f"map has {len(indices)} bits set but data has {len(data)} elements")
-    return {i: _element(el, i, where) for i, el in zip(indices, data, strict=True)}
+    return {i: _element(el, i, where) for i, el in zip(indices, data, strict=True)}, p
 
 
 def _element(el: object, i: int, where: str | CID) -> Element:
@@ -160,7 +238,7 @@ def _load(store: BlockStore, cid: CID, what: str) -> object:
     return block.value
 
 
-def _load_root(store: BlockStore, root: CID, block: Block | None = None) -> Slots:
+def _load_root(store: BlockStore, root: CID, block: Block | None = None) -> tuple[Slots, _Width]:
     value = block.value if block is not None else _load(store, root, "root")
     where = f"HAMT root {root}"
     if type(value) is not dict or value.keys() != {"hashAlg", "bucketSize", "hamt"}:
@@ -171,12 +249,17 @@ def _load_root(store: BlockStore, root: CID, block: Block | None = None) -> Slot
             f"only hashAlg 0x{HASH_ALG:x} with bucketSize {BUCKET_SIZE} is supported, got "
             f"{value['hashAlg']!r} and {value['bucketSize']!r}",
         )
-    return _decode_node(value["hamt"], where)
+    return _decode_node(value["hamt"], where, None)
 
 
-def _load_node(store: BlockStore, cid: CID, block: Block | None = None) -> Slots:
+def _load_node(store: BlockStore, cid: CID, p: _Width, block: Block | None = None) -> Slots:
     value = block.value if block is not None else _load(store, cid, "node")
-    return _decode_node(value, cid)
+    return _decode_node(value, cid, p)[0]
+
+
+def bit_width(store: BlockStore, root: CID) -> int:
+    """The bitWidth of the HAMT at `root` (from the byte length of its map)."""
+    return _load_root(store, root)[1].width
 
 
 def _skip(data: bytes, pos: int) -> int:
@@ -203,7 +286,7 @@ def _skip(data: bytes, pos: int) -> int:
     return pos  # ints, floats (their 8 bytes were read as n), null, booleans
 
 
-def _element_encodings(data: bytes, *, root: bool) -> tuple[int, tuple[bytes, ...]]:
+def _element_encodings(data: bytes, p: _Width, *, root: bool) -> tuple[int, tuple[bytes, ...]]:
     """A node's (or root's) bitmap as an int and its elements' bytes in index order, sliced
     from its block.
 
@@ -211,11 +294,12 @@ def _element_encodings(data: bytes, *, root: bool) -> tuple[int, tuple[bytes, ..
     encoded again (the block was strictly decoded: its items are canonical).
     """
     pos = len(_ROOT_PREFIX) if root else 0
-    if data[pos : pos + len(_NODE_PREFIX)] != _NODE_PREFIX:  # pragma: no cover - decoded above
-        raise HamtError("a node must start with [map (32 bytes), ...]")
-    pos += len(_NODE_PREFIX)
-    bits = int.from_bytes(data[pos : pos + MAP_BYTES], "little")
-    pos += MAP_BYTES
+    prefix = p.prefix
+    if data[pos : pos + len(prefix)] != prefix:  # pragma: no cover - decoded above
+        raise HamtError(f"a node must start with [map ({p.map_bytes} bytes), ...]")
+    pos += len(prefix)
+    bits = int.from_bytes(data[pos : pos + p.map_bytes], "little")
+    pos += p.map_bytes
     count = bits.bit_count()
     pos = pos + len(cbor.array_head(count))
     enc: builtins.list[bytes] = []
@@ -233,24 +317,26 @@ def _element_encodings(data: bytes, *, root: bool) -> tuple[int, tuple[bytes, ..
 
 
 def _build(
-    entries: list[tuple[bytes, bytes, object]],
+    entries: list[tuple[bytes, int, object]],
     depth: int,
+    p: _Width,
     out: list[Block],
     nodes: dict[CID, _Node] | None = None,
 ) -> Slots:
     """The canonical node at `depth` for (key, hash, value) entries; child blocks go to out
     (and, with `nodes`, each child's _Node, for a NodeCache)."""
-    if depth >= MAX_DEPTH:  # pragma: no cover - needs a sha2-256 collision
+    if depth >= p.levels:  # pragma: no cover - needs a sha2-256 collision
         raise HamtError("maximum depth reached: more than bucketSize keys share a hash")
-    groups: dict[int, list[tuple[bytes, bytes, object]]] = {}
+    shift, mask = p.shifts[depth], p.mask
+    groups: dict[int, list[tuple[bytes, int, object]]] = {}
     for e in entries:
-        groups.setdefault(e[1][depth], []).append(e)
+        groups.setdefault((e[1] >> shift) & mask, []).append(e)
     slots: Slots = {}
     for i, group in groups.items():
         if len(group) <= BUCKET_SIZE:
             slots[i] = _sorted_bucket((k, v) for k, _, v in group)
         else:
-            node = _Node.of(_build(group, depth + 1, out, nodes))
+            node = _Node.of(_build(group, depth + 1, p, out, nodes), p)
             child = _node_block(node)
             out.append(child)
             if nodes is not None:
@@ -264,24 +350,28 @@ def _sorted_bucket(entries: Iterable[Entry]) -> Bucket:
 
 
 def build_blocks(
-    items: Mapping[str, object] | Iterable[tuple[str, object]], cache: NodeCache | None = None
+    items: Mapping[str, object] | Iterable[tuple[str, object]],
+    cache: NodeCache | None = None,
+    *,
+    bit_width: int = BIT_WIDTH,
 ) -> tuple[Block, list[Block]]:
-    """Encode a whole map; return (root block, every block including the root).
+    """Encode a whole map with `bit_width`; return (root block, every block including the root).
 
     With `cache`, the nodes go into it as they are built (so the first updates of a large
     map find them there instead of reading and decoding them back).
     """
+    p = _width(bit_width)
     pairs = items.items() if isinstance(items, Mapping) else items
-    entries: dict[bytes, tuple[bytes, bytes, object]] = {}
+    entries: dict[bytes, tuple[bytes, int, object]] = {}
     for key, value in pairs:
         k = _key(key)
         _check_value(key, value)
         entries[k] = (k, _hash(k), value)
     blocks: list[Block] = []
     nodes: dict[CID, _Node] | None = {} if cache is not None else None
-    slots = _build(list(entries.values()), 0, blocks, nodes)
-    top = _Node.of(slots)
-    root = Block._spliced(b"".join((_ROOT_PREFIX, top.data(), _ROOT_SUFFIX)))
+    slots = _build(list(entries.values()), 0, p, blocks, nodes)
+    top = _Node.of(slots, p)
+    root = Block._spliced(top.data(_ROOT_PREFIX, _ROOT_SUFFIX))
     blocks.append(root)
     if cache is not None and nodes is not None:
         for cid, node in nodes.items():
@@ -290,9 +380,14 @@ def build_blocks(
     return root, blocks
 
 
-def build(store: BlockStore, items: Mapping[str, object] | Iterable[tuple[str, object]]) -> CID:
+def build(
+    store: BlockStore,
+    items: Mapping[str, object] | Iterable[tuple[str, object]],
+    *,
+    bit_width: int = BIT_WIDTH,
+) -> CID:
     """Write a HAMT holding `items` (later pairs win) and return its root CID."""
-    root, blocks = build_blocks(items)
+    root, blocks = build_blocks(items, bit_width=bit_width)
     store.put_many(b for b in blocks if not store.has(b.cid))
     return root.cid
 
@@ -304,13 +399,13 @@ def get(store: BlockStore, root: CID, key: str, default: object = None) -> objec
     """The value of `key`, or `default`."""
     k = _key(key)
     h = _hash(k)
-    slots = _load_root(store, root)
-    for depth in range(MAX_DEPTH):
-        el = slots.get(h[depth])
+    slots, p = _load_root(store, root)
+    for depth in range(p.levels):
+        el = slots.get(p.index(h, depth))
         if el is None:
             return default
         if isinstance(el, CID):
-            slots = _load_node(store, el)
+            slots = _load_node(store, el, p)
             continue
         for ek, ev in el:
             if ek == k:
@@ -319,11 +414,11 @@ def get(store: BlockStore, root: CID, key: str, default: object = None) -> objec
     return default  # pragma: no cover
 
 
-def _entries(store: BlockStore, slots: Slots) -> Iterator[Entry]:
+def _entries(store: BlockStore, slots: Slots, p: _Width) -> Iterator[Entry]:
     for i in sorted(slots):
         el = slots[i]
         if isinstance(el, CID):
-            yield from _entries(store, _load_node(store, el))
+            yield from _entries(store, _load_node(store, el, p), p)
         else:
             yield from el
 
@@ -337,7 +432,7 @@ def _str(key: bytes, where: str) -> str:
 
 def items(store: BlockStore, root: CID) -> Iterator[tuple[str, object]]:
     """Every (key, value), in hash order (depth-first by index)."""
-    for k, v in _entries(store, _load_root(store, root)):
+    for k, v in _entries(store, *_load_root(store, root)):
         yield _str(k, f"HAMT {root}"), v
 
 
@@ -348,11 +443,12 @@ def to_dict(store: BlockStore, root: CID) -> dict[str, object]:
 def blocks_of(store: BlockStore, root: CID) -> Iterator[CID]:
     """The CIDs of every node of the HAMT, root first."""
     yield root
-    stack = [el for el in _load_root(store, root).values() if isinstance(el, CID)]
+    slots, p = _load_root(store, root)
+    stack = [el for el in slots.values() if isinstance(el, CID)]
     while stack:
         cid = stack.pop()
         yield cid
-        stack += [el for el in _load_node(store, cid).values() if isinstance(el, CID)]
+        stack += [el for el in _load_node(store, cid, p).values() if isinstance(el, CID)]
 
 
 # -- updating ----------------------------------------------------------------------------
@@ -361,15 +457,16 @@ def blocks_of(store: BlockStore, root: CID) -> Iterator[CID]:
 class _Overlay:
     """Reads new blocks first, then the store; nothing is written until the end."""
 
-    def __init__(self, store: BlockStore) -> None:
+    def __init__(self, store: BlockStore, p: _Width) -> None:
         self.store = store
+        self.p = p
         self.new: dict[CID, Block] = {}
 
     def node(self, cid: CID) -> Slots:
         block = self.new.get(cid)
         if block is not None:
-            return _decode_node(block.value, cid)
-        return _load_node(self.store, cid)
+            return _decode_node(block.value, cid, self.p)[0]
+        return _load_node(self.store, cid, self.p)
 
     def add(self, block: Block) -> CID:
         self.new[block.cid] = block
@@ -386,32 +483,31 @@ def _count(slots: Slots) -> int | None:
     return n
 
 
-def _set(ov: _Overlay, slots: Slots, depth: int, k: bytes, h: bytes, value: object) -> Slots:
-    if depth >= MAX_DEPTH:  # pragma: no cover - needs a sha2-256 collision
-        raise HamtError("maximum depth reached")
-    i = h[depth]
+def _set(ov: _Overlay, slots: Slots, depth: int, k: bytes, h: int, value: object) -> Slots:
+    p = ov.p
+    i = p.index(h, depth)
     out = dict(slots)
     el = slots.get(i)
     if el is None:
         out[i] = ((k, value),)
     elif isinstance(el, CID):
         child = _set(ov, ov.node(el), depth + 1, k, h, value)
-        out[i] = ov.add(_block(_node_value(child)))
+        out[i] = ov.add(_block(_node_value(child, p)))
     elif any(ek == k for ek, _ in el) or len(el) < BUCKET_SIZE:
         out[i] = _sorted_bucket([*((ek, ev) for ek, ev in el if ek != k), (k, value)])
     else:  # a full bucket overflows into a child node
         group = [(ek, _hash(ek), ev) for ek, ev in el] + [(k, h, value)]
         built: list[Block] = []
-        child_slots = _build(group, depth + 1, built)
+        child_slots = _build(group, depth + 1, p, built)
         for b in built:
             ov.add(b)
-        out[i] = ov.add(_block(_node_value(child_slots)))
+        out[i] = ov.add(_block(_node_value(child_slots, p)))
     return out
 
 
-def _delete(ov: _Overlay, slots: Slots, depth: int, k: bytes, h: bytes) -> Slots | None:
+def _delete(ov: _Overlay, slots: Slots, depth: int, k: bytes, h: int) -> Slots | None:
     """The node without `k`, or None if `k` is absent."""
-    i = h[depth]
+    i = ov.p.index(h, depth)
     el = slots.get(i)
     if el is None:
         return None
@@ -426,7 +522,7 @@ def _delete(ov: _Overlay, slots: Slots, depth: int, k: bytes, h: bytes) -> Slots
                 e for bucket in child.values() if isinstance(bucket, tuple) for e in bucket
             )
         else:
-            out[i] = ov.add(_block(_node_value(child)))
+            out[i] = ov.add(_block(_node_value(child, ov.p)))
         return out
     rest = tuple((ek, ev) for ek, ev in el if ek != k)
     if len(rest) == len(el):
@@ -444,11 +540,12 @@ def update_blocks(
     """Apply changes (value, or DELETE) to the HAMT at `root` without writing anything.
 
     Returns the new root block and the new blocks it needs that the old tree did not have:
-    only the paths from changed entries to the root (structural sharing).
+    only the paths from changed entries to the root (structural sharing).  The map keeps its
+    bitWidth.
     """
     pairs = changes.items() if isinstance(changes, Mapping) else changes
-    ov = _Overlay(store)
-    slots = _load_root(store, root)
+    slots, p = _load_root(store, root)
+    ov = _Overlay(store, p)
     for key, value in pairs:
         k = _key(key)
         h = _hash(k)
@@ -459,7 +556,7 @@ def update_blocks(
         else:
             _check_value(key, value)
             slots = _set(ov, slots, 0, k, h, value)
-    root_block = _root_block(slots)
+    root_block = _root_block(slots, p)
     # Keep only the new blocks the final tree still links to.
     needed: list[Block] = []
     stack = [el for el in slots.values() if isinstance(el, CID)]
@@ -495,8 +592,8 @@ def delete(store: BlockStore, root: CID, key: str) -> CID:
     return update(store, root, [(key, DELETE)])
 
 
-def empty(store: BlockStore) -> CID:
-    return build(store, ())
+def empty(store: BlockStore, *, bit_width: int = BIT_WIDTH) -> CID:
+    return build(store, (), bit_width=bit_width)
 
 
 # -- cached updates (state.py's commit path) ----------------------------------------------
@@ -517,19 +614,20 @@ class _Node:
     with a dict and lists per node made every young-generation collection walk them all.
     """
 
-    __slots__ = ("bits", "enc", "size")
+    __slots__ = ("bits", "enc", "p", "size")
 
-    def __init__(self, bits: int, enc: tuple[bytes, ...], size: int = -1) -> None:
+    def __init__(self, bits: int, enc: tuple[bytes, ...], p: _Width, size: int = -1) -> None:
         self.bits = bits
         self.enc = enc
+        self.p = p  # the map's bitWidth (one shared object per width)
         self.size = sum(map(len, enc)) if size < 0 else size  # bytes of the elements
 
     @classmethod
-    def of(cls, slots: Slots) -> _Node:
+    def of(cls, slots: Slots, p: _Width) -> _Node:
         bits = 0
         for i in slots:
             bits |= 1 << i
-        return cls(bits, tuple(_encode_element(slots[i]) for i in sorted(slots)))
+        return cls(bits, tuple(_encode_element(slots[i]) for i in sorted(slots)), p)
 
     def get(self, i: int) -> Element | None:
         """The element at index `i`, decoded; None if the slot is empty."""
@@ -547,18 +645,21 @@ class _Node:
 
     def replace(self, i: int, el: Element | None) -> _Node:
         """A copy with element `i` set to `el` (None: removed)."""
+        return self.replace_enc(i, None if el is None else _encode_element(el))
+
+    def replace_enc(self, i: int, e: bytes | None) -> _Node:
+        """A copy with element `i` set to the element encoded as `e` (None: removed)."""
         bits, enc = self.bits, self.enc
         r = (bits & ((1 << i) - 1)).bit_count()
         present = bits >> i & 1
         size = self.size - len(enc[r]) if present else self.size
-        if el is None:
+        if e is None:
             if not present:
                 return self
-            return _Node(bits & ~(1 << i), enc[:r] + enc[r + 1 :], size)
-        e = _encode_element(el)
+            return _Node(bits & ~(1 << i), enc[:r] + enc[r + 1 :], self.p, size)
         if present:
-            return _Node(bits, (*enc[:r], e, *enc[r + 1 :]), size + len(e))
-        return _Node(bits | 1 << i, (*enc[:r], e, *enc[r:]), size + len(e))
+            return _Node(bits, (*enc[:r], e, *enc[r + 1 :]), self.p, size + len(e))
+        return _Node(bits | 1 << i, (*enc[:r], e, *enc[r:]), self.p, size + len(e))
 
     def links(self) -> builtins.list[CID]:
         return [el for el in map(_decode_link, self.enc) if el is not None]
@@ -580,11 +681,12 @@ class _Node:
             out += el
         return out
 
-    def data(self) -> bytes:
-        """The node's bytes: [map, data], spliced from the element encodings."""
-        enc = self.enc
-        head = _NODE_PREFIX + self.bits.to_bytes(MAP_BYTES, "little") + cbor.array_head(len(enc))
-        return b"".join((head, *enc))
+    def data(self, before: bytes = b"", after: bytes = b"") -> bytes:
+        """The node's bytes: [map, data], spliced from the element encodings (between
+        `before` and `after`: a root's other fields)."""
+        enc, p = self.enc, self.p
+        head = before + p.prefix + self.bits.to_bytes(p.map_bytes, "little")
+        return b"".join((head, cbor.array_head(len(enc)), *enc, after))
 
 
 def _encode_element(el: Element) -> bytes:
@@ -595,7 +697,7 @@ def _encode_element(el: Element) -> bytes:
 
 def _node_block(node: _Node) -> Block:
     block = Block._spliced(node.data())
-    if len(block.data) > MAX_BLOCK:  # pragma: no cover - prevented by the entry bounds
+    if len(block.data) > MAX_BLOCK:  # pragma: no cover - entry bounds (bitWidth <= 8)
         raise HamtError(f"HAMT node of {len(block.data)} bytes exceeds {MAX_BLOCK}")
     return block
 
@@ -604,15 +706,38 @@ _LINK36: Final = b"\xd8\x2a\x58\x25\x00"  # tag 42, bytes(37), 0x00: a 36-byte b
 
 
 def _decode_link(e: bytes) -> CID | None:
+    """The link an element encodes, or None (a bucket).  Element bytes come from a block that
+    was checked whole (links to dag-cbor only) or from our encoder: not checked again."""
     if len(e) == 41 and e[:5] == _LINK36:
-        cid = CID.parse(e[5:])
-    elif e[0] == 0xD8:
-        cid = cbor.decode_trusted(e)  # type: ignore[assignment]
-    else:
-        return None
-    el = _element(cid, -1, "HAMT node")
-    assert isinstance(el, CID)
-    return el
+        return CID._parse_bytes(e[5:])
+    if e[0] == 0xD8:
+        cid = cbor.decode_trusted(e)
+        assert isinstance(cid, CID)
+        return cid
+    return None
+
+
+def _entry_enc(k: bytes, venc: bytes) -> bytes:
+    """A bucket entry [key, value] encoded, from the value's encoding."""
+    return b"\x82" + cbor.bytes_head(len(k)) + k + venc
+
+
+def _bucket_entries(e: bytes) -> builtins.list[tuple[bytes, bytes]]:
+    """A bucket's entries as (key, the entry's encoding), sliced from the bucket's encoding
+    (trusted bytes, as for _decode_link): array(n), then per entry 0x82, key bytes, value."""
+    out: builtins.list[tuple[bytes, bytes]] = []
+    pos = 1
+    for _ in range(e[0] - 0x80):
+        start = pos
+        info = e[pos + 1] & 31  # the key's bytes head
+        if info < 24:
+            klen, kpos = info, pos + 2
+        else:
+            size = 1 << (info - 24)
+            klen, kpos = int.from_bytes(e[pos + 2 : pos + 2 + size], "big"), pos + 2 + size
+        pos = _skip(e, kpos + klen)
+        out.append((e[kpos : kpos + klen], e[start:pos]))
+    return out
 
 
 def _decode_element(e: bytes, i: int) -> Element:
@@ -623,9 +748,8 @@ def _decode_element(e: bytes, i: int) -> Element:
     return _element(cbor.decode_trusted(e), i, "HAMT node")
 
 
-# array(2), then bytes(32): the bitmap.  A root is {"hamt": node, "hashAlg": 18, "bucketSize": 3}
-# with its keys in canonical order (by length, then bytewise).
-_NODE_PREFIX: Final = b"\x82\x58\x20"
+# A root is {"hamt": node, "hashAlg": 18, "bucketSize": 3} with its keys in canonical order (by
+# length, then bytewise); a node starts with _Width.prefix (array(2), the map's bytes head).
 _ROOT_PREFIX: Final = cbor.map_head(3) + cbor.encode("hamt")
 _ROOT_SUFFIX: Final = (
     cbor.encode("hashAlg") + cbor.encode(HASH_ALG) + cbor.encode("bucketSize") + cbor.encode(3)
@@ -654,17 +778,25 @@ class NodeCache:
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def _get(self, store: BlockStore, cid: CID, *, root: bool) -> _Node:
+    def _get(self, store: BlockStore, cid: CID, p: _Width | None) -> _Node:
+        """The node `cid` of a map of bitWidth `p`, or with None, the root `cid`."""
         hit = self._nodes.get(cid.buffer)
         if hit is not None:
+            node = hit[0]
+            if p is not None and node.p is not p:  # a node of another map's width
+                _wrong_width(cid, node.p.map_bytes, p)
             self._nodes.move_to_end(cid.buffer)
-            return hit[0]
+            return node
         block = store.get_block(cid)
         if block is None:
-            raise MissingBlock(cid, f" (HAMT {'root' if root else 'node'})")
+            raise MissingBlock(cid, f" (HAMT {'root' if p is None else 'node'})")
         # checked whole on the way in; the node keeps only the element bytes
-        _load_root(store, cid, block) if root else _load_node(store, cid, block)
-        node = _Node(*_element_encodings(block.data, root=root))
+        if p is None:
+            p = _load_root(store, cid, block)[1]
+            node = _Node(*_element_encodings(block.data, p, root=True), p)
+        else:
+            _load_node(store, cid, p, block)
+            node = _Node(*_element_encodings(block.data, p, root=False), p)
         self._put(cid, node)
         return node
 
@@ -691,9 +823,10 @@ class NodeCache:
 class _CachedOverlay:
     """New nodes of one update first, then the cache, then the store."""
 
-    def __init__(self, store: BlockStore, cache: NodeCache) -> None:
+    def __init__(self, store: BlockStore, cache: NodeCache, p: _Width) -> None:
         self.store = store
         self.cache = cache
+        self.p = p
         self.new: dict[CID, tuple[Block, _Node]] = {}
         self.overflows: builtins.set[CID] = builtins.set()  # roots of sub-trees built whole
         self.replaced: builtins.list[CID] = []  # nodes of the old tree a new node replaces
@@ -702,7 +835,7 @@ class _CachedOverlay:
         hit = self.new.get(cid)
         if hit is not None:
             return hit[1]
-        return self.cache._get(self.store, cid, root=False)
+        return self.cache._get(self.store, cid, self.p)
 
     def add(self, node: _Node) -> CID:
         block = _node_block(node)
@@ -710,33 +843,46 @@ class _CachedOverlay:
         return block.cid
 
 
-def _cset(ov: _CachedOverlay, node: _Node, depth: int, k: bytes, h: bytes, value: object) -> _Node:
-    if depth >= MAX_DEPTH:  # pragma: no cover - needs a sha2-256 collision
-        raise HamtError("maximum depth reached")
-    i = h[depth]
-    el = node.get(i)
-    new: Element
-    if el is None:
-        new = ((k, value),)
-    elif isinstance(el, CID):
-        new = ov.add(_cset(ov, ov.node(el), depth + 1, k, h, value))
-        ov.replaced.append(el)
-    elif any(ek == k for ek, _ in el) or len(el) < BUCKET_SIZE:
-        new = _sorted_bucket([*((ek, ev) for ek, ev in el if ek != k), (k, value)])
-    else:  # a full bucket overflows into a child node
-        group = [(ek, _hash(ek), ev) for ek, ev in el] + [(k, h, value)]
-        built: builtins.list[Block] = []
-        nodes: dict[CID, _Node] = {}
-        child_slots = _build(group, depth + 1, built, nodes)
-        for b in built:
-            ov.new[b.cid] = (b, nodes[b.cid])
-        new = ov.add(_Node.of(child_slots))
-        ov.overflows.add(new)
-    return node.replace(i, new)
+def _cset(
+    ov: _CachedOverlay, node: _Node, depth: int, k: bytes, h: int, value: object, venc: bytes
+) -> _Node:
+    """`node` with `k` set to `value` (encoded `venc`): buckets are spliced from their entries'
+    encodings, so neither the other entries nor the value are decoded or encoded again."""
+    p = ov.p
+    if depth >= p.levels:  # pragma: no cover - needs a sha2-256 collision
+        raise HamtError("maximum depth reached: more than bucketSize keys share a hash")
+    i = (h >> p.shifts[depth]) & p.mask
+    bits = node.bits
+    if not bits >> i & 1:
+        return node.replace_enc(i, b"\x81" + _entry_enc(k, venc))
+    e = node.enc[(bits & ((1 << i) - 1)).bit_count()]
+    link = _decode_link(e)
+    if link is not None:
+        new_link = ov.add(_cset(ov, ov.node(link), depth + 1, k, h, value, venc))
+        ov.replaced.append(link)
+        return node.replace_enc(i, cbor.encode_cid(new_link))
+    entries = _bucket_entries(e)
+    if len(entries) < BUCKET_SIZE or any(ek == k for ek, _ in entries):
+        entries = [x for x in entries if x[0] != k]
+        entries.append((k, _entry_enc(k, venc)))
+        entries.sort()  # by key: keys are unique
+        return node.replace_enc(i, cbor.array_head(len(entries)) + b"".join(x for _, x in entries))
+    # a full bucket overflows into a child node
+    el = _decode_element(e, i)
+    assert not isinstance(el, CID)
+    group = [(ek, _hash(ek), ev) for ek, ev in el] + [(k, h, value)]
+    built: builtins.list[Block] = []
+    nodes: dict[CID, _Node] = {}
+    child_slots = _build(group, depth + 1, ov.p, built, nodes)
+    for b in built:
+        ov.new[b.cid] = (b, nodes[b.cid])
+    new = ov.add(_Node.of(child_slots, ov.p))
+    ov.overflows.add(new)
+    return node.replace_enc(i, cbor.encode_cid(new))
 
 
-def _cdelete(ov: _CachedOverlay, node: _Node, depth: int, k: bytes, h: bytes) -> _Node | None:
-    i = h[depth]
+def _cdelete(ov: _CachedOverlay, node: _Node, depth: int, k: bytes, h: int) -> _Node | None:
+    i = ov.p.index(h, depth)
     el = node.get(i)
     if el is None:
         return None
@@ -763,10 +909,27 @@ def update_cached(
 ) -> tuple[Block, builtins.list[Block]]:
     """``update_blocks`` through `cache`: the same result, encoding only what changed."""
     pairs = changes.items() if isinstance(changes, Mapping) else changes
-    ov = _CachedOverlay(store, cache)
-    top = old_top = cache._get(store, root, root=True)
-    hashes: builtins.list[bytes] = []
-    for key, value in pairs:
+    return update_cached_encoded(
+        store,
+        root,
+        [(k, v, b"" if v is DELETE else cbor.encode(v)) for k, v in pairs],
+        cache,
+    )
+
+
+def update_cached_encoded(
+    store: BlockStore,
+    root: CID,
+    changes: Iterable[tuple[str, object, bytes]],
+    cache: NodeCache,
+) -> tuple[Block, builtins.list[Block]]:
+    """``update_cached`` with each change as (key, value, ``cbor.encode(value)``), for a caller
+    that has encoded the value already (state.py); `value` DELETE (its encoding unused) removes
+    the key.  The encodings must be ``cbor.encode``'s: they are spliced into the nodes as given."""
+    top = old_top = cache._get(store, root, None)
+    ov = _CachedOverlay(store, cache, top.p)
+    hashes: builtins.list[int] = []
+    for key, value, venc in changes:
         k = _key(key)
         h = _hash(k)
         hashes.append(h)
@@ -775,19 +938,39 @@ def update_cached(
             if new is not None:
                 top = new
         else:
-            _check_value(key, value)
-            top = _cset(ov, top, 0, k, h, value)
-    root_block = Block._spliced(b"".join((_ROOT_PREFIX, top.data(), _ROOT_SUFFIX)))
-    if len(root_block.data) > MAX_BLOCK:  # pragma: no cover - prevented by the entry bounds
+            _check_size(key, len(venc))
+            top = _cset(ov, top, 0, k, h, value, venc)
+    root_block = Block._spliced(top.data(_ROOT_PREFIX, _ROOT_SUFFIX))
+    if len(root_block.data) > MAX_BLOCK:  # pragma: no cover - entry bounds (bitWidth <= 8)
         raise HamtError(f"HAMT root of {len(root_block.data)} bytes exceeds {MAX_BLOCK}")
     # The new nodes the final tree links to: new nodes lie on the changed keys' paths (or
     # under a bucket that overflowed on one); nodes replaced by a later change are left out.
     needed: builtins.list[Block] = []
-    seen: builtins.set[CID] = builtins.set()
     if top is not old_top:
         cache._drop(root)
     for cid in ov.replaced:
         cache._drop(cid)
+    if len(hashes) == 1:
+        # One change: every new node is in the final tree (one per level of its path, the
+        # sub-tree of an overflowed bucket, and no child a delete collapsed, since a node
+        # that links a new child cannot collapse), so there is nothing to sort out.
+        for cid, (block, node) in ov.new.items():
+            needed.append(block)
+            cache._put(cid, node)
+    elif ov.new:
+        _needed_nodes(ov, top, hashes, needed)
+    cache._put(root_block.cid, top)
+    needed.append(root_block)
+    return root_block, needed
+
+
+def _needed_nodes(
+    ov: _CachedOverlay, top: _Node, hashes: builtins.list[int], needed: builtins.list[Block]
+) -> None:
+    """Several changes: the new nodes on the final tree's paths to the changed keys (and the
+    sub-trees of overflowed buckets) go to `needed` and into the cache."""
+    cache = ov.cache
+    seen: builtins.set[CID] = builtins.set()
 
     def take(cid: CID) -> _Node | None:
         hit = ov.new.get(cid)
@@ -808,33 +991,24 @@ def update_cached(
                             stack.append(el)
         return hit[1]
 
-    if len(hashes) == 1:
-        # One change: every new node is in the final tree (one per level of its path, the
-        # sub-tree of an overflowed bucket, and no child a delete collapsed, since a node
-        # that links a new child cannot collapse), so there is nothing to sort out.
-        for cid, (block, node) in ov.new.items():
-            needed.append(block)
-            cache._put(cid, node)
-    for h in hashes if len(hashes) > 1 else ():
+    p = top.p
+    for h in hashes:
         at: _Node | None = top
         depth = 0
-        while at is not None and depth < MAX_DEPTH:
-            el = at.link(h[depth])
+        while at is not None and depth < p.levels:
+            el = at.link(p.index(h, depth))
             at = None if el is None else take(el)
             depth += 1
-    cache._put(root_block.cid, top)
-    needed.append(root_block)
-    return root_block, needed
 
 
 # -- diff --------------------------------------------------------------------------------
 
 
-def _subtree(store: BlockStore, el: Element | None) -> dict[bytes, object]:
+def _subtree(store: BlockStore, el: Element | None, p: _Width) -> dict[bytes, object]:
     if el is None:
         return {}
     if isinstance(el, CID):
-        return dict(_entries(store, _load_node(store, el)))
+        return dict(_entries(store, _load_node(store, el, p), p))
     return dict(el)
 
 
@@ -843,7 +1017,13 @@ def _same_bucket(a: Bucket, b: Bucket) -> bool:
     return cbor.encode([list(e) for e in a]) == cbor.encode([list(e) for e in b])
 
 
-def _diff(store: BlockStore, a: Slots, b: Slots) -> Iterator[bytes]:
+def _changed(da: dict[bytes, object], db: dict[bytes, object]) -> Iterator[bytes]:
+    for k in sorted(da.keys() | db.keys()):
+        if k not in da or k not in db or cbor.encode(da[k]) != cbor.encode(db[k]):
+            yield k
+
+
+def _diff(store: BlockStore, a: Slots, b: Slots, p: _Width) -> Iterator[bytes]:
     for i in sorted(a.keys() | b.keys()):
         ea, eb = a.get(i), b.get(i)
         if isinstance(ea, CID) and ea == eb:
@@ -851,17 +1031,20 @@ def _diff(store: BlockStore, a: Slots, b: Slots) -> Iterator[bytes]:
         if isinstance(ea, tuple) and isinstance(eb, tuple) and _same_bucket(ea, eb):
             continue
         if isinstance(ea, CID) and isinstance(eb, CID):
-            yield from _diff(store, _load_node(store, ea), _load_node(store, eb))
+            yield from _diff(store, _load_node(store, ea, p), _load_node(store, eb, p), p)
             continue
-        da, db = _subtree(store, ea), _subtree(store, eb)
-        for k in sorted(da.keys() | db.keys()):
-            if k not in da or k not in db or cbor.encode(da[k]) != cbor.encode(db[k]):
-                yield k
+        yield from _changed(_subtree(store, ea, p), _subtree(store, eb, p))
 
 
 def diff(store: BlockStore, a: CID, b: CID) -> Iterator[str]:
-    """Keys added, removed or changed between HAMTs `a` and `b`; shared sub-trees are skipped."""
+    """Keys added, removed or changed between HAMTs `a` and `b`; shared sub-trees are skipped
+    (maps of different bitWidths share none: their entries are compared whole)."""
     if a == b:
         return
-    for k in _diff(store, _load_root(store, a), _load_root(store, b)):
+    (sa, pa), (sb, pb) = _load_root(store, a), _load_root(store, b)
+    if pa is pb:
+        keys = _diff(store, sa, sb, pa)
+    else:
+        keys = _changed(dict(_entries(store, sa, pa)), dict(_entries(store, sb, pb)))
+    for k in keys:
         yield _str(k, f"HAMT {a} / {b}")

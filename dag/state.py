@@ -20,11 +20,17 @@ _T = TypeVar("_T")
 
 # A ruleset's entity map is stored inline in its ruleset block while it is small, and as an
 # IPLD HAMT (dag/hamt.py) whose root the block links to once it has more than ENT_HAMT_ENTRIES
-# entries or its inline encoding would exceed ENT_HAMT_BYTES: about 1k entries or half the
-# 256 KiB block limit (ipld.md §7), leaving room for the rest of the block (rules, source link).
-# The choice depends on the content only, so equal states give equal CIDs.
-ENT_HAMT_ENTRIES: Final = 1000
-ENT_HAMT_BYTES: Final = 128 * 1024
+# entries or its inline encoding would exceed ENT_HAMT_BYTES.  An inline map is re-encoded
+# whole by every commit that changes it, a HAMT writes a path of small nodes (two or three
+# blocks more, each costing a hash, a CID and a row): measured (README "Large entity maps"),
+# inline is the cheaper in CPU up to about 512 small entries (6.7 KB) and about even at 1,000
+# (12 KB), where the HAMT writes 2.4 KB instead.  The choice depends on the content only, so equal
+# states give equal CIDs; a map crossing a threshold converts on its next commit.
+ENT_HAMT_ENTRIES: Final = 512
+ENT_HAMT_BYTES: Final = 12 * 1024
+# The bitWidth of a HAMT made for an entity map.  A HAMT keeps the width it was made with as it
+# is updated (one made at bitWidth 8, the default before, stays at 8).
+ENT_HAMT_BIT_WIDTH: Final = hamt.BIT_WIDTH
 # An entity value whose encoding exceeds this goes to its own block; its slot holds {"/": CID}
 # (DAG-JSON's link shape).  Inside a HAMT the limit is hamt.MAX_VALUE_BYTES (200 B), which keeps
 # every HAMT node under 256 KiB.
@@ -306,7 +312,9 @@ def _ent_field(did: str, rs: RulesetState, store: BlockStore | None, out: list[B
     slots: dict[str, object] = {}
     for name, value in ent.items():
         slots[name], _ = _slot(rs.rid, name, value, hamt.MAX_VALUE_BYTES, out)
-    root_block, nodes = hamt.build_blocks(slots, None if store is None else _node_cache(store))
+    root_block, nodes = hamt.build_blocks(
+        slots, None if store is None else _node_cache(store), bit_width=ENT_HAMT_BIT_WIDTH
+    )
     out += nodes
     if store is not None:
         _remember(store, did, rs.rid, ent, root_block.cid)
@@ -449,8 +457,14 @@ def _slot_bytes(
 
 def _ruleset_block(rid: str, src: CID, ent: bytes, rules: bytes | None) -> Block:
     k = _RS_KEYS
-    parts = [cbor.map_head(3 if rules is None else 4), k["ent"], ent, k["rid"], cbor.encode(rid)]
-    parts += (k["src"], cbor.encode(src))
+    parts = [
+        cbor.map_head(3 if rules is None else 4),
+        k["ent"],
+        ent,
+        k["rid"],
+        cbor.encode_str(rid),
+    ]
+    parts += (k["src"], cbor.encode_cid(src))
     if rules is not None:
         parts += (k["rules"], rules)
     return Block._spliced(b"".join(parts))
@@ -469,7 +483,8 @@ def _root_block(
 ) -> Block:
     """The state root block, the same bytes as state_blocks' Block.encode of it."""
     k = _ROOT_KEYS
-    parts = [_ROOT_PREFIX, k["did"], cbor.encode_str(did), k["meta"], cbor.encode(dict(meta))]
+    meta_bytes = cbor.encode(dict(meta)) if meta else b"\xa0"  # {} is the common case
+    parts = [_ROOT_PREFIX, k["did"], cbor.encode_str(did), k["meta"], meta_bytes]
     parts += (
         k["channels"],
         cbor.encode_cid(channels),
@@ -508,7 +523,7 @@ def _fresh_ent(did: str, rs: RulesetState, store: BlockStore, out: list[Block]) 
     slots: dict[str, object] = {}
     for name, value in rs.ent.items():
         slots[name], _ = _slot(rs.rid, name, value, hamt.MAX_VALUE_BYTES, out)
-    root_block, nodes = hamt.build_blocks(slots, _node_cache(store))
+    root_block, nodes = hamt.build_blocks(slots, _node_cache(store), bit_width=ENT_HAMT_BIT_WIDTH)
     out += nodes
     return root_block.cid
 
@@ -551,17 +566,21 @@ def _update_ent(
         inline = _update_inline(rs, old, names, out)
         return inline if inline is not None else _fresh_ent(did, rs, store, out)
     if len(rs.ent) <= ENT_HAMT_ENTRIES:  # may fit inline again: decided on the whole map
-        return _fresh_ent(did, rs, store, out)
+        inline = _fresh_inline(rs.rid, rs.ent, out)
+        if inline is not None:
+            return inline
+    # the HAMT is updated in place, at its own bitWidth (a map written at 8 stays at 8)
     linked: list[Block] = []
-    changes: list[tuple[str, object]] = []
+    changes: list[tuple[str, object, bytes]] = []
     for name in names:
         value = rs.ent.get(name, _MISSING)
         if value is _MISSING:
-            changes.append((name, hamt.DELETE))
+            changes.append((name, hamt.DELETE, b""))
         else:
-            changes.append((name, _slot(rs.rid, name, value, hamt.MAX_VALUE_BYTES, linked)[0]))
+            slot, _, data = _slot_bytes(rs.rid, name, value, hamt.MAX_VALUE_BYTES, linked)
+            changes.append((name, slot, data))
     try:
-        root, nodes = hamt.update_cached(store, old, changes, _node_cache(store))
+        root, nodes = hamt.update_cached_encoded(store, old, changes, _node_cache(store))
     except MissingBlock:  # the store lost the old tree: rebuild
         return _fresh_ent(did, rs, store, out)
     out += linked
@@ -644,7 +663,7 @@ def _delta_blocks(state: PicoState, store: BlockStore, delta: Delta) -> tuple[Bl
         ):
             rs_block = old.block  # nothing of this ruleset changed
         else:
-            ent_bytes = _inline_bytes(ent) if isinstance(ent, _Inline) else cbor.encode(ent)
+            ent_bytes = _inline_bytes(ent) if isinstance(ent, _Inline) else cbor.encode_cid(ent)
             rs_block = _ruleset_block(rs.rid, src.cid, ent_bytes, rules)
             blocks.append(rs_block)
             if old is None or old.src != src.cid:

@@ -24,6 +24,9 @@ What is measured (in process, one thread, SQLite on the temp folder's disk):
    nodes into dag.hamt's node cache); ``warmup_commits`` says how many fitted in.
 2. **Bytes per commit**: the bytes of the blocks a commit adds to the store (blocks already
    there, such as the source and channels, are not counted), and the SQLite file growth.
+   ``ent_map`` says how the bench pico's map is stored: inline in its ruleset block, or a HAMT
+   and its bitWidth (``dag.state.ENT_HAMT_ENTRIES`` / ``ENT_HAMT_BYTES`` decide; a new HAMT
+   gets ``dag.state.ENT_HAMT_BIT_WIDTH``).
 3. **CAR export** (``dag.store.walk`` + ``dag.car``, as ``p2pico.history.car_chunks``) and
    **import** (``p2pico.history.parse_car`` + ``import_blocks`` into a fresh node home: every
    block and every head signature verified) of the 1,000-entry pico's history.
@@ -61,7 +64,7 @@ import trio
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from dag import cbor  # noqa: E402
+from dag import cbor, hamt  # noqa: E402
 from dag.block import Block  # noqa: E402
 from dag.car import car_header, car_section  # noqa: E402
 from dag.cid import CID  # noqa: E402
@@ -143,6 +146,20 @@ class Pico:
         return written
 
 
+def ent_map(store: SqliteBlockStore, state_root: CID) -> tuple[str, int | None]:
+    """How the bench ruleset's entity map is stored: ("inline", None) or ("HAMT", bitWidth)."""
+    root = store.get_block(state_root)
+    assert root is not None
+    assert isinstance(root.value, dict)
+    rs = store.get_block(root.value["rulesets"][0]["state"])
+    assert rs is not None
+    assert isinstance(rs.value, dict)
+    ent = rs.value["ent"]
+    if isinstance(ent, CID):
+        return "HAMT", hamt.bit_width(store, ent)
+    return "inline", None
+
+
 def db_bytes(path: Path) -> int:
     """The database's committed size in pages (WAL included), seen from a second connection."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -213,9 +230,13 @@ def bench_size(
         # the store already has them now; count those whose CID first appeared in this commit
         added += sum(len(b.data) for b in blocks.values() if b.cid not in seen)
         seen.update(blocks)
+    assert pico.state_root is not None
+    form, bit_width = ent_map(store, pico.state_root)
     row = {
         "entries": n,
         "path": "full (before deltas)" if full else "delta",
+        "ent_map": form,
+        "hamt_bit_width": bit_width,
         "steps": "dag.state + dag.head + SqliteBlockStore (the engine's commit steps, no KRL)",
         "setup_s": round(setup, 2),
         "warmup_commits": warm,
@@ -492,7 +513,7 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  {key:<30}{here[key]:>8,}  {ref[key]:>10,}")
     print()
     print(
-        f"{'entries':>10} {'path':>6} {'commits/s':>10} {'CPU/s':>8} {'group/s':>9} "
+        f"{'entries':>10} {'path':>6} {'map':>6} {'commits/s':>10} {'CPU/s':>8} {'group/s':>9} "
         f"{'group CPU/s':>11} {'no-SQL/s':>9} {'ms/commit':>10} {'state':>8} {'sign':>7} "
         f"{'store':>7} {'g.store':>7} {'worst':>6} {'g.worst':>7} {'B/commit':>9} {'SQLite B':>9}"
         "  goal"
@@ -500,8 +521,9 @@ def print_table(result: dict[str, Any]) -> None:
     for r in result["commits"]:
         p = r["phase_ms"]
         path = "full" if r["path"].startswith("full") else "delta"
+        form = "inline" if r["hamt_bit_width"] is None else f"w{r['hamt_bit_width']}"
         print(
-            f"{r['entries']:>10,} {path:>6} {r['commits_per_s']:>10,.0f} "
+            f"{r['entries']:>10,} {path:>6} {form:>6} {r['commits_per_s']:>10,.0f} "
             f"{r['commits_per_cpu_s']:>8,.0f} {r['group_commits_per_s']:>9,.0f} "
             f"{r['group_commits_per_cpu_s']:>11,.0f} {r['state_and_sign_per_s']:>9,} "
             f"{r['ms_per_commit']:>10.3f} {p['state']:>8.3f} {p['sign']:>7.3f} {p['store']:>7.3f} "
@@ -511,7 +533,8 @@ def print_table(result: dict[str, Any]) -> None:
             f"{'meets' if r['meets_goal'] else 'below'}"
         )
     print(
-        "(ms/commit and the phases: without group commit; g.store: the store phase per commit "
+        "(map: the entity map inline in its ruleset block, or a HAMT of bitWidth w; "
+        "ms/commit and the phases: without group commit; g.store: the store phase per commit "
         "with group commit, its share of the group's COMMIT included; worst / g.worst: the "
         "longest commit / group in ms, a store merge step after it included)"
     )

@@ -42,6 +42,78 @@ def node_count(store: MemoryBlockStore, root: CID) -> int:
     return sum(1 for _ in walk(store, root))
 
 
+def _node_of(store: MemoryBlockStore, cid: CID, *, root: bool) -> list[object]:
+    block = store.get_block(cid)
+    assert block is not None
+    value = block.value
+    if root:
+        assert isinstance(value, dict)
+        value = value["hamt"]
+    assert isinstance(value, list)
+    return value
+
+
+def _paths(store: MemoryBlockStore, root: CID) -> list[list[int]]:
+    """The index path (below the root) of every bucket in the tree."""
+    width = hamt.bit_width(store, root)
+    out: list[list[int]] = []
+
+    def visit(node: list[object], path: list[int]) -> None:
+        bitmap, data = node
+        assert isinstance(bitmap, bytes)
+        assert isinstance(data, list)
+        bits = int.from_bytes(bitmap, "little")
+        indices = [i for i in range(1 << width) if bits >> i & 1]
+        for i, el in zip(indices, data, strict=True):
+            if isinstance(el, CID):
+                visit(_node_of(store, el, root=False), [*path, i])
+            else:
+                out.append([*path, i])
+
+    visit(_node_of(store, root, root=True), [])
+    return out
+
+
+def check_canonical(store: MemoryBlockStore, root: CID) -> None:
+    """The CHAMP rules of the spec, checked on a stored tree of any bitWidth: every node's map
+    has the root's size, buckets hold 1..3 entries sorted by key, each key sits at the index
+    its hash gives at that depth, and a non-root node holds more than bucketSize entries
+    (else it would have been collapsed into a bucket of its parent)."""
+    import hashlib
+
+    width = hamt.bit_width(store, root)
+
+    def index(key: bytes, depth: int) -> int:
+        bits = "".join(f"{b:08b}" for b in hashlib.sha256(key).digest())
+        return int(bits[depth * width : (depth + 1) * width], 2)
+
+    def visit(node: list[object], depth: int) -> int:
+        bitmap, data = node
+        assert isinstance(bitmap, bytes)
+        assert isinstance(data, list)
+        assert len(bitmap) * 8 == 1 << width
+        bits = int.from_bytes(bitmap, "little")
+        indices = [i for i in range(1 << width) if bits >> i & 1]
+        assert len(indices) == len(data)
+        total = 0
+        for i, el in zip(indices, data, strict=True):
+            if isinstance(el, CID):
+                below = visit(_node_of(store, el, root=False), depth + 1)
+                assert below > 3, "a child node with <= bucketSize entries must be a bucket"
+                total += below
+            else:
+                assert isinstance(el, list)
+                assert 1 <= len(el) <= 3
+                keys = [e[0] for e in el]
+                assert keys == sorted(keys)
+                assert len(set(keys)) == len(keys)
+                assert all(index(k, depth) == i for k in keys)
+                total += len(el)
+        return total
+
+    visit(_node_of(store, root, root=True), 0)
+
+
 def test_colliding_keys_nest_and_collapse() -> None:
     store = MemoryBlockStore()
     root = hamt.empty(store)
@@ -63,7 +135,8 @@ def test_empty_and_small() -> None:
     assert hamt.get(store, root, "x", 7) == 7
     block = store.get_block(root)
     assert block is not None
-    assert block.value == {"hashAlg": 0x12, "bucketSize": 3, "hamt": [bytes(32), []]}
+    map_bytes = (1 << hamt.BIT_WIDTH) // 8
+    assert block.value == {"hashAlg": 0x12, "bucketSize": 3, "hamt": [bytes(map_bytes), []]}
     r1 = hamt.set(store, root, "a", 1)
     assert hamt.get(store, r1, "a") == 1
     assert hamt.to_dict(store, r1) == {"a": 1}
@@ -72,11 +145,11 @@ def test_empty_and_small() -> None:
 
 
 def test_layout_follows_the_spec() -> None:
-    """Index = byte `depth` of sha2-256(key); map bit i = bit i%8 of byte i//8; data in index order."""
+    """bitWidth 8: index = byte `depth` of sha2-256(key); map bit i = bit i%8 of byte i//8."""
     import hashlib
 
     store = MemoryBlockStore()
-    root = hamt.build(store, {"k": "v"})
+    root = hamt.build(store, {"k": "v"}, bit_width=8)
     block = store.get_block(root)
     assert block is not None
     assert isinstance(block.value, dict)
@@ -100,15 +173,17 @@ def test_many_entries_make_child_nodes() -> None:
     assert len(list(hamt.blocks_of(store, root))) == node_count(store, root)
 
 
-def test_set_rewrites_only_the_path() -> None:
+@pytest.mark.parametrize("width", [4, 5, 8])
+def test_set_rewrites_only_the_path(width: int) -> None:
     store = MemoryBlockStore()
     items = {f"k{i}": i for i in range(20000)}
-    root = hamt.build(store, items)
+    root = hamt.build(store, items, bit_width=width)
+    depth = max(len(p) for p in _paths(store, root))  # levels below the root
     before = set(store.cids())
     root2 = hamt.set(store, root, "k123", "changed")
     new = set(store.cids()) - before
     assert root2 in new
-    assert 2 <= len(new) <= 4  # root + one or two levels of nodes
+    assert 2 <= len(new) <= depth + 1  # the root and the nodes of one path
     assert hamt.get(store, root2, "k123") == "changed"
     assert hamt.get(store, root, "k123") == 123  # the old version is intact
     assert list(hamt.diff(store, root, root2)) == ["k123"]
@@ -214,7 +289,7 @@ def test_bounds() -> None:
 
 
 def test_worst_case_node_stays_under_256_kib() -> None:
-    """768 entries of maximal key and value in one node (3 per index, no overflow)."""
+    """bitWidth 8: 768 entries of maximal key and value in one node (3 per index, no overflow)."""
     import hashlib
 
     per_index: dict[int, list[str]] = {}
@@ -229,7 +304,7 @@ def test_worst_case_node_stays_under_256_kib() -> None:
     items = {k: value for keys in per_index.values() for k in keys}
     assert len(items) == 768
     store = MemoryBlockStore()
-    root = hamt.build(store, items)
+    root = hamt.build(store, items, bit_width=8)
     data = store.get(root)
     assert data is not None
     assert len(data) <= 256 * 1024
@@ -240,7 +315,10 @@ def test_worst_case_node_stays_under_256_kib() -> None:
     ("value", "message"),
     [
         ({"hashAlg": 0x22, "bucketSize": 3, "hamt": [bytes(32), []]}, "only hashAlg 0x12"),
-        ({"hashAlg": 0x12, "bucketSize": 3, "hamt": [bytes(8), []]}, "map must be 32 bytes"),
+        ({"hashAlg": 0x12, "bucketSize": 3, "hamt": [bytes(3), []]}, "map is 3 bytes; it must"),
+        ({"hashAlg": 0x12, "bucketSize": 3, "hamt": [b"", []]}, "map is 0 bytes; it must"),
+        ({"hashAlg": 0x12, "bucketSize": 3, "hamt": ["xx", []]}, "map must be bytes"),
+        ({"hashAlg": 0x12, "bucketSize": 3, "hamt": [b"\x01\x01", [[[b"a", 1]]]]}, "2 bits"),
         ({"hashAlg": 0x12, "bucketSize": 3, "hamt": [b"\x01" + bytes(31), []]}, "1 bits set"),
         (
             {
@@ -296,7 +374,7 @@ def test_a_cache_filled_by_build_serves_updates_without_reading_the_store() -> N
 def test_the_cache_stays_within_its_byte_budget_and_still_gives_the_same_trees() -> None:
     store = MemoryBlockStore()
     items = {f"k{i:05d}": i for i in range(3000)}
-    cid = hamt.build(store, items)
+    cid = hamt.build(store, items, bit_width=8)
     cache = hamt.NodeCache(max_bytes=40_000)  # the root (about 21 KB) and a few more
     rng = random.Random(3)
     for _ in range(200):
@@ -311,4 +389,206 @@ def test_the_cache_stays_within_its_byte_budget_and_still_gives_the_same_trees()
         cid = new.cid
         assert cache.bytes <= 40_000
     assert len(cache) > 0
-    assert cid == hamt.build(MemoryBlockStore(), items)
+    assert cid == hamt.build(MemoryBlockStore(), items, bit_width=8)
+
+
+# -- bitWidth per map ------------------------------------------------------------------------
+
+WIDTHS = [3, 4, 5, 6, 8]
+
+
+def test_index_bits_follow_the_spec_worked_example() -> None:
+    """The spec: "take the left-most bitWidth bits, offset by depth x bitWidth, from the hash".
+
+    sha2-256("a") starts ca 97 81 12 = 11001010 10010111 10000001 00010010.  Worked out by
+    hand from those bits: bitWidth 5 gives 11001 = 25, 01010 = 10, 01011 = 11, 11000 = 24;
+    bitWidth 4 gives the nibbles 12, 10, 9, 7; bitWidth 6 gives 110010 = 50, 101001 = 41,
+    011110 = 30, 000001 = 1; bitWidth 3 gives 110 = 6, 010 = 2, 101 = 5, 001 = 1; bitWidth 8
+    the bytes 202, 151, 129, 18.
+    """
+    h = hamt._hash(b"a")
+    expected = {
+        3: [6, 2, 5, 1],
+        4: [12, 10, 9, 7],
+        5: [25, 10, 11, 24],
+        6: [50, 41, 30, 1],
+        8: [0xCA, 0x97, 0x81, 0x12],
+    }
+    for width, indices in expected.items():
+        p = hamt._width(width)
+        assert [p.index(h, d) for d in range(4)] == indices, width
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_key_sits_where_its_bits_say(width: int) -> None:
+    """In stored blocks: "a" at its depth-0 index in the root map (bit i%8 of byte i//8), and,
+    once four keys share that index, at its depth-1 index in the child."""
+    import hashlib
+
+    by_width = {3: (6, 2), 4: (12, 10), 5: (25, 10), 6: (50, 41), 8: (0xCA, 0x97)}
+    i0, i1 = by_width[width]
+    store = MemoryBlockStore()
+    root = hamt.build(store, {"a": 1}, bit_width=width)
+    bitmap, data = _node_of(store, root, root=True)
+    expected = bytearray((1 << width) // 8)
+    expected[i0 // 8] |= 1 << (i0 % 8)
+    assert bitmap == bytes(expected)
+    assert data == [[[b"a", 1]]]
+    assert hamt.bit_width(store, root) == width
+
+    def top(key: str) -> int:
+        bits = "".join(f"{b:08b}" for b in hashlib.sha256(key.encode()).digest())
+        return int(bits[:width], 2)
+
+    same = [k for k in (f"s{n}" for n in range(20000)) if top(k) == i0][:3]
+    root = hamt.build(store, {"a": 1, **dict.fromkeys(same, 0)}, bit_width=width)
+    bitmap, data = _node_of(store, root, root=True)
+    assert bitmap == bytes(expected)
+    assert isinstance(data, list)
+    assert len(data) == 1
+    assert isinstance(data[0], CID)
+    child_map, child_data = _node_of(store, data[0], root=False)
+    assert isinstance(child_map, bytes)
+    assert isinstance(child_data, list)
+    bits = int.from_bytes(child_map, "little")
+    assert bits >> i1 & 1
+    bucket = child_data[(bits & ((1 << i1) - 1)).bit_count()]  # data index: set bits below i1
+    assert [b"a", 1] in bucket
+    check_canonical(store, root)
+
+
+@SLOW
+@given(st.sampled_from(WIDTHS), OPS)
+def test_updates_match_build_at_every_width(
+    width: int, ops: list[tuple[str, tuple[str, object]]]
+) -> None:
+    """Sets and deletes from empty, one at a time, give the root build() gives the final
+    content (CHAMP canonical form), the tree is canonical, and to_dict round-trips."""
+    store = MemoryBlockStore()
+    model: dict[str, object] = {}
+    root = hamt.empty(store, bit_width=width)
+    history: list[tuple[CID, dict[str, object]]] = [(root, {})]
+    for key, (op, value) in ops:
+        if op == "set":
+            root = hamt.set(store, root, key, value)
+            model[key] = value
+        else:
+            root = hamt.delete(store, root, key)
+            model.pop(key, None)
+        history.append((root, dict(model)))
+    assert hamt.bit_width(store, root) == width
+    assert hamt.to_dict(store, root) == model
+    assert root == hamt.build(MemoryBlockStore(), model, bit_width=width)
+    check_canonical(store, root)
+    # every intermediate root is the canonical one of its content
+    for cid, content in history[:: max(1, len(history) // 8)]:
+        assert cid == hamt.build(MemoryBlockStore(), content, bit_width=width)
+
+
+@SLOW
+@given(st.sampled_from(WIDTHS), st.dictionaries(KEYS, VALUES, max_size=150), st.lists(KEYS))
+def test_deletes_restore_the_prior_root(
+    width: int, content: dict[str, object], extra: list[str]
+) -> None:
+    store = MemoryBlockStore()
+    root = hamt.build(store, content, bit_width=width)
+    added = [k for k in dict.fromkeys(extra) if k not in content]
+    grown = hamt.update(store, root, [(k, k) for k in added])
+    cache = hamt.NodeCache()
+    shrunk, written = hamt.update_cached(store, grown, [(k, hamt.DELETE) for k in added], cache)
+    store.put_many(written)
+    assert shrunk.cid == root
+    assert hamt.update(store, grown, [(k, hamt.DELETE) for k in reversed(added)]) == root
+
+
+@SLOW
+@given(st.sampled_from(WIDTHS), st.dictionaries(KEYS, VALUES, max_size=150), OPS)
+def test_update_cached_equals_update_at_every_width(
+    width: int, start: dict[str, object], ops: list[tuple[str, tuple[str, object]]]
+) -> None:
+    store = MemoryBlockStore()
+    cache = hamt.NodeCache()
+    root, blocks = hamt.build_blocks(start, cache, bit_width=width)
+    store.put_many(blocks)
+    changes = [(k, v if op == "set" else hamt.DELETE) for k, (op, v) in ops]
+    plain = hamt.update(store, root.cid, changes)
+    cached, written = hamt.update_cached(store, root.cid, changes, cache)
+    assert cached.cid == plain
+    assert cached.data == Block.encode(cached.value).data  # spliced bytes are canonical
+    for block in written:
+        assert block.data == Block.encode(block.value).data
+    check_canonical(store, plain)
+
+
+def test_a_width_8_map_is_updated_at_width_8() -> None:
+    """A map written before narrower maps keeps its bitWidth and its CIDs: no migration."""
+    store = MemoryBlockStore()
+    items: dict[str, object] = {f"k{i}": i for i in range(3000)}
+    old = hamt.build(store, items, bit_width=8)
+    assert hamt.bit_width(store, old) == 8
+    cache = hamt.NodeCache()
+    root = old
+    for i in range(0, 3000, 150):
+        items[f"k{i}"] = -i
+        items[f"n{i}"] = i
+        new, written = hamt.update_cached(
+            store, root, [(f"k{i}", -i), (f"n{i}", i), (f"k{i + 1}", hamt.DELETE)], cache
+        )
+        store.put_many(written)
+        del items[f"k{i + 1}"]
+        root = new.cid
+    assert hamt.bit_width(store, root) == 8
+    assert root == hamt.build(MemoryBlockStore(), items, bit_width=8)
+    assert root != hamt.build(MemoryBlockStore(), items)  # the default width differs
+    assert hamt.update(store, root, {"k0": 0}) == hamt.build(
+        MemoryBlockStore(), {**items, "k0": 0}, bit_width=8
+    )
+    check_canonical(store, root)
+    # diff across widths compares entries
+    other = hamt.build(store, {**items, "k3": "x"}, bit_width=5)
+    assert list(hamt.diff(store, root, other)) == ["k3"]
+
+
+def test_a_node_whose_map_differs_from_its_roots_is_refused() -> None:
+    store = MemoryBlockStore()
+    child = Block.encode([b"\x01", [[[b"x", 1]]]])  # bitWidth 3 under a bitWidth 4 root
+    store.put(child)
+    h = hamt._hash(b"x")
+    i = hamt._width(4).index(h, 0)
+    bitmap = (1 << i).to_bytes(2, "little")
+    root = Block.encode({"hashAlg": 0x12, "bucketSize": 3, "hamt": [bitmap, [child.cid]]})
+    store.put(root)
+    message = f"HAMT node {child.cid}: map is 1 bytes but the map's root has 2 .bitWidth 4."
+    with pytest.raises(hamt.HamtError, match=message):
+        hamt.to_dict(store, root.cid)
+    with pytest.raises(hamt.HamtError, match=message):
+        hamt.update_cached(store, root.cid, [("x", 2)], hamt.NodeCache())
+
+
+def test_a_bad_map_length_names_the_root() -> None:
+    store = MemoryBlockStore()
+    root = Block.encode({"hashAlg": 0x12, "bucketSize": 3, "hamt": [bytes(6), []]})
+    store.put(root)
+    with pytest.raises(hamt.HamtError, match=f"HAMT root {root.cid}: map is 6 bytes"):
+        hamt.get(store, root.cid, "x")
+    with pytest.raises(hamt.HamtError, match="bitWidth 2 is not supported"):
+        hamt.build(store, {}, bit_width=2)
+
+
+@pytest.mark.parametrize("width", [3, 5])
+def test_unsorted_bucket_and_count_mismatch_in_a_node(width: int) -> None:
+    store = MemoryBlockStore()
+    n = (1 << width) // 8
+    bad_nodes = {
+        "not sorted": [b"\x01" + bytes(n - 1), [[[b"b", 1], [b"a", 2]]]],
+        "map has 2 bits set but data has 1 elements": [b"\x03" + bytes(n - 1), [[[b"a", 1]]]],
+    }
+    for message, node in bad_nodes.items():
+        child = Block.encode(node)
+        store.put(child)
+        root = Block.encode(
+            {"hashAlg": 0x12, "bucketSize": 3, "hamt": [b"\x01" + bytes(n - 1), [child.cid]]}
+        )
+        store.put(root)
+        with pytest.raises(hamt.HamtError, match=f"HAMT node {child.cid}: .*{message}"):
+            hamt.to_dict(store, root.cid)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -235,3 +236,101 @@ def test_update_cached_over_deep_collisions() -> None:
         root = new.cid
     assert hamt.to_dict(store, root) == model
     assert root == hamt.build(MemoryBlockStore(), model)
+
+
+def _ent_link(store: MemoryBlockStore, root: CID, rid: str = "a") -> object:
+    value = store.get_block(root)
+    assert value is not None
+    assert isinstance(value.value, dict)
+    for entry in value.value["rulesets"]:
+        if entry["rid"] == rid:
+            rs = store.get_block(entry["state"])
+            assert rs is not None
+            assert isinstance(rs.value, dict)
+            return rs.value["ent"]
+    raise AssertionError(rid)
+
+
+def test_a_width_8_hamt_of_an_existing_pico_stays_at_width_8(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pico whose map was written as a bitWidth-8 HAMT (before narrower maps) keeps it:
+    commits update it in place at width 8, through the delta path and without it."""
+    import dag.state as module
+
+    store = MemoryBlockStore()
+    ent: dict[str, object] = {f"k{i}": i for i in range(1500)}
+    monkeypatch.setattr(module, "ENT_HAMT_BIT_WIDTH", 8)
+    root = write_state(store, state({"a": ent}))
+    monkeypatch.setattr(module, "ENT_HAMT_BIT_WIDTH", hamt.BIT_WIDTH)
+    old = _ent_link(store, root)
+    assert isinstance(old, CID)
+    assert hamt.bit_width(store, old) == 8
+    module._delta_memo.clear()  # as after a restart: the memo is rebuilt from the blocks
+    module._node_caches.clear()
+    for i in range(6):
+        view = Overlay(ent, {f"k{i * 7}": "changed", f"new{i}": i, f"k{i * 11 + 1}": DELETED})
+        new, blocks = state_blocks(
+            state({"a": view}), store, delta=Delta(root, {"a": view.changes})
+        )
+        store.put_many(blocks)
+        ent = view.apply()
+        root = new.cid
+        link = _ent_link(store, root)
+        assert isinstance(link, CID)
+        assert hamt.bit_width(store, link) == 8
+        assert link == hamt.build(MemoryBlockStore(), ent, bit_width=8)
+    # without a delta: the memo of the last HAMT read keeps the width too
+    read_state(store, root)
+    ent = {**ent, "k1000": "again"}
+    root = write_state(store, state({"a": ent}))
+    link = _ent_link(store, root)
+    assert isinstance(link, CID)
+    assert link == hamt.build(MemoryBlockStore(), ent, bit_width=8)
+    # shrunk under the thresholds: inline, as a fresh encoding; grown again: the new width
+    small = {f"k{i}": i for i in range(10)}
+    shrink: dict[str, object] = {**dict.fromkeys(ent.keys() - small.keys(), DELETED), **small}
+    view = Overlay(ent, shrink)
+    new, blocks = state_blocks(state({"a": view}), store, delta=Delta(root, {"a": view.changes}))
+    store.put_many(blocks)
+    assert _ent_link(store, new.cid) == small
+    assert new.cid == write_state(MemoryBlockStore(), state({"a": small}))
+    big = {f"n{i}": i for i in range(ENT_HAMT_ENTRIES + 1)}
+    view2 = Overlay(dict(small), big)
+    new2, blocks = state_blocks(
+        state({"a": view2}), store, delta=Delta(new.cid, {"a": view2.changes})
+    )
+    store.put_many(blocks)
+    link = _ent_link(store, new2.cid)
+    assert isinstance(link, CID)
+    assert hamt.bit_width(store, link) == hamt.BIT_WIDTH
+    assert new2.cid == write_state(MemoryBlockStore(), state({"a": dict(view2)}))
+
+
+def test_crossing_the_thresholds_both_ways_stays_canonical() -> None:
+    """Entries past ENT_HAMT_ENTRIES, and bytes past ENT_HAMT_BYTES, make a HAMT; back under
+    both, inline again; every commit has the CID of a fresh encoding."""
+    from dag.state import ENT_HAMT_BYTES
+
+    store = MemoryBlockStore()
+    ent: dict[str, object] = {f"k{i}": 0 for i in range(ENT_HAMT_ENTRIES)}
+    root = write_state(store, state({"a": ent}))
+    assert isinstance(_ent_link(store, root), dict)
+    big = "x" * 150  # a few of these pass the bytes threshold with fewer entries
+    steps: list[dict[str, object]] = [
+        {"over": 1},  # entries: HAMT
+        {"over": DELETED},  # inline again
+        {f"k{i}": DELETED for i in range(ENT_HAMT_ENTRIES // 2)},
+        {f"b{i}": big for i in range(ENT_HAMT_BYTES // 150)},  # bytes: HAMT
+        {f"b{i}": DELETED for i in range(ENT_HAMT_BYTES // 150)},  # inline again
+    ]
+    kinds = []
+    for changes in steps:
+        view = Overlay(ent, changes)
+        new, blocks = state_blocks(state({"a": view}), store, delta=Delta(root, {"a": changes}))
+        store.put_many(blocks)
+        ent = view.apply()
+        root = new.cid
+        assert root == write_state(MemoryBlockStore(), state({"a": ent}))
+        kinds.append(type(_ent_link(store, root)).__name__)
+    assert kinds == ["CID", "dict", "dict", "CID", "dict"]
