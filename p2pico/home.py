@@ -125,7 +125,9 @@ class Home:
     def set_heads(self, heads: Iterable[tuple[str, CID]]) -> None:
         """Several picos' head pointers in one transaction (after a group commit)."""
         rows = [(head.buffer, did) for did, head in heads]
-        if not rows:
+        if len(rows) <= 1:  # none, or one: an autocommit UPDATE is its own transaction
+            for row in rows:
+                self._db.execute("UPDATE picos SET head = ? WHERE did = ?", row)
             return
         self._db.execute("BEGIN")
         try:

@@ -111,3 +111,61 @@ async def test_a_restarted_engine_shares_compiled_rulesets_too(tmp_path: Path) -
         assert await again.submit(dids[1], count()) == 0
         nursery.cancel_scope.cancel()
     home.close()
+
+
+async def test_a_busy_worker_is_not_dropped_and_loses_nothing(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A worker busy for longer than IDLE_SECONDS keeps its inbox, and what was queued
+    behind it runs; once idle, it is dropped in about IDLE_SECONDS."""
+    engine = Engine(Home(tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.serve)
+        pico = engine.create_pico([COUNTER])
+
+        async def slow_move(_: object) -> object:
+            await trio.sleep(3 * IDLE_SECONDS)  # busy well past the idle timeout
+            raise RuntimeError("refused")  # the move fails: the pico stays and serves on
+
+        move = Work("move", run=slow_move)
+        engine.enqueue(pico.did, move)
+        await trio.sleep(IDLE_SECONDS / 2)
+        queued = [inc() for _ in range(3)]
+        for work in queued:
+            engine.enqueue(pico.did, work)
+        await trio.sleep(2 * IDLE_SECONDS)  # the move still runs: nothing is dropped
+        assert pico.inbox is not None
+        assert pico.inbox.statistics().current_buffer_used == 3
+        for work in queued:
+            await work.done.wait()
+        assert move.error is not None
+        assert "refused" in str(move.error)
+        assert [w.result["directives"][0]["options"]["count"] for w in queued] == [1, 2, 3]  # type: ignore[index]
+        await trio.sleep(IDLE_SECONDS - 0.1)  # idle, but not for long enough yet
+        assert pico.inbox is not None
+        await trio.sleep(0.2)
+        assert pico.inbox is None
+        assert await engine.submit(pico.did, count()) == 3  # a new worker serves it
+        nursery.cancel_scope.cancel()
+
+
+async def test_idle_workers_of_many_picos_end_and_the_reaper_sleeps(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    engine = Engine(Home(tmp_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.serve)
+        picos = [engine.create_pico([COUNTER]) for _ in range(10)]
+        for pico in picos:  # their last items at different times, within IDLE_SECONDS / 2
+            await engine.submit(pico.did, inc())
+            await trio.sleep(IDLE_SECONDS / 20)
+        assert all(p.inbox is not None for p in picos)
+        await trio.sleep(IDLE_SECONDS * 1.3)
+        assert all(p.inbox is None for p in picos)
+        await trio.testing.wait_all_tasks_blocked()
+        assert engine._workers == {}  # every worker ended
+        # ...and the reaper waits for the next worker with no deadline of its own
+        assert trio.lowlevel.current_statistics().seconds_to_next_deadline == float("inf")
+        for pico in picos:
+            assert await engine.submit(pico.did, count()) == 1
+        nursery.cancel_scope.cancel()
