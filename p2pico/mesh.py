@@ -627,8 +627,11 @@ class Mesh:
         deadline = trio.current_time() + patience
         failures = 0
         why = "no attempt"
+        mid = request.mid
         while True:
             if self.engine.hosts(did):
+                if mid != request.mid:  # sent elsewhere first: the same id here
+                    request = dataclasses.replace(request, mid=mid)
                 try:
                     return await self.engine.submit(
                         did, self._work_for(request, sender), forwarded=request.forwarded
@@ -644,9 +647,9 @@ class Mesh:
                 if self.engine.hosts(did):
                     continue
                 raise PicoError(f"{did} is recorded here but not hosted; its record is stale")
-            if isinstance(request, EventRequest) and not request.mid:
-                request = dataclasses.replace(request, mid=self._new_mid())  # kept for retries
-            out = dataclasses.replace(request, hops=request.hops + 1)
+            if isinstance(request, EventRequest) and not mid:
+                mid = self._new_mid()  # kept for retries (and for a pico that comes here)
+            out = dataclasses.replace(request, mid=mid, hops=request.hops + 1)
             if signer is not None:
                 out = messages.sign_request(out, signer, int(self.engine.clock() * 1000))
             moved = False

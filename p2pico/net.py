@@ -57,6 +57,23 @@ what it got, one recv() per message (or fewer). And yamux reads its data-frame t
 (``PY_YAMUX_DATA_READ_TIMEOUT``) from the environment on every frame: here it is read
 once, on the first frame.
 
+Scheduling rounds and layers per frame: every ``async with trio.Lock()`` is a round of
+trio's run loop even when the lock is free, and py-libp2p takes seven per frame (stream
+state, yamux window, stream write, connection write, stream table, socket read and write
+locks), then adds a checkpoint after each frame written and one inside trio's send: a
+request/response round trip on a persistent stream took 32 task steps (22 epoll waits).
+``_fewer_scheduling_rounds`` makes those locks take a free lock at once (``_QuickLock``;
+a held one is waited for as before), drops yamux's extra checkpoint and its per-frame
+debug formatting, sends straight on the non-blocking socket (trio's ``send_all`` only for
+what the kernel did not take), and serves a DATA frame's body from the Noise session's
+buffer without a timeout scope: 6 task steps (6 epoll waits) per round trip, the fewest
+with one reader task per connection and per stream. A stream's read (``Yamux.read_stream``)
+and a Noise message's read no longer format debug lines nobody logs, and a Noise message
+already in the TCP read buffer is taken from it in one step. Our own frames (``_write_shielded``)
+go through ``_write_frame_direct``: the same bytes as py-libp2p's yamux over Noise, built
+and sent in one call. Gossipsub gets one round back before each RPC it reads
+(``_pubsub_messages_in_turn``), so its per-message tasks still deliver in order.
+
 Frame streams (``set_stream_handler`` / ``open_stream``) are for message protocols that are
 not one request and one response, such as Bitswap: a ``FrameStream`` sends and receives any
 number of length-prefixed frames, and its owner decides when to close it. Inbound streams
@@ -85,8 +102,9 @@ import functools
 import logging
 import math
 import os
+import struct
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import nacl.signing
@@ -102,13 +120,20 @@ from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.io.trio import TrioTCPStream
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.connection import swarm_connection as _libp2p_swarm_connection
+from libp2p.network.stream.net_stream import NetStream
+from libp2p.network.stream.net_stream import StreamState as _NetStreamState
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.peer.peerstore import PeerStoreError
+from libp2p.pubsub import pubsub as _libp2p_pubsub
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise import io as _libp2p_noise_io
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.security.secure_session import SecureSession
+from libp2p.stream_muxer import rw_lock as _libp2p_rw_lock
+from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamReset
 from libp2p.stream_muxer.yamux import yamux as _libp2p_yamux
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
@@ -388,6 +413,330 @@ def _buffer_tcp_reads() -> None:
 _buffer_tcp_reads()
 
 
+# --- scheduling rounds per frame ------------------------------------------------------------
+
+
+class _QuickLock:
+    """A ``trio.Lock`` that is taken without a scheduling round when it is free.
+
+    ``async with trio.Lock()`` always yields to the scheduler (a checkpoint), even when
+    nobody holds the lock. py-libp2p's stream, yamux and TCP layers take seven such locks
+    per frame (the stream's state, window and write locks, the connection's stream-table
+    and write locks, the socket's read and write locks), each one more round of trio's run
+    loop (an epoll_wait and a task switch): most of the 32 task steps of a request/response
+    round trip on a persistent stream. Here a free lock is taken at once; a held one is
+    waited for as before (``trio.Lock.acquire``: fair, cancellable). Every loop that takes
+    one still reaches a real checkpoint (a wait for data, for room in the socket, or for an
+    event), so none runs unchecked for longer than the bytes already buffered.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = trio.Lock()
+
+    async def __aenter__(self) -> None:
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    async def acquire(self) -> None:
+        await self.__aenter__()
+
+    def acquire_nowait(self) -> None:
+        self._lock.acquire_nowait()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def statistics(self) -> Any:
+        return self._lock.statistics()
+
+
+class _QuickReadWriteLock(_libp2p_rw_lock.ReadWriteLock):
+    """py-libp2p's ``ReadWriteLock`` whose free write side is taken without a scheduling
+    round (yamux takes it around every frame it writes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._readers_lock = _QuickLock()  # type: ignore[assignment]
+
+    async def acquire_write(self) -> None:
+        try:
+            self._writer_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._writer_lock.acquire()
+
+
+async def _lean_write_frame(self: Any, data: bytes) -> None:
+    """``Yamux._write_frame`` without its trailing extra checkpoint (the socket's send
+    already is one) and without formatting a debug line for every frame unless debug
+    logging is on: same bytes, same write lock."""
+    if _libp2p_yamux_logger.isEnabledFor(logging.DEBUG):
+        _libp2p_yamux_logger.debug("YAMUX TX: %d bytes", len(data))
+    async with self._write_lock:
+        await self.secured_conn.write(data)
+
+
+async def _buffered_data_body(self: Any, length: int) -> bytes:
+    """``Yamux._read_data_body``, served straight from the Noise session's decrypted
+    buffer when the whole body is there (py-libp2p writes a frame's header and body as
+    one Noise message, so it nearly always is); otherwise read as py-libp2p does, under
+    its data-frame timeout."""
+    conn = self.secured_conn
+    if (
+        type(conn) is SecureSession
+        and conn.high_watermark - conn.low_watermark >= length
+        and length > 0
+    ):
+        return conn._drain(length)
+    return await _original_read_data_body(self, length)
+
+
+async def _direct_tcp_write(self: Any, data: bytes) -> None:
+    """``TrioTCPStream.write``: one send() straight on the non-blocking socket, under the
+    stream's write lock; only what the kernel did not take goes through trio's
+    ``send_all`` (which waits for room). Saves trio's socket wrapper and the scheduling
+    round it ends every send with, once per frame. Errors as py-libp2p raises them: a
+    broken connection is ``ConnectionClosedError``, a socket closed here returns quietly."""
+    async with self.write_lock:
+        stream = self.stream
+        sent = 0
+        sock = getattr(getattr(stream, "socket", None), "_sock", None)
+        if sock is not None and not getattr(stream.socket, "did_shutdown_SHUT_WR", True):
+            try:
+                sent = sock.send(data)
+            except OSError:  # no room (BlockingIOError) or broken: send_all decides
+                sent = 0
+        if sent >= len(data):
+            return
+        try:
+            await stream.send_all(memoryview(data)[sent:])
+        except trio.BrokenResourceError as error:
+            raise ConnectionClosedError(
+                f"TCP connection reset by remote peer: {error}", transport="tcp"
+            ) from error
+        except trio.ClosedResourceError:
+            logger.debug("write on a TCP connection closed here")
+
+
+async def _lean_read_stream(self: Any, stream_id: int, n: int | None = -1) -> bytes:
+    """``Yamux.read_stream`` (a stream's read of at most ``n`` bytes): the same checks in
+    the same order, results and errors, without the four debug lines it formats on every
+    call whether or not debug logging is on."""
+    if n is None:
+        n = -1
+    while True:
+        async with self.streams_lock:
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                raise MuxedStreamEOF("Stream closed")
+            if self.event_shutting_down.is_set():
+                raise MuxedStreamEOF("Connection shut down")
+            buffer = self.stream_buffers.get(stream_id)
+            if buffer is None:
+                if stream.reset_received:
+                    raise MuxedStreamReset("Stream was reset")
+                raise MuxedStreamEOF("Stream buffer closed")
+            # buffered data is returned before a reset only once the peer closed its side
+            if buffer and (stream.recv_closed or not stream.reset_received):
+                if n == -1 or n >= len(buffer):
+                    data = bytes(buffer)
+                    buffer.clear()
+                else:
+                    data = bytes(buffer[:n])
+                    del buffer[:n]
+                if stream.closed:
+                    self._finalize_stream_locked(stream, fully_closed=True)
+                return data
+            if stream.reset_received:
+                raise MuxedStreamReset("Stream was reset")
+            if stream.recv_closed:
+                raise MuxedStreamEOF("Stream is closed for receiving")
+            if stream.closed:
+                raise MuxedStreamReset("Stream is reset or closed")
+        try:
+            await self.stream_events[stream_id].wait()
+            self.stream_events[stream_id] = trio.Event()
+        except KeyError:
+            raise MuxedStreamEOF("Stream was removed") from None
+
+
+async def _lean_noise_read_msg(self: Any, prefix_encoded: bool = False) -> bytes:
+    """``NoiseTransportReadWriter.read_msg``: one Noise message, decrypted. When the TCP
+    stream's read buffer (``_buffered_tcp_read``) already holds the whole message, its
+    2-byte length and body are taken from there in one step; otherwise read as py-libp2p
+    does (its three debug lines are formatted only when debug logging is on)."""
+    tcp = getattr(getattr(self.read_writer, "read_write_closer", None), "stream", None)
+    if not prefix_encoded and type(tcp) is TrioTCPStream:
+        kept: bytes = tcp.__dict__.get("_p2pico_kept", b"")
+        if len(kept) >= 2:
+            end = 2 + int.from_bytes(kept[:2], "big")
+            if len(kept) >= end:
+                tcp._p2pico_kept = kept[end:]  # type: ignore[attr-defined]
+                return self.decrypt(kept[2:end])  # type: ignore[no-any-return]
+    encrypted = await self.read_writer.read_msg()
+    if _libp2p_noise_logger.isEnabledFor(logging.DEBUG):
+        _libp2p_noise_logger.debug("Noise read_msg: read %d encrypted bytes", len(encrypted))
+    if prefix_encoded:
+        encrypted = encrypted[len(self.prefix) :]
+    return self.decrypt(encrypted)  # type: ignore[no-any-return]
+
+
+_YAMUX_DATA_HEADER: Final = struct.Struct(_libp2p_yamux.YAMUX_HEADER_FORMAT)
+# A frame up to this size goes out as one yamux DATA frame in one Noise message.
+_DIRECT_MAX: Final = (
+    min(_libp2p_yamux.MAX_MESSAGE_SIZE, _libp2p_noise_io.MAX_PLAINTEXT_LENGTH)
+    - _libp2p_yamux.HEADER_SIZE
+)
+
+
+async def _write_frame_direct(stream: Any, data: bytes) -> None:
+    """``stream.write(data)`` for one of our frames, the layers folded into one call.
+
+    On the usual stack (a ``NetStream`` open both ways, over a yamux stream with room in
+    its send window and nobody else writing it, over Noise, over TCP) this builds what
+    py-libp2p would put on the wire for it, byte for byte: one yamux DATA frame (the
+    12-byte header, then ``data``) encrypted as one Noise message with its 2-byte length,
+    and sends it with one send() under the connection's write lock (Noise nonces go out
+    in the order they are used). That skips seven layers of async calls and their state
+    checks per frame (NetStream, YamuxStream, Yamux, SecureSession, Noise, msgio, raw
+    connection). Anything else (a bigger frame, an empty window, a stream closing, a
+    writer already on it, another muxer or security) goes through ``stream.write``.
+    """
+    muxed = getattr(stream, "muxed_stream", None)
+    conn = getattr(muxed, "conn", None)
+    secured = getattr(conn, "secured_conn", None)
+    noise = getattr(secured, "conn", None)
+    raw = getattr(getattr(noise, "read_writer", None), "read_write_closer", None)
+    tcp = getattr(raw, "stream", None)
+    if (
+        len(data) > _DIRECT_MAX
+        or not data
+        or type(stream) is not NetStream
+        or stream._state is not _NetStreamState.OPEN
+        or type(muxed) is not YamuxStream
+        or type(secured) is not SecureSession
+        or type(noise) is not _libp2p_noise_io.NoiseTransportReadWriter
+        or type(noise.read_writer) is not _libp2p_noise_io.NoisePacketReadWriter
+        or type(tcp) is not TrioTCPStream
+        or muxed.send_closed
+        or muxed.closed
+        or muxed.send_window < len(data)
+        or muxed.window_lock.locked()
+        or not isinstance(muxed.rw_lock, _QuickReadWriteLock)
+        or muxed.rw_lock._writer_lock.value == 0
+    ):
+        await stream.write(data)
+        return
+    muxed.send_window -= len(data)
+    frame = _YAMUX_DATA_HEADER.pack(0, _libp2p_yamux.TYPE_DATA, 0, muxed.stream_id, len(data))
+    assert conn is not None
+    async with conn._write_lock:
+        sealed = noise.encrypt(frame + data)
+        await tcp.write(len(sealed).to_bytes(2, "big") + sealed)
+
+
+def _quick_locks(cls: type, *names: str, rw: str | None = None) -> None:
+    """Wrap ``cls.__init__`` so the named ``trio.Lock`` attributes are ``_QuickLock``s (and
+    ``rw`` a ``_QuickReadWriteLock``) on every new instance (idempotent)."""
+    original: Any = vars(cls)["__init__"]
+    if getattr(original, "_p2pico_quick", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        for name in names:
+            setattr(self, name, _QuickLock())
+        if rw is not None:
+            setattr(self, rw, _QuickReadWriteLock())
+
+    __init__._p2pico_quick = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[misc]
+
+
+_original_read_data_body = Yamux._read_data_body
+_libp2p_noise_logger = logging.getLogger(_libp2p_noise_io.__name__)
+_libp2p_yamux_logger = logging.getLogger(_libp2p_yamux.__name__)
+
+
+def _fewer_scheduling_rounds() -> None:
+    """Install the above on py-libp2p's yamux and TCP classes (idempotent), only if they
+    still have the attributes replaced (a py-libp2p upgrade that changes them leaves the
+    originals in place, logged)."""
+
+    def sets(cls: type, *names: str) -> bool:  # does cls.__init__ still set these?
+        init: Any = vars(cls)["__init__"]
+        return bool(getattr(init, "_p2pico_quick", False)) or all(
+            n in init.__code__.co_names for n in names
+        )
+
+    known = (
+        hasattr(Yamux, "_write_frame")
+        and hasattr(Yamux, "_read_data_body")
+        and hasattr(TrioTCPStream, "write")
+        and sets(TrioTCPStream, "read_lock", "write_lock")
+        and sets(Yamux, "streams_lock", "_write_lock", "secured_conn")
+        and sets(YamuxStream, "window_lock", "rw_lock")
+        and sets(NetStream, "_state_lock")
+    )
+    if not known:
+        logger.warning("yamux locks left as py-libp2p makes them (unknown version)")
+        return
+    _quick_locks(TrioTCPStream, "read_lock", "write_lock")
+    _quick_locks(Yamux, "streams_lock", "_write_lock")
+    _quick_locks(YamuxStream, "window_lock", rw="rw_lock")
+    _quick_locks(NetStream, "_state_lock")
+    Yamux._write_frame = _lean_write_frame  # type: ignore[method-assign]
+    TrioTCPStream.write = _direct_tcp_write  # type: ignore[method-assign]
+    Yamux._read_data_body = _buffered_data_body  # type: ignore[method-assign]
+    if hasattr(Yamux, "read_stream"):
+        Yamux.read_stream = _lean_read_stream  # type: ignore[method-assign]
+    transport = _libp2p_noise_io.NoiseTransportReadWriter
+    if "read_msg" not in vars(transport) and hasattr(transport, "decrypt"):
+        transport.read_msg = _lean_noise_read_msg  # type: ignore[method-assign]
+
+
+_fewer_scheduling_rounds()
+
+
+def _pubsub_messages_in_turn() -> None:
+    """One scheduling round before gossipsub reads each RPC from a peer (idempotent).
+
+    py-libp2p's pubsub starts a task per message it reads (``push_msg``), and trio runs
+    the tasks woken in one round in no fixed order; with the quick locks above, several
+    RPCs already buffered are read in one go, so their messages could reach the topic
+    handlers out of order. Yielding before each read lets the last message's task run
+    first, as the locks' rounds used to (``Net.subscribe``: handlers see messages in
+    arrival order). Pubsub carries no records any more, so the round costs nothing hot.
+    """
+    original: Any = getattr(_libp2p_pubsub, "read_varint_prefixed_bytes_limited", None)
+    if original is None:
+        logger.warning("gossipsub reads left as py-libp2p makes them (unknown version)")
+        return
+    if getattr(original, "_p2pico_in_turn", False):
+        return
+
+    @functools.wraps(original)
+    async def read_in_turn(*args: Any, **kwargs: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        return await original(*args, **kwargs)
+
+    read_in_turn._p2pico_in_turn = True  # type: ignore[attr-defined]
+    setattr(_libp2p_pubsub, "read_varint_prefixed_bytes_limited", read_in_turn)  # noqa: B010
+
+
+_pubsub_messages_in_turn()
+
+
 # --- identity -----------------------------------------------------------------------------
 
 
@@ -585,26 +934,12 @@ async def _write_shielded(stream: Any, frame: bytes) -> str | None:
     # one scope, shielded and with the deadline (a shield around fail_after costs twice)
     with trio.CancelScope(shield=True, deadline=trio.current_time() + _RPC_WRITE_TIMEOUT) as scope:
         try:
-            await stream.write(frame)
+            await _write_frame_direct(stream, frame)
         except Exception as error:  # StreamClosed, StreamReset, yamux connection errors
             return f"write failed: {_describe(error)}"
     if scope.cancelled_caught:
         return f"writing a frame took more than {_RPC_WRITE_TIMEOUT} s"
     return None
-
-
-@contextlib.asynccontextmanager
-async def _holding(lock: trio.Lock) -> AsyncIterator[None]:
-    """``async with lock``, without trio's scheduling round when the lock is free (the
-    write that follows checkpoints anyway): one yield fewer per frame written."""
-    try:
-        lock.acquire_nowait()
-    except trio.WouldBlock:
-        await lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 class _RpcOut:
@@ -623,7 +958,7 @@ class _RpcOut:
         self.stream = stream
         self.client = RpcClient()
         self._slots = trio.Semaphore(self.client.max_in_flight)
-        self._write_lock = trio.Lock()
+        self._write_lock = _QuickLock()  # free: taken without a scheduling round
         self._waiters: dict[int, _Waiter] = {}
         self.dead: str | None = None
         self._reader_scope = trio.CancelScope()
@@ -655,7 +990,7 @@ class _RpcOut:
         except trio.WouldBlock:
             await self._slots.acquire()
         try:
-            async with _holding(self._write_lock):  # cancellable until the frame exists
+            async with self._write_lock:  # cancellable until the frame exists
                 if self.dead is None and _stream_gone(self.stream):
                     self._die("the connection closed")
                 if self.dead is not None:
@@ -750,13 +1085,13 @@ class _RpcIn:
         self.stream = stream
         self.remote = str(stream.muxed_conn.peer_id)
         self.server = RpcServer()
-        self.write_lock = trio.Lock()
+        self.write_lock = _QuickLock()
         self.broken = False
         self.idle = trio.Event()  # set once every request read so far has been answered
 
     async def send(self, frame: bytes) -> None:
         if not self.broken:
-            async with _holding(self.write_lock):
+            async with self.write_lock:
                 reason = await _write_shielded(self.stream, frame)
             if reason is not None and not self.broken:
                 self.broken = True
@@ -1044,26 +1379,24 @@ class Net:
             raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_FRAME_SIZE}")
         if peer == self._host.get_id():
             raise PeerUnreachable("cannot send a request to ourselves")
-        try:
-            with trio.fail_after(timeout):
-                if self.persistent_streams and peer not in self._no_rpc:
-                    for _ in range(RPC_RESEND + 1):
-                        conn = await self._rpc_stream(peer)
-                        if conn is None:
-                            break  # the peer has no rpc handler: one stream per request
-                        try:
-                            return await conn.call(protocol, payload)
-                        except _NotSent:
-                            continue
-                    else:
-                        raise StreamFailed(
-                            f"{protocol} request to {peer_id}: every stream died before it was sent"
-                        )
-                return await self._request_once(peer, protocol, encode_frame(payload))
-        except trio.TooSlowError:
-            raise RequestTimeout(
-                f"{protocol} request to {peer_id} timed out after {timeout} s"
-            ) from None
+        # a bare deadline scope: what fail_after does, without its two context managers
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+            if self.persistent_streams and peer not in self._no_rpc:
+                for _ in range(RPC_RESEND + 1):
+                    conn = await self._rpc_stream(peer)
+                    if conn is None:
+                        break  # the peer has no rpc handler: one stream per request
+                    try:
+                        return await conn.call(protocol, payload)
+                    except _NotSent:
+                        continue
+                else:
+                    raise StreamFailed(
+                        f"{protocol} request to {peer_id}: every stream died before it was sent"
+                    )
+            return await self._request_once(peer, protocol, encode_frame(payload))
+        assert scope.cancelled_caught
+        raise RequestTimeout(f"{protocol} request to {peer_id} timed out after {timeout} s")
 
     async def _request_once(self, peer: ID, protocol: str, frame: bytes) -> bytes:
         """The one-shot path: a new stream, one frame each way."""
@@ -1191,9 +1524,13 @@ class Net:
         if handler is None:
             await conn.send(conn.server.fail(rid, "unsupported", f"no handler for {protocol}"))
             return
+        response: bytes | None = None
         try:
-            with trio.fail_after(self.response_timeout):
+            # a bare deadline scope: what fail_after does, without its two context managers
+            with trio.CancelScope(deadline=trio.current_time() + self.response_timeout) as scope:
                 response = await handler(conn.remote, body)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
         except trio.TooSlowError:
             logger.warning(
                 "%s request from %s: no response within %s s",
@@ -1210,6 +1547,7 @@ class Net:
                 rid, "handler-failed", f"{protocol}: {type(error).__name__}: {error}"
             )
         else:
+            assert response is not None
             try:
                 frame = conn.server.respond(rid, response)
             except ValueError as error:
