@@ -424,12 +424,10 @@ class SqliteBlockStore:
         self._begin()
         try:
             self._insert(blocks)
-            self._maintain()
-            self._db.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
-        self._saved = None
+        self._commit()
 
     def _insert(self, blocks: list[Block] | tuple[Block, ...]) -> None:
         pending = self._pending
@@ -549,6 +547,17 @@ class SqliteBlockStore:
         self._log.clear()
         self._inserted = 0
 
+    def _commit(self) -> None:
+        """End the open write transaction: the merge step that is due, then COMMIT; if either
+        fails, the transaction is undone in the database and in memory."""
+        try:
+            self._maintain()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._saved = None
+
     def _rollback(self) -> None:
         """Undo the open write transaction, in the database and in memory."""
         if self._db.in_transaction:
@@ -637,13 +646,7 @@ class SqliteBlockStore:
             self._rollback()
             raise
         self._group_depth = 0
-        try:
-            self._maintain()
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
-        self._saved = None
+        self._commit()
 
     def close(self) -> None:
         self._db.close()
