@@ -23,9 +23,10 @@ Request/response on persistent streams (``/p2pico/rpc/1.0.0``, codec in protocol
 each engine keeps up to ``RPC_STREAMS_PER_PEER`` long-lived streams to each peer it asks
 things, opened on first use. A request is one frame tagged with an id and the protocol it
 belongs to (``/p2pico/msg/1.0.0``…); answers come back tagged with the same id, in the
-order the handlers finish. A reader task per stream hands each answer to its waiting
-caller. Bounds: at most ``MAX_IN_FLIGHT`` requests outstanding per stream (callers past
-that wait for a slot: the backpressure), a new stream only when every open one is busy.
+order the handlers finish. Each answer goes to its waiting caller as yamux decodes it
+(see "Rpc bytes from the yamux reader" below). Bounds: at most ``MAX_IN_FLIGHT``
+requests outstanding per stream (callers past that wait for a slot: the backpressure),
+a new stream only when every open one is busy.
 The responder reads its inbound streams without pause and runs each request's handler in
 a task of its own, so neither side ever leaves bytes unread for yamux's 5-second
 flow-control timeout (P8); a frame that starts must be complete within
@@ -71,8 +72,22 @@ with one reader task per connection and per stream. A stream's read (``Yamux.rea
 and a Noise message's read no longer format debug lines nobody logs, and a Noise message
 already in the TCP read buffer is taken from it in one step. Our own frames (``_write_shielded``)
 go through ``_write_frame_direct``: the same bytes as py-libp2p's yamux over Noise, built
-and sent in one call. Gossipsub gets one round back before each RPC it reads
+and sent in one call; when the write locks are free they are offered to the kernel at once
+with no checkpoint, so no shielded cancel scope is needed for them either
+(``_send_frame_now``; a tail the kernel did not take follows under the locks and the
+shield). Gossipsub gets one round back before each RPC it reads
 (``_pubsub_messages_in_turn``), so its per-message tasks still deliver in order.
+
+Rpc bytes from the yamux reader: on a ``/p2pico/rpc/1.0.0`` stream (both ends) the bytes of
+each yamux DATA frame go from py-libp2p's ``Yamux.handle_incoming`` straight into the rpc
+state machine (``_install_sink``: a ``_SinkBuffer`` in place of the stream's receive
+buffer), so a request's handler task is started, or an answer's caller woken, while the
+yamux task decodes the frame: no wake-up of a stream reader task in a later scheduling
+round, no ``NetStream``/``YamuxStream`` read. py-libp2p still handles every frame type and
+flag; the stream's end-state flags (FIN, RST, the connection closing) wake its owner task
+(``_SinkedYamuxStream``), which then reads the stream as before to get the same EOF or
+reset. Bytes that bypass the reads are credited to the peer's window by a task of the
+sink's, once half of the window is used (so the yamux reader never waits on a write).
 
 Frame streams (``set_stream_handler`` / ``open_stream``) are for message protocols that are
 not one request and one response, such as Bitswap: a ``FrameStream`` sends and receives any
@@ -611,6 +626,21 @@ async def _write_frame_direct(stream: Any, data: bytes) -> None:
     connection). Anything else (a bigger frame, an empty window, a stream closing, a
     writer already on it, another muxer or security) goes through ``stream.write``.
     """
+    parts = _direct_parts(stream, data)
+    if parts is None:
+        await stream.write(data)
+        return
+    muxed, conn, noise, tcp = parts
+    muxed.send_window -= len(data)
+    frame = _YAMUX_DATA_HEADER.pack(0, _libp2p_yamux.TYPE_DATA, 0, muxed.stream_id, len(data))
+    async with conn._write_lock:
+        sealed = noise.encrypt(frame + data)
+        await tcp.write(len(sealed).to_bytes(2, "big") + sealed)
+
+
+def _direct_parts(stream: Any, data: bytes) -> tuple[Any, Any, Any, Any] | None:
+    """(yamux stream, yamux connection, Noise, TCP) under ``stream`` when ``data`` can be
+    written as one DATA frame in one Noise message (``_write_frame_direct``), else None."""
     muxed = getattr(stream, "muxed_stream", None)
     conn = getattr(muxed, "conn", None)
     secured = getattr(conn, "secured_conn", None)
@@ -622,7 +652,8 @@ async def _write_frame_direct(stream: Any, data: bytes) -> None:
         or not data
         or type(stream) is not NetStream
         or stream._state is not _NetStreamState.OPEN
-        or type(muxed) is not YamuxStream
+        or muxed is None
+        or type(muxed) not in _YAMUX_STREAM_TYPES
         or type(secured) is not SecureSession
         or type(noise) is not _libp2p_noise_io.NoiseTransportReadWriter
         or type(noise.read_writer) is not _libp2p_noise_io.NoisePacketReadWriter
@@ -634,14 +665,64 @@ async def _write_frame_direct(stream: Any, data: bytes) -> None:
         or not isinstance(muxed.rw_lock, _QuickReadWriteLock)
         or muxed.rw_lock._writer_lock.value == 0
     ):
-        await stream.write(data)
-        return
+        return None
+    return muxed, conn, noise, tcp
+
+
+def _send_frame_now(stream: Any, data: bytes) -> tuple[bytes, Any, Any] | None:
+    """Start ``_write_frame_direct``'s write without a checkpoint, when nothing stands in
+    its way: the layers' checks pass, the connection's and the socket's write locks are
+    free, and the socket is ours to send() on. None if not (nothing was done: write it the
+    usual way). Otherwise the frame is encrypted and offered to the kernel at once, and
+    this returns what the kernel did not take (nearly always nothing), the connection and
+    the TCP stream: with a tail, both write locks are held and ``_finish_frame`` must send
+    the tail and free them (the Noise nonce is spent, so the bytes must go out)."""
+    parts = _direct_parts(stream, data)
+    if parts is None:
+        return None
+    muxed, conn, noise, tcp = parts
+    write_lock = getattr(tcp, "write_lock", None)
+    socket = getattr(tcp.stream, "socket", None)
+    sock = getattr(socket, "_sock", None)
+    if (
+        TrioTCPStream.write is not _direct_tcp_write
+        or type(conn._write_lock) is not _QuickLock
+        or type(write_lock) is not _QuickLock
+        or conn._write_lock.locked()
+        or write_lock.locked()
+        or sock is None
+        or getattr(socket, "did_shutdown_SHUT_WR", True)
+    ):
+        return None
     muxed.send_window -= len(data)
-    frame = _YAMUX_DATA_HEADER.pack(0, _libp2p_yamux.TYPE_DATA, 0, muxed.stream_id, len(data))
-    assert conn is not None
-    async with conn._write_lock:
-        sealed = noise.encrypt(frame + data)
-        await tcp.write(len(sealed).to_bytes(2, "big") + sealed)
+    header = _YAMUX_DATA_HEADER.pack(0, _libp2p_yamux.TYPE_DATA, 0, muxed.stream_id, len(data))
+    sealed = noise.encrypt(header + data)
+    message = len(sealed).to_bytes(2, "big") + sealed
+    try:
+        sent = sock.send(message)
+    except OSError:  # no room (BlockingIOError) or broken: _finish_frame's send_all decides
+        sent = 0
+    if sent >= len(message):
+        return b"", conn, tcp
+    conn._write_lock.acquire_nowait()
+    write_lock.acquire_nowait()
+    return message[sent:], conn, tcp
+
+
+async def _finish_frame(conn: Any, tcp: Any, tail: bytes) -> None:
+    """Send the tail ``_send_frame_now`` left, as ``_direct_tcp_write`` would, and free the
+    write locks it took."""
+    try:
+        await tcp.stream.send_all(tail)
+    except trio.BrokenResourceError as error:
+        raise ConnectionClosedError(
+            f"TCP connection reset by remote peer: {error}", transport="tcp"
+        ) from error
+    except trio.ClosedResourceError:
+        logger.debug("write on a TCP connection closed here")
+    finally:
+        tcp.write_lock.release()
+        conn._write_lock.release()
 
 
 def _quick_locks(cls: type, *names: str, rw: str | None = None) -> None:
@@ -735,6 +816,198 @@ def _pubsub_messages_in_turn() -> None:
 
 
 _pubsub_messages_in_turn()
+
+
+# --- rpc bytes from the yamux reader --------------------------------------------------------
+
+
+class _SinkBuffer(bytearray):
+    """A yamux stream's receive buffer (``Yamux.stream_buffers[id]``) that hands what
+    ``Yamux.handle_incoming`` appends to a sink instead of keeping it, while one is set."""
+
+    __slots__ = ("sink",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sink: _RpcSink | None = None
+
+    def extend(self, data: Any) -> None:
+        sink = self.sink
+        if sink is None:
+            super().extend(data)
+        else:
+            sink.deliver(data)
+
+
+def _wakes_sink(name: str) -> Any:
+    """A property for one of a yamux stream's end-state flags that wakes the stream's sink
+    when the flag is set (whoever sets it: a FIN or RST frame, the connection going
+    down, our own reset)."""
+
+    def get(self: Any) -> Any:
+        return self.__dict__[name]
+
+    def set_(self: Any, value: Any) -> None:
+        self.__dict__[name] = value
+        if value:
+            sink = self.__dict__.get("_p2pico_sink")
+            if sink is not None:
+                sink.wake.set()
+
+    return property(get, set_)
+
+
+class _SinkedYamuxStream(YamuxStream):
+    """What an rpc stream's ``YamuxStream`` becomes while a sink reads it: the same
+    stream, whose end-state flags also wake the sink's owner (``_wakes_sink``)."""
+
+    closed = _wakes_sink("closed")
+    recv_closed = _wakes_sink("recv_closed")
+    reset_received = _wakes_sink("reset_received")
+
+
+class _RpcSink:
+    """Delivers one rpc stream's bytes to ``on_bytes`` from inside yamux's reader task.
+
+    py-libp2p's ``Yamux.handle_incoming`` appends each DATA frame's body to the stream's
+    buffer and sets its event; the stream's reader task then wakes in a later scheduling
+    round and copies the bytes out through ``NetStream.read``/``YamuxStream.read``.
+    With a sink, the ``_SinkBuffer`` in place of that buffer hands the body straight to
+    ``on_bytes`` (the rpc state machine: protocols.rpc) in the yamux task, so a complete
+    request's handler is started, or an answer's caller woken, in the same step as the
+    frame is decoded. Everything else stays with py-libp2p (SYN, ACK, FIN, RST, window
+    updates, ping, go-away).
+
+    The owner task waits on ``wake``: set when the stream reaches an end state (FIN,
+    RST, the connection going down; ``_SinkedYamuxStream``), or when ``on_bytes`` raised
+    (``error``; the bytes after it are dropped). It then ``detach``es the sink and reads
+    the stream as before, which gives the same EOF or reset as without the sink.
+
+    ``on_bytes`` must not await and should not raise; it never raises into py-libp2p.
+    Flow control: bytes that bypass ``YamuxStream.read`` are credited here, by a task
+    started once half of the receive window is used (go-yamux's rule, as
+    ``_batched_window_update``), so the yamux reader never waits on a write.
+    """
+
+    __slots__ = ("_buffer", "_crediting", "_nursery", "error", "muxed", "on_bytes", "wake")
+
+    def __init__(self, muxed: Any, on_bytes: Callable[[bytes], None], nursery: trio.Nursery):
+        self.muxed = muxed
+        self.on_bytes = on_bytes
+        self._nursery = nursery
+        self.wake = trio.Event()
+        self.error: Exception | None = None
+        self._crediting = False
+        self._buffer = _SinkBuffer()
+
+    def deliver(self, data: Any) -> None:
+        """Called by the yamux reader with one DATA frame's body."""
+        if self.error is not None:
+            return  # the owner is giving the stream up
+        try:
+            self.on_bytes(bytes(data))
+        except Exception as error:
+            if not isinstance(error, RpcProtocolError):
+                logger.exception("%s: handling received bytes failed", RPC_PROTOCOL)
+            self.error = error
+            self.wake.set()
+            return
+        muxed = self.muxed
+        # py-libp2p takes len(data) off recv_window right after this returns
+        target = muxed.target_recv_window
+        if not self._crediting and target - muxed.recv_window + len(data) >= target // 2:
+            self._crediting = True
+            try:
+                self._nursery.start_soon(self._credit)
+            except RuntimeError:  # the Net is shutting down
+                self._crediting = False
+
+    async def _credit(self) -> None:
+        """Give the peer back the window the delivered bytes used, while half is used."""
+        muxed = self.muxed
+        try:
+            while not (muxed.closed or muxed.recv_closed or muxed.reset_received):
+                async with muxed.window_lock:
+                    target = muxed.target_recv_window
+                    if target - muxed.recv_window < max(target // 2, 1):
+                        break
+                    total = muxed._grow_to_delta(0) + muxed._apply_autotune_epoch(0)
+                if total > 0:
+                    await muxed.send_window_update(total, skip_lock=True)
+        except Exception:
+            logger.debug("%s: window update failed", RPC_PROTOCOL, exc_info=True)
+        finally:
+            self._crediting = False
+
+    def detach(self) -> None:
+        """Stop delivering: later bytes stay in the stream's buffer for its reads."""
+        self._buffer.sink = None
+        self.muxed.__dict__["_p2pico_sink"] = None
+
+
+def _sinks_supported() -> bool:
+    """Does py-libp2p's yamux still look the way ``_install_sink`` relies on?"""
+    incoming: Any = getattr(Yamux, "handle_incoming", None)
+    names = getattr(getattr(incoming, "__code__", None), "co_names", ())
+    init: Any = vars(YamuxStream)["__init__"]
+    init = getattr(init, "__wrapped__", init)  # _quick_locks wraps it
+    return (
+        all(n in names for n in ("stream_buffers", "extend", "recv_window", "stream_events"))
+        and YamuxStream.__dictoffset__ != 0  # instances have a __dict__: __class__ can change
+        and "closed" not in vars(YamuxStream)
+        and all(
+            hasattr(YamuxStream, n)
+            for n in ("_grow_to_delta", "_apply_autotune_epoch", "send_window_update")
+        )
+        and {"closed", "recv_closed", "reset_received", "window_lock", "recv_window"}
+        <= set(init.__code__.co_names)
+    )
+
+
+_SINKS: Final = _sinks_supported()
+if not _SINKS:
+    logger.warning("rpc streams read through py-libp2p's stream reads (unknown yamux version)")
+_YAMUX_STREAM_TYPES: Final = (YamuxStream, _SinkedYamuxStream)
+
+
+def _install_sink(
+    stream: Any, on_bytes: Callable[[bytes], None], nursery: trio.Nursery
+) -> _RpcSink | None:
+    """Feed ``stream``'s bytes to ``on_bytes`` from the yamux reader (``_RpcSink``).
+
+    Bytes already buffered are handed over first, in order. None (the stream is left to
+    its reads) when the stack is not NetStream over yamux, or the stream is no longer
+    open for reading: reading it then gives the EOF or reset as usual.
+    """
+    muxed = getattr(stream, "muxed_stream", None)
+    conn = getattr(muxed, "conn", None)
+    if (
+        not _SINKS
+        or type(stream) is not NetStream
+        or type(muxed) is not YamuxStream
+        or type(conn) is not Yamux
+        or stream._state is not _NetStreamState.OPEN
+        or muxed.closed
+        or muxed.recv_closed
+        or muxed.reset_received
+        or conn.event_shutting_down.is_set()
+    ):
+        return None
+    assert muxed is not None
+    assert conn is not None
+    buffered = conn.stream_buffers.get(muxed.stream_id)
+    if buffered is None:
+        return None
+    sink = _RpcSink(muxed, on_bytes, nursery)
+    conn.stream_buffers[muxed.stream_id] = sink._buffer
+    muxed.__dict__["_p2pico_sink"] = sink
+    muxed.__class__ = _SinkedYamuxStream
+    if buffered:
+        pending = bytes(buffered)
+        buffered.clear()
+        sink.deliver(pending)
+    sink._buffer.sink = sink
+    return sink
 
 
 # --- identity -----------------------------------------------------------------------------
@@ -931,10 +1204,16 @@ async def _write_shielded(stream: Any, frame: bytes) -> str | None:
     frame boundaries for every other request on it, so writes are never cancelled; the
     time limit bounds how long a cancelled caller can be held up.
     """
+    started = _send_frame_now(stream, frame)  # no checkpoint, so nothing to shield
+    if started is not None and not started[0]:
+        return None
     # one scope, shielded and with the deadline (a shield around fail_after costs twice)
     with trio.CancelScope(shield=True, deadline=trio.current_time() + _RPC_WRITE_TIMEOUT) as scope:
         try:
-            await _write_frame_direct(stream, frame)
+            if started is None:
+                await _write_frame_direct(stream, frame)
+            else:
+                await _finish_frame(started[1], started[2], started[0])
         except Exception as error:  # StreamClosed, StreamReset, yamux connection errors
             return f"write failed: {_describe(error)}"
     if scope.cancelled_caught:
@@ -1020,7 +1299,15 @@ class _RpcOut:
         reason = "the stream was given up"
         try:
             with self._reader_scope:
-                await self._read_answers()
+                sink = _install_sink(self.stream, self._take_answers, self.net._nursery)
+                if sink is not None:  # answers come in from the yamux reader
+                    try:
+                        await sink.wake.wait()
+                    finally:
+                        sink.detach()
+                    if sink.error is not None:
+                        raise sink.error
+                await self._read_answers()  # the end of the stream (or no sink)
                 return
         except RpcProtocolError as error:
             reason = f"protocol error: {error}"
@@ -1039,19 +1326,27 @@ class _RpcOut:
                 self._die("the peer closed the stream")
                 await _reset_quietly(self.stream)
                 return
-            before = self.client.in_flight
-            answers = self.client.receive(chunk)
-            for _ in range(before - self.client.in_flight):
-                self._slots.release()
-            for answer in answers:
-                waiter = self._waiters.pop(answer.id, None)
-                if waiter is None:
-                    continue
-                if isinstance(answer, Failure):
-                    waiter.error = self._failure(answer, waiter.protocol)
-                else:
-                    waiter.answer = answer.body
-                waiter.event.set()
+            self._take_answers(chunk)
+
+    def _take_answers(self, chunk: bytes) -> None:
+        """Feed received bytes to the client: free the answered slots, wake the callers.
+
+        Raises:
+            RpcProtocolError: the bytes break the protocol.
+        """
+        before = self.client.in_flight
+        answers = self.client.receive(chunk)
+        for _ in range(before - self.client.in_flight):
+            self._slots.release()
+        for answer in answers:
+            waiter = self._waiters.pop(answer.id, None)
+            if waiter is None:
+                continue
+            if isinstance(answer, Failure):
+                waiter.error = self._failure(answer, waiter.protocol)
+            else:
+                waiter.answer = answer.body
+            waiter.event.set()
 
     def _failure(self, failure: Failure, protocol: str) -> NetError:
         if failure.code == "unsupported":
@@ -1474,7 +1769,8 @@ class Net:
             return
         self._rpc_inbound[peer] = self._rpc_inbound.get(peer, 0) + 1
         try:
-            while True:
+            await self._serve_rpc_from_sink(conn)
+            while True:  # the end of the stream (or no sink): read it as it comes
                 try:
                     if conn.server.buffered:
                         with trio.fail_after(self.request_read_timeout):
@@ -1518,6 +1814,44 @@ class Net:
                 self._rpc_inbound.pop(peer, None)
         conn.broken = True
         await _reset_quietly(stream)
+
+    async def _serve_rpc_from_sink(self, conn: _RpcIn) -> None:
+        """Take ``conn``'s requests from the yamux reader (``_RpcSink``) until its stream
+        ends; the caller then reads the end (EOF or reset) from the stream.
+
+        Raises:
+            trio.TooSlowError: a frame was started and not continued within
+                ``request_read_timeout`` (counted from the last bytes, as a read's).
+            RpcProtocolError: the peer broke the protocol.
+        """
+        timer = trio.CancelScope()  # its deadline is set while a frame is incomplete
+        server = conn.server
+        nursery = self._nursery
+        answer = self._answer_rpc
+
+        def on_bytes(data: bytes) -> None:
+            requests = server.receive(data)
+            if requests:
+                conn.idle = trio.Event()
+                for request in requests:
+                    nursery.start_soon(answer, conn, request.id, request.protocol, request.body)
+            if server.buffered:
+                timer.deadline = trio.current_time() + self.request_read_timeout
+            elif timer.deadline != math.inf:
+                timer.deadline = math.inf
+
+        sink = _install_sink(conn.stream, on_bytes, nursery)
+        if sink is None:
+            return
+        try:
+            with timer:
+                await sink.wake.wait()
+        finally:
+            sink.detach()
+        if timer.cancelled_caught:
+            raise trio.TooSlowError
+        if sink.error is not None:
+            raise sink.error
 
     async def _answer_rpc(self, conn: _RpcIn, rid: int, protocol: str, body: bytes) -> None:
         handler = self._handlers.get(protocol)
