@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from p2pico import httpd
 from p2pico.bitswap import Bitswap
 from p2pico.engine import Engine
 from p2pico.explorer import Explorer
@@ -48,6 +50,24 @@ class NodeConfig:
     mdns: bool = False
 
 
+async def _serve_hypercorn(app: Any, bind: str, *, task_status: Any) -> None:
+    hc = HypercornConfig()
+    hc.bind = [bind]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    await hypercorn_serve(app, hc, task_status=task_status)
+
+
+def _http_server() -> Any:
+    """Our HTTP/1.1 server (p2pico.httpd), or hypercorn with ``P2PICO_HTTP=hypercorn``."""
+    choice = os.environ.get("P2PICO_HTTP", "") or "p2pico"
+    if choice == "p2pico":
+        return httpd.serve
+    if choice == "hypercorn":
+        return _serve_hypercorn
+    raise ValueError(f"P2PICO_HTTP={choice!r}: expected 'p2pico' (the default) or 'hypercorn'")
+
+
 async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Run a node until cancelled; ``task_status.started`` gets the node.json contents."""
     home = Home(config.home)
@@ -76,11 +96,7 @@ async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_
             explorer = Explorer(mesh, lambda: info)  # the web UI's view of the mesh
             await nursery.start(explorer.serve)
             app = build_app(mesh, lambda: info, bitswap, explorer)
-            hc = HypercornConfig()
-            hc.bind = [config.http]
-            hc.accesslog = None
-            hc.errorlog = logging.getLogger("hypercorn.error")
-            binds = await nursery.start(hypercorn_serve, app, hc)
+            binds = await nursery.start(_http_server(), app, config.http)
             info["http"] = binds[0]
             engine.set_http_url(binds[0])  # meta:host; and KRL's http: may not call it
             home.write_node_json(info)
