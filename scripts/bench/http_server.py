@@ -18,7 +18,7 @@ The named peer is hypercorn; for scale, the Node.js pico-engine server's figures
 events on this machine (from the issue) are printed beside: 720/s with 1 client and
 1,633/s with 16.
 
-    .venv/bin/python scripts/bench/http.py [--requests N] [--rounds R] [--clients C]
+    .venv/bin/python scripts/bench/http_server.py [--requests N] [--rounds R] [--clients C]
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and this file (http.py) would
-# shadow the standard library's http package that httpx imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+# (Not named http.py: run as a script, this folder comes first on sys.path, and that
+# name would shadow the standard library's http package for every script here.)
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
