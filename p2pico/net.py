@@ -131,8 +131,10 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.host.exceptions import StreamFailure
+from libp2p.io import utils as _libp2p_io_utils
 from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.io.trio import TrioTCPStream
+from libp2p.io.utils import read_exactly as _read_exactly
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.connection import swarm_connection as _libp2p_swarm_connection
 from libp2p.network.stream.net_stream import NetStream
@@ -512,7 +514,10 @@ async def _buffered_data_body(self: Any, length: int) -> bytes:
         and length > 0
     ):
         return conn._drain(length)
-    return await _original_read_data_body(self, length)
+    # as py-libp2p's _read_data_body, with the read_exactly of libp2p.io (not the name in
+    # yamux's module, which _yamux_read_header may stand in for: a header read only)
+    with trio.fail_after(_libp2p_yamux._yamux_data_read_timeout()):
+        return await _read_exactly(conn, length)
 
 
 async def _direct_tcp_write(self: Any, data: bytes) -> None:
@@ -744,7 +749,6 @@ def _quick_locks(cls: type, *names: str, rw: str | None = None) -> None:
     cls.__init__ = __init__  # type: ignore[misc]
 
 
-_original_read_data_body = Yamux._read_data_body
 _libp2p_noise_logger = logging.getLogger(_libp2p_noise_io.__name__)
 _libp2p_yamux_logger = logging.getLogger(_libp2p_yamux.__name__)
 
@@ -1000,6 +1004,7 @@ def _install_sink(
         return None
     sink = _RpcSink(muxed, on_bytes, nursery)
     conn.stream_buffers[muxed.stream_id] = sink._buffer
+    conn.secured_conn.__dict__["_p2pico_yamux"] = conn  # _yamux_read_header's fast path
     muxed.__dict__["_p2pico_sink"] = sink
     muxed.__class__ = _SinkedYamuxStream
     if buffered:
@@ -1008,6 +1013,111 @@ def _install_sink(
         sink.deliver(pending)
     sink._buffer.sink = sink
     return sink
+
+
+# A yamux frame header: version, type, flags, stream id, length.
+_YAMUX_HEADER_SIZE: Final = _libp2p_yamux.HEADER_SIZE
+_YAMUX_MAX_DATA: Final = _libp2p_yamux.MAX_WINDOW_SIZE
+# DATA frames _yamux_read_header handed straight to a sink (tests read it).
+FAST_FRAMES = [0]
+
+
+def _sink_frame(mux: Any, msg: bytes) -> bool:
+    """If the Noise message ``msg`` is exactly one flagless DATA frame for a stream with a
+    sink, do what ``Yamux.handle_incoming`` does with it (the body to the stream's buffer,
+    i.e. its sink; the receive window; the stream's event) and say True; else change
+    nothing and say False."""
+    if len(msg) <= _YAMUX_HEADER_SIZE:
+        return False
+    _, typ, flags, stream_id, length = _YAMUX_DATA_HEADER.unpack_from(msg)
+    if (
+        typ != _libp2p_yamux.TYPE_DATA
+        or flags
+        or length > _YAMUX_MAX_DATA
+        or len(msg) != _YAMUX_HEADER_SIZE + length
+        or mux.streams_lock.locked()
+        or mux.event_shutting_down.is_set()
+    ):
+        return False
+    buffer = mux.stream_buffers.get(stream_id)
+    stream = mux.streams.get(stream_id)
+    event = mux.stream_events.get(stream_id)
+    if type(buffer) is not _SinkBuffer or buffer.sink is None or stream is None or event is None:
+        return False
+    if stream.closed:
+        return False
+    buffer.extend(msg[_YAMUX_HEADER_SIZE:])  # the sink's callback; it never raises
+    stream.recv_window -= length
+    if stream.recv_window < 0:
+        logger.warning(
+            "yamux stream %d: peer exceeded the receive window by %d bytes",
+            stream_id,
+            -stream.recv_window,
+        )
+        stream.recv_window = 0
+    event.set()
+    FAST_FRAMES[0] += 1
+    return True
+
+
+async def _yamux_read_header(
+    reader: Any, n: int, retry_count: int = _libp2p_io_utils.DEFAULT_RETRY_READ_COUNT
+) -> bytes:
+    """``read_exactly`` as ``Yamux.handle_incoming`` calls it, for each frame's header.
+
+    On a connection with rpc sinks (``_install_sink``) whose Noise session has nothing
+    buffered, the next Noise message is read here; if it is one DATA frame for a sinked
+    stream (py-libp2p and ``_send_frame_now`` send a frame as one message), it is handed
+    over (``_sink_frame``) and the next message read, without going back through
+    py-libp2p's frame loop, the session's buffer and its debug lines; anything else is
+    put in the session's buffer and its header returned, for py-libp2p to handle as
+    usual. The reader then waits on the socket at once, so the task the frame started
+    (a request's handler, an answer's caller) runs next."""
+    if (
+        n != _YAMUX_HEADER_SIZE
+        or type(reader) is not SecureSession
+        or reader.low_watermark != reader.high_watermark
+        or type(reader.conn) is not _libp2p_noise_io.NoiseTransportReadWriter
+    ):
+        return await _read_exactly(reader, n, retry_count)
+    mux = reader.__dict__.get("_p2pico_yamux")
+    if mux is None:
+        return await _read_exactly(reader, n, retry_count)
+    noise = reader.conn
+    while True:
+        msg = await noise.read_msg()
+        if len(msg) < n:  # a header split across messages, or the end: as py-libp2p reads it
+            if msg:
+                reader._fill(msg)
+            return await _read_exactly(reader, n, retry_count)
+        if not _sink_frame(mux, msg):
+            reader._fill(msg)
+            return reader._drain(n)
+
+
+def _fast_sink_frames() -> None:
+    """Let ``_yamux_read_header`` read yamux's frame headers, when py-libp2p still reads
+    them with its module's ``read_exactly`` and nothing else uses that name (our
+    ``_buffered_data_body`` stands in for its ``_read_data_body``)."""
+    incoming: Any = getattr(Yamux, "handle_incoming", None)
+    names = getattr(getattr(incoming, "__code__", None), "co_names", ())
+    if (
+        _SINKS
+        and getattr(_libp2p_yamux, "read_exactly", None) is _read_exactly
+        and "read_exactly" in names
+        and Yamux._read_data_body is _buffered_data_body
+        and all(
+            "read_exactly" not in getattr(getattr(f, "__code__", None), "co_names", ())
+            for name, f in vars(Yamux).items()
+            if name != "handle_incoming" and callable(f)
+        )
+    ):
+        setattr(_libp2p_yamux, "read_exactly", _yamux_read_header)  # noqa: B010
+    elif getattr(_libp2p_yamux, "read_exactly", None) is not _yamux_read_header:
+        logger.warning("rpc frames go through py-libp2p's yamux frame loop (unknown version)")
+
+
+_fast_sink_frames()
 
 
 # --- identity -----------------------------------------------------------------------------

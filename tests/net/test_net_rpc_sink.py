@@ -100,6 +100,19 @@ async def test_both_ends_of_an_rpc_stream_are_sinked(pair: tuple[Net, Net]) -> N
     assert out_streams(a, b) == [out]
 
 
+async def test_rpc_frames_skip_py_libp2p_s_frame_loop_on_both_ends(pair: tuple[Net, Net]) -> None:
+    # _yamux_read_header reads yamux's headers and hands a whole DATA frame for a sinked
+    # stream to its sink itself: each request and each answer is one such frame
+    assert net_module._libp2p_yamux.read_exactly is net_module._yamux_read_header
+    a, b = pair
+    b.set_handler(ECHO, echo)
+    assert await a.request(b.peer_id, ECHO, b"first") == b"first"  # opens and sinks the stream
+    before = net_module.FAST_FRAMES[0]
+    for i in range(20):
+        assert await a.request(b.peer_id, ECHO, b"x" * i) == b"x" * i
+    assert net_module.FAST_FRAMES[0] - before == 40  # 20 requests at b, 20 answers at a
+
+
 async def test_requests_split_across_data_frames_and_packed_into_one(
     pair: tuple[Net, Net],
 ) -> None:
