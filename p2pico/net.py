@@ -537,14 +537,20 @@ async def _direct_tcp_write(self: Any, data: bytes) -> None:
                 sent = 0
         if sent >= len(data):
             return
-        try:
-            await stream.send_all(memoryview(data)[sent:])
-        except trio.BrokenResourceError as error:
-            raise ConnectionClosedError(
-                f"TCP connection reset by remote peer: {error}", transport="tcp"
-            ) from error
-        except trio.ClosedResourceError:
-            logger.debug("write on a TCP connection closed here")
+        await _send_rest(stream, memoryview(data)[sent:])
+
+
+async def _send_rest(stream: Any, data: bytes | memoryview) -> None:
+    """trio's ``send_all`` on a TCP stream, its errors as py-libp2p raises them: a broken
+    connection is ``ConnectionClosedError``, a socket closed here returns quietly."""
+    try:
+        await stream.send_all(data)
+    except trio.BrokenResourceError as error:
+        raise ConnectionClosedError(
+            f"TCP connection reset by remote peer: {error}", transport="tcp"
+        ) from error
+    except trio.ClosedResourceError:
+        logger.debug("write on a TCP connection closed here")
 
 
 async def _lean_read_stream(self: Any, stream_id: int, n: int | None = -1) -> bytes:
@@ -718,13 +724,7 @@ async def _finish_frame(conn: Any, tcp: Any, tail: bytes) -> None:
     """Send the tail ``_send_frame_now`` left, as ``_direct_tcp_write`` would, and free the
     write locks it took."""
     try:
-        await tcp.stream.send_all(tail)
-    except trio.BrokenResourceError as error:
-        raise ConnectionClosedError(
-            f"TCP connection reset by remote peer: {error}", transport="tcp"
-        ) from error
-    except trio.ClosedResourceError:
-        logger.debug("write on a TCP connection closed here")
+        await _send_rest(tcp.stream, tail)
     finally:
         tcp.write_lock.release()
         conn._write_lock.release()

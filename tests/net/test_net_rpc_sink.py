@@ -372,10 +372,9 @@ async def test_a_malformed_request_resets_the_stream(pair: tuple[Net, Net]) -> N
         await until(lambda: ID.from_base58(a.peer_id) not in b._rpc_inbound)
 
 
-async def test_bytes_buffered_before_the_sink_are_handed_over_first(pair: tuple[Net, Net]) -> None:
-    """The rpc server starts only after three requests (one cut short) wait in yamux's
-    buffer; they are answered, in order, with the ones sent after the sink is in."""
-    a, b = pair
+async def late_rpc_stream(a: Net, b: Net) -> tuple[trio.Event, list[Any], Any]:
+    """A stream from ``a`` to ``b`` whose rpc server at ``b`` starts only once the gate is
+    set (bytes wait in yamux's buffer meanwhile); ``seen`` gets b's yamux stream."""
     b.set_handler(ECHO, echo)
     gate = trio.Event()
     seen: list[Any] = []
@@ -387,6 +386,14 @@ async def test_bytes_buffered_before_the_sink_are_handed_over_first(pair: tuple[
 
     b._host.set_stream_handler(TProtocol(LATE), late_rpc)
     stream = await a._host.new_stream(ID.from_base58(b.peer_id), [TProtocol(LATE)])
+    return gate, seen, stream
+
+
+async def test_bytes_buffered_before_the_sink_are_handed_over_first(pair: tuple[Net, Net]) -> None:
+    """The rpc server starts only after three requests (one cut short) wait in yamux's
+    buffer; they are answered, in order, with the ones sent after the sink is in."""
+    a, b = pair
+    gate, seen, stream = await late_rpc_stream(a, b)
     frames = [request_frame(i, f"r{i}".encode()) for i in range(5)]
     early = b"".join(frames[:3]) + frames[3][:2]
     await stream.write(early)
@@ -418,17 +425,7 @@ async def test_a_stream_closed_before_the_sink_is_read_as_before(pair: tuple[Net
     """The requester wrote and closed before the server started: no sink (the stream is
     not open for reading); the request is read from the buffer and answered."""
     a, b = pair
-    b.set_handler(ECHO, echo)
-    gate = trio.Event()
-    seen: list[Any] = []
-
-    async def late_rpc(stream: Any) -> None:
-        seen.append(stream.muxed_stream)
-        await gate.wait()
-        await b._serve_rpc(stream)
-
-    b._host.set_stream_handler(TProtocol(LATE), late_rpc)
-    stream = await a._host.new_stream(ID.from_base58(b.peer_id), [TProtocol(LATE)])
+    gate, seen, stream = await late_rpc_stream(a, b)
     await stream.write(request_frame(0, b"before the fin"))
     await stream.close()
     with trio.fail_after(10):
