@@ -38,6 +38,17 @@ OPS = st.lists(
 SLOW = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def apply_op(
+    store: MemoryBlockStore, root: CID, model: dict[str, object], key: str, op: str, value: object
+) -> CID:
+    """One "set" or "delete" on the HAMT at ``root`` and on its dict ``model``; the new root."""
+    if op == "set":
+        model[key] = value
+        return hamt.set(store, root, key, value)
+    model.pop(key, None)
+    return hamt.delete(store, root, key)
+
+
 def node_count(store: MemoryBlockStore, root: CID) -> int:
     return sum(1 for _ in walk(store, root))
 
@@ -196,12 +207,7 @@ def test_matches_dict_model_and_is_canonical(ops: list[tuple[str, tuple[str, obj
     model: dict[str, object] = {}
     root = hamt.empty(store)
     for key, (op, value) in ops:
-        if op == "set":
-            root = hamt.set(store, root, key, value)
-            model[key] = value
-        else:
-            root = hamt.delete(store, root, key)
-            model.pop(key, None)
+        root = apply_op(store, root, model, key, op, value)
     assert hamt.to_dict(store, root) == model
     for key in model:
         assert hamt.get(store, root, key) == model[key]
@@ -469,12 +475,7 @@ def test_updates_match_build_at_every_width(
     root = hamt.empty(store, bit_width=width)
     history: list[tuple[CID, dict[str, object]]] = [(root, {})]
     for key, (op, value) in ops:
-        if op == "set":
-            root = hamt.set(store, root, key, value)
-            model[key] = value
-        else:
-            root = hamt.delete(store, root, key)
-            model.pop(key, None)
+        root = apply_op(store, root, model, key, op, value)
         history.append((root, dict(model)))
     assert hamt.bit_width(store, root) == width
     assert hamt.to_dict(store, root) == model

@@ -75,6 +75,19 @@ def sinked(muxed: Any) -> bool:
     )
 
 
+async def read_answers(stream: Any, n: int) -> dict[int, bytes]:
+    """The answers to requests 0..n-1 read off a raw rpc stream, by request id."""
+    client = RpcClient()
+    for _ in range(n):  # the client only checks ids; it must know them as pending
+        client.start_request(ECHO, b"")
+    got: dict[int, bytes] = {}
+    with trio.fail_after(10):
+        while len(got) < n:
+            for answer in client.receive(await stream.read(65536)):
+                got[answer.id] = answer.body  # type: ignore[union-attr]
+    return got
+
+
 async def until(condition: Any) -> None:
     with trio.fail_after(10):
         while not condition():
@@ -126,14 +139,7 @@ async def test_requests_split_across_data_frames_and_packed_into_one(
     await stream.write(frames[1][:3])
     await stream.write(frames[1][3:])
     await stream.write(b"".join(frames[2:]))
-    client = RpcClient()
-    for _ in range(6):  # the client only checks ids; it must know them as pending
-        client.start_request(ECHO, b"")
-    got: dict[int, bytes] = {}
-    with trio.fail_after(10):
-        while len(got) < 6:
-            for answer in client.receive(await stream.read(65536)):
-                got[answer.id] = answer.body  # type: ignore[union-attr]
+    got = await read_answers(stream, 6)
     assert got == {i: f"body {i}".encode() * (i + 1) for i in range(6)}
     await stream.close()
     with trio.fail_after(10):  # the responder closes its side after our EOF
@@ -543,12 +549,4 @@ async def test_a_frame_the_kernel_takes_in_part_is_finished_whole(
     assert not conn._write_lock.locked()
     assert not tcp.write_lock.locked()
     assert await net_module._write_shielded(stream, request_frame(1, b"next")) is None
-    client = RpcClient()
-    client.start_request(ECHO, b"")
-    client.start_request(ECHO, b"")
-    got: dict[int, bytes] = {}
-    with trio.fail_after(10):
-        while len(got) < 2:
-            for answer in client.receive(await stream.read(65536)):
-                got[answer.id] = answer.body  # type: ignore[union-attr]
-    assert got == {0: body, 1: b"next"}
+    assert await read_answers(stream, 2) == {0: body, 1: b"next"}
