@@ -130,6 +130,18 @@ def head_payload(
     )
 
 
+def looks_like_head(data: bytes) -> bool:
+    """Whether block bytes begin as a head block does (the envelope and the payload's
+    fixed start): a cheap filter before ``verify_head`` when scanning many blocks."""
+    return data[:3] == _ENVELOPE_PREFIX and data[67 : 67 + len(_PAYLOAD_PREFIX)] == _PAYLOAD_PREFIX
+
+
+def head_seq_prev(block: Block) -> tuple[int, CID | None]:
+    """A head block's seq and prev, read without verifying it (InvalidHead if it has no
+    such shape): for walking a chain whose newest head was verified."""
+    return _body(block)
+
+
 def verify_head(block: Block) -> Head:
     """Check shape, header, signer and signature of a head block; return its body."""
     try:

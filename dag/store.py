@@ -404,6 +404,17 @@ class SqliteBlockStore:
         rows = self._db.execute("SELECT cid FROM blk ORDER BY id").fetchall()
         return (CID.parse(bytes(r[0])) for r in rows)
 
+    def tail_id(self) -> int:
+        """The id of the newest block this connection knows of (ids grow with each insert)."""
+        return self._tail
+
+    def blocks_after(self, after: int) -> Iterator[tuple[int, CID, bytes]]:
+        """(id, cid, data) of the blocks with ids above `after`, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, cid, data FROM blk WHERE id > ? ORDER BY id", (after,)
+        ).fetchall()
+        return ((int(i), CID.parse(bytes(c)), bytes(d)) for i, c, d in rows)
+
     def __len__(self) -> int:
         (n,) = self._db.execute("SELECT count(*) FROM blk").fetchone()
         return int(n)

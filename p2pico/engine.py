@@ -116,6 +116,9 @@ MAX_INBOX = 1000
 # any they are dropped (an idle pico costs its Pico object only), and the next item
 # starts them again.
 IDLE_SECONDS = 5.0
+# Head pointers noted after group commits reach node.sqlite this long after the first of a
+# batch (p2pico.home: a crash before then loses no commit; opening the home finds them).
+HEADS_FLUSH_SECONDS = 1.0
 # A pico moved here waits this long for its old host's "drained" before it serves
 # direct traffic anyway (the old host may have died mid-drain).
 DRAIN_TIMEOUT = 30.0
@@ -1115,6 +1118,7 @@ class Engine:
         # id(pico) -> its worker, while it has one (see _reap_idle)
         self._workers: dict[int, _Worker] = {}
         self._worker_started = trio.Event()
+        self._heads_noted = trio.Event()  # set when home has head pointers to write
         # picos hosted here that could not be loaded at start, with the reason
         self.unloadable: dict[str, str] = {}
         # set when a hosted pico's jobs may have changed (p2pico.scheduler waits on it)
@@ -1170,6 +1174,7 @@ class Engine:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._reap_idle)
+            nursery.start_soon(self._flush_heads)
             for hosted in self.home.hosted():
                 try:
                     pico = self._load(hosted.did, hosted.keypair, hosted.head)
@@ -1184,6 +1189,24 @@ class Engine:
                 await trio.sleep_forever()
             finally:
                 self.krl_http.close()  # shutting down: a request still under way fails
+                self._flush_heads_now()
+
+    async def _flush_heads(self) -> None:
+        """Write the head pointers noted after group commits, HEADS_FLUSH_SECONDS after
+        the first one of a batch (one node.sqlite transaction for all of them)."""
+        while True:
+            await self._heads_noted.wait()
+            await trio.sleep(HEADS_FLUSH_SECONDS)
+            self._heads_noted = trio.Event()
+            self._flush_heads_now()
+
+    def _flush_heads_now(self) -> None:
+        if not self.home.heads_pending:
+            return
+        try:
+            self.home.flush_heads()
+        except Exception as e:  # kept in memory (and in the blocks): the next flush retries
+            log.error("writing %d head pointers failed: %s", self.home.heads_pending, e)
 
     def set_http_url(self, base_url: str) -> None:
         """The node's HTTP API is at ``base_url``: `meta:host`, and refused to http:."""
@@ -2025,12 +2048,11 @@ class Engine:
                 prepared.error = e
             else:
                 finished.append(prepared)
-        try:  # the head pointers of the whole group: one transaction in node.sqlite
-            self.home.set_heads((p.pico.did, p.pico.head) for p in finished)
-        except Exception as e:
-            log.exception("head pointers of a group of %d picos", len(finished))
-            for prepared in finished:
-                prepared.error = e
+        # the head pointers: in node.sqlite within HEADS_FLUSH_SECONDS (_flush_heads), and
+        # found again in the blocks if the process dies before (p2pico.home)
+        self.home.note_heads((p.pico.did, p.pico.head) for p in finished)
+        if finished:
+            self._heads_noted.set()
 
     async def _move_later(self, pico: Pico, to: str) -> None:
         assert self.move_hook is not None

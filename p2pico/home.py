@@ -12,20 +12,32 @@ Layout of ``--home DIR`` (default ``~/.p2pico``):
 
 A pico's state lives only in blocks; node.sqlite holds pointers to it (the head
 CID) and the pico's private key, which never enters a block.
+
+Head pointers after a group commit are written later (``note_heads``, then
+``flush_heads``, which the engine calls about once a second and at shutdown), so an
+event's commit costs one SQLite transaction, not two.  Nothing is lost if the process
+dies in between: the head blocks are in blocks.sqlite, and opening the home reads the
+blocks appended since the last flush (``settings.heads_upto``, a block id) and moves
+each hosted pico's pointer to the newest head found there that extends it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dag.block import Block
 from dag.cid import CID
 from dag.did import Keypair
+from dag.head import InvalidHead, head_seq_prev, looks_like_head, verify_head
 from dag.store import SqliteBlockStore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HOME = Path("~/.p2pico").expanduser()
 
@@ -84,6 +96,9 @@ class Home:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        # head pointers noted after group commits, not yet in the picos table
+        self._dirty: dict[str, CID] = {}
+        self._recover_heads()
 
     @staticmethod
     def _load_or_create_key(file: Path) -> Keypair:
@@ -101,18 +116,23 @@ class Home:
         return key
 
     def close(self) -> None:
+        self.flush_heads()
         self._db.close()
         self.blocks.close()
 
     # -- hosted picos ----------------------------------------------------------
 
     def hosted(self) -> list[HostedPico]:
+        """The picos hosted here, with their current head (noted ones included)."""
         rows = self._db.execute("SELECT did, seed, head FROM picos ORDER BY did").fetchall()
+        dirty = self._dirty
         return [
-            HostedPico(did, Keypair.from_seed(seed), CID.parse(head)) for did, seed, head in rows
+            HostedPico(did, Keypair.from_seed(seed), dirty.get(did) or CID.parse(head))
+            for did, seed, head in rows
         ]
 
     def save_pico(self, did: str, keypair: Keypair, head: CID) -> None:
+        self._dirty.pop(did, None)
         self._db.execute(
             "INSERT INTO picos (did, seed, head) VALUES (?, ?, ?) "
             "ON CONFLICT(did) DO UPDATE SET head = excluded.head, seed = excluded.seed",
@@ -120,25 +140,95 @@ class Home:
         )
 
     def set_head(self, did: str, head: CID) -> None:
+        self._dirty.pop(did, None)
         self._db.execute("UPDATE picos SET head = ? WHERE did = ?", (head.buffer, did))
 
-    def set_heads(self, heads: Iterable[tuple[str, CID]]) -> None:
-        """Several picos' head pointers in one transaction (after a group commit)."""
-        rows = [(head.buffer, did) for did, head in heads]
-        if len(rows) <= 1:  # none, or one: an autocommit UPDATE is its own transaction
-            for row in rows:
-                self._db.execute("UPDATE picos SET head = ? WHERE did = ?", row)
-            return
+    def note_heads(self, heads: Iterable[tuple[str, CID]]) -> None:
+        """Several picos' new head pointers (after a group commit), written by the next
+        ``flush_heads``; their head blocks are committed already (see the module's doc)."""
+        self._dirty.update(heads)
+
+    @property
+    def heads_pending(self) -> int:
+        """How many noted head pointers wait for ``flush_heads``."""
+        return len(self._dirty)
+
+    def flush_heads(self) -> None:
+        """Write the noted head pointers, and the block id they cover, in one transaction."""
+        rows = [(head.buffer, did) for did, head in self._dirty.items()]
+        upto = self.blocks.tail_id()
         self._db.execute("BEGIN")
         try:
             self._db.executemany("UPDATE picos SET head = ? WHERE did = ?", rows)
+            self._set_heads_upto(upto)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        self._dirty.clear()
+
+    def _set_heads_upto(self, upto: int) -> None:
+        self._db.execute(
+            "INSERT INTO settings (key, value) VALUES ('heads_upto', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (str(upto),),
+        )
+
+    def _recover_heads(self) -> None:
+        """Move each hosted pico's pointer to the newest head among the blocks appended
+        since the last ``flush_heads`` that extends it (a crash lost the pointer, never the
+        commit).  A head that is not validly signed, or does not lead back to the
+        pointer through its prev links, is left alone."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = 'heads_upto'").fetchone()
+        tail = self.blocks.tail_id()
+        if row is None:  # a new home, or one whose pointers were always written at once
+            self._set_heads_upto(tail)
+            return
+        upto = int(row[0])
+        if upto >= tail:
+            return
+        pointers = {
+            did: CID.parse(head) for did, head in self._db.execute("SELECT did, head FROM picos")
+        }
+        newest: dict[str, tuple[int, CID]] = {}
+        for _, cid, data in self.blocks.blocks_after(upto):
+            if not looks_like_head(data):
+                continue
+            try:
+                head = verify_head(Block.decode(cid, data))
+            except (InvalidHead, ValueError):
+                continue
+            if head.pico in pointers and head.seq > newest.get(head.pico, (-1, cid))[0]:
+                newest[head.pico] = (head.seq, head.cid)
+        for did, (seq, cid) in newest.items():
+            current = pointers[did]
+            if cid != current and self._extends(cid, current):
+                self._db.execute("UPDATE picos SET head = ? WHERE did = ?", (cid.buffer, did))
+                log.info("home: head of %s recovered from its blocks: seq %d %s", did, seq, cid)
+        self._set_heads_upto(tail)
+
+    def _extends(self, new: CID, old: CID) -> bool:
+        """Whether the chain back from head `new` passes through head `old`."""
+        try:
+            block = self.blocks.get_block(old)
+            if block is None:
+                return False
+            old_seq = head_seq_prev(block)[0]
+            cid = new
+            while (block := self.blocks.get_block(cid)) is not None:
+                seq, prev = head_seq_prev(block)
+                if seq <= old_seq:
+                    return cid == old
+                if prev is None:
+                    return False
+                cid = prev
+            return False
+        except (InvalidHead, ValueError):
+            return False
 
     def forget_pico(self, did: str) -> None:
         """The pico moved away: drop its key and head pointer (its blocks stay until GC)."""
+        self._dirty.pop(did, None)
         self._db.execute("DELETE FROM picos WHERE did = ?", (did,))
 
     # -- location records ------------------------------------------------------
