@@ -405,8 +405,9 @@ class SqliteBlockStore:
         return (CID.parse(bytes(r[0])) for r in rows)
 
     def tail_id(self) -> int:
-        """The id of the newest block this connection knows of (ids grow with each insert)."""
-        return self._tail
+        """The id of the newest committed block this connection knows of (ids grow with
+        each insert; inside an open write transaction, the id before it began)."""
+        return self._tail if self._saved is None else self._saved[5]
 
     def blocks_after(self, after: int) -> Iterator[tuple[int, CID, bytes]]:
         """(id, cid, data) of the blocks with ids above `after`, oldest first."""

@@ -153,3 +153,21 @@ async def test_a_clean_close_leaves_nothing_to_scan(tmp_path: Path) -> None:
     assert int(upto) == again.blocks.tail_id()
     assert {h.did: h.head for h in again.hosted()}[did].buffer == pointer(tmp_path, did)
     again.close()
+
+
+def test_the_tail_id_inside_a_write_transaction_is_the_committed_one(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    store = home.blocks
+    store.put(Block.encode({"n": 1}))
+    committed = store.tail_id()
+    try:
+        with store.group():
+            store.put(Block.encode({"n": 2}))
+            assert store.tail_id() == committed  # the insert may still roll back
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    assert store.tail_id() == committed
+    store.put(Block.encode({"n": 3}))
+    assert store.tail_id() == committed + 1
+    home.close()
