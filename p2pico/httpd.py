@@ -23,7 +23,9 @@ at a time (pipelined ones wait in the codec's buffer), keep-alive as HTTP/1.x sa
   after a partial response the connection closes; after a complete one it goes on.
   A malformed request gets its 4xx/5xx with a plain-text reason, then the close.
 - Timeouts: IDLE_TIMEOUT between requests (as hypercorn's keep-alive timeout),
-  HEADER_TIMEOUT for a request's head once its first byte came (slowloris).
+  HEADER_TIMEOUT for a request's head once its first byte came (slowloris), and
+  BODY_TIMEOUT between two reads of a body the app is reading (nginx's
+  client_body_timeout): then the app gets ``http.disconnect`` and the client a 408.
 - No lifespan scope: p2pico.http's app has no startup or shutdown handlers.
 """
 
@@ -46,6 +48,7 @@ log = logging.getLogger("p2pico.httpd")
 
 IDLE_TIMEOUT = 5.0  # seconds a kept-alive connection may sit between requests
 HEADER_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its head
+BODY_TIMEOUT = 30.0  # seconds a body being read may send nothing
 CLOSE_LINGER = 1.0  # seconds a closing connection reads what the client still sends
 READ_SIZE = 65536
 BACKLOG = 1024
@@ -102,12 +105,13 @@ async def serve(
     task_status: Any = trio.TASK_STATUS_IGNORED,
     idle_timeout: float = IDLE_TIMEOUT,
     header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
     max_body: int = http1.MAX_BODY,
 ) -> None:
     """Serve ``app`` on ``bind`` until cancelled; ``task_status.started([url])``."""
     sock = _listen(bind)
     listener = trio.socket.from_stdlib_socket(sock)
-    server = _Server(app, idle_timeout, header_timeout, max_body)
+    server = _Server(app, idle_timeout, header_timeout, body_timeout, max_body)
     try:
         async with trio.open_nursery() as nursery:
             task_status.started([_url(sock)])
@@ -128,10 +132,13 @@ async def serve(
 
 
 class _Server:
-    def __init__(self, app: ASGIApp, idle: float, header: float, max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, idle: float, header: float, body: float, max_body: int
+    ) -> None:
         self.app = app
         self.idle_timeout = idle
         self.header_timeout = header
+        self.body_timeout = body
         self.max_body = max_body
 
     async def connection(self, stream: trio.SocketStream) -> None:
@@ -365,10 +372,17 @@ class _Cycle:
                     return {"type": "http.request", "body": body, "more_body": False}
                 if chunks:
                     return {"type": "http.request", "body": b"".join(chunks), "more_body": True}
+                timeout = conn.server.body_timeout
                 try:
-                    data = await conn.stream.receive_some(READ_SIZE)
+                    with trio.move_on_after(timeout) as timer:
+                        data = await conn.stream.receive_some(READ_SIZE)
                 except _CONNECTION_GONE:
                     conn.disconnected = True
+                    return _DISCONNECT
+                if timer.cancelled_caught:
+                    self.error = http1.ProtocolError(
+                        408, f"request body stalled: nothing came for {timeout} s"
+                    )
                     return _DISCONNECT
                 h.receive_data(data)
         # The body is read: wait for the end of the response, or for the client to leave.

@@ -440,6 +440,40 @@ async def test_slow_headers_time_out(autojump_clock: trio.testing.MockClock) -> 
         assert trio.current_time() - start == pytest.approx(httpd.HEADER_TIMEOUT)
 
 
+async def test_a_stalled_body_is_a_408_and_the_app_sees_a_disconnect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Any) -> None:
+        while True:
+            message = await receive()
+            seen.append(message)
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                return
+
+    async with server(app) as url:
+        stream = await connect(url)
+        await stream.send_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
+        start = trio.current_time()
+        for _ in range(3):  # data that keeps coming keeps the body alive
+            await trio.sleep(httpd.BODY_TIMEOUT / 2)
+            await stream.send_all(b"0123456789")
+        status, _, body = await read_response(stream, bytearray())
+        assert status == 408
+        assert body == b"request body stalled: nothing came for 30.0 s\n"
+        assert trio.current_time() - start == pytest.approx(2.5 * httpd.BODY_TIMEOUT)
+        assert [m["type"] for m in seen][-1] == "http.disconnect"
+        assert b"".join(m.get("body", b"") for m in seen) == b"0123456789" * 3
+        assert await at_eof(stream)
+        # and the server goes on
+        again = await connect(url)
+        await again.send_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok")
+        status, _, _ = await read_response(again, bytearray())
+        assert status == 500  # this app never responds
+        assert seen[-1] == {"type": "http.request", "body": b"ok", "more_body": False}
+
+
 async def test_idle_connections_close(autojump_clock: trio.testing.MockClock) -> None:
     async with server(Recorder()) as url:
         stream = await connect(url)
