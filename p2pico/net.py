@@ -596,24 +596,54 @@ async def _lean_read_stream(self: Any, stream_id: int, n: int | None = -1) -> by
 
 
 async def _lean_noise_read_msg(self: Any, prefix_encoded: bool = False) -> bytes:
-    """``NoiseTransportReadWriter.read_msg``: one Noise message, decrypted. When the TCP
-    stream's read buffer (``_buffered_tcp_read``) already holds the whole message, its
-    2-byte length and body are taken from there in one step; otherwise read as py-libp2p
-    does (its three debug lines are formatted only when debug logging is on)."""
+    """``NoiseTransportReadWriter.read_msg``: one Noise message, decrypted.
+
+    On a TCP stream with our read buffer (``_buffered_tcp_read``) the message's 2-byte
+    length and body are cut from that buffer, which is filled straight from the socket
+    (``_tcp_receive_more``) until it holds the whole message: no msgio, raw-connection
+    or buffered-read calls per length and body. At EOF or an error it reads as py-libp2p
+    does, which then fails as py-libp2p fails (its three debug lines are formatted only
+    when debug logging is on)."""
     tcp = getattr(getattr(self.read_writer, "read_write_closer", None), "stream", None)
     if not prefix_encoded and type(tcp) is TrioTCPStream:
-        kept: bytes = tcp.__dict__.get("_p2pico_kept", b"")
-        if len(kept) >= 2:
-            end = 2 + int.from_bytes(kept[:2], "big")
-            if len(kept) >= end:
-                tcp._p2pico_kept = kept[end:]  # type: ignore[attr-defined]
-                return self.decrypt(kept[2:end])  # type: ignore[no-any-return]
+        while True:
+            kept: bytes = tcp.__dict__.get("_p2pico_kept", b"")
+            if len(kept) >= 2:
+                end = 2 + int.from_bytes(kept[:2], "big")
+                if len(kept) >= end:
+                    tcp._p2pico_kept = kept[end:]  # type: ignore[attr-defined]
+                    return self.decrypt(kept[2:end])  # type: ignore[no-any-return]
+            if not await _tcp_receive_more(tcp):
+                break
     encrypted = await self.read_writer.read_msg()
     if _libp2p_noise_logger.isEnabledFor(logging.DEBUG):
         _libp2p_noise_logger.debug("Noise read_msg: read %d encrypted bytes", len(encrypted))
     if prefix_encoded:
         encrypted = encrypted[len(self.prefix) :]
     return self.decrypt(encrypted)  # type: ignore[no-any-return]
+
+
+async def _tcp_receive_more(tcp: Any) -> bool:
+    """Receive more bytes onto the end of the TCP stream's read buffer; False (nothing
+    changed) at EOF or on a connection closed here, ConnectionClosedError on a reset one
+    (as ``_buffered_tcp_read``). The Noise reader is the stream's only reader once the
+    handshake is done, so the buffer holds the start of its next message while it waits."""
+    async with tcp.read_lock:
+        kept: bytes = tcp.__dict__.get("_p2pico_kept", b"")
+        try:
+            data = await tcp.stream.receive_some(_READ_CHUNK)
+        except trio.BrokenResourceError as error:  # as _buffered_tcp_read says it
+            raise ConnectionClosedError(
+                f"TCP connection reset by remote peer: {error}", transport="tcp"
+            ) from error
+        except trio.ClosedResourceError:
+            return False
+        if not data:
+            return False
+        if tcp.__dict__.get("_p2pico_kept", b"") is not kept:  # pragma: no cover - one reader
+            raise RuntimeError("the TCP read buffer changed while its reader waited")
+        tcp._p2pico_kept = kept + data if kept else data
+        return True
 
 
 _YAMUX_DATA_HEADER: Final = struct.Struct(_libp2p_yamux.YAMUX_HEADER_FORMAT)

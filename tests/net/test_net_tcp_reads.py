@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from libp2p.io.exceptions import ConnectionClosedError
+from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
 from libp2p.io.trio import TrioTCPStream
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.security.noise.io import NoisePacketReadWriter
 
 from p2pico import net as net_module
 
@@ -79,3 +81,48 @@ async def test_concurrent_readers_get_disjoint_bytes_in_order() -> None:
         nursery.start_soon(reader)
     assert got == [b"0123", b"4567", b"89"]
     assert len(raw.asked) == 1
+
+
+# -- Noise messages cut straight from the buffer (_lean_noise_read_msg) --------------------
+
+
+class Transport:
+    """What ``_lean_noise_read_msg`` uses of py-libp2p's NoiseTransportReadWriter: its packet
+    reader over a raw connection over our TCP stream, and ``decrypt`` (marked, not undone)."""
+
+    prefix = b""
+
+    def __init__(self, raw: Chunks) -> None:
+        self.read_writer = NoisePacketReadWriter(RawConnection(tcp(raw), initiator=False))
+
+    def decrypt(self, data: bytes) -> bytes:
+        return b"<" + data + b">"
+
+
+async def lean(raw: Chunks) -> bytes:
+    return await net_module._lean_noise_read_msg(Transport(raw))
+
+
+async def test_noise_messages_come_whole_from_any_split_of_the_bytes() -> None:
+    wire = b"\x00\x05hello\x00\x00\x00\x03abc"
+    for cuts in ([], [1], [1, 2, 3], [6, 7, 8, 9], list(range(1, len(wire)))):
+        pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+        raw = Chunks(*pieces)
+        transport = Transport(raw)
+        got = [await net_module._lean_noise_read_msg(transport) for _ in range(3)]
+        assert got == [b"<hello>", b"<>", b"<abc>"], cuts
+        assert len(raw.asked) == len(pieces)  # one receive per piece, none wasted
+
+
+async def test_a_message_cut_short_fails_as_py_libp2p_fails() -> None:
+    for wire in (b"\x00", b"\x00\x05hel"):
+        with pytest.raises(IncompleteReadError) as ours:
+            await lean(Chunks(wire))
+        with pytest.raises(IncompleteReadError) as theirs:  # py-libp2p's own reader
+            await NoisePacketReadWriter(
+                RawConnection(tcp(Chunks(wire)), initiator=False)
+            ).read_msg()
+        assert type(ours.value) is type(theirs.value)
+        assert str(ours.value) == str(theirs.value)
+    with pytest.raises(ConnectionClosedError, match="reset by remote peer"):
+        await lean(Chunks(b"\x00\x05he", trio.BrokenResourceError("reset")))
