@@ -12,7 +12,9 @@ to the host, which each case measures in the same run. Prints JSON, then a table
    meanwhile), beside ``local;dur=…`` of the same event run on A.  CPU per event of each
    process from /proc: the hop's CPU is the routed run's (A + B) less the local run's
    (the same HTTP request and event, without the hop); B's share is its trio thread's
-   CPU during the leg (``cpu;dur=…`` in the same header), A's the rest;
+   CPU during the leg (``cpu;dur=…`` in the same header), A's the rest. Each row also
+   gives this machine's speed before and after it (``reference_ms``: a fixed
+   pure-Python loop, lower is faster), since a VM's speed moves with its host's load;
 2. throughput: E engines, each hosting picos, S concurrent senders each sending to an
    engine that does not host its pico (every event takes one mesh hop), events/s and
    p50/p99; beside it, the same senders straight to the hosts;
@@ -202,10 +204,25 @@ def cpu_seconds(node: NodeProcess) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def reference_ms() -> float:
+    """This machine's speed now: the best of three runs of a fixed pure-Python loop, in
+    ms of this process's CPU. On a VM it moves with the host's load (115-170 ms seen
+    here within a minute), and the latency rows move with it; the rows print it."""
+    best = math.inf
+    for _ in range(3):
+        start = time.process_time()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        best = min(best, time.process_time() - start)
+    return round(best * 1000, 1)
+
+
 # -- 1. latency ------------------------------------------------------------------------
 
 
 async def bench_latency(a: NodeProcess, b: NodeProcess, n: int) -> dict[str, object]:
+    reference_before = reference_ms()
     async with client(a) as ca, client(b) as cb:
         did = (await new_pico(ca, COUNTER))["did"]
         rows: dict[str, dict[str, object]] = {}
@@ -253,6 +270,8 @@ async def bench_latency(a: NodeProcess, b: NodeProcess, n: int) -> dict[str, obj
             "b": round(relay, 3),  # the relay: send, wait, take the answer
             "a": round(both - relay, 3),  # the host: take the request, answer it
         },
+        # the machine's speed before and after the row (reference_ms: lower is faster)
+        "reference_ms": [reference_before, reference_ms()],
     }
 
 
@@ -559,13 +578,15 @@ def main() -> None:
             loc, rou = r["local"], r["routed"]
             assert isinstance(loc, dict)
             assert isinstance(rou, dict)
-            hop_cpu = r["hop_cpu_ms"]
+            hop_cpu, reference = r["hop_cpu_ms"], r["reference_ms"]
             assert isinstance(hop_cpu, dict)
+            assert isinstance(reference, list)
             print(
                 f"{case}: local p50 {loc['p50_ms']} p99 {loc['p99_ms']} ms; routed p50 "
                 f"{rou['p50_ms']} p99 {rou['p99_ms']} ms; DID-routed leg (B's Server-Timing) "
                 f"p50 {r['hop_p50_ms']} ms (goal ≤ 2), p99 {r['hop_p99_ms']} ms (goal ≤ 10); "
-                f"hop CPU {hop_cpu['both']} ms (relay B {hop_cpu['b']}, host A {hop_cpu['a']})"
+                f"hop CPU {hop_cpu['both']} ms (relay B {hop_cpu['b']}, host A {hop_cpu['a']}); "
+                f"machine reference loop {reference[0]} → {reference[1]} ms"
             )
             if "persistent" in case and wire_cpu is not None:
                 # where py-libp2p binds: its own round trip, both ends, no p2pico code
