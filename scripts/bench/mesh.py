@@ -13,8 +13,9 @@ to the host, which each case measures in the same run. Prints JSON, then a table
    process from /proc: the hop's CPU is the routed run's (A + B) less the local run's
    (the same HTTP request and event, without the hop); B's share is its trio thread's
    CPU during the leg (``cpu;dur=…`` in the same header), A's the rest. Each row also
-   gives this machine's speed before and after it (``reference_ms``: a fixed
-   pure-Python loop, lower is faster), since a VM's speed moves with its host's load;
+   gives this machine's speed just before and after the routed run (``reference_ms``:
+   a fixed pure-Python loop, lower is faster), since a VM's speed moves with its host's
+   load;
 2. throughput: E engines, each hosting picos, S concurrent senders each sending to an
    engine that does not host its pico (every event takes one mesh hop), events/s and
    p50/p99; beside it, the same senders straight to the hosts;
@@ -222,7 +223,7 @@ def reference_ms() -> float:
 
 
 async def bench_latency(a: NodeProcess, b: NodeProcess, n: int) -> dict[str, object]:
-    reference_before = reference_ms()
+    reference: list[float] = []
     async with client(a) as ca, client(b) as cb:
         did = (await new_pico(ca, COUNTER))["did"]
         rows: dict[str, dict[str, object]] = {}
@@ -230,9 +231,13 @@ async def bench_latency(a: NodeProcess, b: NodeProcess, n: int) -> dict[str, obj
         for name, c in (("local", ca), ("routed", cb)):
             for _ in range(50):  # warm-up: connections, record look-ups, caches
                 await event(c, did, "counter", "inc", {"by": 1})
+            if name == "routed":  # the nodes are idle now, as they are right after
+                reference.append(reference_ms())
             a0, b0 = cpu_seconds(a), cpu_seconds(b)
             timed = [await timed_event(c, did, "counter", "inc", {"by": 1}) for _ in range(n)]
             cpu_a, cpu_b = cpu_seconds(a) - a0, cpu_seconds(b) - b0
+            if name == "routed":
+                reference.append(reference_ms())
             legs = {leg for _, leg, _, _ in timed}
             if legs != {name}:
                 raise SystemExit(f"{name} events reported Server-Timing legs {legs}")
@@ -270,8 +275,8 @@ async def bench_latency(a: NodeProcess, b: NodeProcess, n: int) -> dict[str, obj
             "b": round(relay, 3),  # the relay: send, wait, take the answer
             "a": round(both - relay, 3),  # the host: take the request, answer it
         },
-        # the machine's speed before and after the row (reference_ms: lower is faster)
-        "reference_ms": [reference_before, reference_ms()],
+        # the machine's speed just before and after the routed run (lower is faster)
+        "reference_ms": reference,
     }
 
 
