@@ -95,11 +95,12 @@ MAX_BLOCK_SIZE: Final = 2 * 1024 * 1024
 # A sha2-256 CIDv1 is 36 bytes. 128 leaves room for longer hashes and large codec numbers
 # while refusing the identity-hash CIDs that smuggle whole blocks into a wantlist.
 MAX_CID_SIZE: Final = 128
-# A want entry costs at least ~40 bytes on the wire, so 4 MiB could carry ~100k of them.
-# Each one costs us a store lookup and possibly a block to send; 8192 per message is far
-# above what Helia or boxo send at once (they split wantlists into many small messages) and
-# bounds the work one message can cause.
-MAX_WANTLIST_ENTRIES: Final = 8192
+# A want of a sha2-256 CIDv1 costs 40 bytes on the wire, so a 4 MiB message carries up to
+# ~105k of them, and real peers send that many: Helia walking a DAG of 13k blocks sent one
+# wantlist of over 8,192 entries (our earlier cap, which reset the stream and stalled its
+# walk). 131,072 lets every message of real CIDs through; only wants of tiny (identity)
+# CIDs reach it, and it bounds the objects one message makes (~30 MB) and the lookups.
+MAX_WANTLIST_ENTRIES: Final = 131_072
 # Empty blocks take 4 bytes each on the wire; without a count cap one message could make
 # us build a million objects. 8192 blocks or presences per message is ample for real peers.
 MAX_PAYLOAD_BLOCKS: Final = 8192

@@ -75,6 +75,25 @@ async def test_helia_fetches_a_dag_cbor_block_from_us(net: Net, helia: Helia) ->
     assert bytes.fromhex(reply["hex"]) == block.data
 
 
+async def test_helia_walks_a_wide_dag_from_us(net: Net, helia: Helia) -> None:
+    """Helia wants a whole level of a wide DAG in one wantlist: 9,000 leaves, more than
+    the 8,192 entries per message we once refused (the reset stalled Helia's walk)."""
+    leaves = [Block.raw(i.to_bytes(4, "big")) for i in range(9_000)]
+    mids = [Block.encode([leaf.cid for leaf in leaves[i : i + 300]]) for i in range(0, 9_000, 300)]
+    root = Block.encode({"mids": [mid.cid for mid in mids]})
+    store = MemoryBlockStore()
+    store.put_many([*leaves, *mids, root])
+    swap = Bitswap(net, store)
+    swap.start()
+    swap.allow(helia.peer_id)
+    with trio.fail_after(120):
+        assert (await helia.call("dial", addr=net.multiaddrs()[0]))["ok"]
+        walked = await helia.call("walk", root=str(root.cid), timeoutMs=90000)
+    assert walked["ok"], walked
+    assert walked["blocks"] == 1 + len(mids) + len(leaves)
+    assert walked["bytes"] == sum(len(b.data) for b in (root, *mids, *leaves))
+
+
 async def test_helia_gets_nothing_it_is_not_entitled_to(net: Net, helia: Helia) -> None:
     secret = Block.encode({"secret": True})
     store = MemoryBlockStore()

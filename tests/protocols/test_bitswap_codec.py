@@ -189,7 +189,12 @@ def test_size_limits() -> None:
 
 
 def test_entry_count_limit() -> None:
-    entry = b"\x0a\x26\x0a\x24" + HELLO.cid.buffer
+    # every want of real (36-byte) CIDs that fits in a message is taken
+    real = b"\x0a\x26\x0a\x24" + HELLO.cid.buffer
+    most = real * ((MAX_MESSAGE_SIZE - 8) // len(real))
+    assert len(decode(b"\x0a" + _uv(len(most)) + most).entries) == len(most) // len(real)
+    # the count cap binds only on tiny (identity-hash) CIDs
+    entry = b"\x0a\x07\x0a\x05" + b"\x01\x55\x00\x01\x61"
     wantlist = entry * (MAX_WANTLIST_ENTRIES + 1)
     with pytest.raises(BitswapError, match=f"more than {MAX_WANTLIST_ENTRIES} entries"):
         decode(b"\x0a" + _uv(len(wantlist)) + wantlist)
