@@ -190,7 +190,7 @@ class Home:
         pointers = {
             did: CID.parse(head) for did, head in self._db.execute("SELECT did, head FROM picos")
         }
-        newest: dict[str, tuple[int, CID]] = {}
+        found: dict[str, list[tuple[int, CID]]] = {}
         for _, cid, data in self.blocks.blocks_after(upto):
             if not looks_like_head(data):
                 continue
@@ -198,13 +198,19 @@ class Home:
                 head = verify_head(Block.decode(cid, data))
             except (InvalidHead, ValueError):
                 continue
-            if head.pico in pointers and head.seq > newest.get(head.pico, (-1, cid))[0]:
-                newest[head.pico] = (head.seq, head.cid)
-        for did, (seq, cid) in newest.items():
+            if head.pico in pointers:
+                found.setdefault(head.pico, []).append((head.seq, head.cid))
+        for did, heads in found.items():
             current = pointers[did]
-            if cid != current and self._extends(cid, current):
-                self._db.execute("UPDATE picos SET head = ? WHERE did = ?", (cid.buffer, did))
-                log.info("home: head of %s recovered from its blocks: seq %d %s", did, seq, cid)
+            # the newest that extends the pointer (a head of another branch, a fork kept
+            # by a host that stood down, may be newer and is passed over)
+            for seq, cid in sorted(heads, key=lambda h: -h[0]):
+                if cid == current:
+                    break
+                if self._extends(cid, current):
+                    self._db.execute("UPDATE picos SET head = ? WHERE did = ?", (cid.buffer, did))
+                    log.info("home: head of %s recovered from its blocks: seq %d %s", did, seq, cid)
+                    break
         self._set_heads_upto(tail)
 
     def _extends(self, new: CID, old: CID) -> bool:

@@ -171,3 +171,28 @@ def test_the_tail_id_inside_a_write_transaction_is_the_committed_one(tmp_path: P
     store.put(Block.encode({"n": 3}))
     assert store.tail_id() == committed + 1
     home.close()
+
+
+async def test_the_newest_head_that_extends_the_pointer_wins_over_a_newer_fork(
+    tmp_path: Path,
+) -> None:
+    home = Home(tmp_path)
+    did, eci = await events(home, 2)
+    home.flush_heads()
+    base = {h.did: h.head for h in home.hosted()}[did]
+    block = home.blocks.get_block(base)
+    assert block is not None
+    head = verify_head(block)
+    keypair = next(h.keypair for h in home.hosted() if h.did == did)
+    # a branch off the flushed pointer's parent, far ahead in seq, stored first
+    fork = sign_head(keypair, seq=head.seq + 50, prev=head.prev, state=head.state, ts=head.ts)
+    home.blocks.put(fork)
+    await events(home, 3, pico_did=did, die=True)  # the real heads, never flushed
+
+    again = Home(tmp_path)
+    recovered = {h.did: h.head for h in again.hosted()}[did]
+    got = again.blocks.get_block(recovered)
+    assert got is not None
+    assert verify_head(got).seq == head.seq + 3
+    again.close()
+    assert await count_after_reopen(tmp_path, did, eci) == 5
