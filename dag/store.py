@@ -410,10 +410,9 @@ class SqliteBlockStore:
         return self._tail if self._saved is None else self._saved[5]
 
     def blocks_after(self, after: int) -> Iterator[tuple[int, CID, bytes]]:
-        """(id, cid, data) of the blocks with ids above `after`, oldest first."""
-        rows = self._db.execute(
-            "SELECT id, cid, data FROM blk WHERE id > ? ORDER BY id", (after,)
-        ).fetchall()
+        """(id, cid, data) of the blocks with ids above `after`, oldest first, read as
+        the caller goes (no write to this store until it is done)."""
+        rows = self._db.execute("SELECT id, cid, data FROM blk WHERE id > ? ORDER BY id", (after,))
         return ((int(i), CID.parse(bytes(c)), bytes(d)) for i, c, d in rows)
 
     def __len__(self) -> int:
