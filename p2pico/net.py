@@ -389,9 +389,11 @@ async def _buffered_tcp_read(self: Any, n: int | None = None) -> bytes:
     """``TrioTCPStream.read``, receiving up to ``_READ_CHUNK`` bytes at once and keeping
     what the caller did not ask for, for its next read (same results and errors).
 
-    Bytes left over are served without a checkpoint or the lock: nobody can be waiting
-    in ``receive_some`` while any are (they were received by the last read under the
-    lock, and every read takes from them first)."""
+    Bytes left over are served without a checkpoint or the lock: no reader through
+    ``read`` can be waiting in ``receive_some`` while any are (they were received by the
+    last read under the lock, and every read takes from them first). The Noise reader's
+    ``_tcp_receive_more`` waits with the start of its next message kept, as the
+    connection's only reader once the handshake is done."""
     if n == 0:
         return b""
     kept: bytes = self.__dict__.get("_p2pico_kept", b"")
@@ -399,14 +401,7 @@ async def _buffered_tcp_read(self: Any, n: int | None = None) -> bytes:
         async with self.read_lock:
             kept = self.__dict__.get("_p2pico_kept", b"")  # another reader got some meanwhile
             if not kept:
-                try:
-                    kept = await self.stream.receive_some(max(n or 0, _READ_CHUNK))
-                except trio.BrokenResourceError as error:
-                    raise ConnectionClosedError(
-                        f"TCP connection reset by remote peer: {error}", transport="tcp"
-                    ) from error
-                except trio.ClosedResourceError:
-                    return b""  # closed here: EOF, as py-libp2p answers it
+                kept = await _tcp_receive(self, max(n or 0, _READ_CHUNK))
                 if not kept:
                     return b""
     if n is None or n >= len(kept):
@@ -414,6 +409,20 @@ async def _buffered_tcp_read(self: Any, n: int | None = None) -> bytes:
         return kept
     self._p2pico_kept = kept[n:]
     return kept[:n]
+
+
+async def _tcp_receive(tcp: Any, n: int) -> bytes:
+    """One ``receive_some`` on the TCP stream, failing as py-libp2p reads fail: b"" at EOF
+    or on a connection closed here, ConnectionClosedError on a reset one."""
+    try:
+        data: bytes = await tcp.stream.receive_some(n)
+    except trio.BrokenResourceError as error:
+        raise ConnectionClosedError(
+            f"TCP connection reset by remote peer: {error}", transport="tcp"
+        ) from error
+    except trio.ClosedResourceError:
+        return b""  # closed here: EOF, as py-libp2p answers it
+    return data
 
 
 def _buffer_tcp_reads() -> None:
@@ -626,18 +635,11 @@ async def _lean_noise_read_msg(self: Any, prefix_encoded: bool = False) -> bytes
 async def _tcp_receive_more(tcp: Any) -> bool:
     """Receive more bytes onto the end of the TCP stream's read buffer; False (nothing
     changed) at EOF or on a connection closed here, ConnectionClosedError on a reset one
-    (as ``_buffered_tcp_read``). The Noise reader is the stream's only reader once the
+    (``_tcp_receive``). The Noise reader is the stream's only reader once the
     handshake is done, so the buffer holds the start of its next message while it waits."""
     async with tcp.read_lock:
         kept: bytes = tcp.__dict__.get("_p2pico_kept", b"")
-        try:
-            data = await tcp.stream.receive_some(_READ_CHUNK)
-        except trio.BrokenResourceError as error:  # as _buffered_tcp_read says it
-            raise ConnectionClosedError(
-                f"TCP connection reset by remote peer: {error}", transport="tcp"
-            ) from error
-        except trio.ClosedResourceError:
-            return False
+        data = await _tcp_receive(tcp, _READ_CHUNK)
         if not data:
             return False
         if tcp.__dict__.get("_p2pico_kept", b"") is not kept:  # pragma: no cover - one reader

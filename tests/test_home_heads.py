@@ -12,7 +12,7 @@ import krl
 from dag import cbor
 from dag.block import Block
 from dag.did import Keypair
-from dag.head import head_payload, looks_like_head, sign_head, verify_head
+from dag.head import Head, head_payload, looks_like_head, sign_head, verify_head
 from p2pico.engine import HEADS_FLUSH_SECONDS, Engine, Work
 from p2pico.home import Home
 
@@ -38,6 +38,14 @@ def pointer(path: Path, did: str) -> bytes:
     finally:
         db.close()
     return bytes(head)
+
+
+def current_head(home: Home, did: str) -> tuple[Head, Keypair]:
+    """A hosted pico's current head, verified, and its key."""
+    hosted = next(h for h in home.hosted() if h.did == did)
+    block = home.blocks.get_block(hosted.head)
+    assert block is not None
+    return verify_head(block), hosted.keypair
 
 
 async def events(
@@ -107,11 +115,9 @@ async def test_a_crash_before_the_flush_loses_no_commit(tmp_path: Path) -> None:
     assert pointer(tmp_path, did) == flushed
 
     again = Home(tmp_path)  # finds the 7 newer heads in the blocks
-    head = {h.did: h.head for h in again.hosted()}[did]
-    assert pointer(tmp_path, did) == head.buffer
-    block = again.blocks.get_block(head)
-    assert block is not None
-    assert verify_head(block).seq == 5 + 7  # genesis is seq 0, then a head per event
+    recovered = current_head(again, did)[0]
+    assert pointer(tmp_path, did) == recovered.cid.buffer
+    assert recovered.seq == 5 + 7  # genesis is seq 0, then a head per event
     again.close()
     assert await count_after_reopen(tmp_path, did, eci) == 12
 
@@ -120,11 +126,8 @@ async def test_a_head_that_does_not_extend_the_pointer_is_not_taken(tmp_path: Pa
     home = Home(tmp_path)
     did, eci = await events(home, 2)
     home.flush_heads()
-    current = {h.did: h.head for h in home.hosted()}[did]
-    block = home.blocks.get_block(current)
-    assert block is not None
-    head = verify_head(block)
-    keypair = next(h.keypair for h in home.hosted() if h.did == did)
+    head, keypair = current_head(home, did)
+    current = head.cid
     # validly signed, newer seq, but on another branch (its prev is not the pointer)
     fork = sign_head(keypair, seq=head.seq + 5, prev=head.prev, state=head.state, ts=head.ts + 1)
     # and one that extends the pointer and names the pico, signed by another key
@@ -179,20 +182,13 @@ async def test_the_newest_head_that_extends_the_pointer_wins_over_a_newer_fork(
     home = Home(tmp_path)
     did, eci = await events(home, 2)
     home.flush_heads()
-    base = {h.did: h.head for h in home.hosted()}[did]
-    block = home.blocks.get_block(base)
-    assert block is not None
-    head = verify_head(block)
-    keypair = next(h.keypair for h in home.hosted() if h.did == did)
+    head, keypair = current_head(home, did)
     # a branch off the flushed pointer's parent, far ahead in seq, stored first
     fork = sign_head(keypair, seq=head.seq + 50, prev=head.prev, state=head.state, ts=head.ts)
     home.blocks.put(fork)
     await events(home, 3, pico_did=did, die=True)  # the real heads, never flushed
 
     again = Home(tmp_path)
-    recovered = {h.did: h.head for h in again.hosted()}[did]
-    got = again.blocks.get_block(recovered)
-    assert got is not None
-    assert verify_head(got).seq == head.seq + 3
+    assert current_head(again, did)[0].seq == head.seq + 3
     again.close()
     assert await count_after_reopen(tmp_path, did, eci) == 5
