@@ -13,11 +13,12 @@
 //   {"op": "put", "codec": "dag-cbor"|"raw", "hex": "…"} -> {"ok": true, "cid": "bafy…"}
 //   {"op": "get", "cid": "bafy…", "timeoutMs": 10000}    -> {"ok": true, "hex": "…"}
 //   {"op": "has", "cid": "bafy…"}                        -> {"ok": true, "has": bool}
-//   {"op": "walk", "root": "bafy…", "timeoutMs": 30000}
+//   {"op": "walk", "root": "bafy…", "timeoutMs": 30000, "window": 256}
 //       -> {"ok": true, "blocks": n, "bytes": n, "cids": ["bafy…", …], "ms": n}
 //      fetches (over Bitswap, when the blockstore lacks them) every block the root reaches,
 //      following DAG-CBOR links (raw blocks are leaves); each block is checked against its
-//      CID's sha2-256 digest here too, and fails the walk if it does not match
+//      CID's sha2-256 digest here too, and fails the walk if it does not match; at most
+//      `window` blocks are wanted at once (0: the whole frontier; see WALK_WINDOW)
 //   {"op": "car_import", "hex": "…"}                     -> {"ok": true, "roots": [...], "blocks": n}
 //      @helia/car imports a CAR (read with @ipld/car's CarReader) into Helia's blockstore
 //   {"op": "car_rewrite", "hex": "…"}                    -> {"ok": true, "hex": "…", "roots": [...]}
@@ -86,35 +87,63 @@ function* cborLinks(value) {
   }
 }
 
-async function walk(root, timeoutMs) {
+// Blocks a walk asks for at once (a window that slides as blocks arrive). Helia's want list
+// (@helia/bitswap 4.x) waits for each wanted block with its own listener, and hands every
+// block it receives to all of them: with the whole frontier of a wide DAG wanted at once
+// (12,000 blocks of a 100,000-entry HAMT) that is quadratic, and the walk took 99 s, nearly
+// all of it in Helia. A bounded window keeps that cost linear. `window: 0` wants the whole
+// frontier at once (the test of wide wantlists uses it).
+const WALK_WINDOW = 256
+
+async function walk(root, timeoutMs, window = WALK_WINDOW) {
   const started = Date.now()
   const signal = AbortSignal.timeout(timeoutMs)
   const seen = new Set([root.toString()])
   const cids = []
-  let frontier = [root]
+  const queue = [root] // breadth-first: queue[next] is the next block to ask for
+  let next = 0
+  let active = 0
   let bytes = 0
-  while (frontier.length > 0) {
-    // one round: ask for the whole frontier at once, so Bitswap batches the wants
-    const got = await Promise.all(
-      frontier.map(async (cid) => [cid, await collect(await helia.blockstore.get(cid, { signal }))])
-    )
-    frontier = []
-    for (const [cid, data] of got) {
-      const digest = await sha256.digest(data)
-      if (Buffer.compare(Buffer.from(digest.bytes), Buffer.from(cid.multihash.bytes)) !== 0) {
-        throw new Error(`block ${cid} does not match its CID`)
-      }
-      cids.push(cid.toString())
-      bytes += data.length
-      if (cid.code !== dagCbor.code) continue
-      for (const link of cborLinks(dagCbor.decode(data))) {
-        if (!seen.has(link.toString())) {
-          seen.add(link.toString())
-          frontier.push(link)
-        }
+  const limit = window > 0 ? window : Infinity
+
+  async function fetchOne(cid) {
+    const data = await collect(await helia.blockstore.get(cid, { signal }))
+    const digest = await sha256.digest(data)
+    if (Buffer.compare(Buffer.from(digest.bytes), Buffer.from(cid.multihash.bytes)) !== 0) {
+      throw new Error(`block ${cid} does not match its CID`)
+    }
+    cids.push(cid.toString())
+    bytes += data.length
+    if (cid.code !== dagCbor.code) return
+    for (const link of cborLinks(dagCbor.decode(data))) {
+      if (!seen.has(link.toString())) {
+        seen.add(link.toString())
+        queue.push(link)
       }
     }
   }
+
+  await new Promise((resolve, reject) => {
+    let failed = false
+    const pump = () => {
+      if (failed) return
+      while (active < limit && next < queue.length) {
+        active++
+        fetchOne(queue[next++]).then(
+          () => {
+            active--
+            pump()
+          },
+          (err) => {
+            failed = true
+            reject(err)
+          }
+        )
+      }
+      if (active === 0 && next === queue.length) resolve()
+    }
+    pump()
+  })
   return { blocks: cids.length, bytes, cids, ms: Date.now() - started }
 }
 
@@ -148,7 +177,7 @@ async function handle(cmd) {
     case 'has':
       return { has: await helia.blockstore.has(CID.parse(cmd.cid), { offline: true }) }
     case 'walk':
-      return await walk(CID.parse(cmd.root), cmd.timeoutMs ?? 30000)
+      return await walk(CID.parse(cmd.root), cmd.timeoutMs ?? 30000, cmd.window ?? WALK_WINDOW)
     case 'car_import': {
       const reader = await CarReader.fromBytes(Buffer.from(cmd.hex, 'hex'))
       let blocks = 0
