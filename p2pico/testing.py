@@ -245,19 +245,27 @@ class Helia:
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
-        self._buffer = b""
+        self._buffer = bytearray()
         self._next_id = 0
         self.peer_id = ""
         self.addrs: list[str] = []
 
     async def read_json(self) -> dict[str, Any]:
         assert self.process.stdout is not None
-        while b"\n" not in self._buffer:
+        # A reply can be hundreds of MB (a CAR as hex): the buffer grows in place and only
+        # the new bytes are searched for the newline (both were quadratic before).
+        end = self._buffer.find(b"\n")
+        while end < 0:
             chunk = await self.process.stdout.receive_some(1 << 20)
             if not chunk:
-                raise RuntimeError(f"Helia harness exited; output so far: {self._buffer!r}")
+                raise RuntimeError(
+                    f"Helia harness exited; output so far: {bytes(self._buffer[:4096])!r}"
+                )
+            at = len(self._buffer)
             self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
+            end = self._buffer.find(b"\n", at)
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
         reply: dict[str, Any] = json.loads(line)
         return reply
 
