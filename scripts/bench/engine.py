@@ -11,7 +11,8 @@ pico-engine server uses). p2pico always makes a signed, durable commit per event
    and ``query``);
 2. for p2pico, the same through HTTP (``POST /sky/event``, ``GET /sky/cloud``) to a
    real ``p2pico node`` process at 1 and C concurrent clients (a thread each, one
-   keep-alive connection each);
+   keep-alive connection each, with http_server.py's raw-socket client), with the node
+   process's CPU per request;
 3. time to create 1,000 picos with the counter installed;
 4. memory per idle pico after creating P picos (RSS growth of a fresh process,
    divided by P; the peer also gives V8's heap growth).
@@ -26,17 +27,17 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
-import httpx
 import trio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,51 +145,37 @@ def bench_in_process(events: int, queries: int, clients: int) -> dict[str, objec
 
 
 def bench_http(events: int, queries: int, clients: int) -> dict[str, object]:
-    from p2pico.testing import start_node
+    """The same cases through HTTP to a real ``p2pico node``, with http_server.py's lean
+    raw-socket keep-alive client (a thread per client): with httpx, the client was most of
+    the cost. Also the node's CPU per request, from /proc."""
+    # scripts/bench/http_server.py, beside this script (not importable by name: this folder
+    # is off sys.path, above)
+    spec = importlib.util.spec_from_file_location(
+        "p2pico_bench_http_server", Path(__file__).parent / "http_server.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    hs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hs)
 
-    def drive(url: str, targets: list[str], n: int, one: Callable[..., None]) -> dict[str, float]:
-        latencies: list[float] = []
-        lock = threading.Lock()
-        per = -(-n // len(targets))
-        errors: list[str] = []
+    from p2pico.testing import NodeProcess, start_node
 
-        def sender(target: str) -> None:
-            mine: list[float] = []
-            with httpx.Client(base_url=url, timeout=60) as client:
-                for _ in range(per):
-                    t0 = time.perf_counter()
-                    try:
-                        one(client, target)
-                    except Exception as e:  # reported after the run
-                        errors.append(f"{type(e).__name__}: {e}")
-                        return
-                    mine.append(time.perf_counter() - t0)
-            with lock:
-                latencies.extend(mine)
+    def drive(
+        node: NodeProcess,
+        dids: list[str],
+        n: int,
+        make: Callable[[str], bytes],
+        check: Callable[[int, bytes], None],
+    ) -> dict[str, float]:
+        run = hs.drive(node, dids, n, make, check)
+        latencies = cast(list[float], run["latencies"])
+        out = row(latencies, cast(float, run["wall"]))
+        out["node_cpu_us_per_op"] = round(cast(float, run["cpu"]) / len(latencies) * 1e6, 1)
+        return out
 
-        threads = [threading.Thread(target=sender, args=(t,)) for t in targets]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
-        if errors:
-            raise SystemExit(f"HTTP: {errors[0]}")
-        return row(latencies, wall)
-
-    def inc(client: httpx.Client, did: str) -> None:
-        body = client.post(f"/sky/event/{did}/none/counter/inc", json={"by": 1}).json()
-        if "error" in body:
-            raise RuntimeError(body["error"])
-
-    def count(client: httpx.Client, did: str) -> None:
-        r = client.get(f"/sky/cloud/{did}/{RID}/count")
-        r.raise_for_status()
-        if not isinstance(r.json(), int):
-            raise RuntimeError(r.text)
-
-    out: dict[str, object] = {"name": "p2pico node over HTTP (/sky/event, /sky/cloud)"}
+    out: dict[str, object] = {
+        "name": "p2pico node over HTTP (/sky/event, /sky/cloud; raw-socket keep-alive clients)"
+    }
     with tempfile.TemporaryDirectory() as tmp:
         node = start_node(Path(tmp) / "a")
         try:
@@ -198,11 +185,12 @@ def bench_http(events: int, queries: int, clients: int) -> dict[str, object]:
                     for _ in range(clients + 1)
                 ]
             one, many = dids[:1], dids[1:]
-            drive(node.url, one, 100, inc)  # warm-up
-            out["events_1"] = drive(node.url, one, events, inc)
-            out["events_C"] = drive(node.url, many, events, inc)
-            out["queries_1"] = drive(node.url, one, queries, count)
-            out["queries_C"] = drive(node.url, many, queries, count)
+            event, query = hs.event_request, hs.query_request
+            drive(node, one, 100, event, hs.check_event)  # warm-up
+            out["events_1"] = drive(node, one, events, event, hs.check_event)
+            out["events_C"] = drive(node, many, events, event, hs.check_event)
+            out["queries_1"] = drive(node, one, queries, query, hs.check_query)
+            out["queries_C"] = drive(node, many, queries, query, hs.check_query)
         finally:
             node.stop()
     return out
@@ -362,11 +350,12 @@ def main() -> None:
             mine = who == "p2pico in process"
             ratio = ratios.get(key, "") if mine else ""
             ratio_ld = ratios_leveldown.get(key, "") if mine else ""
-            cpu = r.get("cpu_us_per_op", "")
+            cpu = r.get("cpu_us_per_op", r.get("node_cpu_us_per_op", ""))
             print(
                 f"{who + ', ' + label:<46} {r['per_s']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8}"
                 f" {ratio!s:>8} {ratio_ld!s:>9} {cpu!s:>9}"
             )
+    print("(CPU µs/op: this process's CPU in process, the node process's CPU over HTTP)")
     print()
     print(f"{'create / memory':<46} {'picos':>9} {'seconds':>8} {'B/pico':>8}")
     for r in create:
