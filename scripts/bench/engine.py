@@ -15,7 +15,10 @@ pico-engine server uses). p2pico always makes a signed, durable commit per event
    process's CPU per request;
 3. time to create 1,000 picos with the counter installed;
 4. memory per idle pico after creating P picos (RSS growth of a fresh process,
-   divided by P; the peer also gives V8's heap growth).
+   divided by P; the peer also gives V8's heap growth);
+5. the floor: what each event costs below Python (its Ed25519 signature and its blocks'
+   SQLite writes, timed alone at 1 and C commits a transaction), beside the CPU per event
+   that the events goal (3x the peer) allows.
 
     .venv/bin/python scripts/bench/engine.py [--events N] [--clients C] [--picos 1000,100000]
 
@@ -196,6 +199,95 @@ def bench_http(events: int, queries: int, clients: int) -> dict[str, object]:
     return out
 
 
+# -- the floor: what each event costs below Python ---------------------------------------
+
+# The blocks one counter event commits (engine: ruleset state, state root, cause, signed
+# head), by size in bytes, as p2pico writes them now.
+COMMIT_BLOCKS = (80, 202, 56, 318)
+
+
+def bench_floor(clients: int, events: int = 16_000) -> dict[str, object]:
+    """The native work every p2pico event does, with no Python around it: its Ed25519
+    signature (libsodium, a 250-byte payload) and its blocks' SQLite writes as the block
+    store makes them (dag/store.py's tables and settings: one multi-row INSERT into blk per
+    commit, one COMMIT per group of `clients` commits, and each block's row in the cid index,
+    in sorted batches of 4,096, 128 rows a statement). The events/s of one core that did only
+    this is an upper bound for the engine on one thread."""
+    import os
+    import random
+    import sqlite3
+
+    from dag.did import Keypair
+    from dag.store import CACHE_KIB, PAGE_SIZE, WAL_CHECKPOINT_BYTES
+
+    key, payload = Keypair.generate(), os.urandom(250)
+    n = 0
+    start = time.process_time()
+    while n < 4000 or time.process_time() - start < 0.5:
+        key.sign(payload)
+        n += 1
+    sign_us = (time.process_time() - start) / n * 1e6
+
+    rng = random.Random(7)
+    per = len(COMMIT_BLOCKS)
+    rows_sql = "INSERT INTO blk (id, cid, data) VALUES " + ", ".join(["(?, ?, ?)"] * per)
+    idx_sql = "INSERT OR IGNORE INTO idx (cid, id) VALUES " + ", ".join(["(?, ?)"] * 128)
+    datas = [rng.randbytes(size) for size in COMMIT_BLOCKS]
+    with tempfile.TemporaryDirectory() as tmp:
+        db = sqlite3.connect(str(Path(tmp) / "floor.sqlite"), isolation_level=None)
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // PAGE_SIZE}")
+        db.execute(
+            "CREATE TABLE blk (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL)"
+        )
+        db.execute("CREATE TABLE idx (cid BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID")
+        # the arguments are made before the clock starts: only SQLite's work is timed
+        commits: list[list[bytes | int]] = []
+        pending: list[tuple[bytes, int]] = []
+        batches: list[list[bytes | int]] = []
+        next_id = 1
+        for _ in range(events):
+            args: list[bytes | int] = []
+            for data in datas:
+                cid = b"\x01\x71\x12\x20" + rng.randbytes(32)
+                args += (next_id, cid, data)
+                pending.append((cid, next_id))
+                next_id += 1
+            commits.append(args)
+            if len(pending) >= 4096:
+                pending.sort()
+                for at in range(0, len(pending) - 127, 128):
+                    batches.append([x for r in pending[at : at + 128] for x in r])
+                pending = []
+        merge_every = max(1, len(commits) // max(1, len(batches)))
+        start = time.process_time()
+        merged = 0
+        for at in range(0, len(commits), clients):
+            db.execute("BEGIN IMMEDIATE")
+            for args in commits[at : at + clients]:
+                db.execute(rows_sql, args)
+            # the index merge, spread over the transactions as the store spreads it
+            while merged < len(batches) and merged * merge_every < at + clients:
+                db.execute(idx_sql, batches[merged])
+                merged += 1
+            db.execute("COMMIT")
+        sqlite_us = (time.process_time() - start) / events * 1e6
+        db.close()
+    floor = sign_us + sqlite_us
+    return {
+        "what": "per event: Ed25519 sign + SQLite writes of its blocks, no Python around them",
+        "commit_blocks_bytes": list(COMMIT_BLOCKS),
+        "group": clients,
+        "sign_us": round(sign_us, 1),
+        "sqlite_us": round(sqlite_us, 1),
+        "floor_us": round(floor, 1),
+        "max_events_per_s_one_core": round(1e6 / floor),
+    }
+
+
 # -- creating picos and memory (a fresh process per count) ------------------------------
 
 CHILD = """
@@ -296,6 +388,7 @@ def main() -> None:
     http = None if args.skip_http else bench_http(args.events, args.queries, args.clients)
     create = bench_create(counts)
     peer = bench_peer(args.events, args.queries, args.clients, peer_counts)
+    floor = {"1": bench_floor(1), str(args.clients): bench_floor(args.clients)}
 
     keys = ("events_1", "events_C", "queries_1", "queries_C")
     ratios: dict[str, float] = {}
@@ -318,6 +411,7 @@ def main() -> None:
         "peer": peer,
         "ratios_p2pico_over_peer": ratios,
         "ratios_p2pico_over_peer_leveldown": ratios_leveldown,
+        "floor": floor,
         "goals": {"events_ratio": 3.0, "bytes_per_idle_pico": 5000},
     }
     print(json.dumps(result, indent=2))
@@ -356,6 +450,22 @@ def main() -> None:
                 f" {ratio!s:>8} {ratio_ld!s:>9} {cpu!s:>9}"
             )
     print("(CPU µs/op: this process's CPU in process, the node process's CPU over HTTP)")
+    print()
+    print("the floor: each event's Ed25519 signature and its blocks' SQLite writes, no Python")
+    for key, clients in (("events_1", "1"), ("events_C", str(c))):
+        f = floor[clients]
+        line = (
+            f"  {clients:>2} client(s): sign {f['sign_us']} + SQLite {f['sqlite_us']}"
+            f" = {f['floor_us']} µs/event, at most {f['max_events_per_s_one_core']:,}/s on one"
+            f" core; p2pico uses {ours[key]['cpu_us_per_op']} µs"  # type: ignore[index]
+        )
+        if peer is not None:
+            goal = 3 * peer[key]["per_s"]
+            line += (
+                f"; 3x the peer is {goal:,.0f}/s: {1e6 / goal:.0f} µs/event, of which"
+                f" {1e6 / goal - f['floor_us']:.0f} µs are left for what runs in Python"
+            )
+        print(line)
     print()
     print(f"{'create / memory':<46} {'picos':>9} {'seconds':>8} {'B/pico':>8}")
     for r in create:
