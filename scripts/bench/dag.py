@@ -64,6 +64,8 @@ import trio
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import floor  # noqa: E402  (scripts/bench/floor.py, beside this script)
+
 from dag import cbor, hamt  # noqa: E402
 from dag.block import Block  # noqa: E402
 from dag.car import car_header, car_section  # noqa: E402
@@ -233,6 +235,13 @@ def bench_size(
         # the store already has them now; count those whose CID first appeared in this commit
         added += sum(len(b.data) for b in blocks.values() if b.cid not in seen)
         seen.update(blocks)
+    # the floor of this commit shape: its signature, its blocks' digests and SQLite writes,
+    # timed alone (floor.py), as many commits a transaction as group commit writes
+    block_sizes = [len(b.data) for b in blocks.values()]
+    sign_us = floor.sign_us()
+    sha_us = floor.sha256_us(block_sizes)
+    sqlite_us = floor.sqlite_us(block_sizes, group, 8_000)
+    floor_us = sign_us + sha_us + sqlite_us
     assert pico.state_root is not None
     form, bit_width = ent_map(store, pico.state_root)
     row = {
@@ -267,6 +276,16 @@ def bench_size(
         "block_bytes_per_commit": round(added / probe),
         "sqlite_bytes_per_commit": round((db_bytes(path) - before_db) / probe),
         "heads": pico.seq + 1,
+        "commit_block_sizes": block_sizes,
+        "floor_us": {
+            "sign": round(sign_us, 1),
+            "sha256": round(sha_us, 1),
+            "sqlite": round(sqlite_us, 1),
+            "total": round(floor_us, 1),
+        },
+        # what the goal leaves per commit above the floor, and what p2pico spends there now
+        "goal_left_above_floor_us": round(1e6 / GOAL_PER_CORE - floor_us, 1),
+        "group_above_floor_us": round(grouped_cpu / grouped * 1e6 - floor_us, 1),
     }
     return row, pico
 
@@ -545,6 +564,20 @@ def print_table(result: dict[str, Any]) -> None:
         "longest commit / group in ms, a store merge step after it included)"
     )
     print(goal_line(result["commits"]))
+    print(
+        "floor (floor.py: a commit's signature, sha2-256 and SQLite writes alone, "
+        f"{result['commits'][0]['group']} a transaction), in µs a commit:"
+    )
+    for r in result["commits"]:
+        if r["path"] != "delta":
+            continue
+        f = r["floor_us"]
+        print(
+            f"  {r['entries']:>9,}: {len(r['commit_block_sizes'])} blocks, sign {f['sign']} + "
+            f"sha2-256 {f['sha256']} + SQLite {f['sqlite']} = {f['total']}; the goal leaves "
+            f"{r['goal_left_above_floor_us']} above it, group commit spends "
+            f"{r['group_above_floor_us']} there now"
+        )
     print(f"(load average at the start: {result['load_average']})")
     c = result["car"]
     print()

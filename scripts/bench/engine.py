@@ -39,11 +39,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import trio
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
 COUNTER_PATH = ROOT / "rulesets" / "counter.krl"
 COUNTER = COUNTER_PATH.read_text()
 RID = "io.p2pico.counter"
@@ -74,6 +75,16 @@ def rss_bytes() -> int:
     import resource
 
     return pages * resource.getpagesize()
+
+
+def _sibling(name: str) -> Any:
+    """A module of this folder (which is off sys.path, above), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(f"p2pico_bench_{name}", HERE / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # -- p2pico in process ------------------------------------------------------------------
@@ -151,15 +162,7 @@ def bench_http(events: int, queries: int, clients: int) -> dict[str, object]:
     """The same cases through HTTP to a real ``p2pico node``, with http_server.py's lean
     raw-socket keep-alive client (a thread per client): with httpx, the client was most of
     the cost. Also the node's CPU per request, from /proc."""
-    # scripts/bench/http_server.py, beside this script (not importable by name: this folder
-    # is off sys.path, above)
-    spec = importlib.util.spec_from_file_location(
-        "p2pico_bench_http_server", Path(__file__).parent / "http_server.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    hs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hs)
+    hs = _sibling("http_server")  # scripts/bench/http_server.py
 
     from p2pico.testing import NodeProcess, start_node
 
@@ -207,84 +210,21 @@ COMMIT_BLOCKS = (80, 202, 56, 318)
 
 
 def bench_floor(clients: int, events: int = 16_000) -> dict[str, object]:
-    """The native work every p2pico event does, with no Python around it: its Ed25519
-    signature (libsodium, a 250-byte payload) and its blocks' SQLite writes as the block
-    store makes them (dag/store.py's tables and settings: one multi-row INSERT into blk per
-    commit, one COMMIT per group of `clients` commits, and each block's row in the cid index,
-    in sorted batches of 4,096, 128 rows a statement). The events/s of one core that did only
-    this is an upper bound for the engine on one thread."""
-    import os
-    import random
-    import sqlite3
-
-    from dag.did import Keypair
-    from dag.store import CACHE_KIB, PAGE_SIZE, WAL_CHECKPOINT_BYTES
-
-    key, payload = Keypair.generate(), os.urandom(250)
-    n = 0
-    start = time.process_time()
-    while n < 4000 or time.process_time() - start < 0.5:
-        key.sign(payload)
-        n += 1
-    sign_us = (time.process_time() - start) / n * 1e6
-
-    rng = random.Random(7)
-    per = len(COMMIT_BLOCKS)
-    rows_sql = "INSERT INTO blk (id, cid, data) VALUES " + ", ".join(["(?, ?, ?)"] * per)
-    idx_sql = "INSERT OR IGNORE INTO idx (cid, id) VALUES " + ", ".join(["(?, ?)"] * 128)
-    datas = [rng.randbytes(size) for size in COMMIT_BLOCKS]
-    with tempfile.TemporaryDirectory() as tmp:
-        db = sqlite3.connect(str(Path(tmp) / "floor.sqlite"), isolation_level=None)
-        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // PAGE_SIZE}")
-        db.execute(
-            "CREATE TABLE blk (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL)"
-        )
-        db.execute("CREATE TABLE idx (cid BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID")
-        # the arguments are made before the clock starts: only SQLite's work is timed
-        commits: list[list[bytes | int]] = []
-        pending: list[tuple[bytes, int]] = []
-        batches: list[list[bytes | int]] = []
-        next_id = 1
-        for _ in range(events):
-            args: list[bytes | int] = []
-            for data in datas:
-                cid = b"\x01\x71\x12\x20" + rng.randbytes(32)
-                args += (next_id, cid, data)
-                pending.append((cid, next_id))
-                next_id += 1
-            commits.append(args)
-            if len(pending) >= 4096:
-                pending.sort()
-                for at in range(0, len(pending) - 127, 128):
-                    batches.append([x for r in pending[at : at + 128] for x in r])
-                pending = []
-        merge_every = max(1, len(commits) // max(1, len(batches)))
-        start = time.process_time()
-        merged = 0
-        for at in range(0, len(commits), clients):
-            db.execute("BEGIN IMMEDIATE")
-            for args in commits[at : at + clients]:
-                db.execute(rows_sql, args)
-            # the index merge, spread over the transactions as the store spreads it
-            while merged < len(batches) and merged * merge_every < at + clients:
-                db.execute(idx_sql, batches[merged])
-                merged += 1
-            db.execute("COMMIT")
-        sqlite_us = (time.process_time() - start) / events * 1e6
-        db.close()
-    floor = sign_us + sqlite_us
+    """The native work every p2pico event does, with no Python around it (floor.py): its
+    Ed25519 signature and its blocks' SQLite writes, `clients` commits a transaction. The
+    events/s of one core that did only this bounds the engine on one thread."""
+    floor = _sibling("floor")
+    sign = floor.sign_us()
+    sqlite = floor.sqlite_us(COMMIT_BLOCKS, clients, events)
+    total = sign + sqlite
     return {
         "what": "per event: Ed25519 sign + SQLite writes of its blocks, no Python around them",
         "commit_blocks_bytes": list(COMMIT_BLOCKS),
         "group": clients,
-        "sign_us": round(sign_us, 1),
-        "sqlite_us": round(sqlite_us, 1),
-        "floor_us": round(floor, 1),
-        "max_events_per_s_one_core": round(1e6 / floor),
+        "sign_us": round(sign, 1),
+        "sqlite_us": round(sqlite, 1),
+        "floor_us": round(total, 1),
+        "max_events_per_s_one_core": round(1e6 / total),
     }
 
 

@@ -1,0 +1,101 @@
+"""The floor of a commit: the native work every signed, durable p2pico commit does, timed with
+no Python around it. Used by scripts/bench/engine.py and scripts/bench/dag.py to print, beside
+their goals, how much CPU per commit is left for what runs in Python.
+
+- ``sign_us``: one Ed25519 signature (libsodium through PyNaCl, as dag.did) of a head-sized
+  payload;
+- ``sha256_us``: the sha2-256 digests of a commit's blocks (their CIDs);
+- ``sqlite_us``: a commit's blocks written as dag/store.py writes them (its tables, page size,
+  WAL and cache settings): one multi-row INSERT into ``blk`` per commit, one COMMIT per
+  ``group`` commits, and each block's row in the cid index ``idx``, sorted in batches of
+  4,096 and spread over the transactions, 128 rows a statement. The statements' arguments
+  are built before the clock starts.
+
+Times are process CPU time per commit, in µs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from dag.did import Keypair
+from dag.store import CACHE_KIB, PAGE_SIZE, WAL_CHECKPOINT_BYTES
+
+_INDEX_BATCH = 4096
+_INDEX_ROWS = 128
+
+
+def sign_us(payload_bytes: int = 250, seconds: float = 0.5) -> float:
+    key, payload = Keypair.generate(), os.urandom(payload_bytes)
+    n, start = 0, time.process_time()
+    while n < 4000 or time.process_time() - start < seconds:
+        key.sign(payload)
+        n += 1
+    return (time.process_time() - start) / n * 1e6
+
+
+def sha256_us(block_sizes: Sequence[int], rounds: int = 4000) -> float:
+    datas = [os.urandom(size) for size in block_sizes]
+    sha256 = hashlib.sha256
+    start = time.process_time()
+    for _ in range(rounds):
+        for data in datas:
+            sha256(data).digest()
+    return (time.process_time() - start) / rounds * 1e6
+
+
+def sqlite_us(block_sizes: Sequence[int], group: int, commits: int) -> float:
+    rng = random.Random(7)
+    per = len(block_sizes)
+    insert = "INSERT INTO blk (id, cid, data) VALUES " + ", ".join(["(?, ?, ?)"] * per)
+    merge = "INSERT OR IGNORE INTO idx (cid, id) VALUES " + ", ".join(["(?, ?)"] * _INDEX_ROWS)
+    datas = [rng.randbytes(size) for size in block_sizes]
+    rows: list[list[bytes | int]] = []
+    batches: list[list[bytes | int]] = []
+    pending: list[tuple[bytes, int]] = []
+    next_id = 1
+    for _ in range(commits):
+        args: list[bytes | int] = []
+        for data in datas:
+            cid = b"\x01\x71\x12\x20" + rng.randbytes(32)  # CIDv1 dag-cbor sha2-256, binary
+            args += (next_id, cid, data)
+            pending.append((cid, next_id))
+            next_id += 1
+        rows.append(args)
+        if len(pending) >= _INDEX_BATCH:
+            pending.sort()
+            for at in range(0, len(pending) - _INDEX_ROWS + 1, _INDEX_ROWS):
+                batches.append([x for row in pending[at : at + _INDEX_ROWS] for x in row])
+            pending = []
+    with tempfile.TemporaryDirectory(prefix="p2pico-floor-") as tmp:
+        db = sqlite3.connect(str(Path(tmp) / "floor.sqlite"), isolation_level=None)
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // PAGE_SIZE}")
+        db.execute(
+            "CREATE TABLE blk (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL)"
+        )
+        db.execute("CREATE TABLE idx (cid BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID")
+        every = max(1, commits // max(1, len(batches)))  # commits per index statement
+        merged = 0
+        start = time.process_time()
+        for at in range(0, commits, group):
+            db.execute("BEGIN IMMEDIATE")
+            for args in rows[at : at + group]:
+                db.execute(insert, args)
+            while merged < len(batches) and merged * every < at + group:
+                db.execute(merge, batches[merged])
+                merged += 1
+            db.execute("COMMIT")
+        spent = time.process_time() - start
+        db.close()
+    return spent / commits * 1e6
