@@ -11,7 +11,8 @@ their goals, how much CPU per commit is left for what runs in Python.
   4,096 and spread over the transactions, 128 rows a statement. The statements' arguments
   are built before the clock starts.
 
-Times are process CPU time per commit, in µs.
+Times are process CPU time per commit, in µs: the least of three runs (a floor; the VM's
+speed and the page cache vary from run to run).
 """
 
 from __future__ import annotations
@@ -32,26 +33,39 @@ _INDEX_BATCH = 4096
 _INDEX_ROWS = 128
 
 
-def sign_us(payload_bytes: int = 250, seconds: float = 0.5) -> float:
+_RUNS = 3
+
+
+def sign_us(payload_bytes: int = 250, seconds: float = 0.2) -> float:
     key, payload = Keypair.generate(), os.urandom(payload_bytes)
-    n, start = 0, time.process_time()
-    while n < 4000 or time.process_time() - start < seconds:
-        key.sign(payload)
-        n += 1
-    return (time.process_time() - start) / n * 1e6
+    best = float("inf")
+    for _ in range(_RUNS):
+        n, start = 0, time.process_time()
+        while n < 2000 or time.process_time() - start < seconds:
+            key.sign(payload)
+            n += 1
+        best = min(best, (time.process_time() - start) / n * 1e6)
+    return best
 
 
 def sha256_us(block_sizes: Sequence[int], rounds: int = 4000) -> float:
     datas = [os.urandom(size) for size in block_sizes]
     sha256 = hashlib.sha256
-    start = time.process_time()
-    for _ in range(rounds):
-        for data in datas:
-            sha256(data).digest()
-    return (time.process_time() - start) / rounds * 1e6
+    best = float("inf")
+    for _ in range(_RUNS):
+        start = time.process_time()
+        for _ in range(rounds):
+            for data in datas:
+                sha256(data).digest()
+        best = min(best, (time.process_time() - start) / rounds * 1e6)
+    return best
 
 
 def sqlite_us(block_sizes: Sequence[int], group: int, commits: int) -> float:
+    return min(_sqlite_run(block_sizes, group, commits) for _ in range(_RUNS))
+
+
+def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
     rng = random.Random(7)
     per = len(block_sizes)
     insert = "INSERT INTO blk (id, cid, data) VALUES " + ", ".join(["(?, ?, ?)"] * per)
