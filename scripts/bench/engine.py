@@ -164,16 +164,11 @@ def bench_http(events: int, queries: int, clients: int) -> dict[str, object]:
     the cost. Also the node's CPU per request, from /proc."""
     hs = _sibling("http_server")  # scripts/bench/http_server.py
 
-    from p2pico.testing import NodeProcess, start_node
+    from p2pico.testing import start_node
 
-    def drive(
-        node: NodeProcess,
-        dids: list[str],
-        n: int,
-        make: Callable[[str], bytes],
-        check: Callable[[int, bytes], None],
-    ) -> dict[str, float]:
-        run = hs.drive(node, dids, n, make, check)
+    def drive(*args: Any) -> dict[str, float]:
+        """http_server.drive(node, dids, n, make, check), as this bench's row."""
+        run = hs.drive(*args)
         latencies = cast(list[float], run["latencies"])
         out = row(latencies, cast(float, run["wall"]))
         out["node_cpu_us_per_op"] = round(cast(float, run["cpu"]) / len(latencies) * 1e6, 1)
