@@ -60,6 +60,16 @@ class Block:
         return block
 
     @classmethod
+    def _hashed(cls, cid: CID, data: bytes) -> Block:
+        """A DAG-CBOR block whose CID was computed from `data` in dag/_native.c (sha2-256,
+        as CID.of does): for hamt.py only, which splices the bytes as ``_spliced`` says."""
+        block = _new(cls)
+        _set_cid(block, cid)
+        _set_data(block, data)
+        _set_value(block, _NOT_DECODED)
+        return block
+
+    @classmethod
     def raw(cls, data: bytes) -> Block:
         data = bytes(data)
         return cls(CID.of(data, RAW), data, data, _token=_PRIVATE)

@@ -39,6 +39,11 @@ from dag.block import Block
 from dag.cid import CID, DAG_CBOR
 from dag.store import BlockStore, MissingBlock
 
+try:  # the C commit path (setup.py builds it where it can: it is optional)
+    from dag import _native
+except ImportError:  # pragma: no cover - a build without a C compiler or OpenSSL headers
+    _native = None  # type: ignore[assignment]
+
 HASH_ALG: Final = 0x12  # sha2-256
 HASH_BITS: Final = 256
 # The bitWidth of new maps (chosen by measurement: README "HAMT"); the spec's default, and
@@ -800,6 +805,17 @@ class NodeCache:
         self._put(cid, node)
         return node
 
+    def _get_key(self, store: BlockStore, key: bytes, p: _Width) -> _Node:
+        """``_get`` of a binary CID (a node of a map of bitWidth `p`): a hit needs no CID."""
+        hit = self._nodes.get(key)
+        if hit is None:
+            return self._get(store, CID._parse_bytes(key), p)
+        node = hit[0]
+        if node.p is not p:
+            _wrong_width(CID._parse_bytes(key), node.p.map_bytes, p)
+        self._nodes.move_to_end(key)
+        return node
+
     def _put(self, cid: CID, node: _Node) -> None:
         nodes = self._nodes
         key = cid.buffer
@@ -807,7 +823,8 @@ class NodeCache:
         if old is not None:
             self.bytes -= old[1]
         # the object, its int bitmap and tuple, each bytes object with its header, and the
-        # cache's key and entry (sys.getsizeof of a cached 1,000,000-entry map agrees to 1%)
+        # cache's key and entry (sys.getsizeof of a cached 1,000,000-entry map agrees to 1%);
+        # dag/_native.c's cache_put computes the same
         weight = 350 + 41 * len(node.enc) + node.size
         nodes[key] = (node, weight)  # inserted last: the most recently used
         self.bytes += weight
@@ -815,7 +832,10 @@ class NodeCache:
             self.bytes -= nodes.popitem(last=False)[1][1]
 
     def _drop(self, cid: CID) -> None:
-        old = self._nodes.pop(cid.buffer, None)
+        self._drop_key(cid.buffer)
+
+    def _drop_key(self, key: bytes) -> None:
+        old = self._nodes.pop(key, None)
         if old is not None:
             self.bytes -= old[1]
 
@@ -927,6 +947,13 @@ def update_cached_encoded(
     that has encoded the value already (state.py); `value` DELETE (its encoding unused) removes
     the key.  The encodings must be ``cbor.encode``'s: they are spliced into the nodes as given."""
     top = old_top = cache._get(store, root, None)
+    if _native is not None:
+        if not isinstance(changes, list | tuple):
+            changes = list(changes)
+        if len(changes) == 1 and changes[0][1] is not DELETE:
+            done = _set_native(store, root, top, changes[0], cache)
+            if done is not None:
+                return done
     ov = _CachedOverlay(store, cache, top.p)
     hashes: builtins.list[int] = []
     for key, value, venc in changes:
@@ -960,6 +987,46 @@ def update_cached_encoded(
     elif ov.new:
         _needed_nodes(ov, top, hashes, needed)
     cache._put(root_block.cid, top)
+    needed.append(root_block)
+    return root_block, needed
+
+
+def _set_native(
+    store: BlockStore,
+    root: CID,
+    top: _Node,
+    change: tuple[str, object, bytes],
+    cache: NodeCache,
+) -> tuple[Block, builtins.list[Block]] | None:
+    """One key set through dag/_native.c: what ``_cset`` and the rest of
+    ``update_cached_encoded`` do for it, the cache's updates included; or None when the C
+    code declines (a bucket overflows into a child node, a link is not a 36-byte CIDv1, a node
+    would exceed the block limit, the maximum depth): the Python path then does it."""
+    key, _, venc = change
+    k = _key(key)
+    _check_size(key, len(venc))
+    p = top.p
+
+    def lookup(child: bytes) -> _Node:  # a node the cache does not hold (or at another width)
+        return cache._get_key(store, child, p)
+
+    done = _native.hamt_set(
+        top,
+        cache,
+        lookup,
+        k,
+        hashlib.sha256(k).digest(),
+        _entry_enc(k, venc),
+        _Node,
+        _ROOT_PREFIX,
+        _ROOT_SUFFIX,
+        root.buffer,
+    )
+    if done is None:
+        return None
+    root_key, root_data, new_nodes = done
+    needed = [Block._hashed(CID._parse_bytes(c), data) for c, data in new_nodes]
+    root_block = Block._hashed(CID._parse_bytes(root_key), root_data)
     needed.append(root_block)
     return root_block, needed
 

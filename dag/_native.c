@@ -1,0 +1,777 @@
+/* dag._native: the hot path of a commit that sets one key of a cached HAMT, in C.
+ *
+ * hamt.update_cached_encoded calls hamt_set for a commit that sets one key (the engine's
+ * common case: an event changes one entity variable). It does, in one call, what hamt._cset
+ * does level by level in Python: walk the key's path through the cached nodes, splice the
+ * new entry into its bucket, then rebuild each node on the way up from its cached element
+ * encodings, hash it and link it from its parent. The result is the same bytes and CIDs as
+ * the Python path (tests/dag/test_dag_native.py compares them on random maps of every
+ * bitWidth). Anything else it declines by returning None, and hamt.py's own code does it:
+ * a bucket that overflows into a child node, a link that is not a 36-byte CIDv1, a node over
+ * the block limit, the maximum depth.
+ *
+ * Element bytes come from hamt._Node, whose encodings were sliced from strictly decoded
+ * blocks or made by our encoder, so they are canonical; every read is still bounds-checked,
+ * and bytes that do not parse make the call decline (None) rather than read past them.
+ */
+#define PY_SSIZE_T_CLEAN
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <Python.h>
+#include <openssl/sha.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_BLOCK (256 * 1024)
+#define BUCKET_SIZE 3
+#define MAX_WIDTH 16
+#define MAX_DEPTH (256 / 3 + 1)
+#define CID_LEN 36
+#define LINK_LEN (5 + CID_LEN)
+
+/* Attribute names, interned at import. */
+static PyObject *S_bits, *S_enc, *S_size, *S_p, *S_width, *S_map_bytes, *S_prefix;
+static PyObject *S_nodes, *S_bytes, *S_max_bytes, *S_move_to_end, *S_pop, *S_popitem;
+
+/* hamt.NodeCache's estimate of a cached node's memory (NodeCache._put): tests compare the
+ * cache this file leaves with the one the Python path leaves, weights and total included. */
+#define WEIGHT_BASE 350
+#define WEIGHT_PER_ELEMENT 41
+
+static const unsigned char LINK_PREFIX[5] = {0xd8, 0x2a, 0x58, 0x25, 0x00};
+static const unsigned char CID_PREFIX[4] = {0x01, 0x71, 0x12, 0x20};
+
+/* The offset after the CBOR item at `pos`, or -1 if it runs past `n` (or nests too deep). */
+static Py_ssize_t
+skip_item(const unsigned char *b, Py_ssize_t n, Py_ssize_t pos, int depth)
+{
+    if (depth > 32 || pos >= n)
+        return -1;
+    unsigned char first = b[pos++];
+    int major = first >> 5, info = first & 31;
+    uint64_t v;
+    if (info < 24) {
+        v = (uint64_t)info;
+    }
+    else if (info <= 27) {
+        int size = 1 << (info - 24);
+        if (pos + size > n)
+            return -1;
+        v = 0;
+        for (int j = 0; j < size; j++)
+            v = v << 8 | b[pos + j];
+        pos += size;
+    }
+    else {
+        return -1;
+    }
+    switch (major) {
+    case 2:
+    case 3:
+        if (v > (uint64_t)(n - pos))
+            return -1;
+        return pos + (Py_ssize_t)v;
+    case 4:
+    case 5: {
+        uint64_t items = major == 4 ? v : 2 * v;
+        if (items > (uint64_t)(n - pos))  /* each item takes a byte at least */
+            return -1;
+        for (uint64_t j = 0; j < items; j++) {
+            pos = skip_item(b, n, pos, depth + 1);
+            if (pos < 0)
+                return -1;
+        }
+        return pos;
+    }
+    case 6:
+        return skip_item(b, n, pos, depth + 1);
+    default:  /* ints; simple values and floats (their bytes were read as v) */
+        return pos;
+    }
+}
+
+/* The index of the key at `depth`: bits depth*w .. depth*w+w-1 of the digest, from the most
+ * significant bit of its first byte (hamt._Width.index). */
+static int
+index_at(const unsigned char *digest, int w, int depth)
+{
+    int bit = depth * w, byte = bit >> 3;
+    uint32_t acc = 0;
+    for (int j = 0; j < 3; j++)
+        acc = acc << 8 | (byte + j < 32 ? digest[byte + j] : 0);
+    return (int)((acc >> (24 - (bit & 7) - w)) & ((1u << w) - 1));
+}
+
+static Py_ssize_t
+rank(const unsigned char *map, int i)
+{
+    Py_ssize_t r = 0;
+    for (int j = 0; j < (i >> 3); j++)
+        r += __builtin_popcount(map[j]);
+    return r + __builtin_popcount(map[i >> 3] & ((1u << (i & 7)) - 1));
+}
+
+/* A CBOR head (major type `major`, argument `v`) into out; its length. */
+static int
+put_head(unsigned char *out, int major, uint64_t v)
+{
+    unsigned char m = (unsigned char)(major << 5);
+    if (v < 24) {
+        out[0] = m | (unsigned char)v;
+        return 1;
+    }
+    int size = v < 0x100 ? 1 : v < 0x10000 ? 2 : v < 0x100000000ull ? 4 : 8;
+    out[0] = m | (unsigned char)(24 + (size == 1 ? 0 : size == 2 ? 1 : size == 4 ? 2 : 3));
+    for (int j = 0; j < size; j++)
+        out[1 + j] = (unsigned char)(v >> (8 * (size - 1 - j)));
+    return 1 + size;
+}
+
+typedef struct {
+    PyObject *node;  /* the cached _Node (borrowed from `held`) */
+    PyObject *enc;   /* its element tuple (a new reference) */
+    unsigned char *map;  /* its bitmap: map_bytes in `maps` */
+    int i;           /* the key's index in this node */
+    Py_ssize_t r;    /* the element's position in enc */
+    int present;
+    Py_ssize_t size;
+    PyObject *link;  /* the child's binary CID when the path goes on (a new reference) */
+} Level;
+
+typedef struct {
+    int w, map_bytes;
+    const char *prefix;
+    Py_ssize_t prefix_len;
+    PyObject *p;
+} Width;
+
+/* The bytes of a node: before, [map, data], after. */
+static PyObject *
+node_data(const Width *wd, const unsigned char *map, PyObject *enc, const char *before,
+          Py_ssize_t before_len, const char *after, Py_ssize_t after_len)
+{
+    Py_ssize_t count = PyTuple_GET_SIZE(enc), total = before_len + wd->prefix_len +
+                                                      wd->map_bytes + 9 + after_len;
+    for (Py_ssize_t j = 0; j < count; j++)
+        total += PyBytes_GET_SIZE(PyTuple_GET_ITEM(enc, j));
+    if (total > MAX_BLOCK + 16)
+        Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out), *start = o;
+    memcpy(o, before, before_len);
+    o += before_len;
+    memcpy(o, wd->prefix, wd->prefix_len);
+    o += wd->prefix_len;
+    memcpy(o, map, wd->map_bytes);
+    o += wd->map_bytes;
+    o += put_head(o, 4, (uint64_t)count);
+    for (Py_ssize_t j = 0; j < count; j++) {
+        PyObject *e = PyTuple_GET_ITEM(enc, j);
+        memcpy(o, PyBytes_AS_STRING(e), PyBytes_GET_SIZE(e));
+        o += PyBytes_GET_SIZE(e);
+    }
+    memcpy(o, after, after_len);
+    o += after_len;
+    if (_PyBytes_Resize(&out, o - start) < 0)
+        return NULL;
+    if (PyBytes_GET_SIZE(out) > MAX_BLOCK) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
+static PyObject *
+cid_of(PyObject *data)
+{
+    PyObject *cid = PyBytes_FromStringAndSize(NULL, CID_LEN);
+    if (cid == NULL)
+        return NULL;
+    unsigned char *c = (unsigned char *)PyBytes_AS_STRING(cid);
+    memcpy(c, CID_PREFIX, 4);
+    /* the low-level calls: OpenSSL 3's one-shot SHA256() fetches the digest by name each time */
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
+    SHA256_Final(c + 4, &ctx);
+    return cid;
+}
+
+/* The bucket `e` with the entry for key k set to `entry`, or Py_None if it is full without k
+ * (it overflows: hamt.py builds the child node), or NULL with an exception. */
+static PyObject *
+bucket_set(PyObject *e, const unsigned char *k, Py_ssize_t klen, PyObject *entry)
+{
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(e);
+    Py_ssize_t n = PyBytes_GET_SIZE(e);
+    int count = b[0] - 0x80;
+    const unsigned char *ents[BUCKET_SIZE + 1];
+    Py_ssize_t elens[BUCKET_SIZE + 1];
+    Py_ssize_t pos = 1;
+    int m = 0, placed = 0;
+    for (int j = 0; j < count; j++) {
+        Py_ssize_t start = pos;
+        if (pos + 2 > n || b[pos] != 0x82 || (b[pos + 1] >> 5) != 2)
+            Py_RETURN_NONE;
+        int info = b[pos + 1] & 31;
+        Py_ssize_t kl, kp;
+        if (info < 24) {
+            kl = info;
+            kp = pos + 2;
+        }
+        else if (info == 24 && pos + 3 <= n) {
+            kl = b[pos + 2];
+            kp = pos + 3;
+        }
+        else {
+            Py_RETURN_NONE;  /* keys are at most 128 bytes */
+        }
+        if (kp + kl > n)
+            Py_RETURN_NONE;
+        pos = skip_item(b, n, kp + kl, 0);
+        if (pos < 0)
+            Py_RETURN_NONE;
+        const unsigned char *ek = b + kp;
+        int cmp = memcmp(ek, k, (size_t)(kl < klen ? kl : klen));
+        if (cmp == 0)
+            cmp = kl < klen ? -1 : kl > klen ? 1 : 0;
+        if (cmp == 0)
+            continue;  /* the old entry of k: replaced */
+        if (cmp > 0 && !placed) {
+            ents[m++] = NULL;  /* k's entry goes before the first greater key */
+            placed = 1;
+        }
+        if (m >= BUCKET_SIZE + 1)
+            Py_RETURN_NONE;
+        ents[m] = b + start;
+        elens[m] = pos - start;
+        m++;
+    }
+    if (pos != n)
+        Py_RETURN_NONE;
+    if (!placed)
+        ents[m++] = NULL;
+    if (m > BUCKET_SIZE)
+        Py_RETURN_NONE;
+    Py_ssize_t total = 1;
+    for (int j = 0; j < m; j++)
+        total += ents[j] == NULL ? PyBytes_GET_SIZE(entry) : elens[j];
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    *o++ = (unsigned char)(0x80 + m);
+    for (int j = 0; j < m; j++) {
+        if (ents[j] == NULL) {
+            memcpy(o, PyBytes_AS_STRING(entry), PyBytes_GET_SIZE(entry));
+            o += PyBytes_GET_SIZE(entry);
+        }
+        else {
+            memcpy(o, ents[j], elens[j]);
+            o += elens[j];
+        }
+    }
+    return out;
+}
+
+/* A copy of `enc` with position r replaced by `e` (present) or `e` inserted at r. */
+static PyObject *
+tuple_with(PyObject *enc, Py_ssize_t r, int present, PyObject *e)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(enc), m = present ? n : n + 1;
+    PyObject *out = PyTuple_New(m);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t j = 0, s = 0; j < m; j++) {
+        PyObject *x;
+        if (j == r) {
+            x = e;
+            if (present)
+                s++;
+        }
+        else {
+            x = PyTuple_GET_ITEM(enc, s++);
+        }
+        Py_INCREF(x);
+        PyTuple_SET_ITEM(out, j, x);
+    }
+    return out;
+}
+
+static int
+get_ssize(PyObject *obj, PyObject *name, Py_ssize_t *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* The node's map as bytes (little-endian, map_bytes long), its elements and their size. */
+static int
+load_level(Level *lv, PyObject *node, const Width *wd)
+{
+    lv->node = node;
+    lv->enc = NULL;
+    lv->link = NULL;
+    PyObject *bits = PyObject_GetAttr(node, S_bits);
+    if (bits == NULL)
+        return -1;
+    if (!PyLong_Check(bits)) {
+        Py_DECREF(bits);
+        PyErr_SetString(PyExc_TypeError, "a node's bits must be an int");
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    int rc = _PyLong_AsByteArray((PyLongObject *)bits, lv->map, (size_t)wd->map_bytes, 1, 0, 1);
+#else
+    int rc = _PyLong_AsByteArray((PyLongObject *)bits, lv->map, (size_t)wd->map_bytes, 1, 0);
+#endif
+    Py_DECREF(bits);
+    if (rc < 0)
+        return -1;
+    lv->enc = PyObject_GetAttr(node, S_enc);
+    if (lv->enc == NULL)
+        return -1;
+    if (!PyTuple_Check(lv->enc)) {
+        PyErr_SetString(PyExc_TypeError, "a node's enc must be a tuple");
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(lv->enc); j++) {
+        PyObject *e = PyTuple_GET_ITEM(lv->enc, j);
+        if (!PyBytes_Check(e) || PyBytes_GET_SIZE(e) == 0) {
+            PyErr_SetString(PyExc_TypeError, "a node's elements must be non-empty bytes");
+            return -1;
+        }
+    }
+    return get_ssize(node, S_size, &lv->size);
+}
+
+/* A _Node: allocated and its slots set as _Node.__init__ sets them (with `size` given),
+ * without running the Python __init__. */
+static PyObject *
+new_node(PyTypeObject *type, PyObject *bits, PyObject *enc, PyObject *p, Py_ssize_t size)
+{
+    PyObject *n = type->tp_alloc(type, 0);
+    if (n == NULL)
+        return NULL;
+    PyObject *sz = PyLong_FromSsize_t(size);
+    if (sz == NULL || PyObject_SetAttr(n, S_bits, bits) < 0 || PyObject_SetAttr(n, S_enc, enc) < 0 ||
+        PyObject_SetAttr(n, S_p, p) < 0 || PyObject_SetAttr(n, S_size, sz) < 0) {
+        Py_XDECREF(sz);
+        Py_DECREF(n);
+        return NULL;
+    }
+    Py_DECREF(sz);
+    return n;
+}
+
+/* NodeCache._drop_key: the entry for `key` leaves the OrderedDict `nodes`. */
+static int
+cache_drop(PyObject *nodes, PyObject *key, long long *bytes)
+{
+    PyObject *old = PyObject_CallMethodObjArgs(nodes, S_pop, key, Py_None, NULL);
+    if (old == NULL)
+        return -1;
+    if (old != Py_None) {
+        long long weight = PyTuple_Check(old) && PyTuple_GET_SIZE(old) == 2
+                               ? PyLong_AsLongLong(PyTuple_GET_ITEM(old, 1))
+                               : -1;
+        if (weight < 0) {
+            Py_DECREF(old);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a NodeCache entry must be (node, weight)");
+            return -1;
+        }
+        *bytes -= weight;
+    }
+    Py_DECREF(old);
+    return 0;
+}
+
+/* NodeCache._put: `node` enters last (the most recently used); the least recently used
+ * leave while the cache holds more than `cap` nodes or `max_bytes`. */
+static int
+cache_put(PyObject *nodes, PyObject *key, PyObject *node, Py_ssize_t elements, Py_ssize_t size,
+          long long *bytes, Py_ssize_t cap, long long max_bytes)
+{
+    if (cache_drop(nodes, key, bytes) < 0)
+        return -1;
+    long long weight = WEIGHT_BASE + (long long)WEIGHT_PER_ELEMENT * elements + size;
+    PyObject *w = PyLong_FromLongLong(weight);
+    PyObject *item = w ? PyTuple_Pack(2, node, w) : NULL;
+    Py_XDECREF(w);
+    if (item == NULL)
+        return -1;
+    int rc = PyObject_SetItem(nodes, key, item);
+    Py_DECREF(item);
+    if (rc < 0)
+        return -1;
+    *bytes += weight;
+    for (;;) {
+        Py_ssize_t n = PyObject_Length(nodes);
+        if (n < 0)
+            return -1;
+        if (n <= cap && *bytes <= max_bytes)
+            return 0;
+        PyObject *oldest = PyObject_CallMethodOneArg(nodes, S_popitem, Py_False);
+        if (oldest == NULL)
+            return -1;
+        PyObject *entry = PyTuple_Check(oldest) && PyTuple_GET_SIZE(oldest) == 2
+                              ? PyTuple_GET_ITEM(oldest, 1)
+                              : NULL;
+        long long ow = entry && PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2
+                           ? PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 1))
+                           : -1;
+        Py_DECREF(oldest);
+        if (ow < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a NodeCache entry must be (node, weight)");
+            return -1;
+        }
+        *bytes -= ow;
+    }
+}
+
+static int
+apply_cache(PyObject *cache, PyObject *nodes, PyObject *root_cid, PyObject *replaced,
+            PyObject *puts)
+{
+    Py_ssize_t cap;
+    long long bytes, max_bytes;
+    PyObject *b = PyObject_GetAttr(cache, S_bytes), *m = b ? PyObject_GetAttr(cache, S_max_bytes) : NULL;
+    if (m == NULL) {
+        Py_XDECREF(b);
+        return -1;
+    }
+    bytes = PyLong_AsLongLong(b);
+    max_bytes = PyLong_AsLongLong(m);
+    Py_DECREF(b);
+    Py_DECREF(m);
+    if (PyErr_Occurred() || get_ssize(cache, S_size, &cap) < 0)
+        return -1;
+    int rc = cache_drop(nodes, root_cid, &bytes);
+    for (Py_ssize_t j = 0; rc == 0 && j < PyList_GET_SIZE(replaced); j++)
+        rc = cache_drop(nodes, PyList_GET_ITEM(replaced, j), &bytes);
+    for (Py_ssize_t j = 0; rc == 0 && j < PyList_GET_SIZE(puts); j++) {
+        PyObject *put = PyList_GET_ITEM(puts, j);
+        rc = cache_put(nodes, PyTuple_GET_ITEM(put, 0), PyTuple_GET_ITEM(put, 1),
+                       PyLong_AsSsize_t(PyTuple_GET_ITEM(put, 2)),
+                       PyLong_AsSsize_t(PyTuple_GET_ITEM(put, 3)), &bytes, cap, max_bytes);
+    }
+    /* the total, even after a failure part way: it matches the entries that are there */
+    PyObject *nb = PyLong_FromLongLong(bytes);
+    if (nb == NULL || PyObject_SetAttr(cache, S_bytes, nb) < 0)
+        rc = -1;
+    Py_XDECREF(nb);
+    return rc;
+}
+
+PyDoc_STRVAR(hamt_set_doc,
+"hamt_set(top, cache, lookup, key, digest, entry, node_type, root_prefix, root_suffix,\n"
+"         root_cid)\n"
+"\n"
+"Set one key of a cached HAMT (see hamt.update_cached_encoded). `top` is the root _Node\n"
+"(binary CID `root_cid`) in `cache`, a hamt.NodeCache; children are taken from the cache,\n"
+"or from `lookup(cid_bytes)` when not there; `digest` is sha2-256(key), `entry` the encoded\n"
+"[key, value]. Returns (root_cid, root_data, new_nodes), new_nodes as (cid, data) deepest\n"
+"first, with the cache updated as update_cached_encoded updates it; or None, the cache\n"
+"untouched, when the Python path must do it.");
+
+static PyObject *
+hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "hamt_set takes 10 arguments");
+        return NULL;
+    }
+    PyObject *top = args[0], *cache = args[1], *lookup = args[2], *key = args[3];
+    PyObject *digest = args[4], *entry = args[5], *node_type = args[6], *rpre = args[7];
+    PyObject *rsuf = args[8], *root_cid = args[9];
+    if (!PyType_Check(node_type)) {
+        PyErr_SetString(PyExc_TypeError, "hamt_set: node_type must be a type");
+        return NULL;
+    }
+    if (!PyBytes_Check(key) || !PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32 ||
+        !PyBytes_Check(entry) || !PyBytes_Check(rpre) || !PyBytes_Check(rsuf) ||
+        !PyBytes_Check(root_cid)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "hamt_set: key, digest (32), entry, affixes and root_cid are bytes");
+        return NULL;
+    }
+    const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
+    const unsigned char *dg = (const unsigned char *)PyBytes_AS_STRING(digest);
+    Py_ssize_t klen = PyBytes_GET_SIZE(key);
+
+    Width wd;
+    Py_ssize_t w, map_bytes;
+    wd.p = PyObject_GetAttr(top, S_p);
+    if (wd.p == NULL)
+        return NULL;
+    PyObject *prefix = NULL, *result = NULL, *held = NULL, *new_nodes = NULL, *replaced = NULL;
+    PyObject *nodes = NULL, *puts = NULL;
+    PyObject *elem = NULL;
+    Level *levels = NULL;
+    unsigned char *maps = NULL;
+    int depth = 0, nlevels = 0;
+    if (get_ssize(wd.p, S_width, &w) < 0 || get_ssize(wd.p, S_map_bytes, &map_bytes) < 0)
+        goto done;
+    prefix = PyObject_GetAttr(wd.p, S_prefix);
+    if (prefix == NULL)
+        goto done;
+    if (w < 3 || w > MAX_WIDTH || map_bytes != (1 << w) / 8 || !PyBytes_Check(prefix)) {
+        PyErr_SetString(PyExc_ValueError, "hamt_set: a bad width");
+        goto done;
+    }
+    nodes = PyObject_GetAttr(cache, S_nodes);
+    if (nodes == NULL)
+        goto done;
+    if (!PyDict_Check(nodes)) {
+        PyErr_SetString(PyExc_TypeError, "hamt_set: cache._nodes must be an OrderedDict");
+        goto done;
+    }
+    wd.w = (int)w;
+    wd.map_bytes = (int)map_bytes;
+    wd.prefix = PyBytes_AS_STRING(prefix);
+    wd.prefix_len = PyBytes_GET_SIZE(prefix);
+    int max_levels = 256 / wd.w;
+    levels = PyMem_Calloc((size_t)max_levels, sizeof(Level));
+    maps = PyMem_Malloc((size_t)max_levels * (size_t)wd.map_bytes);
+    held = PyList_New(0);  /* the child nodes lookup returned, kept alive */
+    if (levels == NULL || maps == NULL || held == NULL) {
+        if (levels == NULL || maps == NULL)
+            PyErr_NoMemory();
+        goto done;
+    }
+    for (int j = 0; j < max_levels; j++)
+        levels[j].map = maps + (size_t)j * (size_t)wd.map_bytes;
+
+    /* Down: the key's path; `elem` becomes the new element of the deepest level. */
+    PyObject *node = top;
+    for (;;) {
+        if (depth >= max_levels) {
+            result = Py_None;  /* the maximum depth: hamt.py raises its error */
+            Py_INCREF(result);
+            goto done;
+        }
+        Level *lv = &levels[depth];
+        nlevels = depth + 1;
+        if (load_level(lv, node, &wd) < 0)
+            goto done;
+        lv->i = index_at(dg, wd.w, depth);
+        lv->present = lv->map[lv->i >> 3] >> (lv->i & 7) & 1;
+        lv->r = rank(lv->map, lv->i);
+        if (lv->r > PyTuple_GET_SIZE(lv->enc) || (lv->present && lv->r >= PyTuple_GET_SIZE(lv->enc))) {
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
+        }
+        if (!lv->present) {  /* an empty slot: a bucket of one */
+            elem = PyBytes_FromStringAndSize(NULL, 1 + PyBytes_GET_SIZE(entry));
+            if (elem == NULL)
+                goto done;
+            PyBytes_AS_STRING(elem)[0] = (char)0x81;
+            memcpy(PyBytes_AS_STRING(elem) + 1, PyBytes_AS_STRING(entry), PyBytes_GET_SIZE(entry));
+            break;
+        }
+        PyObject *e = PyTuple_GET_ITEM(lv->enc, lv->r);
+        const unsigned char *eb = (const unsigned char *)PyBytes_AS_STRING(e);
+        Py_ssize_t elen = PyBytes_GET_SIZE(e);
+        if (elen == LINK_LEN && memcmp(eb, LINK_PREFIX, 5) == 0) {
+            lv->link = PyBytes_FromStringAndSize((const char *)eb + 5, CID_LEN);
+            if (lv->link == NULL)
+                goto done;
+            /* a hit of the right width is moved to the end (NodeCache._get_key); anything
+             * else goes through lookup, which reads the store or raises */
+            PyObject *child = NULL, *hit = PyDict_GetItemWithError(nodes, lv->link);
+            if (hit == NULL && PyErr_Occurred())
+                goto done;
+            if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2) {
+                PyObject *hp = PyObject_GetAttr(PyTuple_GET_ITEM(hit, 0), S_p);
+                if (hp == NULL)
+                    goto done;
+                Py_DECREF(hp);
+                if (hp == wd.p) {
+                    child = PyTuple_GET_ITEM(hit, 0);
+                    Py_INCREF(child);
+                    PyObject *moved = PyObject_CallMethodOneArg(nodes, S_move_to_end, lv->link);
+                    if (moved == NULL) {
+                        Py_DECREF(child);
+                        goto done;
+                    }
+                    Py_DECREF(moved);
+                }
+            }
+            if (child == NULL)
+                child = PyObject_CallOneArg(lookup, lv->link);
+            if (child == NULL)
+                goto done;
+            int rc = PyList_Append(held, child);
+            Py_DECREF(child);
+            if (rc < 0)
+                goto done;
+            node = child;
+            depth++;
+            continue;
+        }
+        if (eb[0] >= 0x81 && eb[0] <= 0x80 + BUCKET_SIZE) {
+            elem = bucket_set(e, k, klen, entry);
+            if (elem == NULL || elem == Py_None) {
+                if (elem == Py_None) {
+                    result = elem;  /* overflow or unparsable: the Python path */
+                    elem = NULL;
+                }
+                goto done;
+            }
+            break;
+        }
+        result = Py_None;  /* another form of link: the Python path */
+        Py_INCREF(result);
+        goto done;
+    }
+
+    /* Up: each node with its new element, hashed and linked from its parent. */
+    new_nodes = PyList_New(0);
+    replaced = PyList_New(0);
+    puts = PyList_New(0);  /* (cid, node, elements, size) for the cache, deepest first */
+    if (new_nodes == NULL || replaced == NULL || puts == NULL)
+        goto done;
+    for (depth = nlevels - 1; depth >= 0; depth--) {
+        Level *lv = &levels[depth];
+        PyObject *old = lv->present ? PyTuple_GET_ITEM(lv->enc, lv->r) : NULL;
+        Py_ssize_t size = lv->size - (old ? PyBytes_GET_SIZE(old) : 0) + PyBytes_GET_SIZE(elem);
+        PyObject *enc = tuple_with(lv->enc, lv->r, lv->present, elem);
+        if (enc == NULL)
+            goto done;
+        lv->map[lv->i >> 3] |= (unsigned char)(1u << (lv->i & 7));
+        PyObject *data = depth ? node_data(&wd, lv->map, enc, "", 0, "", 0)
+                               : node_data(&wd, lv->map, enc, PyBytes_AS_STRING(rpre),
+                                           PyBytes_GET_SIZE(rpre), PyBytes_AS_STRING(rsuf),
+                                           PyBytes_GET_SIZE(rsuf));
+        if (data == NULL || data == Py_None) {
+            Py_DECREF(enc);
+            if (data == Py_None)
+                result = data;  /* over the block limit: hamt.py raises its error */
+            goto done;
+        }
+        PyObject *bits = _PyLong_FromByteArray(lv->map, (size_t)wd.map_bytes, 1, 0);
+        PyObject *cid = bits ? cid_of(data) : NULL;
+        PyObject *n = cid ? new_node((PyTypeObject *)node_type, bits, enc, wd.p, size) : NULL;
+        Py_XDECREF(bits);
+        Py_DECREF(enc);
+        if (n == NULL) {
+            Py_XDECREF(cid);
+            Py_DECREF(data);
+            goto done;
+        }
+        Py_ssize_t elements = PyTuple_GET_SIZE(lv->enc) + (lv->present ? 0 : 1);
+        PyObject *put = Py_BuildValue("(OOnn)", cid, n, elements, size);
+        Py_DECREF(n);
+        if (put == NULL || PyList_Append(puts, put) < 0) {
+            Py_XDECREF(put);
+            Py_DECREF(cid);
+            Py_DECREF(data);
+            goto done;
+        }
+        Py_DECREF(put);
+        if (depth == 0) {
+            /* the cache as update_cached_encoded leaves it: the old root and the replaced
+             * nodes out, the new nodes in (deepest first), the new root last */
+            if (apply_cache(cache, nodes, root_cid, replaced, puts) < 0) {
+                Py_DECREF(cid);
+                Py_DECREF(data);
+                goto done;
+            }
+            result = PyTuple_Pack(3, cid, data, new_nodes);
+            Py_DECREF(cid);
+            Py_DECREF(data);
+            goto done;
+        }
+        PyObject *t = PyTuple_Pack(2, cid, data);
+        Py_DECREF(data);
+        if (t == NULL || PyList_Append(new_nodes, t) < 0 ||
+            PyList_Append(replaced, levels[depth - 1].link) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(cid);
+            goto done;
+        }
+        Py_DECREF(t);
+        Py_DECREF(elem);
+        elem = PyBytes_FromStringAndSize(NULL, LINK_LEN);
+        if (elem == NULL) {
+            Py_DECREF(cid);
+            goto done;
+        }
+        memcpy(PyBytes_AS_STRING(elem), LINK_PREFIX, 5);
+        memcpy(PyBytes_AS_STRING(elem) + 5, PyBytes_AS_STRING(cid), CID_LEN);
+        Py_DECREF(cid);
+    }
+
+done:
+    if (levels != NULL) {
+        for (int j = 0; j < nlevels; j++) {
+            Py_XDECREF(levels[j].enc);
+            Py_XDECREF(levels[j].link);
+        }
+        PyMem_Free(levels);
+    }
+    PyMem_Free(maps);
+    Py_XDECREF(elem);
+    Py_XDECREF(nodes);
+    Py_XDECREF(puts);
+    Py_XDECREF(new_nodes);
+    Py_XDECREF(replaced);
+    Py_XDECREF(held);
+    Py_XDECREF(prefix);
+    Py_DECREF(wd.p);
+    if (result == NULL && !PyErr_Occurred()) {
+        PyErr_SetString(PyExc_SystemError, "hamt_set: no result");
+    }
+    return result;
+}
+
+PyDoc_STRVAR(cid_doc, "dag_cbor_cid(data) -> the 36-byte binary CIDv1 (dag-cbor, sha2-256)");
+
+static PyObject *
+dag_cbor_cid(PyObject *self, PyObject *data)
+{
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "dag_cbor_cid takes bytes");
+        return NULL;
+    }
+    return cid_of(data);
+}
+
+static PyMethodDef methods[] = {
+    {"hamt_set", (PyCFunction)(void (*)(void))hamt_set, METH_FASTCALL, hamt_set_doc},
+    {"dag_cbor_cid", dag_cbor_cid, METH_O, cid_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "dag._native",
+    "The commit path's HAMT update in C (see hamt.update_cached_encoded).", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    if (!(S_bits = PyUnicode_InternFromString("bits")) ||
+        !(S_enc = PyUnicode_InternFromString("enc")) ||
+        !(S_size = PyUnicode_InternFromString("size")) ||
+        !(S_p = PyUnicode_InternFromString("p")) ||
+        !(S_width = PyUnicode_InternFromString("width")) ||
+        !(S_map_bytes = PyUnicode_InternFromString("map_bytes")) ||
+        !(S_prefix = PyUnicode_InternFromString("prefix")) ||
+        !(S_nodes = PyUnicode_InternFromString("_nodes")) ||
+        !(S_bytes = PyUnicode_InternFromString("bytes")) ||
+        !(S_max_bytes = PyUnicode_InternFromString("max_bytes")) ||
+        !(S_move_to_end = PyUnicode_InternFromString("move_to_end")) ||
+        !(S_pop = PyUnicode_InternFromString("pop")) ||
+        !(S_popitem = PyUnicode_InternFromString("popitem")))
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,237 @@
+"""dag/_native.c, the C path of a one-key HAMT set: the same blocks, CIDs and cache as the
+Python path, and a decline (None) wherever the Python path must do the work."""
+
+import hashlib
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dag import cbor, hamt
+from dag.block import Block
+from dag.cid import CID
+from dag.store import MemoryBlockStore
+
+native = hamt._native
+if native is None and os.environ.get("P2PICO_REQUIRE_NATIVE"):
+    pytest.fail("dag._native was not built (setup.py) and P2PICO_REQUIRE_NATIVE is set")
+pytestmark = pytest.mark.skipif(native is None, reason="dag._native is not built")
+
+WIDTHS = [3, 4, 5, 6, 8]
+
+
+def _cache_state(
+    cache: hamt.NodeCache,
+) -> tuple[list[tuple[bytes, int, tuple[bytes, ...], int, int]], int]:
+    """The cache's nodes in LRU order, with their weights, and its total."""
+    return [(k, n.bits, n.enc, n.size, w) for k, (n, w) in cache._nodes.items()], cache.bytes
+
+
+class _Counting:
+    """dag._native, counting the sets it did (not None) and declined."""
+
+    def __init__(self) -> None:
+        self.done = self.declined = 0
+
+    def hamt_set(self, *args: object) -> object:
+        assert native is not None
+        got = native.hamt_set(*args)  # type: ignore[arg-type]
+        if got is None:
+            self.declined += 1
+        else:
+            self.done += 1
+        return got
+
+
+def _both(
+    monkeypatch: pytest.MonkeyPatch,
+    items: dict[str, object],
+    sets: list[tuple[str, object]],
+    width: int,
+    counting: _Counting | None = None,
+    cache_limits: tuple[int, int] = (1 << 17, 96 << 20),
+) -> tuple[list[list[Block]], list[list[Block]]]:
+    """Run `sets` one commit each through the C path and through the Python path, from the
+    same map; return each path's written blocks per commit (caches compared on the way)."""
+    runs = []
+    for use_native in (True, False):
+        monkeypatch.setattr(hamt, "_native", (counting or native) if use_native else None)
+        store = MemoryBlockStore()
+        cache = hamt.NodeCache(*cache_limits)
+        root, blocks = hamt.build_blocks(items, cache, bit_width=width)
+        store.put_many(blocks)
+        cid, commits, states = root.cid, [], []
+        for key, value in sets:
+            new, written = hamt.update_cached(store, cid, [(key, value)], cache)
+            store.put_many(written)
+            commits.append(written)
+            states.append(_cache_state(cache))
+            cid = new.cid
+        runs.append((commits, states))
+    (c_commits, c_states), (py_commits, py_states) = runs
+    assert c_states == py_states  # the same nodes, in the same LRU order
+    return c_commits, py_commits
+
+
+def _same(a: list[list[Block]], b: list[list[Block]]) -> None:
+    assert [[(x.cid, x.data) for x in w] for w in a] == [[(x.cid, x.data) for x in w] for w in b]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_sets_equal_the_python_path(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
+    rng = random.Random(width)
+    items: dict[str, object] = {f"k{i:05d}": i for i in range(2000)}
+    sets: list[tuple[str, object]] = []
+    for n in range(300):
+        pick = rng.random()
+        if pick < 0.5:
+            sets.append((f"k{rng.randrange(2000):05d}", rng.choice([n, -n, "x" * (n % 40), None])))
+        elif pick < 0.8:
+            sets.append((f"new{n}", [n, {"a": n}]))  # a new key: a new slot or a fuller bucket
+        else:
+            sets.append((f"k{rng.randrange(2000):05d}", rng.random()))
+    counting = _Counting()
+    c, py = _both(monkeypatch, items, sets, width, counting)
+    _same(c, py)
+    assert counting.done + counting.declined == len(sets)
+    assert counting.done > 0.9 * len(sets)  # the C path did most; overflows were declined
+    # and each commit's root is the one a whole rebuild gives
+    final = dict(items)
+    final.update(sets)
+    assert c[-1][-1].cid == hamt.build(MemoryBlockStore(), final, bit_width=width)
+    for written in c:
+        for block in written:
+            assert block.data == Block.encode(block.value).data  # canonical bytes
+            assert block.cid == CID.of(block.data)
+
+
+@pytest.mark.parametrize("limits", [(3, 1 << 30), (1 << 17, 6000)])
+def test_evictions_equal_the_python_path(
+    monkeypatch: pytest.MonkeyPatch, limits: tuple[int, int]
+) -> None:
+    """A cache too small for the path (by count, then by bytes): the C code evicts as
+    NodeCache._put does, and misses go through the store."""
+    rng = random.Random(7)
+    items: dict[str, object] = {f"k{i:05d}": i for i in range(3000)}
+    sets: list[tuple[str, object]] = [(f"k{rng.randrange(3000):05d}", n) for n in range(200)]
+    counting = _Counting()
+    c, py = _both(monkeypatch, items, sets, 5, counting, limits)
+    _same(c, py)
+    assert counting.done == len(sets)
+
+
+KEYS = st.one_of(st.text(alphabet="abcdefghij", min_size=1, max_size=3), st.text(max_size=6))
+VALUES = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.binary(max_size=9),
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.sampled_from(WIDTHS),
+    st.dictionaries(KEYS, VALUES, max_size=120),
+    st.lists(st.tuples(KEYS, VALUES), min_size=1, max_size=30),
+)
+def test_random_sets_equal_the_python_path(
+    monkeypatch: pytest.MonkeyPatch,
+    width: int,
+    items: dict[str, object],
+    sets: list[tuple[str, object]],
+) -> None:
+    c, py = _both(monkeypatch, items, sets, width)
+    _same(c, py)
+
+
+def _full_bucket_map() -> tuple[MemoryBlockStore, hamt.NodeCache, CID, str]:
+    """A bitWidth-3 map whose root slot for a fresh key holds a full bucket (3 entries)."""
+    store, cache = MemoryBlockStore(), hamt.NodeCache()
+    p = hamt._width(3)
+    by_slot: dict[int, list[str]] = {}
+    i = 0
+    while True:
+        key = f"x{i}"
+        slot = p.index(hamt._hash(key.encode()), 0)
+        by_slot.setdefault(slot, []).append(key)
+        if len(by_slot[slot]) == 4:
+            break
+        i += 1
+    *three, fourth = by_slot[slot]
+    root, blocks = hamt.build_blocks({k: 1 for k in three}, cache, bit_width=3)
+    store.put_many(blocks)
+    return store, cache, root.cid, fourth
+
+
+def test_a_full_bucket_is_declined_and_overflows_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, cache, root, fourth = _full_bucket_map()
+    top = cache._get(store, root, None)
+    k = fourth.encode()
+    entry = hamt._entry_enc(k, cbor.encode(1))
+
+    def lookup(child: bytes) -> hamt._Node:
+        return cache._get_key(store, child, top.p)
+
+    assert native is not None
+    before = _cache_state(cache)
+    got = native.hamt_set(
+        top,
+        cache,
+        lookup,
+        k,
+        hashlib.sha256(k).digest(),
+        entry,
+        hamt._Node,
+        hamt._ROOT_PREFIX,
+        hamt._ROOT_SUFFIX,
+        root.buffer,
+    )
+    assert got is None
+    assert _cache_state(cache) == before  # a decline leaves the cache as it was
+    # update_cached then overflows the bucket into a child node, as the Python path does
+    new, written = hamt.update_cached(store, root, [(fourth, 1)], cache)
+    store.put_many(written)
+    assert len(written) == 2  # the child node and the root
+    assert hamt.to_dict(store, new.cid)[fourth] == 1
+
+
+def test_bad_arguments_raise_type_errors() -> None:
+    assert native is not None
+    store, cache, root, _ = _full_bucket_map()
+    top = cache._get(store, root, None)
+    affixes = (hamt._ROOT_PREFIX, hamt._ROOT_SUFFIX, root.buffer)
+    with pytest.raises(TypeError, match="10 arguments"):
+        native.hamt_set(top, None)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="digest"):
+        native.hamt_set(top, cache, None, b"k", b"short", b"", hamt._Node, *affixes)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="node_type"):
+        native.hamt_set(top, cache, None, b"k", bytes(32), b"", len, *affixes)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError, match="_nodes"):
+        native.hamt_set(top, object(), None, b"k", bytes(32), b"", hamt._Node, *affixes)  # type: ignore[arg-type]
+    bad = hamt._Node(top.bits, ("not bytes",), top.p)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="elements"):
+        native.hamt_set(bad, cache, None, b"k", bytes(32), b"\x82", hamt._Node, *affixes)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes"):
+        native.dag_cbor_cid("text")  # type: ignore[arg-type]
+
+
+def test_a_lookup_error_propagates() -> None:
+    """A child the store lost raises through the C code (state.py then rebuilds the map)."""
+    store = MemoryBlockStore()
+    items = {f"k{i}": i for i in range(500)}
+    root, _ = hamt.build_blocks(items, None, bit_width=5)
+    store.put_many([root])  # the root only: every child is missing
+    with pytest.raises(hamt.MissingBlock):
+        hamt.update_cached(store, root.cid, [("k1", 2)], hamt.NodeCache())
+
+
+def test_dag_cbor_cid_is_cid_of() -> None:
+    assert native is not None
+    for data in (b"", b"\xa0", os.urandom(1000)):
+        assert native.dag_cbor_cid(data) == CID.of(data).buffer
