@@ -425,16 +425,20 @@ _node_caches = weakref.WeakKeyDictionary()
 _RS_KEYS: Final = {k: cbor.encode(k) for k in ("ent", "rid", "src", "rules")}
 
 
+# (get first: setdefault would build its default, and a weak reference with a callback, on
+# every commit)
 def _memo_of(store: BlockStore) -> OrderedDict[CID, _StateMemo] | None:
     try:
-        return _delta_memo.setdefault(store, OrderedDict())
+        memo = _delta_memo.get(store)
+        return _delta_memo.setdefault(store, OrderedDict()) if memo is None else memo
     except TypeError:  # a store that cannot be weakly referenced: no memo
         return None
 
 
 def _node_cache(store: BlockStore) -> hamt.NodeCache:
     try:
-        return _node_caches.setdefault(store, hamt.NodeCache())
+        cache = _node_caches.get(store)
+        return _node_caches.setdefault(store, hamt.NodeCache()) if cache is None else cache
     except TypeError:
         return hamt.NodeCache()
 
