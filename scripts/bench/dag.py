@@ -51,6 +51,7 @@ import argparse
 import json
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -188,6 +189,7 @@ def bench_size(
     setup = time.perf_counter() - t
 
     worst = [0.0]  # the longest commit (or group of commits) of the last run, in seconds
+    group_cpu: list[float] = []  # CPU seconds of each group of the grouped run
 
     def run(duration: float, grouped: bool) -> tuple[int, float, float]:
         """Commits for `duration` seconds: (commits, wall seconds, CPU seconds of this process)."""
@@ -195,7 +197,7 @@ def bench_size(
         worst[0] = 0.0
         while True:
             batch = group if grouped else 1
-            t_batch = time.perf_counter()
+            t_batch, c_batch = time.perf_counter(), time.process_time()
             if grouped:
                 with store.group():
                     for _ in range(batch):
@@ -208,6 +210,8 @@ def bench_size(
             done += batch
             # a block store merge step runs after a transaction's COMMIT: counted here
             worst[0] = max(worst[0], time.perf_counter() - t_batch)
+            if grouped:
+                group_cpu.append(time.process_time() - c_batch)
             elapsed = time.perf_counter() - start
             if elapsed >= duration:
                 return done, elapsed, time.process_time() - cpu
@@ -268,6 +272,9 @@ def bench_size(
         "group_commits": grouped,
         "group_commits_per_s": round(grouped / grouped_s, 1),
         "group_commits_per_cpu_s": round(grouped / grouped_cpu, 1),
+        # the spread of the groups' CPU per commit (this VM's speed swings by 20-50 % within
+        # minutes, so one run's mean moves with it): the 10th percentile and the median, in µs
+        "group_cpu_us_per_commit": _spread(group_cpu, group),
         # per commit in group mode; "store" includes its share of the group's COMMIT
         "group_phase_ms": group_phases_ms,
         # the longest group: `group` commits, their COMMIT and a merge step if one followed
@@ -288,6 +295,17 @@ def bench_size(
         "group_above_floor_us": round(grouped_cpu / grouped * 1e6 - floor_us, 1),
     }
     return row, pico
+
+
+def _spread(cpu_s: list[float], per: int) -> dict[str, float]:
+    ranked = sorted(t / per * 1e6 for t in cpu_s)
+    if not ranked:
+        return {"groups": 0}
+    return {
+        "groups": len(ranked),
+        "p10": round(ranked[len(ranked) // 10], 1),
+        "median": round(statistics.median(ranked), 1),
+    }
 
 
 def bench_car(pico: Pico, tmp: Path) -> dict[str, object]:
@@ -564,6 +582,13 @@ def print_table(result: dict[str, Any]) -> None:
         "longest commit / group in ms, a store merge step after it included)"
     )
     print(goal_line(result["commits"]))
+    spread = ", ".join(
+        f"{r['entries']:,}: p10 {g['p10']} µs ({1e6 / g['p10']:,.0f}/s), median {g['median']} µs "
+        f"({1e6 / g['median']:,.0f}/s)"
+        for r in result["commits"]
+        if r["path"] == "delta" and (g := r["group_cpu_us_per_commit"]).get("groups")
+    )
+    print(f"group commit, CPU per commit over the run's groups: {spread}")
     print(
         "floor (floor.py: a commit's signature, sha2-256 and SQLite writes alone, "
         f"{result['commits'][0]['group']} a transaction), in µs a commit:"
