@@ -24,7 +24,6 @@
 #define MAX_BLOCK (256 * 1024)
 #define BUCKET_SIZE 3
 #define MAX_WIDTH 16
-#define MAX_DEPTH (256 / 3 + 1)
 #define CID_LEN 36
 #define LINK_LEN (5 + CID_LEN)
 
@@ -127,8 +126,7 @@ put_head(unsigned char *out, int major, uint64_t v)
 }
 
 typedef struct {
-    PyObject *node;  /* the cached _Node (borrowed from `held`) */
-    PyObject *enc;   /* its element tuple (a new reference) */
+    PyObject *enc;   /* the node's element tuple (a new reference) */
     unsigned char *map;  /* its bitmap: map_bytes in `maps` */
     int i;           /* the key's index in this node */
     Py_ssize_t r;    /* the element's position in enc */
@@ -314,7 +312,6 @@ get_ssize(PyObject *obj, PyObject *name, Py_ssize_t *out)
 static int
 load_level(Level *lv, PyObject *node, const Width *wd)
 {
-    lv->node = node;
     lv->enc = NULL;
     lv->link = NULL;
     PyObject *bits = PyObject_GetAttr(node, S_bits);
@@ -584,7 +581,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             lv->link = PyBytes_FromStringAndSize((const char *)eb + 5, CID_LEN);
             if (lv->link == NULL)
                 goto done;
-            /* a hit of the right width is moved to the end (NodeCache._get_key); anything
+            /* a hit of the right width is moved to the end (as NodeCache._get does); anything
              * else goes through lookup, which reads the store or raises */
             PyObject *child = NULL, *hit = PyDict_GetItemWithError(nodes, lv->link);
             if (hit == NULL && PyErr_Occurred())
@@ -733,21 +730,8 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(cid_doc, "dag_cbor_cid(data) -> the 36-byte binary CIDv1 (dag-cbor, sha2-256)");
-
-static PyObject *
-dag_cbor_cid(PyObject *self, PyObject *data)
-{
-    if (!PyBytes_Check(data)) {
-        PyErr_SetString(PyExc_TypeError, "dag_cbor_cid takes bytes");
-        return NULL;
-    }
-    return cid_of(data);
-}
-
 static PyMethodDef methods[] = {
     {"hamt_set", (PyCFunction)(void (*)(void))hamt_set, METH_FASTCALL, hamt_set_doc},
-    {"dag_cbor_cid", dag_cbor_cid, METH_O, cid_doc},
     {NULL, NULL, 0, NULL},
 };
 

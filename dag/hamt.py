@@ -805,17 +805,6 @@ class NodeCache:
         self._put(cid, node)
         return node
 
-    def _get_key(self, store: BlockStore, key: bytes, p: _Width) -> _Node:
-        """``_get`` of a binary CID (a node of a map of bitWidth `p`): a hit needs no CID."""
-        hit = self._nodes.get(key)
-        if hit is None:
-            return self._get(store, CID._parse_bytes(key), p)
-        node = hit[0]
-        if node.p is not p:
-            _wrong_width(CID._parse_bytes(key), node.p.map_bytes, p)
-        self._nodes.move_to_end(key)
-        return node
-
     def _put(self, cid: CID, node: _Node) -> None:
         nodes = self._nodes
         key = cid.buffer
@@ -1007,8 +996,8 @@ def _set_native(
     _check_size(key, len(venc))
     p = top.p
 
-    def lookup(child: bytes) -> _Node:  # a node the cache does not hold (or at another width)
-        return cache._get_key(store, child, p)
+    def lookup(child: bytes) -> _Node:  # a miss, or a hit at another width (an error)
+        return cache._get(store, CID._parse_bytes(child), p)
 
     done = _native.hamt_set(
         top,
