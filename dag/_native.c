@@ -1,4 +1,5 @@
-/* dag._native: the hot path of a commit that sets one key of a cached HAMT, in C.
+/* dag._native: a commit's hot paths in C: setting one key of a cached HAMT, and the block
+ * store's Bloom filter of CIDs (at the end of this file).
  *
  * hamt.update_cached_encoded calls hamt_set for a commit that sets one key (the engine's
  * common case: an event changes one entity variable). It does, in one call, what hamt._cset
@@ -730,14 +731,153 @@ done:
     return result;
 }
 
+/* -- store.py's Bloom filter of CIDs (store._Filter): two bit positions from the last eight
+ * bytes of a key, read little-endian as h: h & mask and (h >> 32) & mask. */
+
+/* The filter's bits and mask from (bits: bytearray, mask: int); 0, or -1 with an error set. */
+static int
+bloom_args(PyObject *const *args, Py_ssize_t nargs, const char *name, unsigned char **bits,
+           uint64_t *mask)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s takes 3 arguments (%zd given)", name, nargs);
+        return -1;
+    }
+    if (!PyByteArray_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "%s: bits must be a bytearray", name);
+        return -1;
+    }
+    unsigned long long m = PyLong_AsUnsignedLongLong(args[1]);
+    if (m == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    /* a power of two less one, whose bits fit the bytearray */
+    Py_ssize_t nbytes = PyByteArray_GET_SIZE(args[0]);
+    if ((m & (m + 1)) != 0 || m < 7 || (m >> 3) >= (unsigned long long)nbytes) {
+        PyErr_Format(PyExc_ValueError, "%s: mask %llu does not fit %zd bytes of bits", name, m,
+                     nbytes);
+        return -1;
+    }
+    *bits = (unsigned char *)PyByteArray_AS_STRING(args[0]);
+    *mask = (uint64_t)m;
+    return 0;
+}
+
+/* h of a key (bytes, or a 1-tuple of bytes: a row from sqlite3), or -1 with an error set. */
+static int
+bloom_hash(PyObject *item, const char *name, uint64_t *h)
+{
+    if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 1)
+        item = PyTuple_GET_ITEM(item, 0);
+    if (!PyBytes_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "%s: a key must be bytes, got %.100s", name,
+                     Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(item);
+    Py_ssize_t n = PyBytes_GET_SIZE(item);
+    Py_ssize_t from = n > 8 ? n - 8 : 0;
+    uint64_t v = 0;
+    for (Py_ssize_t j = n - 1; j >= from; j--)
+        v = v << 8 | b[j];
+    *h = v;
+    return 0;
+}
+
+PyDoc_STRVAR(bloom_add_doc,
+             "bloom_add(bits, mask, keys) -> int\n\n"
+             "Set each key's two bits (store._Filter.add) for every key in the iterable `keys`\n"
+             "(bytes, or rows: 1-tuples of bytes); return how many keys there were.");
+
+static PyObject *
+bloom_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned char *bits;
+    uint64_t mask, h, p;
+    Py_ssize_t count = 0;
+    if (bloom_args(args, nargs, "bloom_add", &bits, &mask) < 0)
+        return NULL;
+    PyObject *it = PyObject_GetIter(args[2]), *item;
+    if (it == NULL)
+        return NULL;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int bad = bloom_hash(item, "bloom_add", &h);
+        Py_DECREF(item);
+        if (bad) {
+            Py_DECREF(it);
+            return NULL;
+        }
+        p = h & mask;
+        bits[p >> 3] |= (unsigned char)(1u << (p & 7));
+        p = (h >> 32) & mask;
+        bits[p >> 3] |= (unsigned char)(1u << (p & 7));
+        count++;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromSsize_t(count);
+}
+
+PyDoc_STRVAR(bloom_maybe_doc,
+             "bloom_maybe(bits, mask, keys) -> list\n\n"
+             "The keys of the iterable `keys` (bytes) whose two bits are both set: those the\n"
+             "filter may hold (`key in store._Filter`), in order.");
+
+static PyObject *
+bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned char *bits;
+    uint64_t mask, h, p;
+    if (bloom_args(args, nargs, "bloom_maybe", &bits, &mask) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    PyObject *it = PyObject_GetIter(args[2]), *item;
+    if (it == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    while ((item = PyIter_Next(it)) != NULL) {
+        if (!PyBytes_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "bloom_maybe: a key must be bytes, got %.100s",
+                         Py_TYPE(item)->tp_name);
+            Py_DECREF(item);
+            break;
+        }
+        bloom_hash(item, "bloom_maybe", &h);
+        p = h & mask;
+        int hit = bits[p >> 3] >> (p & 7) & 1;
+        if (hit) {
+            p = (h >> 32) & mask;
+            hit = bits[p >> 3] >> (p & 7) & 1;
+        }
+        if (hit && PyList_Append(out, item) < 0) {
+            Py_DECREF(item);
+            break;
+        }
+        Py_DECREF(item);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"hamt_set", (PyCFunction)(void (*)(void))hamt_set, METH_FASTCALL, hamt_set_doc},
+    {"bloom_add", (PyCFunction)(void (*)(void))bloom_add, METH_FASTCALL, bloom_add_doc},
+    {"bloom_maybe", (PyCFunction)(void (*)(void))bloom_maybe, METH_FASTCALL, bloom_maybe_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "dag._native",
-    "The commit path's HAMT update in C (see hamt.update_cached_encoded).", -1, methods,
+    "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded) and the block store's\n"
+    "Bloom filter (store._Filter).",
+    -1, methods,
 };
 
 PyMODINIT_FUNC

@@ -1,6 +1,6 @@
-"""Types of dag/_native.c (the C path of a one-key HAMT update; see dag/hamt.py)."""
+"""Types of dag/_native.c: a HAMT set (dag/hamt.py) and the Bloom filter (dag/store.py)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 def hamt_set(
@@ -15,3 +15,7 @@ def hamt_set(
     root_suffix: bytes,
     root_cid: bytes,
 ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None: ...
+def bloom_add(
+    bits: bytearray, mask: int, keys: Iterable[bytes] | Iterable[tuple[bytes]]
+) -> int: ...
+def bloom_maybe(bits: bytearray, mask: int, keys: Iterable[bytes]) -> list[bytes]: ...

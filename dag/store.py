@@ -14,6 +14,11 @@ from typing import Final, Protocol, runtime_checkable
 from dag.block import Block
 from dag.cid import CID
 
+try:  # the C Bloom filter (setup.py builds it where it can; _Filter falls back to Python)
+    from dag import _native
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _native = None  # type: ignore[assignment]
+
 
 class MissingBlock(KeyError):
     """A block needed to read or walk a DAG is not in the store."""
@@ -147,7 +152,8 @@ class _Filter:
 
     A put checks it first: a CID it does not hold is new, so the put needs no read of idx
     (that read cost as much as the insert itself: 8-15 us per 4-block commit at 256 K blocks).
-    Deleted blocks keep their bits (a false positive only costs that read).
+    Deleted blocks keep their bits (a false positive only costs that read). dag/_native.c
+    does ``add_many`` and ``maybe`` when it is built (the same bits; tests compare them).
     """
 
     __slots__ = ("bits", "count", "mask")
@@ -174,6 +180,20 @@ class _Filter:
             return False
         p = h >> 32 & mask
         return bool(bits[p >> 3] >> (p & 7) & 1)
+
+    def add_many(self, keys: Iterable[bytes] | Iterable[tuple[bytes]]) -> None:
+        """Add every key (or row: a 1-tuple of a key, as sqlite3 gives them)."""
+        if _native is not None:
+            self.count += _native.bloom_add(self.bits, self.mask, keys)
+            return
+        for key in keys:
+            self.add(key if type(key) is bytes else key[0])
+
+    def maybe(self, keys: Iterable[bytes]) -> list[bytes]:
+        """The keys the filter may hold, in order (the others are surely new)."""
+        if _native is not None:
+            return _native.bloom_maybe(self.bits, self.mask, keys)
+        return [key for key in keys if key in self]
 
 
 def _filter_bits(blocks: int) -> int:
@@ -319,14 +339,12 @@ class SqliteBlockStore:
         if self._scan_keys:
             keys = self._scan_keys[-step:]
             del self._scan_keys[-step:]
-            for key in keys:
-                building.add(key)
+            building.add_many(keys)
             return
         rows = self._db.execute(
             "SELECT cid FROM idx WHERE cid > ? ORDER BY cid LIMIT ?", (self._scan_from, step)
         ).fetchall()
-        for (c,) in rows:
-            building.add(c)
+        building.add_many(rows)
         if len(rows) == step:
             self._scan_from = rows[-1][0]
         else:
@@ -452,18 +470,7 @@ class SqliteBlockStore:
         if not fresh:
             return
         f = self._filter
-        if f is None:
-            maybe = list(fresh)
-        else:  # `key in f`, inlined (this is a commit's hot path)
-            bits, mask = f.bits, f.mask
-            maybe = []
-            for key in fresh:
-                h = int.from_bytes(key[-8:], "little")
-                p = h & mask
-                if bits[p >> 3] >> (p & 7) & 1:
-                    p = h >> 32 & mask
-                    if bits[p >> 3] >> (p & 7) & 1:
-                        maybe.append(key)
+        maybe = list(fresh) if f is None else f.maybe(fresh)
         for at in range(0, len(maybe), _MULTI_ROWS):  # blocks idx has already stay as they are
             part = maybe[at : at + _MULTI_ROWS]
             for (known,) in self._db.execute(_KNOWN[len(part)], part):
@@ -489,17 +496,10 @@ class SqliteBlockStore:
             buckets[key[-32]].append(key)  # _bucket(key): a CID here ends in a sha2-256 digest
             log.append((None, key, i))
             i += 1
-        if f is not None and self._building is None:
-            f.count += n
-            for key in fresh:  # f.add(key), inlined
-                h = int.from_bytes(key[-8:], "little")
-                p = h & mask
-                bits[p >> 3] |= 1 << (p & 7)
-                p = h >> 32 & mask
-                bits[p >> 3] |= 1 << (p & 7)
-        else:
-            for key in fresh:
-                self._filter_add(key)
+        if f is not None:
+            f.add_many(fresh)
+        if self._building is not None:
+            self._building.add_many(fresh)
         self._inserted += n
 
     def delete_many(self, cids: Iterable[CID]) -> int:

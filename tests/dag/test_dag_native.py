@@ -1,15 +1,18 @@
 """dag/_native.c, the C path of a one-key HAMT set: the same blocks, CIDs and cache as the
-Python path, and a decline (None) wherever the Python path must do the work."""
+Python path, and a decline (None) wherever the Python path must do the work; and the block
+store's Bloom filter in C: the same bits as store._Filter's Python."""
 
 import hashlib
 import os
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dag import cbor, hamt
+from dag import store as store_mod
 from dag.block import Block
 from dag.cid import CID
 from dag.store import MemoryBlockStore
@@ -227,3 +230,86 @@ def test_a_lookup_error_propagates() -> None:
     store.put_many([root])  # the root only: every child is missing
     with pytest.raises(hamt.MissingBlock):
         hamt.update_cached(store, root.cid, [("k1", 2)], hamt.NodeCache())
+
+
+# -- the block store's Bloom filter (store._Filter.add_many and .maybe in C)
+
+
+def _python_filter(nbits: int, keys: list[bytes]) -> store_mod._Filter:
+    f = store_mod._Filter(nbits)
+    for key in keys:
+        f.add(key)
+    return f
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.sampled_from([1 << 6, 1 << 12, 1 << 16, 1 << 20]),
+    st.lists(st.binary(min_size=0, max_size=40), max_size=60),
+    st.lists(st.binary(min_size=0, max_size=40), max_size=60),
+)
+def test_the_c_filter_sets_and_reads_the_bits_python_does(
+    nbits: int, keys: list[bytes], probes: list[bytes]
+) -> None:
+    assert native is not None
+    py = _python_filter(nbits, keys)
+    c = store_mod._Filter(nbits)
+    half = len(keys) // 2
+    assert native.bloom_add(c.bits, c.mask, keys[:half]) == half
+    assert native.bloom_add(c.bits, c.mask, [(k,) for k in keys[half:]]) == len(keys) - half
+    assert c.bits == py.bits
+    assert native.bloom_maybe(c.bits, c.mask, probes + keys) == [
+        k for k in probes + keys if k in py
+    ]
+    assert native.bloom_maybe(c.bits, c.mask, keys) == keys  # no false negatives
+
+
+def _put_and_fail(s: store_mod.SqliteBlockStore, block: Block) -> None:
+    with s.group():
+        s.put(block)
+        raise RuntimeError("undo")
+
+
+def test_the_store_fills_the_same_filter_with_and_without_c(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Inserts, a rollback and a rebuild of the filter (its scan of idx) through both paths."""
+    n = store_mod.FILTER_MIN_BITS // 16 + 300  # past one entry per 16 bits: a rebuild
+    blocks = [Block.raw(b"block %d" % i) for i in range(n)]
+    filters = []
+    for use_native in (True, False):
+        monkeypatch.setattr(store_mod, "_native", native if use_native else None)
+        with store_mod.SqliteBlockStore(tmp_path / f"{use_native}.sqlite", batch=500) as s:
+            for at in range(0, n, 700):
+                s.put_many(blocks[at : at + 700])
+            with pytest.raises(RuntimeError, match="undo"):
+                _put_and_fail(s, Block.raw(b"rolled back"))
+            later = 0
+            while s._building is not None:  # the rebuild's scan, a step per transaction
+                s.put(Block.raw(b"later %d" % later))
+                later += 1
+            assert later > 1
+            assert s._filter is not None
+            assert s._filter.mask + 1 > store_mod.FILTER_MIN_BITS
+            assert s._filter.maybe([b.cid.buffer for b in blocks]) == [b.cid.buffer for b in blocks]
+            filters.append((bytes(s._filter.bits), s._filter.count))
+    assert filters[0] == filters[1]
+
+
+def test_bad_filter_arguments_raise() -> None:
+    assert native is not None
+    bits = bytearray(8)
+    with pytest.raises(TypeError, match="3 arguments"):
+        native.bloom_add(bits, 63)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="bytearray"):
+        native.bloom_add(bytes(8), 63, [])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="does not fit"):
+        native.bloom_add(bits, 62, [])  # not a power of two less one
+    with pytest.raises(ValueError, match="does not fit"):
+        native.bloom_maybe(bits, 127, [])  # more bits than the bytearray has
+    with pytest.raises(TypeError, match="must be bytes, got str"):
+        native.bloom_add(bits, 63, ["cid"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="must be bytes, got tuple"):
+        native.bloom_maybe(bits, 63, [(b"row",)])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="not iterable"):
+        native.bloom_maybe(bits, 63, 5)  # type: ignore[arg-type]
