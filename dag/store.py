@@ -97,6 +97,10 @@ _MERGE: Final = "INSERT OR IGNORE INTO idx (cid, id) VALUES " + ", ".join(["(?, 
 # drops from memory the entries whose blocks another connection deleted, before a merge)
 _GET_INDEXED: Final = "SELECT blk.data FROM idx JOIN blk ON blk.id = idx.id WHERE idx.cid = ?"
 _HAS_INDEXED: Final = "SELECT 1 FROM idx JOIN blk ON blk.id = idx.id WHERE idx.cid = ?"
+# Blob parameters are bound as bytearrays: Python's sqlite3 binds a bytearray directly, and
+# looks up an adapter for anything else but int, float and str (two failed attribute lookups
+# for bytes: 0.45 us a parameter, against 0.13 us for the copy; a commit binds 24 or so).
+_blob: Final = bytearray
 # SQLite's page cache per connection (negative: KiB).
 CACHE_KIB: Final = 64 * 1024
 # Page size of a new database (SQLite's default is 4,096; an existing home keeps its own). A
@@ -396,7 +400,7 @@ class SqliteBlockStore:
             if i is not None:
                 row = self._db.execute("SELECT data FROM blk WHERE id = ?", (i,)).fetchone()
             else:
-                row = self._db.execute(_GET_INDEXED, (key,)).fetchone()
+                row = self._db.execute(_GET_INDEXED, (_blob(key),)).fetchone()
             if row is not None:
                 return bytes(row[0])
             if not self._sync():
@@ -408,7 +412,7 @@ class SqliteBlockStore:
         for _ in range(2):
             if self._id(key) is not None:
                 return True
-            if self._db.execute(_HAS_INDEXED, (key,)).fetchone():
+            if self._db.execute(_HAS_INDEXED, (_blob(key),)).fetchone():
                 return True
             if not self._sync():
                 break
@@ -473,7 +477,7 @@ class SqliteBlockStore:
         maybe = list(fresh) if f is None else f.maybe(fresh)
         for at in range(0, len(maybe), _MULTI_ROWS):  # blocks idx has already stay as they are
             part = maybe[at : at + _MULTI_ROWS]
-            for (known,) in self._db.execute(_KNOWN[len(part)], part):
+            for (known,) in self._db.execute(_KNOWN[len(part)], [*map(_blob, part)]):
                 del fresh[bytes(known)]
         n = len(fresh)
         if not n:
@@ -481,12 +485,13 @@ class SqliteBlockStore:
         first = i = self._tail + 1
         if n > _MULTI_ROWS:
             self._db.executemany(
-                _INSERT + "(?, ?, ?)", [(first + j, *kv) for j, kv in enumerate(fresh.items())]
+                _INSERT + "(?, ?, ?)",
+                [(first + j, _blob(k), _blob(d)) for j, (k, d) in enumerate(fresh.items())],
             )
         else:
-            args: list[int | bytes] = []
+            args: list[int | bytearray] = []
             for key, data in fresh.items():
-                args += (i, key, data)
+                args += (i, _blob(key), _blob(data))
                 i += 1
             self._db.execute(_INSERTS[n], args)
         self._tail = first + n - 1
@@ -609,16 +614,16 @@ class SqliteBlockStore:
 
     def _merge(self, batch: _Batch, *, finish: bool) -> None:
         entries = batch.entries
-        rows: list[tuple[bytes, int]] = []
+        rows: list[tuple[bytearray, int]] = []
         while batch.next < _BUCKETS and (finish or self._credit > 0):
             bucket = batch.buckets[batch.next]
             batch.next += 1
             if bucket:
-                rows += [(k, entries[k]) for k in sorted(set(bucket)) if k in entries]
+                rows += [(_blob(k), entries[k]) for k in sorted(set(bucket)) if k in entries]
                 self._credit -= len(bucket)
         whole = len(rows) - len(rows) % _MERGE_ROWS
         for at in range(0, whole, _MERGE_ROWS):  # a multi-row statement costs less per row
-            args: list[bytes | int] = []
+            args: list[bytearray | int] = []
             for row in rows[at : at + _MERGE_ROWS]:
                 args += row
             self._db.execute(_MERGE, args)

@@ -290,3 +290,26 @@ def test_a_block_another_connection_deletes_is_gone_here_too(tmp_path: Path) -> 
     with SqliteBlockStore(path) as store:
         assert sorted(store.cids(), key=bytes) == sorted((b.cid for b in POOL[:20]), key=bytes)
         assert all(store.get(b.cid) == b.data for b in POOL[:20])
+
+
+def test_cids_and_data_are_stored_as_blobs(tmp_path: Path) -> None:
+    """Parameters are bound as bytearrays (store._blob): SQLite must still hold BLOBs that a
+    bytes key finds, in blk and after the merge in idx, and read back as bytes."""
+    path = tmp_path / "blocks.sqlite"
+    with SqliteBlockStore(path, batch=4) as store:
+        store.put_many(POOL[:9])  # past one batch: merged into idx
+        assert store._indexed_upto > 0
+    db = sqlite3.connect(path)
+    types = set(db.execute("SELECT typeof(cid), typeof(data) FROM blk"))
+    assert types == {("blob", "blob")}
+    assert set(db.execute("SELECT typeof(cid) FROM idx")) == {("blob",)}
+    assert db.execute("SELECT count(*) FROM idx").fetchone()[0] > 0
+    db.close()
+    with SqliteBlockStore(path, batch=4) as store:
+        for b in POOL[:9]:
+            got = store.get(b.cid)
+            assert type(got) is bytes
+            assert got == b.data
+            assert store.has(b.cid)
+        store.put_many(POOL[:9])  # all known: nothing written twice
+        assert len(store) == 9
