@@ -1,5 +1,5 @@
 /* dag._native: a commit's hot paths in C: setting one key of a cached HAMT, and the block
- * store's Bloom filter of CIDs (at the end of this file).
+ * store's Bloom filter of CIDs and the rows of its index merge (at the end of this file).
  *
  * hamt.update_cached_encoded calls hamt_set for a commit that sets one key (the engine's
  * common case: an event changes one entity variable). It does, in one call, what hamt._cset
@@ -866,17 +866,107 @@ bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* -- store.py's index merge: a bucket's rows, sorted, as INSERT parameters */
+
+typedef struct {
+    PyObject *key; /* references held while the rows are built (an allocation may run a */
+    PyObject *id;  /* finalizer, which may change the bucket or entries) */
+} MergeRow;
+
+static void
+merge_rows_free(MergeRow *rows, Py_ssize_t m)
+{
+    for (Py_ssize_t j = 0; j < m; j++) {
+        Py_DECREF(rows[j].key);
+        Py_DECREF(rows[j].id);
+    }
+    PyMem_Free(rows);
+}
+
+static int
+merge_row_cmp(const void *a, const void *b)
+{
+    PyObject *x = ((const MergeRow *)a)->key, *y = ((const MergeRow *)b)->key;
+    Py_ssize_t nx = PyBytes_GET_SIZE(x), ny = PyBytes_GET_SIZE(y);
+    int c = memcmp(PyBytes_AS_STRING(x), PyBytes_AS_STRING(y), (size_t)(nx < ny ? nx : ny));
+    return c ? c : (nx > ny) - (nx < ny);
+}
+
+PyDoc_STRVAR(merge_rows_doc,
+             "merge_rows(bucket, entries, out) -> int\n\n"
+             "The keys of the list `bucket` (bytes) that the dict `entries` holds, each once, in\n"
+             "bytewise order, appended to the list `out` as parameters of the index merge:\n"
+             "bytearray(key), entries[key], ...; return how many rows (store._merge).");
+
+static PyObject *
+merge_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "merge_rows takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *bucket = args[0], *entries = args[1], *out = args[2];
+    if (!PyList_CheckExact(bucket) || !PyDict_CheckExact(entries) || !PyList_CheckExact(out)) {
+        PyErr_SetString(PyExc_TypeError, "merge_rows: bucket and out must be lists, entries a dict");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(bucket), m = 0;
+    MergeRow *rows = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(MergeRow));
+    if (rows == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *key = PyList_GET_ITEM(bucket, j);
+        if (!PyBytes_CheckExact(key)) {
+            PyErr_Format(PyExc_TypeError, "merge_rows: a key must be bytes, got %.100s",
+                         Py_TYPE(key)->tp_name);
+            merge_rows_free(rows, m);
+            return NULL;
+        }
+        PyObject *id = PyDict_GetItemWithError(entries, key);
+        if (id == NULL) {
+            if (PyErr_Occurred()) {
+                merge_rows_free(rows, m);
+                return NULL;
+            }
+            continue;  /* deleted since it was put */
+        }
+        Py_INCREF(key);
+        Py_INCREF(id);
+        rows[m].key = key;
+        rows[m].id = id;
+        m++;
+    }
+    qsort(rows, (size_t)m, sizeof(MergeRow), merge_row_cmp);
+    Py_ssize_t added = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        if (j && merge_row_cmp(&rows[j - 1], &rows[j]) == 0)
+            continue;  /* put twice (deleted and put again) */
+        PyObject *blob = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(rows[j].key),
+                                                       PyBytes_GET_SIZE(rows[j].key));
+        if (blob == NULL || PyList_Append(out, blob) < 0 || PyList_Append(out, rows[j].id) < 0) {
+            Py_XDECREF(blob);
+            merge_rows_free(rows, m);
+            return NULL;
+        }
+        Py_DECREF(blob);
+        added++;
+    }
+    merge_rows_free(rows, m);
+    return PyLong_FromSsize_t(added);
+}
+
 static PyMethodDef methods[] = {
     {"hamt_set", (PyCFunction)(void (*)(void))hamt_set, METH_FASTCALL, hamt_set_doc},
     {"bloom_add", (PyCFunction)(void (*)(void))bloom_add, METH_FASTCALL, bloom_add_doc},
     {"bloom_maybe", (PyCFunction)(void (*)(void))bloom_maybe, METH_FASTCALL, bloom_maybe_doc},
+    {"merge_rows", (PyCFunction)(void (*)(void))merge_rows, METH_FASTCALL, merge_rows_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "dag._native",
-    "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded) and the block store's\n"
-    "Bloom filter (store._Filter).",
+    "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded), and the block store's\n"
+    "Bloom filter (store._Filter) and index merge rows (store._merge).",
     -1, methods,
 };
 

@@ -1,4 +1,4 @@
-"""Types of dag/_native.c: a HAMT set (dag/hamt.py) and the Bloom filter (dag/store.py)."""
+"""Types of dag/_native.c: a HAMT set (dag/hamt.py); the Bloom filter and merge (dag/store.py)."""
 
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,3 +19,6 @@ def bloom_add(
     bits: bytearray, mask: int, keys: Iterable[bytes] | Iterable[tuple[bytes]]
 ) -> int: ...
 def bloom_maybe(bits: bytearray, mask: int, keys: Iterable[bytes]) -> list[bytes]: ...
+def merge_rows(
+    bucket: list[bytes], entries: dict[bytes, int], out: list[bytearray | int]
+) -> int: ...

@@ -200,6 +200,20 @@ class _Filter:
         return [key for key in keys if key in self]
 
 
+def _merge_rows(bucket: list[bytes], entries: dict[bytes, int], out: list[bytearray | int]) -> int:
+    """The bucket's keys that `entries` still holds, each once, in bytewise (idx) order, onto
+    `out` as merge parameters: blob, id, ...; how many. dag/_native.c's merge_rows when built."""
+    if _native is not None:
+        return _native.merge_rows(bucket, entries, out)
+    n = 0
+    for key in sorted(set(bucket)):
+        i = entries.get(key)
+        if i is not None:
+            out += (_blob(key), i)
+            n += 1
+    return n
+
+
 def _filter_bits(blocks: int) -> int:
     n = FILTER_MIN_BITS
     while n < 16 * blocks and n < FILTER_MAX_BITS:
@@ -614,21 +628,23 @@ class SqliteBlockStore:
 
     def _merge(self, batch: _Batch, *, finish: bool) -> None:
         entries = batch.entries
-        rows: list[tuple[bytearray, int]] = []
+        args: list[bytearray | int] = []  # (cid, id) of each row, flat
+        rows = 0
         while batch.next < _BUCKETS and (finish or self._credit > 0):
             bucket = batch.buckets[batch.next]
             batch.next += 1
             if bucket:
-                rows += [(_blob(k), entries[k]) for k in sorted(set(bucket)) if k in entries]
+                rows += _merge_rows(bucket, entries, args)
                 self._credit -= len(bucket)
-        whole = len(rows) - len(rows) % _MERGE_ROWS
-        for at in range(0, whole, _MERGE_ROWS):  # a multi-row statement costs less per row
-            args: list[bytearray | int] = []
-            for row in rows[at : at + _MERGE_ROWS]:
-                args += row
-            self._db.execute(_MERGE, args)
-        if whole < len(rows):
-            self._db.executemany("INSERT OR IGNORE INTO idx (cid, id) VALUES (?, ?)", rows[whole:])
+        whole = rows - rows % _MERGE_ROWS
+        for at in range(0, 2 * whole, 2 * _MERGE_ROWS):  # a multi-row statement costs less per row
+            self._db.execute(_MERGE, args[at : at + 2 * _MERGE_ROWS])
+        if whole < rows:
+            rest = args[2 * whole :]
+            self._db.executemany(
+                "INSERT OR IGNORE INTO idx (cid, id) VALUES (?, ?)",
+                zip(rest[::2], rest[1::2], strict=True),
+            )
         if batch.next == _BUCKETS:
             self._db.execute(
                 "UPDATE meta SET value = max(value, ?) WHERE key = 'indexed_upto'", (batch.upto,)

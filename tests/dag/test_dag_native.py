@@ -270,10 +270,11 @@ def _put_and_fail(s: store_mod.SqliteBlockStore, block: Block) -> None:
         raise RuntimeError("undo")
 
 
-def test_the_store_fills_the_same_filter_with_and_without_c(
+def test_the_store_fills_the_same_filter_and_index_with_and_without_c(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Inserts, a rollback and a rebuild of the filter (its scan of idx) through both paths."""
+    """Inserts, a rollback, deletes, index merges and a rebuild of the filter (its scan of idx)
+    through both paths: the same filter bits, and the same rows in idx."""
     n = store_mod.FILTER_MIN_BITS // 16 + 300  # past one entry per 16 bits: a rebuild
     blocks = [Block.raw(b"block %d" % i) for i in range(n)]
     filters = []
@@ -284,6 +285,8 @@ def test_the_store_fills_the_same_filter_with_and_without_c(
                 s.put_many(blocks[at : at + 700])
             with pytest.raises(RuntimeError, match="undo"):
                 _put_and_fail(s, Block.raw(b"rolled back"))
+            assert s.delete_many([b.cid for b in blocks[-650:-600]]) == 50  # some in a batch
+            s.put_many(blocks[-640:-630])  # put again: twice in their merge bucket
             later = 0
             while s._building is not None:  # the rebuild's scan, a step per transaction
                 s.put(Block.raw(b"later %d" % later))
@@ -292,7 +295,10 @@ def test_the_store_fills_the_same_filter_with_and_without_c(
             assert s._filter is not None
             assert s._filter.mask + 1 > store_mod.FILTER_MIN_BITS
             assert s._filter.maybe([b.cid.buffer for b in blocks]) == [b.cid.buffer for b in blocks]
-            filters.append((bytes(s._filter.bits), s._filter.count))
+            assert s._indexed_upto > n // 2
+            idx = s._db.execute("SELECT cid, id FROM idx ORDER BY cid").fetchall()
+            assert len(idx) > n // 2
+            filters.append((bytes(s._filter.bits), s._filter.count, idx))
     assert filters[0] == filters[1]
 
 
@@ -313,3 +319,34 @@ def test_bad_filter_arguments_raise() -> None:
         native.bloom_maybe(bits, 63, [(b"row",)])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="not iterable"):
         native.bloom_maybe(bits, 63, 5)  # type: ignore[arg-type]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.binary(min_size=0, max_size=12), max_size=40),
+    st.data(),
+)
+def test_the_c_merge_rows_are_python_s(bucket: list[bytes], data: st.DataObject) -> None:
+    """Present keys once each, in bytewise order, as (bytearray, id) pairs; duplicates and
+    keys gone from entries left out (store._merge_rows)."""
+    assert native is not None
+    held = data.draw(st.lists(st.sampled_from(bucket), unique=True) if bucket else st.just([]))
+    entries = {k: 1000 + i for i, k in enumerate(held)}
+    out: list[bytearray | int] = ["before"]  # type: ignore[list-item]
+    n = native.merge_rows(bucket, entries, out)
+    assert out[0] == "before"
+    expected = sorted(set(held))
+    assert n == len(expected)
+    assert out[1::2] == [bytearray(k) for k in expected]
+    assert all(type(b) is bytearray for b in out[1::2])
+    assert out[2::2] == [entries[k] for k in expected]
+
+
+def test_bad_merge_rows_arguments_raise() -> None:
+    assert native is not None
+    with pytest.raises(TypeError, match="3 arguments"):
+        native.merge_rows([], {})  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="must be lists"):
+        native.merge_rows((b"k",), {}, [])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be bytes, got str"):
+        native.merge_rows([b"k", "k"], {b"k": 1}, [])  # type: ignore[list-item]
