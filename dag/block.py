@@ -41,8 +41,7 @@ class Block:
     @classmethod
     def encode(cls, value: object) -> Block:
         """DAG-CBOR encode `value` (raises cbor.DagCborError)."""
-        data = cbor.encode(value)
-        return cls(CID.of(data, DAG_CBOR), data, _NOT_DECODED, _token=_PRIVATE)
+        return cls._spliced(cbor.encode(value))  # our encoder's bytes: canonical
 
     @classmethod
     def _spliced(cls, data: bytes) -> Block:
