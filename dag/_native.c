@@ -367,7 +367,7 @@ new_node(PyTypeObject *type, PyObject *bits, PyObject *enc, PyObject *p, Py_ssiz
     return n;
 }
 
-/* NodeCache._drop_key: the entry for `key` leaves the OrderedDict `nodes`. */
+/* NodeCache._drop: the entry for `key` leaves the OrderedDict `nodes`. */
 static int
 cache_drop(PyObject *nodes, PyObject *key, long long *bytes)
 {
@@ -762,25 +762,34 @@ bloom_args(PyObject *const *args, Py_ssize_t nargs, const char *name, unsigned c
     return 0;
 }
 
-/* h of a key (bytes, or a 1-tuple of bytes: a row from sqlite3), or -1 with an error set. */
-static int
-bloom_hash(PyObject *item, const char *name, uint64_t *h)
+/* The key in `item` (borrowed): bytes, or with `rows` also a 1-tuple of bytes (a row from
+ * sqlite3); NULL with an error set if it is neither. */
+static PyObject *
+bloom_key(PyObject *item, int rows, const char *name)
 {
-    if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 1)
+    if (rows && PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 1)
         item = PyTuple_GET_ITEM(item, 0);
     if (!PyBytes_Check(item)) {
         PyErr_Format(PyExc_TypeError, "%s: a key must be bytes, got %.100s", name,
                      Py_TYPE(item)->tp_name);
-        return -1;
+        return NULL;
     }
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(item);
-    Py_ssize_t n = PyBytes_GET_SIZE(item);
+    return item;
+}
+
+/* The bit positions of a key (bytes): h & mask and (h >> 32) & mask, h its last eight bytes
+ * read little-endian (fewer for a shorter key). */
+static void
+bloom_positions(PyObject *key, uint64_t mask, uint64_t *p1, uint64_t *p2)
+{
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(key);
+    Py_ssize_t n = PyBytes_GET_SIZE(key);
     Py_ssize_t from = n > 8 ? n - 8 : 0;
-    uint64_t v = 0;
+    uint64_t h = 0;
     for (Py_ssize_t j = n - 1; j >= from; j--)
-        v = v << 8 | b[j];
-    *h = v;
-    return 0;
+        h = h << 8 | b[j];
+    *p1 = h & mask;
+    *p2 = (h >> 32) & mask;
 }
 
 PyDoc_STRVAR(bloom_add_doc,
@@ -792,7 +801,7 @@ static PyObject *
 bloom_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     unsigned char *bits;
-    uint64_t mask, h, p;
+    uint64_t mask, p1, p2;
     Py_ssize_t count = 0;
     if (bloom_args(args, nargs, "bloom_add", &bits, &mask) < 0)
         return NULL;
@@ -800,16 +809,16 @@ bloom_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (it == NULL)
         return NULL;
     while ((item = PyIter_Next(it)) != NULL) {
-        int bad = bloom_hash(item, "bloom_add", &h);
+        PyObject *key = bloom_key(item, 1, "bloom_add");
+        if (key != NULL)
+            bloom_positions(key, mask, &p1, &p2);
         Py_DECREF(item);
-        if (bad) {
+        if (key == NULL) {
             Py_DECREF(it);
             return NULL;
         }
-        p = h & mask;
-        bits[p >> 3] |= (unsigned char)(1u << (p & 7));
-        p = (h >> 32) & mask;
-        bits[p >> 3] |= (unsigned char)(1u << (p & 7));
+        bits[p1 >> 3] |= (unsigned char)(1u << (p1 & 7));
+        bits[p2 >> 3] |= (unsigned char)(1u << (p2 & 7));
         count++;
     }
     Py_DECREF(it);
@@ -827,7 +836,7 @@ static PyObject *
 bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     unsigned char *bits;
-    uint64_t mask, h, p;
+    uint64_t mask, p1, p2;
     if (bloom_args(args, nargs, "bloom_maybe", &bits, &mask) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
@@ -839,19 +848,12 @@ bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     while ((item = PyIter_Next(it)) != NULL) {
-        if (!PyBytes_Check(item)) {
-            PyErr_Format(PyExc_TypeError, "bloom_maybe: a key must be bytes, got %.100s",
-                         Py_TYPE(item)->tp_name);
+        if (bloom_key(item, 0, "bloom_maybe") == NULL) {
             Py_DECREF(item);
             break;
         }
-        bloom_hash(item, "bloom_maybe", &h);
-        p = h & mask;
-        int hit = bits[p >> 3] >> (p & 7) & 1;
-        if (hit) {
-            p = (h >> 32) & mask;
-            hit = bits[p >> 3] >> (p & 7) & 1;
-        }
+        bloom_positions(item, mask, &p1, &p2);
+        int hit = (bits[p1 >> 3] >> (p1 & 7) & 1) && (bits[p2 >> 3] >> (p2 & 7) & 1);
         if (hit && PyList_Append(out, item) < 0) {
             Py_DECREF(item);
             break;

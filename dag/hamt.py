@@ -821,10 +821,7 @@ class NodeCache:
             self.bytes -= nodes.popitem(last=False)[1][1]
 
     def _drop(self, cid: CID) -> None:
-        self._drop_key(cid.buffer)
-
-    def _drop_key(self, key: bytes) -> None:
-        old = self._nodes.pop(key, None)
+        old = self._nodes.pop(cid.buffer, None)
         if old is not None:
             self.bytes -= old[1]
 

@@ -328,19 +328,22 @@ class SqliteBlockStore:
             "SELECT id, cid FROM blk WHERE id > ? ORDER BY id", (tail if after is None else after,)
         )
         pending, buckets = self._pending, self._buckets
+        keys = []
         for i, c in rows:
             key = bytes(c)
-            self._filter_add(key)
+            keys.append(key)
             if i > tail:
                 pending[key] = i
                 buckets[_bucket(key)].append(key)
                 self._tail = i
+        self._filter_add(keys)
 
-    def _filter_add(self, key: bytes) -> None:
+    def _filter_add(self, keys: Collection[bytes]) -> None:
+        """Into the filter, and the one being built if any."""
         if self._filter is not None:
-            self._filter.add(key)
+            self._filter.add_many(keys)
         if self._building is not None:
-            self._building.add(key)
+            self._building.add_many(keys)
 
     def _scan(self) -> None:
         """The next FILTER_SCAN rows of idx into the filter being built; swap it in at the end."""
@@ -515,10 +518,7 @@ class SqliteBlockStore:
             buckets[key[-32]].append(key)  # _bucket(key): a CID here ends in a sha2-256 digest
             log.append((None, key, i))
             i += 1
-        if f is not None:
-            f.add_many(fresh)
-        if self._building is not None:
-            self._building.add_many(fresh)
+        self._filter_add(fresh.keys())
         self._inserted += n
 
     def delete_many(self, cids: Iterable[CID]) -> int:
