@@ -762,32 +762,48 @@ bloom_args(PyObject *const *args, Py_ssize_t nargs, const char *name, unsigned c
     return 0;
 }
 
-/* The key in `item` (borrowed): bytes, or with `rows` also a 1-tuple of bytes (a row from
- * sqlite3); NULL with an error set if it is neither. */
-static PyObject *
-bloom_key(PyObject *item, int rows, const char *name)
+/* A CID's 64-bit key (store._k, unsigned): its last eight bytes read little-endian when it
+ * ends in a sha2-256 multihash (0x12 0x20, then the 32-byte digest), else the last eight
+ * bytes of the sha2-256 of its bytes. The Bloom filter's bits and idx's key come from it. */
+static uint64_t
+key64(const unsigned char *b, Py_ssize_t n)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    if (n < 34 || b[n - 34] != 0x12 || b[n - 33] != 0x20) {
+        SHA256(b, (size_t)n, digest);
+        b = digest;
+        n = SHA256_DIGEST_LENGTH;
+    }
+    uint64_t h = 0;
+    for (Py_ssize_t j = n - 1; j >= n - 8; j--)
+        h = h << 8 | b[j];
+    return h;
+}
+
+/* The 64-bit key of `item`: bytes (a CID), or with `rows` also an int (idx's key) or a
+ * 1-tuple of either (a row from sqlite3); 0, or -1 with an error set if it is none of those. */
+static int
+bloom_key(PyObject *item, int rows, const char *name, uint64_t *h)
 {
     if (rows && PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 1)
         item = PyTuple_GET_ITEM(item, 0);
-    if (!PyBytes_Check(item)) {
-        PyErr_Format(PyExc_TypeError, "%s: a key must be bytes, got %.100s", name,
-                     Py_TYPE(item)->tp_name);
-        return NULL;
+    if (PyBytes_Check(item)) {
+        *h = key64((const unsigned char *)PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item));
+        return 0;
     }
-    return item;
+    if (rows && PyLong_Check(item)) {
+        *h = (uint64_t)PyLong_AsUnsignedLongLongMask(item);  /* idx's signed key, as unsigned */
+        return *h == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s: a key must be bytes%s, got %.100s", name,
+                 rows ? " or an int" : "", Py_TYPE(item)->tp_name);
+    return -1;
 }
 
-/* The bit positions of a key (bytes): h & mask and (h >> 32) & mask, h its last eight bytes
- * read little-endian (fewer for a shorter key). */
+/* The bit positions of a key: h & mask and (h >> 32) & mask. */
 static void
-bloom_positions(PyObject *key, uint64_t mask, uint64_t *p1, uint64_t *p2)
+bloom_positions(uint64_t h, uint64_t mask, uint64_t *p1, uint64_t *p2)
 {
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(key);
-    Py_ssize_t n = PyBytes_GET_SIZE(key);
-    Py_ssize_t from = n > 8 ? n - 8 : 0;
-    uint64_t h = 0;
-    for (Py_ssize_t j = n - 1; j >= from; j--)
-        h = h << 8 | b[j];
     *p1 = h & mask;
     *p2 = (h >> 32) & mask;
 }
@@ -795,13 +811,14 @@ bloom_positions(PyObject *key, uint64_t mask, uint64_t *p1, uint64_t *p2)
 PyDoc_STRVAR(bloom_add_doc,
              "bloom_add(bits, mask, keys) -> int\n\n"
              "Set each key's two bits (store._Filter.add) for every key in the iterable `keys`\n"
-             "(bytes, or rows: 1-tuples of bytes); return how many keys there were.");
+             "(CIDs as bytes or idx keys as ints, or rows: 1-tuples of either); return how many\n"
+             "keys there were.");
 
 static PyObject *
 bloom_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     unsigned char *bits;
-    uint64_t mask, p1, p2;
+    uint64_t mask, h, p1, p2;
     Py_ssize_t count = 0;
     if (bloom_args(args, nargs, "bloom_add", &bits, &mask) < 0)
         return NULL;
@@ -809,14 +826,13 @@ bloom_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (it == NULL)
         return NULL;
     while ((item = PyIter_Next(it)) != NULL) {
-        PyObject *key = bloom_key(item, 1, "bloom_add");
-        if (key != NULL)
-            bloom_positions(key, mask, &p1, &p2);
+        int bad = bloom_key(item, 1, "bloom_add", &h);
         Py_DECREF(item);
-        if (key == NULL) {
+        if (bad) {
             Py_DECREF(it);
             return NULL;
         }
+        bloom_positions(h, mask, &p1, &p2);
         bits[p1 >> 3] |= (unsigned char)(1u << (p1 & 7));
         bits[p2 >> 3] |= (unsigned char)(1u << (p2 & 7));
         count++;
@@ -836,7 +852,7 @@ static PyObject *
 bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     unsigned char *bits;
-    uint64_t mask, p1, p2;
+    uint64_t mask, h, p1, p2;
     if (bloom_args(args, nargs, "bloom_maybe", &bits, &mask) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
@@ -848,11 +864,11 @@ bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     while ((item = PyIter_Next(it)) != NULL) {
-        if (bloom_key(item, 0, "bloom_maybe") == NULL) {
+        if (bloom_key(item, 0, "bloom_maybe", &h) < 0) {
             Py_DECREF(item);
             break;
         }
-        bloom_positions(item, mask, &p1, &p2);
+        bloom_positions(h, mask, &p1, &p2);
         int hit = (bits[p1 >> 3] >> (p1 & 7) & 1) && (bits[p2 >> 3] >> (p2 & 7) & 1);
         if (hit && PyList_Append(out, item) < 0) {
             Py_DECREF(item);
@@ -873,6 +889,7 @@ bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 typedef struct {
     PyObject *key; /* references held while the rows are built (an allocation may run a */
     PyObject *id;  /* finalizer, which may change the bucket or entries) */
+    int64_t k;     /* idx's key: key64(key) as SQLite's signed integer */
 } MergeRow;
 
 static void
@@ -885,10 +902,14 @@ merge_rows_free(MergeRow *rows, Py_ssize_t m)
     PyMem_Free(rows);
 }
 
+/* idx order (the signed key), then bytewise: keys that share a 64-bit key stay in a fixed order */
 static int
 merge_row_cmp(const void *a, const void *b)
 {
-    PyObject *x = ((const MergeRow *)a)->key, *y = ((const MergeRow *)b)->key;
+    const MergeRow *ra = a, *rb = b;
+    if (ra->k != rb->k)
+        return ra->k < rb->k ? -1 : 1;
+    PyObject *x = ra->key, *y = rb->key;
     Py_ssize_t nx = PyBytes_GET_SIZE(x), ny = PyBytes_GET_SIZE(y);
     int c = memcmp(PyBytes_AS_STRING(x), PyBytes_AS_STRING(y), (size_t)(nx < ny ? nx : ny));
     return c ? c : (nx > ny) - (nx < ny);
@@ -896,9 +917,10 @@ merge_row_cmp(const void *a, const void *b)
 
 PyDoc_STRVAR(merge_rows_doc,
              "merge_rows(bucket, entries, out) -> int\n\n"
-             "The keys of the list `bucket` (bytes) that the dict `entries` holds, each once, in\n"
-             "bytewise order, appended to the list `out` as parameters of the index merge:\n"
-             "bytearray(key), entries[key], ...; return how many rows (store._merge).");
+             "The keys of the list `bucket` (CIDs as bytes) that the dict `entries` holds, each\n"
+             "once, in idx order (store._k, then bytewise), appended to the list `out` as\n"
+             "parameters of the index merge: store._k(key), entries[key], ...; return how many\n"
+             "rows (store._merge).");
 
 static PyObject *
 merge_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -936,6 +958,8 @@ merge_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(id);
         rows[m].key = key;
         rows[m].id = id;
+        rows[m].k = (int64_t)key64((const unsigned char *)PyBytes_AS_STRING(key),
+                                   PyBytes_GET_SIZE(key));
         m++;
     }
     qsort(rows, (size_t)m, sizeof(MergeRow), merge_row_cmp);
@@ -943,14 +967,13 @@ merge_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t j = 0; j < m; j++) {
         if (j && merge_row_cmp(&rows[j - 1], &rows[j]) == 0)
             continue;  /* put twice (deleted and put again) */
-        PyObject *blob = PyByteArray_FromStringAndSize(PyBytes_AS_STRING(rows[j].key),
-                                                       PyBytes_GET_SIZE(rows[j].key));
-        if (blob == NULL || PyList_Append(out, blob) < 0 || PyList_Append(out, rows[j].id) < 0) {
-            Py_XDECREF(blob);
+        PyObject *k = PyLong_FromLongLong(rows[j].k);
+        if (k == NULL || PyList_Append(out, k) < 0 || PyList_Append(out, rows[j].id) < 0) {
+            Py_XDECREF(k);
             merge_rows_free(rows, m);
             return NULL;
         }
-        Py_DECREF(blob);
+        Py_DECREF(k);
         added++;
     }
     merge_rows_free(rows, m);

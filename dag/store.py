@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import time
@@ -85,18 +86,30 @@ class MemoryBlockStore:
 _MULTI_ROWS: Final = 16
 _INSERT: Final = "INSERT INTO blk (id, cid, data) VALUES "
 _INSERTS: Final = [""] + [_INSERT + ", ".join(["(?, ?, ?)"] * n) for n in range(1, _MULTI_ROWS + 1)]
+# The CIDs of the blocks idx (by 64-bit key: the CIDs whose keys these are) or idx2 holds
 _KNOWN: Final = [""] + [
-    "SELECT idx.cid FROM idx JOIN blk ON blk.id = idx.id WHERE idx.cid IN ("
+    "SELECT blk.cid FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k IN ("
     + ", ".join(["?"] * n)
     + ")"
     for n in range(1, _MULTI_ROWS + 1)
 ]
+_KNOWN_SPILLED: Final = [""] + [
+    "SELECT cid FROM idx2 WHERE cid IN (" + ", ".join(["?"] * n) + ")"
+    for n in range(1, _MULTI_ROWS + 1)
+]
 _MERGE_ROWS: Final = 128
-_MERGE: Final = "INSERT OR IGNORE INTO idx (cid, id) VALUES " + ", ".join(["(?, ?)"] * _MERGE_ROWS)
+_MERGE: Final = "INSERT OR IGNORE INTO idx (k, id) VALUES " + ", ".join(["(?, ?)"] * _MERGE_ROWS)
 # idx joined to blk: an idx row without its blk row is no block (none should exist: _sync
-# drops from memory the entries whose blocks another connection deleted, before a merge)
-_GET_INDEXED: Final = "SELECT blk.data FROM idx JOIN blk ON blk.id = idx.id WHERE idx.cid = ?"
-_HAS_INDEXED: Final = "SELECT 1 FROM idx JOIN blk ON blk.id = idx.id WHERE idx.cid = ?"
+# drops from memory the entries whose blocks another connection deleted, before a merge); the
+# blk row's cid must be the one asked for (another CID may have the same 64-bit key: idx2)
+_GET_INDEXED: Final = (
+    "SELECT blk.data FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k = ? AND blk.cid = ?"
+)
+_HAS_INDEXED: Final = (
+    "SELECT 1 FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k = ? AND blk.cid = ?"
+)
+_GET_SPILLED: Final = "SELECT blk.data FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx2.cid = ?"
+_HAS_SPILLED: Final = "SELECT 1 FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx2.cid = ?"
 # Blob parameters are bound as bytearrays: Python's sqlite3 binds a bytearray directly, and
 # looks up an adapter for anything else but int, float and str (two failed attribute lookups
 # for bytes: 0.45 us a parameter, against 0.13 us for the copy; a commit binds 24 or so).
@@ -145,14 +158,29 @@ def batch_rows(blocks: int) -> int:
     return min(BATCH_MAX, max(BATCH_MIN, blocks // BATCH_PER_BLOCKS))
 
 
+_M64: Final = (1 << 64) - 1
+
+
+def _k(key: bytes) -> int:
+    """A CID's key in idx, a signed 64-bit integer: its last eight bytes read little-endian
+    when it ends in a sha2-256 multihash (every CID a Block has), else the last eight bytes of
+    the sha2-256 of its bytes. Two CIDs may share one (a raw and a dag-cbor block of the same
+    bytes have one digest): idx holds the first, idx2 the others by their whole CID."""
+    if len(key) < 34 or key[-34] != 0x12 or key[-33] != 0x20:
+        key = hashlib.sha256(key).digest()
+    return int.from_bytes(key[-8:], "little", signed=True)
+
+
 def _bucket(key: bytes) -> int:
-    # the first byte of the digest (sha2-256: the CID's last 32 bytes): uniform, and within one
-    # CID prefix (version, codec, hash) a bucket is one contiguous range of the index
-    return key[-32] if len(key) >= 32 else 0
+    # the top byte of _k(key) (a sha2-256 CID's last byte), so bucket order is idx order and a
+    # bucket one contiguous range of it; for any other CID it is only a bucket (merge order is
+    # a matter of speed, not of correctness)
+    return key[-1] ^ 0x80 if key else 0
 
 
 class _Filter:
-    """A Bloom filter of CIDs (two bit positions from the digest's last 8 bytes).
+    """A Bloom filter of CIDs (two bit positions from their 64-bit key, _k: for a sha2-256 CID
+    the digest's last 8 bytes).
 
     A put checks it first: a CID it does not hold is new, so the put needs no read of idx
     (that read cost as much as the insert itself: 8-15 us per 4-block commit at 256 K blocks).
@@ -167,9 +195,10 @@ class _Filter:
         self.mask = nbits - 1
         self.count = 0
 
-    def add(self, key: bytes) -> None:
+    def add(self, key: bytes | int) -> None:
+        """Add a CID (bytes) or an idx key (int)."""
         bits, mask = self.bits, self.mask
-        h = int.from_bytes(key[-8:], "little")
+        h = (key if isinstance(key, int) else _k(key)) & _M64
         p = h & mask
         bits[p >> 3] |= 1 << (p & 7)
         p = h >> 32 & mask
@@ -178,20 +207,20 @@ class _Filter:
 
     def __contains__(self, key: bytes) -> bool:
         bits, mask = self.bits, self.mask
-        h = int.from_bytes(key[-8:], "little")
+        h = _k(key) & _M64
         p = h & mask
         if not bits[p >> 3] >> (p & 7) & 1:
             return False
         p = h >> 32 & mask
         return bool(bits[p >> 3] >> (p & 7) & 1)
 
-    def add_many(self, keys: Iterable[bytes] | Iterable[tuple[bytes]]) -> None:
-        """Add every key (or row: a 1-tuple of a key, as sqlite3 gives them)."""
+    def add_many(self, keys: Iterable[bytes | int] | Iterable[tuple[bytes | int]]) -> None:
+        """Add every key: a CID or an idx key (or a row: a 1-tuple of one, as sqlite3 gives)."""
         if _native is not None:
             self.count += _native.bloom_add(self.bits, self.mask, keys)
             return
         for key in keys:
-            self.add(key if type(key) is bytes else key[0])
+            self.add(key[0] if type(key) is tuple else key)
 
     def maybe(self, keys: Iterable[bytes]) -> list[bytes]:
         """The keys the filter may hold, in order (the others are surely new)."""
@@ -200,16 +229,17 @@ class _Filter:
         return [key for key in keys if key in self]
 
 
-def _merge_rows(bucket: list[bytes], entries: dict[bytes, int], out: list[bytearray | int]) -> int:
-    """The bucket's keys that `entries` still holds, each once, in bytewise (idx) order, onto
-    `out` as merge parameters: blob, id, ...; how many. dag/_native.c's merge_rows when built."""
+def _merge_rows(bucket: list[bytes], entries: dict[bytes, int], out: list[int]) -> int:
+    """The bucket's keys that `entries` still holds, each once, in idx order (_k, then
+    bytewise), onto `out` as merge parameters: _k(key), id, ...; how many. dag/_native.c's
+    merge_rows when built."""
     if _native is not None:
         return _native.merge_rows(bucket, entries, out)
     n = 0
-    for key in sorted(set(bucket)):
+    for k, key in sorted({(_k(key), key) for key in bucket}):
         i = entries.get(key)
         if i is not None:
-            out += (_blob(key), i)
+            out += (k, i)
             n += 1
     return n
 
@@ -237,10 +267,12 @@ class SqliteBlockStore:
     """Blocks in SQLite: bytes appended in id order, a cid index fed in sorted batches.
 
     Tables: ``blk(id INTEGER PRIMARY KEY, cid, data)`` holds every block once, appended in id
-    order, so an insert touches only the table's last pages; ``idx(cid PRIMARY KEY, id)
-    WITHOUT ROWID`` maps CIDs to ids for blocks with id <= ``meta.indexed_upto``. Newer blocks'
-    (cid, id) are in memory (``_pending``; rebuilt from ``blk`` at open) until a batch of them
-    is merged into ``idx`` in cid order, in steps spread over later write transactions. WAL
+    order, so an insert touches only the table's last pages; ``idx(k INTEGER PRIMARY KEY, id)``
+    maps CIDs, by a 64-bit key (``_k``: for a sha2-256 CID, eight bytes of its digest), to ids
+    for blocks with id <= ``meta.indexed_upto``, and ``idx2(cid PRIMARY KEY, id)`` the rare CID
+    whose key idx holds for another. Newer blocks' (cid, id) are in memory (``_pending``;
+    rebuilt from ``blk`` at open) until a batch of them is merged into ``idx`` in key order,
+    in steps spread over later write transactions. WAL
     mode, one writing connection per file (another connection sees its committed blocks:
     a lookup that misses re-reads the new rows of ``blk``).
     """
@@ -266,8 +298,9 @@ class SqliteBlockStore:
         # (re)built by a scan of idx from _scan_from, new CIDs go into both
         self._filter: _Filter | None = None
         self._building: _Filter | None = None
-        self._scan_from = b""
+        self._scan_from: int | None = None  # the last idx key scanned (None: from the start)
         self._scan_keys: list[bytes] = []
+        self._spilled = False  # whether idx2 may hold rows (lookups that miss idx then read it)
         # undo log of the open write transaction (group rollback restores memory too)
         self._log: list[tuple[dict[bytes, int] | None, bytes, int]] = []  # (None: insert)
         self._saved: _Saved | None = None
@@ -289,8 +322,16 @@ class SqliteBlockStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS blk (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL)"
         )
+        old_idx = "idx" in names and any(
+            name == "cid" for _, name, *_ in self._db.execute("PRAGMA table_info(idx)")
+        )
+        if old_idx:  # idx keyed by the whole CID (before 0.x): rebuilt below
+            self._db.execute("DROP TABLE idx")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS idx (cid BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID"
+            "CREATE TABLE IF NOT EXISTS idx (k INTEGER PRIMARY KEY, id INTEGER NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS idx2 (cid BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID"
         )
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
@@ -298,28 +339,82 @@ class SqliteBlockStore:
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('indexed_upto', 0)")
         if "blocks" in names and "blk" not in names:
             self._migrate()
+        elif old_idx:
+            self._reindex("rebuilt the cid index by 64-bit keys")
         self._reload()
 
     def _migrate(self) -> None:
         # the layout before 0.x: blocks(cid BLOB PRIMARY KEY, data BLOB); one transaction
-        start = time.monotonic()
         self._db.execute("INSERT INTO blk (cid, data) SELECT cid, data FROM blocks ORDER BY rowid")
-        self._db.execute("INSERT INTO idx (cid, id) SELECT cid, id FROM blk ORDER BY cid")
+        self._db.execute("DROP TABLE blocks")
         self._db.execute(
             "UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM blk) WHERE key = 'indexed_upto'"
         )
-        self._db.execute("DROP TABLE blocks")
+        self._reindex("moved blocks to the appended layout")
+
+    def _reindex(self, what: str) -> None:
+        """idx (empty) from blk's rows up to indexed_upto; newer ones are merged as usual."""
+        start = time.monotonic()
+        (upto,) = self._db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
+        rows = self._db.execute("SELECT id, cid FROM blk WHERE id <= ?", (upto,))
+        keyed = sorted((_k(c), int(i)) for i, c in rows)  # CIDs with one key: any order
+        args: list[int] = []
+        for k, i in keyed:
+            args += (k, i)
+        self._index(args)
         took = time.monotonic() - start
         if took > _SLOW_MIGRATION_S:
-            (n,) = self._db.execute("SELECT count(*) FROM idx").fetchone()
-            _log.info("block store: moved %d blocks to the appended layout in %.1f s", n, took)
+            _log.info("block store: %s (%d blocks) in %.1f s", what, len(keyed), took)
+
+    def _index(self, args: list[int]) -> None:
+        """Insert (k, id, k, id, ...) into idx; a row whose key idx holds for another CID goes
+        to idx2 instead."""
+        db = self._db
+        rows = len(args) // 2
+        whole = rows - rows % _MERGE_ROWS
+        for at in range(0, 2 * whole, 2 * _MERGE_ROWS):  # a multi-row statement costs less per row
+            part = args[at : at + 2 * _MERGE_ROWS]
+            before = db.total_changes
+            db.execute(_MERGE, part)
+            if db.total_changes - before < _MERGE_ROWS:
+                self._spill(part)
+        if whole < rows:
+            rest = args[2 * whole :]
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO idx (k, id) VALUES (?, ?)",
+                zip(rest[::2], rest[1::2], strict=True),
+            )
+            if db.total_changes - before < rows - whole:
+                self._spill(rest)
+
+    def _spill(self, args: list[int]) -> None:
+        """The rows of (k, id, ...) that idx ignored: its key there is another CID's (idx2),
+        or the same block's (nothing to do)."""
+        db = self._db
+        for k, i in zip(args[::2], args[1::2], strict=True):
+            (held,) = db.execute("SELECT id FROM idx WHERE k = ?", (k,)).fetchone()
+            if held == i:
+                continue
+            (cid,) = db.execute("SELECT cid FROM blk WHERE id = ?", (i,)).fetchone()
+            other = db.execute("SELECT cid FROM blk WHERE id = ?", (held,)).fetchone()
+            if other is None:  # idx pointed at a block that is gone: the key is free
+                db.execute("UPDATE idx SET id = ? WHERE k = ?", (i, k))
+            elif bytes(other[0]) != bytes(cid):
+                db.execute("INSERT OR IGNORE INTO idx2 (cid, id) VALUES (?, ?)", (cid, i))
+                self._spilled = True
 
     def _reload(self) -> None:
         """Memory from the database: `indexed_upto`, then blk's newer rows into `_pending`."""
         (upto,) = self._db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
         self._indexed_upto = self._tail = int(upto)
+        self._spilled = self._has_spilled()
         self._building = _Filter(_filter_bits(self._tail))
         self._load_tail()
+
+    def _has_spilled(self) -> bool:
+        (n,) = self._db.execute("SELECT EXISTS (SELECT 1 FROM idx2)").fetchone()
+        return bool(n)
 
     def _load_tail(self, after: int | None = None) -> None:
         """blk's rows after `after` (default: _tail) into the filter, those after _tail into memory."""
@@ -353,7 +448,7 @@ class SqliteBlockStore:
             if f is None or f.count * 16 <= f.mask + 1 or f.mask + 1 >= FILTER_MAX_BITS:
                 return
             building = self._building = _Filter(_filter_bits(2 * f.count))  # rebuild larger
-            self._scan_from = b""
+            self._scan_from = None
             # the entries in memory now (some reach idx behind the scan), a slice per step
             self._scan_keys = [*self._pending, *(self._batch.entries if self._batch else ())]
         step = max(FILTER_SCAN, _SCAN_RATE * self._inserted)  # ahead of the filter's growth
@@ -362,13 +457,17 @@ class SqliteBlockStore:
             del self._scan_keys[-step:]
             building.add_many(keys)
             return
-        rows = self._db.execute(
-            "SELECT cid FROM idx WHERE cid > ? ORDER BY cid LIMIT ?", (self._scan_from, step)
-        ).fetchall()
-        building.add_many(rows)
+        if self._scan_from is None:
+            rows = self._db.execute("SELECT k FROM idx ORDER BY k LIMIT ?", (step,)).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT k FROM idx WHERE k > ? ORDER BY k LIMIT ?", (self._scan_from, step)
+            ).fetchall()
+        building.add_many(rows)  # an idx key sets the bits its CID would
         if len(rows) == step:
             self._scan_from = rows[-1][0]
         else:
+            building.add_many([bytes(c) for (c,) in self._db.execute("SELECT cid FROM idx2")])
             self._filter, self._building = building, None
 
     def _data_version(self) -> int:
@@ -390,6 +489,7 @@ class SqliteBlockStore:
             self._credit = 0
             self._tail = int(upto)
         self._indexed_upto = max(self._indexed_upto, int(upto))
+        self._spilled = self._spilled or self._has_spilled()
         self._load_tail(after=tail)
         # blocks in memory that the other connection deleted (its GC) must not reach idx
         where = [self._pending, *([self._batch.entries] if self._batch else [])]
@@ -417,7 +517,9 @@ class SqliteBlockStore:
             if i is not None:
                 row = self._db.execute("SELECT data FROM blk WHERE id = ?", (i,)).fetchone()
             else:
-                row = self._db.execute(_GET_INDEXED, (_blob(key),)).fetchone()
+                row = self._db.execute(_GET_INDEXED, (_k(key), _blob(key))).fetchone()
+                if row is None and self._spilled:
+                    row = self._db.execute(_GET_SPILLED, (_blob(key),)).fetchone()
             if row is not None:
                 return bytes(row[0])
             if not self._sync():
@@ -429,7 +531,9 @@ class SqliteBlockStore:
         for _ in range(2):
             if self._id(key) is not None:
                 return True
-            if self._db.execute(_HAS_INDEXED, (_blob(key),)).fetchone():
+            if self._db.execute(_HAS_INDEXED, (_k(key), _blob(key))).fetchone():
+                return True
+            if self._spilled and self._db.execute(_HAS_SPILLED, (_blob(key),)).fetchone():
                 return True
             if not self._sync():
                 break
@@ -494,8 +598,11 @@ class SqliteBlockStore:
         maybe = list(fresh) if f is None else f.maybe(fresh)
         for at in range(0, len(maybe), _MULTI_ROWS):  # blocks idx has already stay as they are
             part = maybe[at : at + _MULTI_ROWS]
-            for (known,) in self._db.execute(_KNOWN[len(part)], [*map(_blob, part)]):
-                del fresh[bytes(known)]
+            for (known,) in self._db.execute(_KNOWN[len(part)], [*map(_k, part)]):
+                fresh.pop(bytes(known), None)  # (or another CID with the same key)
+            if self._spilled:
+                for (known,) in self._db.execute(_KNOWN_SPILLED[len(part)], [*map(_blob, part)]):
+                    fresh.pop(bytes(known), None)
         n = len(fresh)
         if not n:
             return
@@ -515,7 +622,7 @@ class SqliteBlockStore:
         buckets, log, i = self._buckets, self._log, first
         for key in fresh:
             pending[key] = i
-            buckets[key[-32]].append(key)  # _bucket(key): a CID here ends in a sha2-256 digest
+            buckets[key[-1] ^ 0x80].append(key)  # _bucket(key)
             log.append((None, key, i))
             i += 1
         self._filter_add(fresh.keys())
@@ -538,9 +645,17 @@ class SqliteBlockStore:
                 if i is not None:
                     self._log.append((where, key, i))
                 # an entry may be in idx as well as in memory (reloaded after a crash mid-merge)
+                k = _k(key)
                 row = self._db.execute(
-                    "DELETE FROM idx WHERE cid = ? RETURNING id", (key,)
+                    "SELECT idx.id FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k = ? AND blk.cid = ?",
+                    (k, _blob(key)),
                 ).fetchone()
+                if row is not None:
+                    self._db.execute("DELETE FROM idx WHERE k = ?", (k,))
+                elif self._spilled:
+                    row = self._db.execute(
+                        "DELETE FROM idx2 WHERE cid = ? RETURNING id", (_blob(key),)
+                    ).fetchone()
                 if i is None and row is not None:
                     i = int(row[0])
                 if i is not None:
@@ -628,23 +743,14 @@ class SqliteBlockStore:
 
     def _merge(self, batch: _Batch, *, finish: bool) -> None:
         entries = batch.entries
-        args: list[bytearray | int] = []  # (cid, id) of each row, flat
-        rows = 0
+        args: list[int] = []  # (k, id) of each row, flat
         while batch.next < _BUCKETS and (finish or self._credit > 0):
             bucket = batch.buckets[batch.next]
             batch.next += 1
             if bucket:
-                rows += _merge_rows(bucket, entries, args)
+                _merge_rows(bucket, entries, args)
                 self._credit -= len(bucket)
-        whole = rows - rows % _MERGE_ROWS
-        for at in range(0, 2 * whole, 2 * _MERGE_ROWS):  # a multi-row statement costs less per row
-            self._db.execute(_MERGE, args[at : at + 2 * _MERGE_ROWS])
-        if whole < rows:
-            rest = args[2 * whole :]
-            self._db.executemany(
-                "INSERT OR IGNORE INTO idx (cid, id) VALUES (?, ?)",
-                zip(rest[::2], rest[1::2], strict=True),
-            )
+        self._index(args)
         if batch.next == _BUCKETS:
             self._db.execute(
                 "UPDATE meta SET value = max(value, ?) WHERE key = 'indexed_upto'", (batch.upto,)

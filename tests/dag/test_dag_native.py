@@ -242,21 +242,31 @@ def _python_filter(nbits: int, keys: list[bytes]) -> store_mod._Filter:
     return f
 
 
-@settings(max_examples=80, deadline=None)
-@given(
-    st.sampled_from([1 << 6, 1 << 12, 1 << 16, 1 << 20]),
-    st.lists(st.binary(min_size=0, max_size=40), max_size=60),
-    st.lists(st.binary(min_size=0, max_size=40), max_size=60),
+# CIDs (or any bytes): sha2-256 ones (their key is 8 digest bytes) and others (hashed first)
+sha_cids = st.builds(
+    lambda prefix, digest: prefix + b"\x12\x20" + digest,
+    st.sampled_from([b"", b"\x01\x71", b"\x01\x55", b"\x01\x70"]),
+    st.binary(min_size=32, max_size=32),
 )
+filter_keys = st.lists(st.one_of(sha_cids, st.binary(min_size=0, max_size=40)), max_size=60)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([1 << 6, 1 << 12, 1 << 16, 1 << 20]), filter_keys, filter_keys)
 def test_the_c_filter_sets_and_reads_the_bits_python_does(
     nbits: int, keys: list[bytes], probes: list[bytes]
 ) -> None:
+    """Keys as CIDs, rows of CIDs, and idx keys (store._k, as the rebuild's scan of idx gives
+    them): the same bits as Python's filter given the CIDs."""
     assert native is not None
     py = _python_filter(nbits, keys)
     c = store_mod._Filter(nbits)
-    half = len(keys) // 2
-    assert native.bloom_add(c.bits, c.mask, keys[:half]) == half
-    assert native.bloom_add(c.bits, c.mask, [(k,) for k in keys[half:]]) == len(keys) - half
+    third = len(keys) // 3
+    assert native.bloom_add(c.bits, c.mask, keys[:third]) == third
+    rows = [(k,) for k in keys[third : 2 * third]]
+    assert native.bloom_add(c.bits, c.mask, rows) == third
+    idx_rows = [(store_mod._k(k),) for k in keys[2 * third :]]
+    assert native.bloom_add(c.bits, c.mask, idx_rows) == len(keys) - 2 * third
     assert c.bits == py.bits
     assert native.bloom_maybe(c.bits, c.mask, probes + keys) == [
         k for k in probes + keys if k in py
@@ -296,7 +306,7 @@ def test_the_store_fills_the_same_filter_and_index_with_and_without_c(
             assert s._filter.mask + 1 > store_mod.FILTER_MIN_BITS
             assert s._filter.maybe([b.cid.buffer for b in blocks]) == [b.cid.buffer for b in blocks]
             assert s._indexed_upto > n // 2
-            idx = s._db.execute("SELECT cid, id FROM idx ORDER BY cid").fetchall()
+            idx = s._db.execute("SELECT k, id FROM idx ORDER BY k").fetchall()
             assert len(idx) > n // 2
             filters.append((bytes(s._filter.bits), s._filter.count, idx))
     assert filters[0] == filters[1]
@@ -313,33 +323,51 @@ def test_bad_filter_arguments_raise() -> None:
         native.bloom_add(bits, 62, [])  # not a power of two less one
     with pytest.raises(ValueError, match="does not fit"):
         native.bloom_maybe(bits, 127, [])  # more bits than the bytearray has
-    with pytest.raises(TypeError, match="must be bytes, got str"):
+    with pytest.raises(TypeError, match="must be bytes or an int, got str"):
         native.bloom_add(bits, 63, ["cid"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="must be bytes, got int"):
+        native.bloom_maybe(bits, 63, [5])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="must be bytes, got tuple"):
         native.bloom_maybe(bits, 63, [(b"row",)])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="not iterable"):
         native.bloom_maybe(bits, 63, 5)  # type: ignore[arg-type]
 
 
+def _twins(digests: list[bytes]) -> list[bytes]:
+    """dag-cbor and raw CIDs of the same digests: pairs with one 64-bit key (store._k)."""
+    return [p + b"\x12\x20" + d for d in digests for p in (b"\x01\x71", b"\x01\x55")]
+
+
 @settings(max_examples=80, deadline=None)
 @given(
-    st.lists(st.binary(min_size=0, max_size=12), max_size=40),
+    st.one_of(
+        st.lists(st.one_of(sha_cids, st.binary(min_size=0, max_size=12)), max_size=40),
+        st.lists(st.binary(min_size=32, max_size=32), max_size=8).map(_twins),
+    ),
     st.data(),
 )
 def test_the_c_merge_rows_are_python_s(bucket: list[bytes], data: st.DataObject) -> None:
-    """Present keys once each, in bytewise order, as (bytearray, id) pairs; duplicates and
-    keys gone from entries left out (store._merge_rows)."""
+    """Present keys once each, in idx order (their 64-bit key, then bytewise), as (key, id)
+    pairs; duplicates and keys gone from entries left out (store._merge_rows)."""
     assert native is not None
     held = data.draw(st.lists(st.sampled_from(bucket), unique=True) if bucket else st.just([]))
+    dupes = data.draw(st.lists(st.sampled_from(held), max_size=5) if held else st.just([]))
     entries = {k: 1000 + i for i, k in enumerate(held)}
-    out: list[bytearray | int] = ["before"]  # type: ignore[list-item]
-    n = native.merge_rows(bucket, entries, out)
-    assert out[0] == "before"
-    expected = sorted(set(held))
+    out: list[int] = [-1]
+    n = native.merge_rows(bucket + dupes, entries, out)
+    assert out[0] == -1
+    expected = sorted(set(held), key=lambda k: (store_mod._k(k), k))
     assert n == len(expected)
-    assert out[1::2] == [bytearray(k) for k in expected]
-    assert all(type(b) is bytearray for b in out[1::2])
+    assert out[1::2] == [store_mod._k(k) for k in expected]
+    assert all(-(1 << 63) <= k < 1 << 63 for k in out[1::2])
     assert out[2::2] == [entries[k] for k in expected]
+    py: list[int] = [-1]
+    store_mod._native = None  # type: ignore[assignment]  # the Python fallback
+    try:
+        assert store_mod._merge_rows(bucket + dupes, entries, py) == n
+    finally:
+        store_mod._native = native
+    assert py == out
 
 
 def test_bad_merge_rows_arguments_raise() -> None:

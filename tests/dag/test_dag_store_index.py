@@ -19,18 +19,35 @@ from hypothesis import strategies as st
 
 from dag.block import Block
 from dag.cid import CID
-from dag.store import FILTER_MIN_BITS, MemoryBlockStore, SqliteBlockStore
+from dag.store import FILTER_MIN_BITS, MemoryBlockStore, SqliteBlockStore, _k
 
 POOL = [Block.encode({"i": i, "pad": "x" * (i % 5) * 40}) for i in range(20)] + [
     Block.raw(bytes([i]) * (i + 1)) for i in range(6)
 ]
+# raw twins of dag-cbor blocks: the same digest, so the same 64-bit key in idx (one of each
+# pair goes to idx2)
+POOL += [Block.raw(b.data) for b in POOL[:3]]
+assert _k(POOL[-1].cid.buffer) == _k(POOL[2].cid.buffer)
+assert POOL[-1].cid != POOL[2].cid
 
 
 def consistent(store: SqliteBlockStore) -> None:
     """The database and the store's memory agree: every block is found exactly one way."""
     db = store._db
     blk = {int(i): bytes(c) for i, c in db.execute("SELECT id, cid FROM blk")}
-    idx = {bytes(c): int(i) for c, i in db.execute("SELECT cid, id FROM idx")}
+    idx: dict[bytes, int] = {}  # by CID: idx's rows (by 64-bit key) and idx2's
+    for k, i in db.execute("SELECT k, id FROM idx"):
+        assert i in blk, f"idx key {k} points at id {i}, which blk lacks"
+        assert _k(blk[i]) == k, f"block {i} is in idx under another key"
+        idx[blk[i]] = i
+    for c, i in db.execute("SELECT cid, id FROM idx2"):
+        cid = bytes(c)
+        assert cid not in idx, "a CID both in idx and idx2"
+        held = db.execute("SELECT id FROM idx WHERE k = ?", (_k(cid),)).fetchone()
+        assert held is not None, "idx2 holds a CID whose key idx does not"
+        assert held[0] != i
+        assert store._spilled
+        idx[cid] = i
     (upto,) = db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
     assert store._indexed_upto == upto
     assert len(set(blk.values())) == len(blk), "a CID stored twice"
@@ -302,7 +319,7 @@ def test_cids_and_data_are_stored_as_blobs(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     types = set(db.execute("SELECT typeof(cid), typeof(data) FROM blk"))
     assert types == {("blob", "blob")}
-    assert set(db.execute("SELECT typeof(cid) FROM idx")) == {("blob",)}
+    assert set(db.execute("SELECT typeof(k), typeof(id) FROM idx")) == {("integer", "integer")}
     assert db.execute("SELECT count(*) FROM idx").fetchone()[0] > 0
     db.close()
     with SqliteBlockStore(path, batch=4) as store:
@@ -313,3 +330,84 @@ def test_cids_and_data_are_stored_as_blobs(tmp_path: Path) -> None:
             assert store.has(b.cid)
         store.put_many(POOL[:9])  # all known: nothing written twice
         assert len(store) == 9
+
+
+def test_two_cids_with_one_key_are_both_found(tmp_path: Path) -> None:
+    """A raw and a dag-cbor block of the same bytes share a digest, so a 64-bit key: idx holds
+    the first merged, idx2 the other; both are found, survive a reopen and a rebuild of the
+    filter, and deleting either leaves the other."""
+    path = tmp_path / "blocks.sqlite"
+    cbor_blocks = [Block.encode({"twin": i}) for i in range(40)]
+    raw_blocks = [Block.raw(b.data) for b in cbor_blocks]
+    with SqliteBlockStore(path, batch=8) as store:
+        store.put_many(cbor_blocks[:20])
+        store.put_many(raw_blocks)  # half of them collide with blocks idx holds by now
+        store.put_many(cbor_blocks[20:])  # the others with raw ones merged first
+        store.put_many(POOL[:12])  # past the last batch: everything above is merged
+        assert store._indexed_upto >= 80
+        consistent(store)
+        (spilled,) = store._db.execute("SELECT count(*) FROM idx2").fetchone()
+        assert spilled == 40
+        for b in [*cbor_blocks, *raw_blocks]:
+            assert store.get(b.cid) == b.data
+            assert store.has(b.cid)
+        store.put_many([*raw_blocks, *cbor_blocks])  # all known: nothing written twice
+        assert len(store) == 92
+    with SqliteBlockStore(path, batch=8) as store:
+        assert store._spilled
+        while store._building is not None:  # the filter's scan: idx, then idx2
+            store.put(Block.encode({"later": len(store)}))
+        assert store._filter is not None
+        keys = [b.cid.buffer for b in [*cbor_blocks, *raw_blocks]]
+        assert store._filter.maybe(keys) == keys
+        assert store.delete_many([b.cid for b in raw_blocks[:10] + cbor_blocks[30:]]) == 20
+        consistent(store)
+        for b in raw_blocks[:10] + cbor_blocks[30:]:
+            assert store.get(b.cid) is None
+            assert not store.has(b.cid)
+        for b in cbor_blocks[:10] + raw_blocks[30:]:
+            assert store.get(b.cid) == b.data
+        store.put_many(raw_blocks[:10])  # back: into memory, then merged beside their twins
+        store.put_many([Block.encode({"more": i}) for i in range(20)])
+        consistent(store)
+        assert all(store.get(b.cid) == b.data for b in raw_blocks)
+
+
+def test_a_home_with_the_cid_keyed_index_is_reindexed_at_open(tmp_path: Path) -> None:
+    """idx keyed by whole CIDs (before 64-bit keys) is rebuilt from blk up to indexed_upto;
+    blocks after it are merged as usual."""
+    path = tmp_path / "blocks.sqlite"
+    blocks = [Block.encode({"old": i}) for i in range(30)] + [
+        Block.raw(b"r%d" % i) for i in range(5)
+    ]
+    blocks.append(Block.raw(blocks[0].data))  # a twin: same key as blocks[0]
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE blk (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL)")
+    db.execute("CREATE TABLE idx (cid BLOB PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.executemany(
+        "INSERT INTO blk VALUES (?, ?, ?)",
+        [(i + 1, b.cid.buffer, b.data) for i, b in enumerate(blocks)],
+    )
+    db.executemany(
+        "INSERT INTO idx VALUES (?, ?)", [(b.cid.buffer, i + 1) for i, b in enumerate(blocks[:32])]
+    )
+    db.execute("INSERT INTO meta VALUES ('indexed_upto', 32)")
+    db.commit()
+    db.close()
+    with SqliteBlockStore(path, batch=4) as store:
+        cols = [name for _, name, *_ in store._db.execute("PRAGMA table_info(idx)")]
+        assert cols == ["k", "id"]
+        (n,) = store._db.execute("SELECT count(*) FROM idx").fetchone()
+        assert n == 32
+        assert set(store._pending.values()) == {33, 34, 35, 36}
+        consistent(store)
+        assert all(store.get(b.cid) == b.data for b in blocks)
+        store.put_many([Block.encode({"new": i}) for i in range(8)])  # a merge: the twin to idx2
+        consistent(store)
+        assert store._spilled
+    with SqliteBlockStore(path) as store:
+        consistent(store)
+        assert all(store.get(b.cid) == b.data for b in blocks)
+        assert len(store) == len(blocks) + 8
