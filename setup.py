@@ -1,6 +1,7 @@
-"""The one build step pyproject.toml cannot state: dag/_native.c, the C commit path of a HAMT
-update (see dag/hamt.py). It is optional: where it cannot be compiled (no C compiler, or no
-OpenSSL headers), the install goes on and dag/ uses its Python path."""
+"""The one build step pyproject.toml cannot state: dag/_native.c, a commit's hot paths in C
+(a one-key HAMT set for dag/hamt.py; the block store's Bloom filter and index-merge rows for
+dag/store.py). It is optional: where it cannot be compiled (no C compiler, or no OpenSSL
+headers), the install goes on and dag/ uses its Python paths."""
 
 from setuptools import Extension, setup
 

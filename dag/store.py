@@ -108,6 +108,10 @@ _GET_INDEXED: Final = (
 _HAS_INDEXED: Final = (
     "SELECT 1 FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k = ? AND blk.cid = ?"
 )
+_DELETE_INDEXED: Final = (
+    "DELETE FROM idx WHERE k = ?1"
+    " AND EXISTS (SELECT 1 FROM blk WHERE blk.id = idx.id AND blk.cid = ?2) RETURNING id"
+)
 _GET_SPILLED: Final = "SELECT blk.data FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx2.cid = ?"
 _HAS_SPILLED: Final = "SELECT 1 FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx2.cid = ?"
 # Blob parameters are bound as bytearrays: Python's sqlite3 binds a bytearray directly, and
@@ -272,9 +276,9 @@ class SqliteBlockStore:
     for blocks with id <= ``meta.indexed_upto``, and ``idx2(cid PRIMARY KEY, id)`` the rare CID
     whose key idx holds for another. Newer blocks' (cid, id) are in memory (``_pending``;
     rebuilt from ``blk`` at open) until a batch of them is merged into ``idx`` in key order,
-    in steps spread over later write transactions. WAL
-    mode, one writing connection per file (another connection sees its committed blocks:
-    a lookup that misses re-reads the new rows of ``blk``).
+    in steps spread over later write transactions. WAL mode, one writing connection per file
+    (another connection sees its committed blocks: a lookup that misses re-reads the new rows
+    of ``blk``).
     """
 
     def __init__(self, path: str | Path, *, batch: int | None = None) -> None:
@@ -645,14 +649,8 @@ class SqliteBlockStore:
                 if i is not None:
                     self._log.append((where, key, i))
                 # an entry may be in idx as well as in memory (reloaded after a crash mid-merge)
-                k = _k(key)
-                row = self._db.execute(
-                    "SELECT idx.id FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k = ? AND blk.cid = ?",
-                    (k, _blob(key)),
-                ).fetchone()
-                if row is not None:
-                    self._db.execute("DELETE FROM idx WHERE k = ?", (k,))
-                elif self._spilled:
+                row = self._db.execute(_DELETE_INDEXED, (_k(key), _blob(key))).fetchone()
+                if row is None and self._spilled:
                     row = self._db.execute(
                         "DELETE FROM idx2 WHERE cid = ? RETURNING id", (_blob(key),)
                     ).fetchone()
