@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <Python.h>
+#include <structmember.h>
 #include <openssl/sha.h>
 #include <stdint.h>
 #include <string.h>
@@ -195,6 +196,126 @@ cid_of(PyObject *data)
     SHA256_Update(&ctx, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
     SHA256_Final(c + 4, &ctx);
     return cid;
+}
+
+/* -- blocks: dag.cid.CID and dag.block.Block objects made here, their __slots__ set at the
+ * offsets bind_blocks read from the classes' member descriptors (what block.py's and cid.py's
+ * slot setters do from Python, without a call per slot). */
+
+static PyTypeObject *T_cid, *T_block;
+static PyObject *NOT_DECODED, *INT_ONE, *INT_DAG_CBOR;
+static Py_ssize_t O_version, O_codec, O_multihash, O_buffer, O_str, O_cid, O_data, O_value;
+
+static int
+slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off)
+{
+    PyObject *d = PyDict_GetItemString(tp->tp_dict, name);  /* borrowed */
+    if (d == NULL || !PyObject_TypeCheck(d, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX ||
+        (((PyMemberDescrObject *)d)->d_member->flags & READONLY)) {
+        PyErr_Format(PyExc_TypeError, "bind_blocks: %.100s.%s is not a __slots__ member",
+                     tp->tp_name, name);
+        return -1;
+    }
+    *off = ((PyMemberDescrObject *)d)->d_member->offset;
+    return 0;
+}
+
+/* A slot of a new object (NULL until set) takes a new reference to v. */
+static inline void
+put_slot(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    Py_INCREF(v);
+    *(PyObject **)((char *)o + off) = v;
+}
+
+/* A Block of `data` (bytes) whose binary CIDv1 dag-cbor sha2-256 is `cid` (36 bytes). */
+static PyObject *
+make_block(PyObject *cid_bytes, PyObject *data)
+{
+    if (T_cid == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "dag._native: bind_blocks was not called");
+        return NULL;
+    }
+    PyObject *mh = PyBytes_FromStringAndSize(PyBytes_AS_STRING(cid_bytes) + 2, CID_LEN - 2);
+    if (mh == NULL)
+        return NULL;
+    PyObject *cid = T_cid->tp_alloc(T_cid, 0);
+    if (cid == NULL) {
+        Py_DECREF(mh);
+        return NULL;
+    }
+    put_slot(cid, O_version, INT_ONE);
+    put_slot(cid, O_codec, INT_DAG_CBOR);
+    put_slot(cid, O_multihash, mh);
+    put_slot(cid, O_buffer, cid_bytes);
+    put_slot(cid, O_str, Py_None);
+    Py_DECREF(mh);
+    PyObject *block = T_block->tp_alloc(T_block, 0);
+    if (block == NULL) {
+        Py_DECREF(cid);
+        return NULL;
+    }
+    put_slot(block, O_cid, cid);
+    put_slot(block, O_data, data);
+    put_slot(block, O_value, NOT_DECODED);
+    Py_DECREF(cid);
+    return block;
+}
+
+PyDoc_STRVAR(bind_blocks_doc,
+"bind_blocks(cid_type, block_type, not_decoded)\n"
+"\n"
+"Read the __slots__ offsets of dag.cid.CID (version, codec, multihash, _buffer, _str) and\n"
+"dag.block.Block (cid, data, _value); `not_decoded` is block.py's marker of a value not yet\n"
+"decoded. block.py calls it once, at import, before spliced or hamt_set make blocks.");
+
+static PyObject *
+bind_blocks(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "bind_blocks(cid_type, block_type, not_decoded)");
+        return NULL;
+    }
+    PyTypeObject *c = (PyTypeObject *)args[0], *b = (PyTypeObject *)args[1];
+    if (slot_offset(c, "version", &O_version) < 0 || slot_offset(c, "codec", &O_codec) < 0 ||
+        slot_offset(c, "multihash", &O_multihash) < 0 ||
+        slot_offset(c, "_buffer", &O_buffer) < 0 || slot_offset(c, "_str", &O_str) < 0 ||
+        slot_offset(b, "cid", &O_cid) < 0 || slot_offset(b, "data", &O_data) < 0 ||
+        slot_offset(b, "_value", &O_value) < 0)
+        return NULL;
+    if (INT_ONE == NULL && (!(INT_ONE = PyLong_FromLong(1)) ||
+                            !(INT_DAG_CBOR = PyLong_FromLong(0x71))))
+        return NULL;
+    Py_INCREF(c);
+    Py_INCREF(b);
+    Py_INCREF(args[2]);
+    Py_XSETREF(T_cid, c);
+    Py_XSETREF(T_block, b);
+    Py_XSETREF(NOT_DECODED, args[2]);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(spliced_doc,
+"spliced(data)\n"
+"\n"
+"block.Block._spliced in C: the Block of DAG-CBOR bytes `data`, its CIDv1 (dag-cbor,\n"
+"sha2-256) computed here; the value is decoded on first use.");
+
+static PyObject *
+spliced(PyObject *self, PyObject *data)
+{
+    if (!PyBytes_CheckExact(data)) {
+        PyErr_Format(PyExc_TypeError, "spliced: data must be bytes, got %.100s",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    PyObject *cid = cid_of(data);
+    if (cid == NULL)
+        return NULL;
+    PyObject *block = make_block(cid, data);
+    Py_DECREF(cid);
+    return block;
 }
 
 /* The bucket `e` with the entry for key k set to `entry`, or Py_None if it is full without k
@@ -475,8 +596,8 @@ PyDoc_STRVAR(hamt_set_doc,
 "Set one key of a cached HAMT (see hamt.update_cached_encoded). `top` is the root _Node\n"
 "(binary CID `root_cid`) in `cache`, a hamt.NodeCache; children are taken from the cache,\n"
 "or from `lookup(cid_bytes)` when not there; `digest` is sha2-256(key), `entry` the encoded\n"
-"[key, value]. Returns (root_cid, root_data, new_nodes), new_nodes as (cid, data) deepest\n"
-"first, with the cache updated as update_cached_encoded updates it; or None, the cache\n"
+"[key, value]. Returns (root_block, new_blocks), the new nodes' Blocks deepest first, with\n"
+"the cache updated as update_cached_encoded updates it; or None, the cache\n"
 "untouched, when the Python path must do it.");
 
 static PyObject *
@@ -683,12 +804,16 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(data);
                 goto done;
             }
-            result = PyTuple_Pack(3, cid, data, new_nodes);
+            PyObject *root = make_block(cid, data);
             Py_DECREF(cid);
             Py_DECREF(data);
+            if (root != NULL) {
+                result = PyTuple_Pack(2, root, new_nodes);
+                Py_DECREF(root);
+            }
             goto done;
         }
-        PyObject *t = PyTuple_Pack(2, cid, data);
+        PyObject *t = make_block(cid, data);
         Py_DECREF(data);
         if (t == NULL || PyList_Append(new_nodes, t) < 0 ||
             PyList_Append(replaced, levels[depth - 1].link) < 0) {
@@ -985,13 +1110,16 @@ static PyMethodDef methods[] = {
     {"bloom_add", (PyCFunction)(void (*)(void))bloom_add, METH_FASTCALL, bloom_add_doc},
     {"bloom_maybe", (PyCFunction)(void (*)(void))bloom_maybe, METH_FASTCALL, bloom_maybe_doc},
     {"merge_rows", (PyCFunction)(void (*)(void))merge_rows, METH_FASTCALL, merge_rows_doc},
+    {"bind_blocks", (PyCFunction)(void (*)(void))bind_blocks, METH_FASTCALL, bind_blocks_doc},
+    {"spliced", (PyCFunction)spliced, METH_O, spliced_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "dag._native",
-    "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded), and the block store's\n"
-    "Bloom filter (store._Filter) and index merge rows (store._merge).",
+    "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded), spliced blocks\n"
+    "(block.Block._spliced), and the block store's Bloom filter (store._Filter) and index\n"
+    "merge rows (store._merge).",
     -1, methods,
 };
 

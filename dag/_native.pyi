@@ -1,7 +1,10 @@
-"""Types of dag/_native.c: a HAMT set (dag/hamt.py); the Bloom filter and merge (dag/store.py)."""
+"""Types of dag/_native.c: a HAMT set (dag/hamt.py), spliced blocks (dag/block.py); the Bloom
+filter and merge (dag/store.py)."""
 
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from dag.block import Block
 
 def hamt_set(
     top: Any,
@@ -14,9 +17,11 @@ def hamt_set(
     root_prefix: bytes,
     root_suffix: bytes,
     root_cid: bytes,
-) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None: ...
+) -> tuple[Block, list[Block]] | None: ...
 def bloom_add(
     bits: bytearray, mask: int, keys: Iterable[bytes | int] | Iterable[tuple[bytes | int]]
 ) -> int: ...
 def bloom_maybe(bits: bytearray, mask: int, keys: Iterable[bytes]) -> list[bytes]: ...
 def merge_rows(bucket: list[bytes], entries: dict[bytes, int], out: list[int]) -> int: ...
+def bind_blocks(cid_type: type, block_type: type, not_decoded: object) -> None: ...
+def spliced(data: bytes) -> Block: ...

@@ -9,6 +9,11 @@ from typing import Final, NoReturn, final
 from dag import cbor, pb
 from dag.cid import CID, DAG_CBOR, DAG_PB, RAW, SHA2_256
 
+try:  # the C commit path (setup.py builds it where it can: it is optional)
+    from dag import _native
+except ImportError:  # pragma: no cover - a build without a C compiler or OpenSSL headers
+    _native = None  # type: ignore[assignment]
+
 _PRIVATE: Final = object()
 _NOT_DECODED: Final = object()
 
@@ -50,20 +55,11 @@ class Block:
         For dag/ only (head.py, hamt.py, state.py splice cached encodings instead of
         re-encoding whole values). The CID is computed from ``data``, so it matches; the
         bytes are canonical by construction (tests compare them with ``cbor.encode``); the
-        value is decoded from them on first use.
+        value is decoded from them on first use. Where dag/_native.c is built, its
+        ``spliced`` takes this method's place (the same Block, for a third of the time).
         """
         block = _new(cls)  # the slots' setters: cheaper than __init__'s object.__setattr__
         _set_cid(block, CID.of(data, DAG_CBOR))
-        _set_data(block, data)
-        _set_value(block, _NOT_DECODED)
-        return block
-
-    @classmethod
-    def _hashed(cls, cid: CID, data: bytes) -> Block:
-        """A DAG-CBOR block whose CID was computed from `data` in dag/_native.c (sha2-256,
-        as CID.of does): for hamt.py only, which splices the bytes as ``_spliced`` says."""
-        block = _new(cls)
-        _set_cid(block, cid)
         _set_data(block, data)
         _set_value(block, _NOT_DECODED)
         return block
@@ -133,6 +129,11 @@ _new: Final = object.__new__
 _set_cid: Final = Block.__dict__["cid"].__set__
 _set_data: Final = Block.__dict__["data"].__set__
 _set_value: Final = Block.__dict__["_value"].__set__
+_SPLICED_PY: Final = Block._spliced  # the Python code, kept for tests/dag/test_dag_native.py
+
+if _native is not None:  # C makes CID and Block objects (HAMT nodes, spliced blocks)
+    _native.bind_blocks(CID, Block, _NOT_DECODED)
+    setattr(Block, "_spliced", staticmethod(_native.spliced))  # noqa: B010  (a method)
 
 
 def _mismatch(cid: CID, digest: bytes) -> NoReturn:

@@ -1010,9 +1010,7 @@ def _set_native(
     )
     if done is None:
         return None
-    root_key, root_data, new_nodes = done
-    needed = [Block._hashed(CID._parse_bytes(c), data) for c, data in new_nodes]
-    root_block = Block._hashed(CID._parse_bytes(root_key), root_data)
+    root_block, needed = done
     needed.append(root_block)
     return root_block, needed
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dag import block as block_mod
 from dag import cbor, hamt
 from dag import store as store_mod
 from dag.block import Block
@@ -378,3 +379,50 @@ def test_bad_merge_rows_arguments_raise() -> None:
         native.merge_rows((b"k",), {}, [])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be bytes, got str"):
         native.merge_rows([b"k", "k"], {b"k": 1}, [])  # type: ignore[list-item]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000))
+def test_c_spliced_blocks_are_python_s(data: bytes) -> None:
+    """native.spliced (Block._spliced where C is built) makes the Block the Python code
+    makes: the same CID in every slot, the same bytes, a value decoded on first use."""
+    assert native is not None
+    assert Block._spliced is native.spliced
+    c, py = native.spliced(data), block_mod._SPLICED_PY(data)
+    assert type(c) is Block
+    assert type(c.cid) is CID
+    assert c.data is data
+    assert c.cid == py.cid
+    assert hash(c.cid) == hash(py.cid)
+    assert str(c.cid) == str(py.cid)
+    assert (c.cid.version, c.cid.codec, c.cid.multihash, c.cid.buffer) == (
+        py.cid.version,
+        py.cid.codec,
+        py.cid.multihash,
+        py.cid.buffer,
+    )
+    assert c.cid == CID.of(data)
+
+    def decoded(block: Block) -> object:
+        try:
+            return block.value
+        except cbor.DagCborError as e:
+            return ("error", str(e))
+
+    assert decoded(c) == decoded(py)
+
+
+def test_c_spliced_and_bind_blocks_refuse_bad_arguments() -> None:
+    assert native is not None
+    with pytest.raises(TypeError, match="must be bytes, got bytearray"):
+        native.spliced(bytearray(b"\xa0"))  # type: ignore[arg-type]
+
+    class NoSlots:
+        pass
+
+    with pytest.raises(TypeError, match="not a __slots__ member"):
+        native.bind_blocks(NoSlots, Block, object())
+    with pytest.raises(TypeError, match="bind_blocks"):
+        native.bind_blocks(CID, Block)  # type: ignore[call-arg]
+    # a failed bind leaves the binding as it was
+    assert native.spliced(b"\xa0").cid == CID.of(b"\xa0")
