@@ -259,7 +259,7 @@ def test_two_connections_on_one_file_see_each_others_blocks(tmp_path: Path) -> N
 
 def test_the_cid_filter_grows_and_never_hides_a_stored_block(tmp_path: Path) -> None:
     path = tmp_path / "blocks.sqlite"
-    n = FILTER_MIN_BITS // 16 + 500  # past one entry per 16 bits: rebuilt at twice the size
+    n = FILTER_MIN_BITS // 16 + 500  # past one entry per 16 bits: rebuilt larger
     blocks = [Block.raw(i.to_bytes(4, "big")) for i in range(n)]
     with SqliteBlockStore(path, batch=1000) as store:
         store.put_many(blocks[:10])
