@@ -590,46 +590,63 @@ apply_cache(PyObject *cache, PyObject *nodes, PyObject *root_cid, PyObject *repl
 }
 
 PyDoc_STRVAR(hamt_set_doc,
-"hamt_set(top, cache, lookup, key, digest, entry, node_type, root_prefix, root_suffix,\n"
-"         root_cid)\n"
+"hamt_set(top, cache, lookup, key, value, node_type, root_prefix, root_suffix, root_cid)\n"
 "\n"
 "Set one key of a cached HAMT (see hamt.update_cached_encoded). `top` is the root _Node\n"
 "(binary CID `root_cid`) in `cache`, a hamt.NodeCache; children are taken from the cache,\n"
-"or from `lookup(cid_bytes)` when not there; `digest` is sha2-256(key), `entry` the encoded\n"
-"[key, value]. Returns (root_block, new_blocks), the new nodes' Blocks deepest first, with\n"
-"the cache updated as update_cached_encoded updates it; or None, the cache\n"
+"or from `lookup(cid_bytes)` when not there; `key` is the key's bytes and `value` the\n"
+"value's DAG-CBOR encoding. Returns (root_block, new_blocks), the new nodes' Blocks deepest\n"
+"first, with the cache updated as update_cached_encoded updates it; or None, the cache\n"
 "untouched, when the Python path must do it.");
 
 static PyObject *
 hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "hamt_set takes 10 arguments");
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "hamt_set takes 9 arguments");
         return NULL;
     }
     PyObject *top = args[0], *cache = args[1], *lookup = args[2], *key = args[3];
-    PyObject *digest = args[4], *entry = args[5], *node_type = args[6], *rpre = args[7];
-    PyObject *rsuf = args[8], *root_cid = args[9];
+    PyObject *value = args[4], *node_type = args[5], *rpre = args[6], *rsuf = args[7];
+    PyObject *root_cid = args[8];
     if (!PyType_Check(node_type)) {
         PyErr_SetString(PyExc_TypeError, "hamt_set: node_type must be a type");
         return NULL;
     }
-    if (!PyBytes_Check(key) || !PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32 ||
-        !PyBytes_Check(entry) || !PyBytes_Check(rpre) || !PyBytes_Check(rsuf) ||
-        !PyBytes_Check(root_cid)) {
+    if (!PyBytes_Check(key) || !PyBytes_Check(value) || !PyBytes_Check(rpre) ||
+        !PyBytes_Check(rsuf) || !PyBytes_Check(root_cid)) {
         PyErr_SetString(PyExc_TypeError,
-                        "hamt_set: key, digest (32), entry, affixes and root_cid are bytes");
+                        "hamt_set: key, value, affixes and root_cid are bytes");
         return NULL;
     }
     const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
-    const unsigned char *dg = (const unsigned char *)PyBytes_AS_STRING(digest);
     Py_ssize_t klen = PyBytes_GET_SIZE(key);
+    unsigned char dg[SHA256_DIGEST_LENGTH];  /* the key's hash: its path */
+    SHA256_CTX sha;
+    SHA256_Init(&sha);
+    SHA256_Update(&sha, k, (size_t)klen);
+    SHA256_Final(dg, &sha);
+    /* the bucket entry [key, value]: 0x82, the key as a byte string, the value's encoding */
+    unsigned char khead[9];
+    int khlen = put_head(khead, 2, (uint64_t)klen);
+    PyObject *entry = PyBytes_FromStringAndSize(NULL, 1 + khlen + klen + PyBytes_GET_SIZE(value));
+    if (entry == NULL)
+        return NULL;
+    {
+        char *o = PyBytes_AS_STRING(entry);
+        o[0] = (char)0x82;
+        memcpy(o + 1, khead, (size_t)khlen);
+        memcpy(o + 1 + khlen, k, (size_t)klen);
+        memcpy(o + 1 + khlen + klen, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+    }
 
     Width wd;
     Py_ssize_t w, map_bytes;
     wd.p = PyObject_GetAttr(top, S_p);
-    if (wd.p == NULL)
+    if (wd.p == NULL) {
+        Py_DECREF(entry);
         return NULL;
+    }
     PyObject *prefix = NULL, *result = NULL, *held = NULL, *new_nodes = NULL, *replaced = NULL;
     PyObject *nodes = NULL, *puts = NULL;
     PyObject *elem = NULL;
@@ -850,6 +867,7 @@ done:
     Py_XDECREF(held);
     Py_XDECREF(prefix);
     Py_DECREF(wd.p);
+    Py_DECREF(entry);
     if (result == NULL && !PyErr_Occurred()) {
         PyErr_SetString(PyExc_SystemError, "hamt_set: no result");
     }
