@@ -278,15 +278,23 @@ bind_blocks(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyTypeObject *c = (PyTypeObject *)args[0], *b = (PyTypeObject *)args[1];
-    if (slot_offset(c, "version", &O_version) < 0 || slot_offset(c, "codec", &O_codec) < 0 ||
-        slot_offset(c, "multihash", &O_multihash) < 0 ||
-        slot_offset(c, "_buffer", &O_buffer) < 0 || slot_offset(c, "_str", &O_str) < 0 ||
-        slot_offset(b, "cid", &O_cid) < 0 || slot_offset(b, "data", &O_data) < 0 ||
-        slot_offset(b, "_value", &O_value) < 0)
+    Py_ssize_t o[8];  /* all read before any is kept: a failed bind leaves the last one whole */
+    if (slot_offset(c, "version", &o[0]) < 0 || slot_offset(c, "codec", &o[1]) < 0 ||
+        slot_offset(c, "multihash", &o[2]) < 0 || slot_offset(c, "_buffer", &o[3]) < 0 ||
+        slot_offset(c, "_str", &o[4]) < 0 || slot_offset(b, "cid", &o[5]) < 0 ||
+        slot_offset(b, "data", &o[6]) < 0 || slot_offset(b, "_value", &o[7]) < 0)
         return NULL;
     if (INT_ONE == NULL && (!(INT_ONE = PyLong_FromLong(1)) ||
                             !(INT_DAG_CBOR = PyLong_FromLong(0x71))))
         return NULL;
+    O_version = o[0];
+    O_codec = o[1];
+    O_multihash = o[2];
+    O_buffer = o[3];
+    O_str = o[4];
+    O_cid = o[5];
+    O_data = o[6];
+    O_value = o[7];
     Py_INCREF(c);
     Py_INCREF(b);
     Py_INCREF(args[2]);
