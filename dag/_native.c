@@ -182,6 +182,17 @@ node_data(const Width *wd, const unsigned char *map, PyObject *enc, const char *
     return out;
 }
 
+/* sha2-256 of n bytes at b into out (32 bytes), through the low-level calls: OpenSSL 3's
+ * one-shot SHA256() fetches the digest by name each time. */
+static void
+sha256(const void *b, size_t n, unsigned char *out)
+{
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, b, n);
+    SHA256_Final(out, &ctx);
+}
+
 static PyObject *
 cid_of(PyObject *data)
 {
@@ -190,11 +201,7 @@ cid_of(PyObject *data)
         return NULL;
     unsigned char *c = (unsigned char *)PyBytes_AS_STRING(cid);
     memcpy(c, CID_PREFIX, 4);
-    /* the low-level calls: OpenSSL 3's one-shot SHA256() fetches the digest by name each time */
-    SHA256_CTX ctx;
-    SHA256_Init(&ctx);
-    SHA256_Update(&ctx, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
-    SHA256_Final(c + 4, &ctx);
+    sha256(PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data), c + 4);
     return cid;
 }
 
@@ -630,10 +637,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
     Py_ssize_t klen = PyBytes_GET_SIZE(key);
     unsigned char dg[SHA256_DIGEST_LENGTH];  /* the key's hash: its path */
-    SHA256_CTX sha;
-    SHA256_Init(&sha);
-    SHA256_Update(&sha, k, (size_t)klen);
-    SHA256_Final(dg, &sha);
+    sha256(k, (size_t)klen, dg);
     /* the bucket entry [key, value]: 0x82, the key as a byte string, the value's encoding */
     unsigned char khead[9];
     int khlen = put_head(khead, 2, (uint64_t)klen);
@@ -921,7 +925,7 @@ key64(const unsigned char *b, Py_ssize_t n)
 {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     if (n < 34 || b[n - 34] != 0x12 || b[n - 33] != 0x20) {
-        SHA256(b, (size_t)n, digest);
+        sha256(b, (size_t)n, digest);
         b = digest;
         n = SHA256_DIGEST_LENGTH;
     }

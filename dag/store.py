@@ -147,7 +147,7 @@ _SLOW_MIGRATION_S: Final = 1.0
 # blocks take the SQL check), up to the cap. It is built by scanning idx, FILTER_SCAN rows per
 # write transaction (or more: _SCAN_RATE), after the store opens; a rebuild is sized for
 # _FILTER_GROWTH times the entries it starts with, so a growing store scans a third of a row
-# per block it adds (twice: a row per block, 3.5 us of a 100,000-entry map's commit).
+# per block it adds (twice: a row per block, 3.8 us of a 100,000-entry map's commit).
 FILTER_MIN_BITS: Final = 1 << 16
 FILTER_MAX_BITS: Final = 1 << 27
 FILTER_SCAN: Final = 1024
