@@ -1,5 +1,6 @@
 /* dag._native: a commit's hot paths in C: setting one key of a cached HAMT, and the block
- * store's Bloom filter of CIDs and the rows of its index merge (at the end of this file).
+ * store's Bloom filter of CIDs, the rows of its index merge and the insert of a commit's
+ * blocks (at the end of this file).
  *
  * hamt.update_cached_encoded calls hamt_set for a commit that sets one key (the engine's
  * common case: an event changes one entity variable). It does, in one call, what hamt._cset
@@ -1135,11 +1136,174 @@ merge_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(added);
 }
 
+/* -- store.py's insert of a commit's blocks (SqliteBlockStore._insert), for a put whose
+ * blocks the filter says are all new (the common case: a commit's blocks are new) */
+
+#define INSERT_MAX 16 /* store._MULTI_ROWS: one INSERT statement's rows */
+
+/* The CID bytes and data of a Block made by dag.block (bound by bind_blocks), borrowed; 0
+ * if it is not one (another type, a slot unset, not bytes). */
+static int
+block_parts(PyObject *b, PyObject **key, PyObject **data)
+{
+    if (T_block == NULL || Py_TYPE(b) != T_block)
+        return 0;
+    PyObject *cid = *(PyObject **)((char *)b + O_cid);
+    *data = *(PyObject **)((char *)b + O_data);
+    if (cid == NULL || Py_TYPE(cid) != T_cid || *data == NULL || !PyBytes_CheckExact(*data))
+        return 0;
+    *key = *(PyObject **)((char *)cid + O_buffer);
+    return *key != NULL && PyBytes_CheckExact(*key) && PyBytes_GET_SIZE(*key) > 0;
+}
+
+PyDoc_STRVAR(insert_rows_doc,
+"insert_rows(blocks, bits, mask, first) -> (args, keys) or None\n"
+"\n"
+"The INSERT parameters of SqliteBlockStore._insert for `blocks` (a list or tuple of up to 16\n"
+"dag.block Blocks), each CID once (the first block of a CID wins): id (first, first + 1,\n"
+"...), CID and data as bytearrays; and the CIDs in that order. None when the Python path\n"
+"must do it: the filter (bits, mask) may hold one of the CIDs (the store then checks its\n"
+"memory and idx), there are no blocks or more than 16, or one is not a dag.block Block.");
+
+static PyObject *
+insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned char *bits;
+    uint64_t mask, p1, p2;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "insert_rows takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *blocks = args[0];
+    if (!PyList_CheckExact(blocks) && !PyTuple_CheckExact(blocks)) {
+        PyErr_SetString(PyExc_TypeError, "insert_rows: blocks must be a list or a tuple");
+        return NULL;
+    }
+    PyObject *const filter_args[3] = {args[1], args[2], Py_None};
+    if (bloom_args(filter_args, 3, "insert_rows", &bits, &mask) < 0)
+        return NULL;
+    long long first = PyLong_AsLongLong(args[3]);
+    if (first == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(blocks), m = 0;
+    if (n == 0 || n > INSERT_MAX)
+        Py_RETURN_NONE;
+    PyObject *keys[INSERT_MAX], *datas[INSERT_MAX];
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *key, *data;
+        if (!block_parts(PySequence_Fast_GET_ITEM(blocks, j), &key, &data))
+            Py_RETURN_NONE;
+        const char *kb = PyBytes_AS_STRING(key);
+        Py_ssize_t kn = PyBytes_GET_SIZE(key), seen = 0;
+        for (Py_ssize_t i = 0; i < m && !seen; i++)
+            seen = keys[i] == key || (PyBytes_GET_SIZE(keys[i]) == kn &&
+                                      memcmp(PyBytes_AS_STRING(keys[i]), kb, (size_t)kn) == 0);
+        if (seen)
+            continue;
+        bloom_positions(key64((const unsigned char *)kb, kn), mask, &p1, &p2);
+        if ((bits[p1 >> 3] >> (p1 & 7) & 1) && (bits[p2 >> 3] >> (p2 & 7) & 1))
+            Py_RETURN_NONE;
+        keys[m] = key;
+        datas[m] = data;
+        m++;
+    }
+    /* borrowed from the blocks' slots, and held from here: an allocation may run a finalizer */
+    for (Py_ssize_t j = 0; j < m; j++) {
+        Py_INCREF(keys[j]);
+        Py_INCREF(datas[j]);
+    }
+    PyObject *result = NULL, *out = PyList_New(3 * m), *klist = PyList_New(m);
+    if (out == NULL || klist == NULL)
+        goto done;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        Py_INCREF(keys[j]);
+        PyList_SET_ITEM(klist, j, keys[j]);
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        PyObject *id = PyLong_FromLongLong(first + j);
+        PyObject *kb = id ? PyByteArray_FromObject(keys[j]) : NULL;
+        PyObject *db = kb ? PyByteArray_FromObject(datas[j]) : NULL;
+        if (db == NULL) {
+            Py_XDECREF(id);
+            Py_XDECREF(kb);
+            goto done;
+        }
+        PyList_SET_ITEM(out, 3 * j, id);
+        PyList_SET_ITEM(out, 3 * j + 1, kb);
+        PyList_SET_ITEM(out, 3 * j + 2, db);
+    }
+    result = PyTuple_Pack(2, out, klist);
+done:
+    for (Py_ssize_t j = 0; j < m; j++) {
+        Py_DECREF(keys[j]);
+        Py_DECREF(datas[j]);
+    }
+    Py_XDECREF(out);
+    Py_XDECREF(klist);
+    return result;
+}
+
+PyDoc_STRVAR(insert_record_doc,
+"insert_record(keys, first, pending, buckets, log) -> None\n"
+"\n"
+"SqliteBlockStore._insert's memory after its INSERT of `keys` (CIDs as bytes) with ids first,\n"
+"first + 1, ...: each key into the dict `pending` (its id) and onto its merge bucket (the\n"
+"list buckets[key[-1] ^ 0x80]), and (None, key, id) onto the undo list `log`.");
+
+static PyObject *
+insert_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "insert_record takes 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *keys = args[0], *pending = args[2], *buckets = args[3], *log = args[4];
+    if (!PyList_CheckExact(keys) || !PyDict_CheckExact(pending) || !PyList_CheckExact(buckets) ||
+        PyList_GET_SIZE(buckets) != 256 || !PyList_CheckExact(log)) {
+        PyErr_SetString(PyExc_TypeError, "insert_record: keys, buckets (256) and log must be "
+                                         "lists, pending a dict");
+        return NULL;
+    }
+    long long first = PyLong_AsLongLong(args[1]);
+    if (first == -1 && PyErr_Occurred())
+        return NULL;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(keys); j++) {
+        PyObject *key = PyList_GET_ITEM(keys, j);
+        if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) == 0) {
+            PyErr_Format(PyExc_TypeError, "insert_record: a key must be non-empty bytes, got %.100s",
+                         Py_TYPE(key)->tp_name);
+            return NULL;
+        }
+        unsigned char last = (unsigned char)PyBytes_AS_STRING(key)[PyBytes_GET_SIZE(key) - 1];
+        PyObject *bucket = PyList_GET_ITEM(buckets, last ^ 0x80);
+        if (!PyList_CheckExact(bucket)) {
+            PyErr_SetString(PyExc_TypeError, "insert_record: a bucket must be a list");
+            return NULL;
+        }
+        Py_INCREF(key);  /* held: the calls below may run Python code */
+        Py_INCREF(bucket);
+        PyObject *id = PyLong_FromLongLong(first + j);
+        PyObject *entry = id ? PyTuple_Pack(3, Py_None, key, id) : NULL;
+        int rc = entry == NULL || PyDict_SetItem(pending, key, id) < 0 ||
+                 PyList_Append(bucket, key) < 0 || PyList_Append(log, entry) < 0;
+        Py_XDECREF(entry);
+        Py_XDECREF(id);
+        Py_DECREF(bucket);
+        Py_DECREF(key);
+        if (rc)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"hamt_set", (PyCFunction)(void (*)(void))hamt_set, METH_FASTCALL, hamt_set_doc},
     {"bloom_add", (PyCFunction)(void (*)(void))bloom_add, METH_FASTCALL, bloom_add_doc},
     {"bloom_maybe", (PyCFunction)(void (*)(void))bloom_maybe, METH_FASTCALL, bloom_maybe_doc},
     {"merge_rows", (PyCFunction)(void (*)(void))merge_rows, METH_FASTCALL, merge_rows_doc},
+    {"insert_rows", (PyCFunction)(void (*)(void))insert_rows, METH_FASTCALL, insert_rows_doc},
+    {"insert_record", (PyCFunction)(void (*)(void))insert_record, METH_FASTCALL,
+     insert_record_doc},
     {"bind_blocks", (PyCFunction)(void (*)(void))bind_blocks, METH_FASTCALL, bind_blocks_doc},
     {"spliced", (PyCFunction)spliced, METH_O, spliced_doc},
     {NULL, NULL, 0, NULL},
@@ -1148,8 +1312,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "dag._native",
     "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded), spliced blocks\n"
-    "(block.Block._spliced), and the block store's Bloom filter (store._Filter) and index\n"
-    "merge rows (store._merge).",
+    "(block.Block._spliced), and the block store's Bloom filter (store._Filter), index\n"
+    "merge rows (store._merge) and insert of new blocks (store._insert).",
     -1, methods,
 };
 

@@ -590,6 +590,21 @@ class SqliteBlockStore:
         self._commit()
 
     def _insert(self, blocks: list[Block] | tuple[Block, ...]) -> None:
+        f = self._filter
+        if _native is not None and f is not None:
+            # the common case in C: blocks the filter has never seen, so none is in memory or
+            # idx (the filter holds every CID of both); None: the checks below are needed
+            rows = _native.insert_rows(blocks, f.bits, f.mask, self._tail + 1)
+            if rows is not None:
+                params, keys = rows
+                n = len(keys)
+                self._db.execute(_INSERTS[n], params)
+                first = self._tail + 1
+                self._tail += n
+                _native.insert_record(keys, first, self._pending, self._buckets, self._log)
+                self._filter_add(keys)
+                self._inserted += n
+                return
         pending = self._pending
         batch = self._batch
         fresh: dict[bytes, bytes] = {}
@@ -600,7 +615,6 @@ class SqliteBlockStore:
             fresh[key] = b.data
         if not fresh:
             return
-        f = self._filter
         maybe = list(fresh) if f is None else f.maybe(fresh)
         for at in range(0, len(maybe), _MULTI_ROWS):  # blocks idx has already stay as they are
             part = maybe[at : at + _MULTI_ROWS]

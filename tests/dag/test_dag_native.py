@@ -434,3 +434,135 @@ def test_c_spliced_and_bind_blocks_refuse_bad_arguments() -> None:
         expected.multihash,
         expected.buffer,
     )
+
+
+class _CountingInserts:
+    """dag._native for store.py, counting the inserts insert_rows did (not None) and declined."""
+
+    def __init__(self) -> None:
+        self.done = self.declined = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(native, name)
+
+    def insert_rows(self, *args: object) -> object:
+        assert native is not None
+        got = native.insert_rows(*args)  # type: ignore[arg-type]
+        if got is None:
+            self.declined += 1
+        else:
+            self.done += 1
+        return got
+
+
+def _store_state(s: store_mod.SqliteBlockStore) -> tuple[object, ...]:
+    db = s._db
+    return (
+        db.execute("SELECT id, cid, data FROM blk ORDER BY id").fetchall(),
+        db.execute("SELECT k, id FROM idx ORDER BY k").fetchall(),
+        dict(s._pending),
+        None if s._batch is None else dict(s._batch.entries),
+        [list(b) for b in s._buckets],
+        s._tail,
+        None if s._filter is None else (bytes(s._filter.bits), s._filter.count),
+    )
+
+
+def _put_many_and_fail(s: store_mod.SqliteBlockStore, blocks: list[Block]) -> None:
+    with s.group():
+        s.put_many(blocks)
+        raise RuntimeError("undo")
+
+
+def test_small_puts_fill_the_store_as_the_python_path_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Puts of a few blocks (a commit's), through insert_rows/insert_record and through
+    Python: duplicates in one put, blocks put before (in memory, in a batch being merged, in
+    idx), a rolled-back group, deletes and puts again; the same rows, memory and filter."""
+    rng = random.Random(7)
+    pool = [Block.raw(b"b%d" % i) for i in range(3000)]
+    plan: list[tuple[str, list[int]]] = []
+    nxt = 0
+    for step in range(400):
+        if step % 37 == 36:  # new blocks, put again later (with an old one: the Python path)
+            plan.append(("undo", [nxt, nxt + 1] + [rng.randrange(nxt)] * (step % 2)))
+        elif step % 53 == 52:
+            plan.append(("delete", [rng.randrange(nxt) for _ in range(4)]))
+        else:  # new blocks (a duplicate now and then), and old ones in a third of the puts
+            new = list(range(nxt, nxt + rng.randrange(1, 8)))
+            nxt = new[-1] + 1
+            old = [rng.randrange(nxt) for _ in range(rng.randrange(3))] if step % 3 == 0 else []
+            plan.append(("put", new + new[: rng.randrange(2)] + old))
+    states = []
+    counting = _CountingInserts()
+    for use_native in (True, False):
+        monkeypatch.setattr(store_mod, "_native", counting if use_native else None)
+        with store_mod.SqliteBlockStore(tmp_path / f"{use_native}.sqlite", batch=64) as s:
+            for what, ids in plan:
+                blocks = [pool[i] for i in ids]
+                if what == "put":
+                    s.put_many(blocks)
+                elif what == "delete":
+                    s.delete_many([b.cid for b in blocks])
+                else:
+                    with pytest.raises(RuntimeError, match="undo"):
+                        _put_many_and_fail(s, blocks)
+            with s.group():  # and inside a group
+                s.put_many([*pool[:5], Block.raw(b"grouped")])
+            states.append(_store_state(s))
+            for b in pool:  # every block put and not deleted reads back
+                assert s.get(b.cid) in (None, b.data)
+    assert counting.done > 150
+    assert counting.declined > 50
+    assert states[0] == states[1]
+
+
+def test_insert_rows_gives_the_rows_or_declines() -> None:
+    assert native is not None
+    f = store_mod._Filter(1 << 12)
+    a, b, c = Block.raw(b"a"), Block.raw(b"b"), Block.encode({"c": 1})
+    got = native.insert_rows([a, b, a, c], f.bits, f.mask, 41)
+    assert got is not None
+    args, keys = got
+    assert keys == [a.cid.buffer, b.cid.buffer, c.cid.buffer]  # each CID once, first kept
+    assert args == [
+        41, bytearray(a.cid.buffer), bytearray(a.data),
+        42, bytearray(b.cid.buffer), bytearray(b.data),
+        43, bytearray(c.cid.buffer), bytearray(c.data),
+    ]  # fmt: skip
+    assert all(type(x) is bytearray for x in args[1::3] + args[2::3])
+    f.add(b.cid.buffer)  # the filter may hold b: the Python path checks memory and idx
+    assert native.insert_rows((a, b), f.bits, f.mask, 1) is None
+    assert native.insert_rows([], f.bits, f.mask, 1) is None
+    assert native.insert_rows([a] * 17, f.bits, f.mask, 1) is None  # more than one INSERT
+    assert native.insert_rows([a, object()], f.bits, f.mask, 1) is None  # type: ignore[list-item]
+
+
+def test_bad_insert_arguments_raise() -> None:
+    assert native is not None
+    bits = bytearray(8)
+    with pytest.raises(TypeError, match="4 arguments"):
+        native.insert_rows([], bits, 63)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="list or a tuple"):
+        native.insert_rows(iter([]), bits, 63, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytearray"):
+        native.insert_rows([], bytes(8), 63, 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="does not fit"):
+        native.insert_rows([], bits, 127, 1)
+    with pytest.raises(TypeError):
+        native.insert_rows([], bits, 63, "1")  # type: ignore[arg-type]
+    buckets: list[list[bytes]] = [[] for _ in range(256)]
+    with pytest.raises(TypeError, match="5 arguments"):
+        native.insert_record([], 1, {}, buckets)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="buckets"):
+        native.insert_record([], 1, {}, buckets[:255], [])
+    with pytest.raises(TypeError, match="non-empty bytes, got str"):
+        native.insert_record(["cid"], 1, {}, buckets, [])  # type: ignore[list-item]
+    pending: dict[bytes, int] = {}
+    log: list[tuple[None, bytes, int]] = []
+    native.insert_record([b"\x01\x80", b"\x02\x05"], 7, pending, buckets, log)
+    assert pending == {b"\x01\x80": 7, b"\x02\x05": 8}
+    assert buckets[0] == [b"\x01\x80"]
+    assert buckets[0x85] == [b"\x02\x05"]
+    assert log == [(None, b"\x01\x80", 7), (None, b"\x02\x05", 8)]
