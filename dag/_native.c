@@ -32,7 +32,7 @@
 
 /* Attribute names, interned at import. */
 static PyObject *S_bits, *S_enc, *S_size, *S_p, *S_width, *S_map_bytes, *S_prefix;
-static PyObject *S_nodes, *S_bytes, *S_max_bytes, *S_move_to_end, *S_pop, *S_popitem;
+static PyObject *S_nodes, *S_bytes, *S_max_bytes, *S_popitem;
 
 /* hamt.NodeCache's estimate of a cached node's memory (NodeCache._put): tests compare the
  * cache this file leaves with the one the Python path leaves, weights and total included. */
@@ -508,22 +508,24 @@ new_node(PyTypeObject *type, PyObject *bits, PyObject *enc, PyObject *p, Py_ssiz
 static int
 cache_drop(PyObject *nodes, PyObject *key, long long *bytes)
 {
-    PyObject *old = PyObject_CallMethodObjArgs(nodes, S_pop, key, Py_None, NULL);
+    /* nodes.pop(key, None) without the method call: the entry, then its deletion (through
+     * the OrderedDict's own mapping slot, which unlinks its order too) */
+    PyObject *old = PyDict_GetItemWithError(nodes, key);
     if (old == NULL)
-        return -1;
-    if (old != Py_None) {
-        long long weight = PyTuple_Check(old) && PyTuple_GET_SIZE(old) == 2
-                               ? PyLong_AsLongLong(PyTuple_GET_ITEM(old, 1))
-                               : -1;
-        if (weight < 0) {
-            Py_DECREF(old);
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "a NodeCache entry must be (node, weight)");
-            return -1;
-        }
-        *bytes -= weight;
-    }
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(old);
+    long long weight = PyTuple_Check(old) && PyTuple_GET_SIZE(old) == 2
+                           ? PyLong_AsLongLong(PyTuple_GET_ITEM(old, 1))
+                           : -1;
     Py_DECREF(old);
+    if (weight < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "a NodeCache entry must be (node, weight)");
+        return -1;
+    }
+    if (PyObject_DelItem(nodes, key) < 0)
+        return -1;
+    *bytes -= weight;
     return 0;
 }
 
@@ -733,8 +735,10 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             lv->link = PyBytes_FromStringAndSize((const char *)eb + 5, CID_LEN);
             if (lv->link == NULL)
                 goto done;
-            /* a hit of the right width is moved to the end (as NodeCache._get does); anything
-             * else goes through lookup, which reads the store or raises */
+            /* a hit of the right width is used as it is: NodeCache._get would move it to the
+             * end, but every node on the path is replaced, and apply_cache drops it before it
+             * puts anything (if this call declines, the Python path moves it); anything else
+             * goes through lookup, which reads the store or raises */
             PyObject *child = NULL, *hit = PyDict_GetItemWithError(nodes, lv->link);
             if (hit == NULL && PyErr_Occurred())
                 goto done;
@@ -746,12 +750,6 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 if (hp == wd.p) {
                     child = PyTuple_GET_ITEM(hit, 0);
                     Py_INCREF(child);
-                    PyObject *moved = PyObject_CallMethodOneArg(nodes, S_move_to_end, lv->link);
-                    if (moved == NULL) {
-                        Py_DECREF(child);
-                        goto done;
-                    }
-                    Py_DECREF(moved);
                 }
             }
             if (child == NULL)
@@ -1330,8 +1328,6 @@ PyInit__native(void)
         !(S_nodes = PyUnicode_InternFromString("_nodes")) ||
         !(S_bytes = PyUnicode_InternFromString("bytes")) ||
         !(S_max_bytes = PyUnicode_InternFromString("max_bytes")) ||
-        !(S_move_to_end = PyUnicode_InternFromString("move_to_end")) ||
-        !(S_pop = PyUnicode_InternFromString("pop")) ||
         !(S_popitem = PyUnicode_InternFromString("popitem")))
         return NULL;
     return PyModule_Create(&module);
