@@ -890,6 +890,30 @@ done:
 
 /* The filter's bits and mask from (bits: bytearray, mask: int); 0, or -1 with an error set. */
 static int
+filter_bits(PyObject *bits_obj, PyObject *mask_obj, const char *name, unsigned char **bits,
+            uint64_t *mask)
+{
+    if (!PyByteArray_Check(bits_obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: bits must be a bytearray", name);
+        return -1;
+    }
+    unsigned long long m = PyLong_AsUnsignedLongLong(mask_obj);
+    if (m == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    /* a power of two less one, whose bits fit the bytearray */
+    Py_ssize_t nbytes = PyByteArray_GET_SIZE(bits_obj);
+    if ((m & (m + 1)) != 0 || m < 7 || (m >> 3) >= (unsigned long long)nbytes) {
+        PyErr_Format(PyExc_ValueError, "%s: mask %llu does not fit %zd bytes of bits", name, m,
+                     nbytes);
+        return -1;
+    }
+    *bits = (unsigned char *)PyByteArray_AS_STRING(bits_obj);
+    *mask = (uint64_t)m;
+    return 0;
+}
+
+/* (bits, mask, keys): the argument count, then filter_bits. */
+static int
 bloom_args(PyObject *const *args, Py_ssize_t nargs, const char *name, unsigned char **bits,
            uint64_t *mask)
 {
@@ -897,23 +921,7 @@ bloom_args(PyObject *const *args, Py_ssize_t nargs, const char *name, unsigned c
         PyErr_Format(PyExc_TypeError, "%s takes 3 arguments (%zd given)", name, nargs);
         return -1;
     }
-    if (!PyByteArray_Check(args[0])) {
-        PyErr_Format(PyExc_TypeError, "%s: bits must be a bytearray", name);
-        return -1;
-    }
-    unsigned long long m = PyLong_AsUnsignedLongLong(args[1]);
-    if (m == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    /* a power of two less one, whose bits fit the bytearray */
-    Py_ssize_t nbytes = PyByteArray_GET_SIZE(args[0]);
-    if ((m & (m + 1)) != 0 || m < 7 || (m >> 3) >= (unsigned long long)nbytes) {
-        PyErr_Format(PyExc_ValueError, "%s: mask %llu does not fit %zd bytes of bits", name, m,
-                     nbytes);
-        return -1;
-    }
-    *bits = (unsigned char *)PyByteArray_AS_STRING(args[0]);
-    *mask = (uint64_t)m;
-    return 0;
+    return filter_bits(args[0], args[1], name, bits, mask);
 }
 
 /* A CID's 64-bit key (store._k, unsigned): its last eight bytes read little-endian when it
@@ -1085,7 +1093,8 @@ merge_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *bucket = args[0], *entries = args[1], *out = args[2];
     if (!PyList_CheckExact(bucket) || !PyDict_CheckExact(entries) || !PyList_CheckExact(out)) {
-        PyErr_SetString(PyExc_TypeError, "merge_rows: bucket and out must be lists, entries a dict");
+        PyErr_SetString(PyExc_TypeError,
+                        "merge_rows: bucket and out must be lists, entries a dict");
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(bucket), m = 0;
@@ -1177,8 +1186,7 @@ insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "insert_rows: blocks must be a list or a tuple");
         return NULL;
     }
-    PyObject *const filter_args[3] = {args[1], args[2], Py_None};
-    if (bloom_args(filter_args, 3, "insert_rows", &bits, &mask) < 0)
+    if (filter_bits(args[1], args[2], "insert_rows", &bits, &mask) < 0)
         return NULL;
     long long first = PyLong_AsLongLong(args[3]);
     if (first == -1 && PyErr_Occurred())
@@ -1268,7 +1276,8 @@ insert_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t j = 0; j < PyList_GET_SIZE(keys); j++) {
         PyObject *key = PyList_GET_ITEM(keys, j);
         if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) == 0) {
-            PyErr_Format(PyExc_TypeError, "insert_record: a key must be non-empty bytes, got %.100s",
+            PyErr_Format(PyExc_TypeError,
+                         "insert_record: a key must be non-empty bytes, got %.100s",
                          Py_TYPE(key)->tp_name);
             return NULL;
         }

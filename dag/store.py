@@ -594,12 +594,12 @@ class SqliteBlockStore:
         if _native is not None and f is not None:
             # the common case in C: blocks the filter has never seen, so none is in memory or
             # idx (the filter holds every CID of both); None: the checks below are needed
-            rows = _native.insert_rows(blocks, f.bits, f.mask, self._tail + 1)
+            first = self._tail + 1
+            rows = _native.insert_rows(blocks, f.bits, f.mask, first)
             if rows is not None:
                 params, keys = rows
                 n = len(keys)
                 self._db.execute(_INSERTS[n], params)
-                first = self._tail + 1
                 self._tail += n
                 _native.insert_record(keys, first, self._pending, self._buckets, self._log)
                 self._filter_add(keys)

@@ -8,8 +8,8 @@ their goals, how much CPU per commit is left for what runs in Python.
 - ``sqlite_us``: a commit's blocks written as dag/store.py writes them (its tables, page size,
   WAL and cache settings): one multi-row INSERT into ``blk`` per commit, one COMMIT per
   ``group`` commits, and each block's row in the cid index ``idx`` (by its 64-bit key),
-  sorted in batches of 4,096 and spread over the transactions, 128 rows a statement. The statements' arguments
-  are built before the clock starts.
+  sorted in batches of 4,096 and spread over the transactions, 128 rows a statement. The
+  statements' arguments are built before the clock starts.
 
 Times are process CPU time per commit, in µs: the least of three runs (a floor; the VM's
 speed and the page cache vary from run to run).

@@ -272,9 +272,9 @@ def test_the_c_filter_sets_and_reads_the_bits_python_does(
     assert native.bloom_maybe(c.bits, c.mask, keys) == keys  # no false negatives
 
 
-def _put_and_fail(s: store_mod.SqliteBlockStore, block: Block) -> None:
+def _put_many_and_fail(s: store_mod.SqliteBlockStore, blocks: list[Block]) -> None:
     with s.group():
-        s.put(block)
+        s.put_many(blocks)
         raise RuntimeError("undo")
 
 
@@ -292,7 +292,7 @@ def test_the_store_fills_the_same_filter_and_index_with_and_without_c(
             for at in range(0, n, 700):
                 s.put_many(blocks[at : at + 700])
             with pytest.raises(RuntimeError, match="undo"):
-                _put_and_fail(s, Block.raw(b"rolled back"))
+                _put_many_and_fail(s, [Block.raw(b"rolled back")])
             assert s.delete_many([b.cid for b in blocks[-650:-600]]) == 50  # some in a batch
             s.put_many(blocks[-640:-630])  # put again: twice in their merge bucket
             later = 0
@@ -466,12 +466,6 @@ def _store_state(s: store_mod.SqliteBlockStore) -> tuple[object, ...]:
         s._tail,
         None if s._filter is None else (bytes(s._filter.bits), s._filter.count),
     )
-
-
-def _put_many_and_fail(s: store_mod.SqliteBlockStore, blocks: list[Block]) -> None:
-    with s.group():
-        s.put_many(blocks)
-        raise RuntimeError("undo")
 
 
 def test_small_puts_fill_the_store_as_the_python_path_does(
