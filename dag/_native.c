@@ -432,6 +432,7 @@ tuple_with(PyObject *enc, Py_ssize_t r, int present, PyObject *e)
         Py_INCREF(x);
         PyTuple_SET_ITEM(out, j, x);
     }
+    PyObject_GC_UnTrack(out);  /* bytes only: the GC would untrack it at its first pass */
     return out;
 }
 
@@ -501,7 +502,52 @@ new_node(PyTypeObject *type, PyObject *bits, PyObject *enc, PyObject *p, Py_ssiz
         return NULL;
     }
     Py_DECREF(sz);
+    PyObject_GC_UnTrack(n);  /* see cache_entry */
     return n;
+}
+
+PyDoc_STRVAR(cache_entry_doc,
+"cache_entry(node, weight) -> (node, weight)\n"
+"\n"
+"NodeCache._put's entry for a hamt._Node, the entry, the node and its element tuple taken\n"
+"out of the cyclic GC's lists. A node holds an int, a tuple of bytes, another int and its\n"
+"map's _Width, and none of these can lead back to it, so it can never be part of a cycle;\n"
+"nor can the entry. The tens of thousands of nodes a large map's cache holds then cost the\n"
+"collector nothing (hamt_set's new nodes and entries never enter its lists). TypeError if\n"
+"the node's bits, enc and size are not an int, a tuple of bytes and an int, or the weight\n"
+"is not an int.");
+
+static PyObject *
+cache_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "cache_entry takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *node = args[0], *weight = args[1];
+    PyObject *bits = PyObject_GetAttr(node, S_bits), *enc = NULL, *size = NULL;
+    int ok = bits != NULL && (enc = PyObject_GetAttr(node, S_enc)) != NULL &&
+             (size = PyObject_GetAttr(node, S_size)) != NULL;
+    if (ok) {
+        ok = PyLong_CheckExact(bits) && PyTuple_CheckExact(enc) && PyLong_CheckExact(size) &&
+             PyLong_CheckExact(weight);
+        for (Py_ssize_t j = 0; ok && j < PyTuple_GET_SIZE(enc); j++)
+            ok = PyBytes_CheckExact(PyTuple_GET_ITEM(enc, j));
+        if (!ok)
+            PyErr_SetString(PyExc_TypeError,
+                            "cache_entry: a node's bits, enc and size must be an int, a tuple "
+                            "of bytes and an int, and the weight an int");
+    }
+    PyObject *entry = ok ? PyTuple_Pack(2, node, weight) : NULL;
+    if (entry != NULL) {
+        PyObject_GC_UnTrack(enc);  /* each a no-op on what is not tracked */
+        PyObject_GC_UnTrack(node);
+        PyObject_GC_UnTrack(entry);
+    }
+    Py_XDECREF(bits);
+    Py_XDECREF(enc);
+    Py_XDECREF(size);
+    return entry;
 }
 
 /* NodeCache._drop: the entry for `key` leaves the OrderedDict `nodes`. */
@@ -543,6 +589,7 @@ cache_put(PyObject *nodes, PyObject *key, PyObject *node, Py_ssize_t elements, P
     Py_XDECREF(w);
     if (item == NULL)
         return -1;
+    PyObject_GC_UnTrack(item);  /* (node, int), the node untracked (new_node) */
     int rc = PyObject_SetItem(nodes, key, item);
     Py_DECREF(item);
     if (rc < 0)
@@ -1313,6 +1360,7 @@ static PyMethodDef methods[] = {
      insert_record_doc},
     {"bind_blocks", (PyCFunction)(void (*)(void))bind_blocks, METH_FASTCALL, bind_blocks_doc},
     {"spliced", (PyCFunction)spliced, METH_O, spliced_doc},
+    {"cache_entry", (PyCFunction)(void (*)(void))cache_entry, METH_FASTCALL, cache_entry_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,9 +2,11 @@
 filter and merge (dag/store.py)."""
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from dag.block import Block
+
+_N = TypeVar("_N")  # a hamt._Node
 
 def hamt_set(
     top: Any,
@@ -34,3 +36,4 @@ def insert_record(
     buckets: list[list[bytes]],
     log: list[tuple[dict[bytes, int] | None, bytes, int]],
 ) -> None: ...
+def cache_entry(node: _N, weight: int) -> tuple[_N, int]: ...

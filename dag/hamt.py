@@ -617,6 +617,8 @@ class _Node:
     Elements are decoded when a change reaches them.  A tuple of bytes and an int hold no
     references the cyclic GC has to follow: with thousands of cached nodes, a representation
     with a dict and lists per node made every young-generation collection walk them all.
+    Nor can a node lead back to itself, so NodeCache takes the nodes it holds out of the
+    GC's lists altogether (``_native.cache_entry``; the C set's new nodes never enter them).
     """
 
     __slots__ = ("bits", "enc", "p", "size")
@@ -815,7 +817,8 @@ class NodeCache:
         # cache's key and entry (sys.getsizeof of a cached 1,000,000-entry map agrees to 1%);
         # dag/_native.c's cache_put computes the same
         weight = 350 + 41 * len(node.enc) + node.size
-        nodes[key] = (node, weight)  # inserted last: the most recently used
+        # inserted last: the most recently used; out of the cyclic GC's lists with _native
+        nodes[key] = (node, weight) if _native is None else _native.cache_entry(node, weight)
         self.bytes += weight
         while len(nodes) > self.size or self.bytes > self.max_bytes:
             self.bytes -= nodes.popitem(last=False)[1][1]

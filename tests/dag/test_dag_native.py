@@ -2,6 +2,7 @@
 Python path, and a decline (None) wherever the Python path must do the work; and the block
 store's Bloom filter in C: the same bits as store._Filter's Python."""
 
+import gc
 import os
 import random
 from pathlib import Path
@@ -32,11 +33,25 @@ def _cache_state(
     return [(k, n.bits, n.enc, n.size, w) for k, (n, w) in cache._nodes.items()], cache.bytes
 
 
+def _assert_untracked(cache: hamt.NodeCache) -> None:
+    """No cached node, its element tuple or its entry is in the cyclic GC's lists (the nodes
+    hamt_set made and those NodeCache._put filed through cache_entry)."""
+    assert cache._nodes
+    for entry in cache._nodes.values():
+        node = entry[0]
+        assert not gc.is_tracked(entry)
+        assert not gc.is_tracked(node)
+        assert not gc.is_tracked(node.enc)
+
+
 class _Counting:
     """dag._native, counting the sets it did (not None) and declined."""
 
     def __init__(self) -> None:
         self.done = self.declined = 0
+
+    def __getattr__(self, name: str) -> object:  # the rest of dag._native as it is
+        return getattr(native, name)
 
     def hamt_set(self, *args: object) -> object:
         assert native is not None
@@ -72,6 +87,8 @@ def _both(
             commits.append(written)
             states.append(_cache_state(cache))
             cid = new.cid
+        if use_native:
+            _assert_untracked(cache)
         runs.append((commits, states))
     (c_commits, c_states), (py_commits, py_states) = runs
     assert c_states == py_states  # the same nodes, in the same LRU order
@@ -218,6 +235,31 @@ def test_bad_arguments_raise_type_errors() -> None:
     bad = hamt._Node(top.bits, ("not bytes",), top.p)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="elements"):
         native.hamt_set(bad, cache, None, b"k", b"\x01", hamt._Node, *affixes)  # type: ignore[arg-type]
+
+
+def test_cache_entry_untracks_only_a_well_formed_node() -> None:
+    assert native is not None
+    p = hamt._width(5)
+    node = hamt._Node(0b101, (b"\x81\x82a1\x01", b"\x81\x82b2\x02"), p)
+    assert gc.is_tracked(node)
+    entry = native.cache_entry(node, 700)
+    assert entry == (node, 700)
+    assert not gc.is_tracked(entry)
+    assert not gc.is_tracked(node)
+    with pytest.raises(TypeError, match="2 arguments"):
+        native.cache_entry(node)  # type: ignore[call-arg]
+    for bad in (
+        hamt._Node(1, ("not bytes",), p),  # type: ignore[arg-type]
+        hamt._Node(1, [b"\x81"], p),  # type: ignore[arg-type]
+        hamt._Node(1.0, (b"\x81",), p),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match="bits, enc and size"):
+            native.cache_entry(bad, 1)
+        assert gc.is_tracked(bad)  # left as it was
+    with pytest.raises(TypeError, match="weight"):
+        native.cache_entry(hamt._Node(1, (b"\x81",), p), "1")  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        native.cache_entry(object(), 1)
 
 
 def test_a_lookup_error_propagates() -> None:
