@@ -32,7 +32,7 @@
 
 /* Attribute names, interned at import. */
 static PyObject *S_bits, *S_enc, *S_size, *S_p, *S_width, *S_map_bytes, *S_prefix;
-static PyObject *S_nodes, *S_bytes, *S_max_bytes, *S_popitem;
+static PyObject *S_nodes;
 
 /* hamt.NodeCache's estimate of a cached node's memory (NodeCache._put): tests compare the
  * cache this file leaves with the one the Python path leaves, weights and total included. */
@@ -502,156 +502,455 @@ new_node(PyTypeObject *type, PyObject *bits, PyObject *enc, PyObject *p, Py_ssiz
         return NULL;
     }
     Py_DECREF(sz);
-    PyObject_GC_UnTrack(n);  /* see cache_entry */
+    PyObject_GC_UnTrack(n);  /* see nt_check_node */
     return n;
 }
 
-PyDoc_STRVAR(cache_entry_doc,
-"cache_entry(node, weight) -> (node, weight)\n"
-"\n"
-"NodeCache._put's entry for a hamt._Node, the entry, the node and its element tuple taken\n"
-"out of the cyclic GC's lists. A node holds an int, a tuple of bytes, another int and its\n"
-"map's _Width, and none of these can lead back to it, so it can never be part of a cycle;\n"
-"nor can the entry. The tens of thousands of nodes a large map's cache holds then cost the\n"
-"collector nothing (hamt_set's new nodes and entries never enter its lists). TypeError if\n"
-"the node's bits, enc and size are not an int, a tuple of bytes and an int, or the weight\n"
-"is not an int.");
+/* -- hamt.NodeCache's table: cached nodes by binary CID, least recently used first.
+ *
+ * An open-addressing index (linear probing, 32-bit slots) over a slab of entries, each with
+ * its CID's 64-bit key (key64: for a sha2-256 CID, the digest's last eight bytes), the CID
+ * and node objects, the node's weight (hamt.NodeCache._weight) and its neighbours in the
+ * LRU list. A lookup reads the index and one entry; OrderedDict's took a dict probe, its
+ * own node list and a tuple per entry. hamt.py's _PyNodeTable is the same table in Python
+ * (tests/dag/test_dag_native.py runs both through the same operations). */
 
-static PyObject *
-cache_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static uint64_t key64(const unsigned char *b, Py_ssize_t n);
+
+#define NT_EMPTY (-1)
+#define NT_DUMMY (-2)
+
+typedef struct {
+    uint64_t h;
+    PyObject *key;   /* bytes; NULL on the free list */
+    PyObject *node;
+    long long weight;
+    int32_t prev, next;  /* LRU neighbours (-1: none); `next` links the free list */
+} NTEntry;
+
+typedef struct {
+    PyObject_HEAD
+    NTEntry *e;
+    Py_ssize_t ecap, elen;  /* slab capacity, entries ever used */
+    int32_t free;           /* first free entry (-1: none) */
+    int32_t *index;
+    Py_ssize_t icap;        /* a power of two */
+    Py_ssize_t fill;        /* index slots not empty: live and dummy */
+    Py_ssize_t n;           /* live entries */
+    int32_t head, tail;     /* least and most recently used */
+    Py_ssize_t size;        /* at most this many nodes */
+    long long max_bytes, bytes;
+} NodeTable;
+
+static PyTypeObject NodeTable_Type;
+
+static int
+nt_key(PyObject *key, uint64_t *h)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "cache_entry takes 2 arguments (%zd given)", nargs);
-        return NULL;
+    if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) == 0) {
+        PyErr_Format(PyExc_TypeError, "NodeTable: a key must be non-empty bytes, got %.100s",
+                     Py_TYPE(key)->tp_name);
+        return -1;
     }
-    PyObject *node = args[0], *weight = args[1];
+    *h = key64((const unsigned char *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
+    return 0;
+}
+
+/* The index slot holding `key`'s entry, or -1 - (the slot an insert would use). */
+static Py_ssize_t
+nt_find(NodeTable *t, uint64_t h, PyObject *key)
+{
+    size_t mask = (size_t)t->icap - 1, i = (size_t)h & mask;
+    Py_ssize_t dummy = -1, klen = PyBytes_GET_SIZE(key);
+    const char *kb = PyBytes_AS_STRING(key);
+    for (;;) {
+        int32_t ix = t->index[i];
+        if (ix == NT_EMPTY)
+            return -1 - (dummy >= 0 ? dummy : (Py_ssize_t)i);
+        if (ix == NT_DUMMY) {
+            if (dummy < 0)
+                dummy = (Py_ssize_t)i;
+        }
+        else {
+            NTEntry *en = &t->e[ix];
+            if (en->h == h && (en->key == key || (PyBytes_GET_SIZE(en->key) == klen &&
+                                                  memcmp(PyBytes_AS_STRING(en->key), kb,
+                                                         (size_t)klen) == 0)))
+                return (Py_ssize_t)i;
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+static void
+nt_unlink(NodeTable *t, int32_t ix)
+{
+    NTEntry *en = &t->e[ix];
+    if (en->prev >= 0)
+        t->e[en->prev].next = en->next;
+    else
+        t->head = en->next;
+    if (en->next >= 0)
+        t->e[en->next].prev = en->prev;
+    else
+        t->tail = en->prev;
+}
+
+static void
+nt_link_last(NodeTable *t, int32_t ix)
+{
+    NTEntry *en = &t->e[ix];
+    en->prev = t->tail;
+    en->next = -1;
+    if (t->tail >= 0)
+        t->e[t->tail].next = ix;
+    else
+        t->head = ix;
+    t->tail = ix;
+}
+
+/* Remove the entry at index slot `slot`; its key and node are handed to the caller (to be
+ * released once the table is consistent). */
+static void
+nt_remove(NodeTable *t, Py_ssize_t slot, PyObject **key, PyObject **node)
+{
+    int32_t ix = t->index[slot];
+    NTEntry *en = &t->e[ix];
+    t->index[slot] = NT_DUMMY;
+    nt_unlink(t, ix);
+    *key = en->key;
+    *node = en->node;
+    t->bytes -= en->weight;
+    en->key = en->node = NULL;
+    en->next = t->free;
+    t->free = ix;
+    t->n--;
+}
+
+/* The index rebuilt at a capacity that keeps it at most half full (dummies dropped). */
+static int
+nt_resize(NodeTable *t)
+{
+    Py_ssize_t cap = 8;
+    while (cap < 2 * (t->n + 1))
+        cap <<= 1;
+    if (cap > ((Py_ssize_t)1 << 30)) {
+        PyErr_SetString(PyExc_MemoryError, "NodeTable: too many nodes");
+        return -1;
+    }
+    int32_t *index = PyMem_Malloc((size_t)cap * sizeof(int32_t));
+    if (index == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < cap; i++)
+        index[i] = NT_EMPTY;
+    size_t mask = (size_t)cap - 1;
+    for (int32_t ix = t->head; ix >= 0; ix = t->e[ix].next) {
+        size_t i = (size_t)t->e[ix].h & mask;
+        while (index[i] != NT_EMPTY)
+            i = (i + 1) & mask;
+        index[i] = ix;
+    }
+    PyMem_Free(t->index);
+    t->index = index;
+    t->icap = cap;
+    t->fill = t->n;
+    return 0;
+}
+
+static void
+nt_release(PyObject **objs, Py_ssize_t m)
+{
+    for (Py_ssize_t j = 0; j < m; j++)
+        Py_XDECREF(objs[j]);
+}
+
+/* `key` -> `node` (a new entry, most recently used; an old entry of `key` goes first), then
+ * the least recently used leave while there are more than `size` or `max_bytes`. */
+static int
+nt_put(NodeTable *t, PyObject *key, uint64_t h, PyObject *node, long long weight)
+{
+    PyObject *gone[2] = {NULL, NULL};
+    Py_ssize_t slot = nt_find(t, h, key);
+    if (slot >= 0) {
+        nt_remove(t, slot, &gone[0], &gone[1]);
+        slot = nt_find(t, h, key);
+    }
+    Py_ssize_t at = -1 - slot;
+    if (t->index[at] == NT_EMPTY && 3 * (t->fill + 1) > 2 * t->icap) {
+        if (nt_resize(t) < 0) {
+            nt_release(gone, 2);
+            return -1;
+        }
+        at = -1 - nt_find(t, h, key);
+    }
+    int32_t ix = t->free;
+    if (ix >= 0) {
+        t->free = t->e[ix].next;
+    }
+    else {
+        if (t->elen == t->ecap) {
+            Py_ssize_t cap = t->ecap ? 2 * t->ecap : 64;
+            NTEntry *e = cap < ((Py_ssize_t)1 << 30) ? PyMem_Realloc(t->e, (size_t)cap * sizeof(NTEntry)) : NULL;
+            if (e == NULL) {
+                nt_release(gone, 2);
+                PyErr_NoMemory();
+                return -1;
+            }
+            t->e = e;
+            t->ecap = cap;
+        }
+        ix = (int32_t)t->elen++;
+    }
+    if (t->index[at] == NT_EMPTY)
+        t->fill++;
+    t->index[at] = ix;
+    NTEntry *en = &t->e[ix];
+    en->h = h;
+    Py_INCREF(key);
+    Py_INCREF(node);
+    en->key = key;
+    en->node = node;
+    en->weight = weight;
+    nt_link_last(t, ix);
+    t->n++;
+    t->bytes += weight;
+    while (t->n > t->size || t->bytes > t->max_bytes) {
+        NTEntry *old = &t->e[t->head];
+        Py_ssize_t s = nt_find(t, old->h, old->key);
+        PyObject *k, *v;
+        nt_remove(t, s, &k, &v);
+        Py_DECREF(k);  /* bytes, and a node that holds nothing that runs code */
+        Py_DECREF(v);
+    }
+    nt_release(gone, 2);
+    return 0;
+}
+
+/* Drop `key`'s entry if there is one: 1 if there was, 0 if not, -1 with an error. */
+static int
+nt_drop(NodeTable *t, PyObject *key)
+{
+    uint64_t h;
+    if (nt_key(key, &h) < 0)
+        return -1;
+    Py_ssize_t slot = nt_find(t, h, key);
+    if (slot < 0)
+        return 0;
+    PyObject *gone[2];
+    nt_remove(t, slot, &gone[0], &gone[1]);
+    nt_release(gone, 2);
+    return 1;
+}
+
+/* The node of `key`, borrowed, or NULL (no error) if there is none. */
+static PyObject *
+nt_get(NodeTable *t, PyObject *key, uint64_t h)
+{
+    Py_ssize_t slot = nt_find(t, h, key);
+    return slot < 0 ? NULL : t->e[t->index[slot]].node;
+}
+
+/* A node the table may hold: its bits, enc and size are an int, a tuple of bytes and an
+ * int. Such a node, and its element tuple, are taken out of the cyclic GC's lists: a node
+ * holds those and its map's _Width, none of which can lead back to it, so it is never part
+ * of a cycle, and the tens of thousands of nodes a large map's cache holds then cost the
+ * collector nothing. */
+static int
+nt_check_node(PyObject *node)
+{
     PyObject *bits = PyObject_GetAttr(node, S_bits), *enc = NULL, *size = NULL;
     int ok = bits != NULL && (enc = PyObject_GetAttr(node, S_enc)) != NULL &&
              (size = PyObject_GetAttr(node, S_size)) != NULL;
     if (ok) {
-        ok = PyLong_CheckExact(bits) && PyTuple_CheckExact(enc) && PyLong_CheckExact(size) &&
-             PyLong_CheckExact(weight);
+        ok = PyLong_CheckExact(bits) && PyTuple_CheckExact(enc) && PyLong_CheckExact(size);
         for (Py_ssize_t j = 0; ok && j < PyTuple_GET_SIZE(enc); j++)
             ok = PyBytes_CheckExact(PyTuple_GET_ITEM(enc, j));
         if (!ok)
-            PyErr_SetString(PyExc_TypeError,
-                            "cache_entry: a node's bits, enc and size must be an int, a tuple "
-                            "of bytes and an int, and the weight an int");
+            PyErr_SetString(PyExc_TypeError, "NodeTable: a node's bits, enc and size must be "
+                                             "an int, a tuple of bytes and an int");
     }
-    PyObject *entry = ok ? PyTuple_Pack(2, node, weight) : NULL;
-    if (entry != NULL) {
+    if (ok) {
         PyObject_GC_UnTrack(enc);  /* each a no-op on what is not tracked */
         PyObject_GC_UnTrack(node);
-        PyObject_GC_UnTrack(entry);
     }
     Py_XDECREF(bits);
     Py_XDECREF(enc);
     Py_XDECREF(size);
-    return entry;
+    return ok ? 0 : -1;
 }
 
-/* NodeCache._drop: the entry for `key` leaves the OrderedDict `nodes`. */
-static int
-cache_drop(PyObject *nodes, PyObject *key, long long *bytes)
+static PyObject *
+NodeTable_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    /* nodes.pop(key, None) without the method call: the entry, then its deletion (through
-     * the OrderedDict's own mapping slot, which unlinks its order too) */
-    PyObject *old = PyDict_GetItemWithError(nodes, key);
-    if (old == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    Py_INCREF(old);
-    long long weight = PyTuple_Check(old) && PyTuple_GET_SIZE(old) == 2
-                           ? PyLong_AsLongLong(PyTuple_GET_ITEM(old, 1))
-                           : -1;
-    Py_DECREF(old);
+    Py_ssize_t size;
+    long long max_bytes;
+    static char *kwlist[] = {"size", "max_bytes", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nL:NodeTable", kwlist, &size, &max_bytes))
+        return NULL;
+    if (size < 0 || max_bytes < 0) {
+        PyErr_SetString(PyExc_ValueError, "NodeTable: size and max_bytes must be >= 0");
+        return NULL;
+    }
+    NodeTable *t = (NodeTable *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    t->free = t->head = t->tail = -1;
+    t->size = size;
+    t->max_bytes = max_bytes;
+    if (nt_resize(t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static void
+NodeTable_dealloc(NodeTable *t)
+{
+    for (Py_ssize_t ix = 0; ix < t->elen; ix++) {
+        Py_XDECREF(t->e[ix].key);
+        Py_XDECREF(t->e[ix].node);
+    }
+    PyMem_Free(t->e);
+    PyMem_Free(t->index);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static Py_ssize_t
+NodeTable_len(NodeTable *t)
+{
+    return t->n;
+}
+
+static PyObject *
+NodeTable_get(NodeTable *t, PyObject *key)
+{
+    uint64_t h;
+    if (nt_key(key, &h) < 0)
+        return NULL;
+    PyObject *node = nt_get(t, key, h);
+    return Py_NewRef(node ? node : Py_None);
+}
+
+static PyObject *
+NodeTable_touch(NodeTable *t, PyObject *key)
+{
+    uint64_t h;
+    if (nt_key(key, &h) < 0)
+        return NULL;
+    Py_ssize_t slot = nt_find(t, h, key);
+    if (slot < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    int32_t ix = t->index[slot];
+    nt_unlink(t, ix);
+    nt_link_last(t, ix);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+NodeTable_put(NodeTable *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t h;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "put takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    long long weight = PyLong_AsLongLong(args[2]);
+    if (weight == -1 && PyErr_Occurred())
+        return NULL;
     if (weight < 0) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "a NodeCache entry must be (node, weight)");
-        return -1;
+        PyErr_SetString(PyExc_ValueError, "NodeTable: a weight must be >= 0");
+        return NULL;
     }
-    if (PyObject_DelItem(nodes, key) < 0)
-        return -1;
-    *bytes -= weight;
-    return 0;
+    if (nt_key(args[0], &h) < 0 || nt_check_node(args[1]) < 0 ||
+        nt_put(t, args[0], h, args[1], weight) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
-/* NodeCache._put: `node` enters last (the most recently used); the least recently used
- * leave while the cache holds more than `cap` nodes or `max_bytes`. */
-static int
-cache_put(PyObject *nodes, PyObject *key, PyObject *node, Py_ssize_t elements, Py_ssize_t size,
-          long long *bytes, Py_ssize_t cap, long long max_bytes)
+static PyObject *
+NodeTable_drop(NodeTable *t, PyObject *key)
 {
-    if (cache_drop(nodes, key, bytes) < 0)
-        return -1;
-    long long weight = WEIGHT_BASE + (long long)WEIGHT_PER_ELEMENT * elements + size;
-    PyObject *w = PyLong_FromLongLong(weight);
-    PyObject *item = w ? PyTuple_Pack(2, node, w) : NULL;
-    Py_XDECREF(w);
-    if (item == NULL)
-        return -1;
-    PyObject_GC_UnTrack(item);  /* (node, int), the node untracked (new_node) */
-    int rc = PyObject_SetItem(nodes, key, item);
-    Py_DECREF(item);
-    if (rc < 0)
-        return -1;
-    *bytes += weight;
-    for (;;) {
-        Py_ssize_t n = PyObject_Length(nodes);
-        if (n < 0)
-            return -1;
-        if (n <= cap && *bytes <= max_bytes)
-            return 0;
-        PyObject *oldest = PyObject_CallMethodOneArg(nodes, S_popitem, Py_False);
-        if (oldest == NULL)
-            return -1;
-        PyObject *entry = PyTuple_Check(oldest) && PyTuple_GET_SIZE(oldest) == 2
-                              ? PyTuple_GET_ITEM(oldest, 1)
-                              : NULL;
-        long long ow = entry && PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2
-                           ? PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 1))
-                           : -1;
-        Py_DECREF(oldest);
-        if (ow < 0) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "a NodeCache entry must be (node, weight)");
-            return -1;
+    int rc = nt_drop(t, key);
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
+static PyObject *
+NodeTable_items(NodeTable *t, PyObject *unused)
+{
+    PyObject *out = PyList_New(t->n);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t j = 0;
+    for (int32_t ix = t->head; ix >= 0; ix = t->e[ix].next, j++) {
+        NTEntry *en = &t->e[ix];
+        PyObject *item = Py_BuildValue("(OOL)", en->key, en->node, en->weight);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
         }
-        *bytes -= ow;
+        PyList_SET_ITEM(out, j, item);
     }
+    return out;
 }
 
+static PyMethodDef NodeTable_methods[] = {
+    {"get", (PyCFunction)NodeTable_get, METH_O, "get(key): the node of binary CID `key`, or None; the order is kept."},
+    {"touch", (PyCFunction)NodeTable_touch, METH_O, "touch(key): `key`'s node becomes the most recently used (KeyError if absent)."},
+    {"put", (PyCFunction)(void (*)(void))NodeTable_put, METH_FASTCALL, "put(key, node, weight): `key` -> `node`, most recently used (an old entry of `key` goes\nfirst); then the least recently used leave while there are more than `size` nodes or\n`max_bytes` of weight. The node leaves the cyclic GC's lists (see the table's doc)."},
+    {"drop", (PyCFunction)NodeTable_drop, METH_O, "drop(key) -> bool: `key`'s entry removed; whether there was one."},
+    {"items", (PyCFunction)NodeTable_items, METH_NOARGS, "items() -> [(key, node, weight)], least recently used first."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef NodeTable_members[] = {
+    {"bytes", T_LONGLONG, offsetof(NodeTable, bytes), READONLY, "the weight of the nodes held"},
+    {"size", T_PYSSIZET, offsetof(NodeTable, size), READONLY, "at most this many nodes"},
+    {"max_bytes", T_LONGLONG, offsetof(NodeTable, max_bytes), READONLY, "at most this weight"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods NodeTable_as_sequence = {
+    .sq_length = (lenfunc)NodeTable_len,
+};
+
+static PyTypeObject NodeTable_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dag._native.NodeTable",
+    .tp_basicsize = sizeof(NodeTable),
+    .tp_dealloc = (destructor)NodeTable_dealloc,
+    .tp_as_sequence = &NodeTable_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "NodeTable(size, max_bytes): hamt.NodeCache's nodes by binary CID, least recently\n"
+              "used first, at most `size` nodes and `max_bytes` of weight.",
+    .tp_methods = NodeTable_methods,
+    .tp_members = NodeTable_members,
+    .tp_new = NodeTable_new,
+};
+
+/* The table as update_cached_encoded leaves it: the old root and the replaced nodes out, then
+ * each (cid, node, weight) of `puts` in. */
 static int
-apply_cache(PyObject *cache, PyObject *nodes, PyObject *root_cid, PyObject *replaced,
-            PyObject *puts)
+table_apply(NodeTable *t, PyObject *root_cid, PyObject *replaced, PyObject *puts)
 {
-    Py_ssize_t cap;
-    long long bytes, max_bytes;
-    PyObject *b = PyObject_GetAttr(cache, S_bytes), *m = b ? PyObject_GetAttr(cache, S_max_bytes) : NULL;
-    if (m == NULL) {
-        Py_XDECREF(b);
+    if (nt_drop(t, root_cid) < 0)
         return -1;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(replaced); j++)
+        if (nt_drop(t, PyList_GET_ITEM(replaced, j)) < 0)
+            return -1;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(puts); j++) {
+        PyObject *put = PyList_GET_ITEM(puts, j), *key = PyTuple_GET_ITEM(put, 0);
+        uint64_t h;
+        if (nt_key(key, &h) < 0 ||
+            nt_put(t, key, h, PyTuple_GET_ITEM(put, 1),
+                   PyLong_AsLongLong(PyTuple_GET_ITEM(put, 2))) < 0)
+            return -1;
     }
-    bytes = PyLong_AsLongLong(b);
-    max_bytes = PyLong_AsLongLong(m);
-    Py_DECREF(b);
-    Py_DECREF(m);
-    if (PyErr_Occurred() || get_ssize(cache, S_size, &cap) < 0)
-        return -1;
-    int rc = cache_drop(nodes, root_cid, &bytes);
-    for (Py_ssize_t j = 0; rc == 0 && j < PyList_GET_SIZE(replaced); j++)
-        rc = cache_drop(nodes, PyList_GET_ITEM(replaced, j), &bytes);
-    for (Py_ssize_t j = 0; rc == 0 && j < PyList_GET_SIZE(puts); j++) {
-        PyObject *put = PyList_GET_ITEM(puts, j);
-        rc = cache_put(nodes, PyTuple_GET_ITEM(put, 0), PyTuple_GET_ITEM(put, 1),
-                       PyLong_AsSsize_t(PyTuple_GET_ITEM(put, 2)),
-                       PyLong_AsSsize_t(PyTuple_GET_ITEM(put, 3)), &bytes, cap, max_bytes);
-    }
-    /* the total, even after a failure part way: it matches the entries that are there */
-    PyObject *nb = PyLong_FromLongLong(bytes);
-    if (nb == NULL || PyObject_SetAttr(cache, S_bytes, nb) < 0)
-        rc = -1;
-    Py_XDECREF(nb);
-    return rc;
+    return 0;
 }
 
 PyDoc_STRVAR(hamt_set_doc,
@@ -710,7 +1009,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *prefix = NULL, *result = NULL, *held = NULL, *new_nodes = NULL, *replaced = NULL;
-    PyObject *nodes = NULL, *puts = NULL;
+    PyObject *nodes = NULL, *puts = NULL;  /* puts: (cid, node, weight), deepest first */
     PyObject *elem = NULL;
     Level *levels = NULL;
     unsigned char *maps = NULL;
@@ -727,8 +1026,8 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     nodes = PyObject_GetAttr(cache, S_nodes);
     if (nodes == NULL)
         goto done;
-    if (!PyDict_Check(nodes)) {
-        PyErr_SetString(PyExc_TypeError, "hamt_set: cache._nodes must be an OrderedDict");
+    if (Py_TYPE(nodes) != &NodeTable_Type) {
+        PyErr_SetString(PyExc_TypeError, "hamt_set: cache._nodes must be a NodeTable");
         goto done;
     }
     wd.w = (int)w;
@@ -782,20 +1081,20 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             lv->link = PyBytes_FromStringAndSize((const char *)eb + 5, CID_LEN);
             if (lv->link == NULL)
                 goto done;
-            /* a hit of the right width is used as it is: NodeCache._get would move it to the
-             * end, but every node on the path is replaced, and apply_cache drops it before it
-             * puts anything (if this call declines, the Python path moves it); anything else
+            /* a hit of the right width is used as it is: NodeCache._get would touch it, but
+             * every node on the path is replaced, and table_apply drops it before it puts
+             * anything (if this call declines, the Python path touches it); anything else
              * goes through lookup, which reads the store or raises */
-            PyObject *child = NULL, *hit = PyDict_GetItemWithError(nodes, lv->link);
-            if (hit == NULL && PyErr_Occurred())
-                goto done;
-            if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2) {
-                PyObject *hp = PyObject_GetAttr(PyTuple_GET_ITEM(hit, 0), S_p);
+            PyObject *child = NULL,
+                     *hit = nt_get((NodeTable *)nodes, lv->link,
+                                   key64((const unsigned char *)eb + 5, CID_LEN));
+            if (hit != NULL) {
+                PyObject *hp = PyObject_GetAttr(hit, S_p);
                 if (hp == NULL)
                     goto done;
                 Py_DECREF(hp);
                 if (hp == wd.p) {
-                    child = PyTuple_GET_ITEM(hit, 0);
+                    child = hit;
                     Py_INCREF(child);
                 }
             }
@@ -830,7 +1129,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* Up: each node with its new element, hashed and linked from its parent. */
     new_nodes = PyList_New(0);
     replaced = PyList_New(0);
-    puts = PyList_New(0);  /* (cid, node, elements, size) for the cache, deepest first */
+    puts = PyList_New(0);
     if (new_nodes == NULL || replaced == NULL || puts == NULL)
         goto done;
     for (depth = nlevels - 1; depth >= 0; depth--) {
@@ -862,7 +1161,9 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         Py_ssize_t elements = PyTuple_GET_SIZE(lv->enc) + (lv->present ? 0 : 1);
-        PyObject *put = Py_BuildValue("(OOnn)", cid, n, elements, size);
+        PyObject *put = Py_BuildValue("(OOL)", cid, n,
+                                      WEIGHT_BASE + (long long)WEIGHT_PER_ELEMENT * elements +
+                                          (long long)size);
         Py_DECREF(n);
         if (put == NULL || PyList_Append(puts, put) < 0) {
             Py_XDECREF(put);
@@ -874,7 +1175,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (depth == 0) {
             /* the cache as update_cached_encoded leaves it: the old root and the replaced
              * nodes out, the new nodes in (deepest first), the new root last */
-            if (apply_cache(cache, nodes, root_cid, replaced, puts) < 0) {
+            if (table_apply((NodeTable *)nodes, root_cid, replaced, puts) < 0) {
                 Py_DECREF(cid);
                 Py_DECREF(data);
                 goto done;
@@ -1360,7 +1661,6 @@ static PyMethodDef methods[] = {
      insert_record_doc},
     {"bind_blocks", (PyCFunction)(void (*)(void))bind_blocks, METH_FASTCALL, bind_blocks_doc},
     {"spliced", (PyCFunction)spliced, METH_O, spliced_doc},
-    {"cache_entry", (PyCFunction)(void (*)(void))cache_entry, METH_FASTCALL, cache_entry_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1382,10 +1682,18 @@ PyInit__native(void)
         !(S_width = PyUnicode_InternFromString("width")) ||
         !(S_map_bytes = PyUnicode_InternFromString("map_bytes")) ||
         !(S_prefix = PyUnicode_InternFromString("prefix")) ||
-        !(S_nodes = PyUnicode_InternFromString("_nodes")) ||
-        !(S_bytes = PyUnicode_InternFromString("bytes")) ||
-        !(S_max_bytes = PyUnicode_InternFromString("max_bytes")) ||
-        !(S_popitem = PyUnicode_InternFromString("popitem")))
+        !(S_nodes = PyUnicode_InternFromString("_nodes")))
         return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&NodeTable_Type) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&NodeTable_Type);
+    if (PyModule_AddObject(m, "NodeTable", (PyObject *)&NodeTable_Type) < 0) {
+        Py_DECREF(&NodeTable_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -1,12 +1,11 @@
 """Types of dag/_native.c: a HAMT set (dag/hamt.py), spliced blocks (dag/block.py); the Bloom
 filter and merge (dag/store.py)."""
 
+import builtins
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 from dag.block import Block
-
-_N = TypeVar("_N")  # a hamt._Node
 
 def hamt_set(
     top: Any,
@@ -36,4 +35,17 @@ def insert_record(
     buckets: list[list[bytes]],
     log: list[tuple[dict[bytes, int] | None, bytes, int]],
 ) -> None: ...
-def cache_entry(node: _N, weight: int) -> tuple[_N, int]: ...
+
+class NodeTable:
+    """hamt.NodeCache's nodes by binary CID, least recently used first."""
+
+    bytes: int
+    size: int
+    max_bytes: int
+    def __init__(self, size: int, max_bytes: int) -> None: ...
+    def __len__(self) -> int: ...
+    def get(self, key: builtins.bytes) -> Any: ...
+    def touch(self, key: builtins.bytes) -> None: ...
+    def put(self, key: builtins.bytes, node: Any, weight: int) -> None: ...
+    def drop(self, key: builtins.bytes) -> bool: ...
+    def items(self) -> list[tuple[builtins.bytes, Any, int]]: ...

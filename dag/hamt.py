@@ -617,8 +617,8 @@ class _Node:
     Elements are decoded when a change reaches them.  A tuple of bytes and an int hold no
     references the cyclic GC has to follow: with thousands of cached nodes, a representation
     with a dict and lists per node made every young-generation collection walk them all.
-    Nor can a node lead back to itself, so NodeCache takes the nodes it holds out of the
-    GC's lists altogether (``_native.cache_entry``; the C set's new nodes never enter them).
+    Nor can a node lead back to itself, so ``_native.NodeTable`` takes the nodes it holds
+    out of the GC's lists altogether (the C set's new nodes never enter them).
     """
 
     __slots__ = ("bits", "enc", "p", "size")
@@ -763,6 +763,47 @@ _ROOT_SUFFIX: Final = (
 )
 
 
+class _PyNodeTable:
+    """``_native.NodeTable`` in Python, for a build without the C extension: nodes by binary
+    CID, least recently used first, at most `size` nodes and `max_bytes` of weight."""
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        # keyed by the binary CID (bytes hash and compare in C); an OrderedDict: dropping the
+        # oldest is O(1) (next(iter(dict)) after many deletions from the front of a plain
+        # dict scans the holes they leave)
+        self._d: OrderedDict[bytes, tuple[_Node, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: bytes) -> _Node | None:
+        hit = self._d.get(key)
+        return None if hit is None else hit[0]
+
+    def touch(self, key: bytes) -> None:
+        self._d.move_to_end(key)
+
+    def put(self, key: bytes, node: _Node, weight: int) -> None:
+        d = self._d
+        self.drop(key)
+        d[key] = (node, weight)  # inserted last: the most recently used
+        self.bytes += weight
+        while len(d) > self.size or self.bytes > self.max_bytes:
+            self.bytes -= d.popitem(last=False)[1][1]
+
+    def drop(self, key: bytes) -> bool:
+        old = self._d.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        return old is not None
+
+    def items(self) -> list[tuple[bytes, _Node, int]]:
+        return [(k, n, w) for k, (n, w) in self._d.items()]
+
+
 class NodeCache:
     """Decoded HAMT nodes by CID, for ``update_cached``: the least recently used are dropped
     past `size` nodes or `max_bytes` (the memory the nodes take, estimated).
@@ -770,29 +811,33 @@ class NodeCache:
     Nodes are immutable (a CID names one content), so one cache serves every HAMT of a store.
     An update drops the nodes it replaces, so the cache holds the live tree rather than past
     versions of its top nodes: a map of a million entries (65,795 nodes, about 84 MB) stays
-    whole in the default budget and a commit then reads nothing back.
+    whole in the default budget and a commit then reads nothing back.  The table is
+    ``_native.NodeTable`` where the C extension is built (``_native.hamt_set`` works on it
+    directly), else ``_PyNodeTable``.
     """
 
     def __init__(self, size: int = 1 << 17, max_bytes: int = 96 << 20) -> None:
         self.size = size
         self.max_bytes = max_bytes
-        self.bytes = 0
-        # keyed by the binary CID (bytes hash and compare in C); an OrderedDict: dropping the
-        # oldest is O(1) (next(iter(dict)) after many deletions from the front of a plain
-        # dict scans the holes they leave)
-        self._nodes: OrderedDict[bytes, tuple[_Node, int]] = OrderedDict()
+        self._nodes: _PyNodeTable | _native.NodeTable = (
+            _PyNodeTable(size, max_bytes) if _native is None else _native.NodeTable(size, max_bytes)
+        )
+
+    @property
+    def bytes(self) -> int:
+        """The estimated memory of the nodes held (``_weight`` each)."""
+        return self._nodes.bytes
 
     def __len__(self) -> int:
         return len(self._nodes)
 
     def _get(self, store: BlockStore, cid: CID, p: _Width | None) -> _Node:
         """The node `cid` of a map of bitWidth `p`, or with None, the root `cid`."""
-        hit = self._nodes.get(cid.buffer)
-        if hit is not None:
-            node = hit[0]
+        node = self._nodes.get(cid.buffer)
+        if node is not None:
             if p is not None and node.p is not p:  # a node of another map's width
                 _wrong_width(cid, node.p.map_bytes, p)
-            self._nodes.move_to_end(cid.buffer)
+            self._nodes.touch(cid.buffer)
             return node
         block = store.get_block(cid)
         if block is None:
@@ -807,26 +852,18 @@ class NodeCache:
         self._put(cid, node)
         return node
 
+    @staticmethod
+    def _weight(node: _Node) -> int:
+        """A node's memory, estimated: the object, its int bitmap and tuple, each bytes object
+        with its header, and its table entry (sys.getsizeof of a cached 1,000,000-entry map
+        agrees to 1%); dag/_native.c's hamt_set computes the same."""
+        return 350 + 41 * len(node.enc) + node.size
+
     def _put(self, cid: CID, node: _Node) -> None:
-        nodes = self._nodes
-        key = cid.buffer
-        old = nodes.pop(key, None)
-        if old is not None:
-            self.bytes -= old[1]
-        # the object, its int bitmap and tuple, each bytes object with its header, and the
-        # cache's key and entry (sys.getsizeof of a cached 1,000,000-entry map agrees to 1%);
-        # dag/_native.c's cache_put computes the same
-        weight = 350 + 41 * len(node.enc) + node.size
-        # inserted last: the most recently used; out of the cyclic GC's lists with _native
-        nodes[key] = (node, weight) if _native is None else _native.cache_entry(node, weight)
-        self.bytes += weight
-        while len(nodes) > self.size or self.bytes > self.max_bytes:
-            self.bytes -= nodes.popitem(last=False)[1][1]
+        self._nodes.put(cid.buffer, node, self._weight(node))
 
     def _drop(self, cid: CID) -> None:
-        old = self._nodes.pop(cid.buffer, None)
-        if old is not None:
-            self.bytes -= old[1]
+        self._nodes.drop(cid.buffer)
 
 
 class _CachedOverlay:

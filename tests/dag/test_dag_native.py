@@ -6,6 +6,7 @@ import gc
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,16 +31,15 @@ def _cache_state(
     cache: hamt.NodeCache,
 ) -> tuple[list[tuple[bytes, int, tuple[bytes, ...], int, int]], int]:
     """The cache's nodes in LRU order, with their weights, and its total."""
-    return [(k, n.bits, n.enc, n.size, w) for k, (n, w) in cache._nodes.items()], cache.bytes
+    return [(k, n.bits, n.enc, n.size, w) for k, n, w in cache._nodes.items()], cache.bytes
 
 
 def _assert_untracked(cache: hamt.NodeCache) -> None:
-    """No cached node, its element tuple or its entry is in the cyclic GC's lists (the nodes
-    hamt_set made and those NodeCache._put filed through cache_entry)."""
-    assert cache._nodes
-    for entry in cache._nodes.values():
-        node = entry[0]
-        assert not gc.is_tracked(entry)
+    """No cached node or its element tuple is in the cyclic GC's lists (the nodes hamt_set
+    made and those NodeCache._put filed in the C table)."""
+    assert isinstance(cache._nodes, native.NodeTable)
+    assert len(cache._nodes)
+    for _, node, _ in cache._nodes.items():
         assert not gc.is_tracked(node)
         assert not gc.is_tracked(node.enc)
 
@@ -232,34 +232,95 @@ def test_bad_arguments_raise_type_errors() -> None:
         native.hamt_set(top, cache, None, b"k", b"\x01", len, *affixes)  # type: ignore[arg-type]
     with pytest.raises(AttributeError, match="_nodes"):
         native.hamt_set(top, object(), None, b"k", b"\x01", hamt._Node, *affixes)  # type: ignore[arg-type]
+    py_cache = hamt.NodeCache()
+    py_cache._nodes = hamt._PyNodeTable(10, 1000)
+    with pytest.raises(TypeError, match="NodeTable"):
+        native.hamt_set(top, py_cache, None, b"k", b"\x01", hamt._Node, *affixes)
     bad = hamt._Node(top.bits, ("not bytes",), top.p)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="elements"):
         native.hamt_set(bad, cache, None, b"k", b"\x01", hamt._Node, *affixes)  # type: ignore[arg-type]
 
 
-def test_cache_entry_untracks_only_a_well_formed_node() -> None:
+def _table_ops(seed: int, n: int) -> list[tuple[object, ...]]:
+    """Random NodeTable operations over a few hundred keys, most of them CIDs (a sha2-256
+    multihash at the end) and some not (the table hashes those)."""
+    rng = random.Random(seed)
+    keys = [CID.of(b"%d" % i).buffer for i in range(300)] + [b"k%d" % i for i in range(60)]
+    p = hamt._width(5)
+    ops: list[tuple[object, ...]] = []
+    for i in range(n):
+        key, pick = rng.choice(keys), rng.random()
+        if pick < 0.5:
+            node = hamt._Node(i, (b"\x81\x82a1\x01",) * rng.randrange(4), p)
+            ops.append(("put", key, node, rng.randrange(2000)))
+        elif pick < 0.7:
+            ops.append(("drop", key))
+        elif pick < 0.85:
+            ops.append(("get", key))
+        else:
+            ops.append(("touch", key))
+    return ops
+
+
+def _run_table(table: Any, ops: list[tuple[object, ...]]) -> list[object]:
+    out: list[object] = []
+    for name, key, *rest in ops:
+        if name == "touch" and table.get(key) is None:
+            continue  # a KeyError either way (tested below)
+        out.append(getattr(table, str(name))(key, *rest))
+        out.append((len(table), table.bytes))
+    out.append(table.items())
+    return out
+
+
+@pytest.mark.parametrize(("size", "max_bytes"), [(1 << 17, 1 << 30), (40, 1 << 30), (500, 9000)])
+def test_the_c_node_table_is_python_s(size: int, max_bytes: int) -> None:
+    """The same operations on the C table and on hamt._PyNodeTable: the same answers, sizes,
+    weights and LRU order, with and without evictions (by count and by weight); the index
+    grows and is rebuilt on the way (4,000 operations over 360 keys)."""
+    assert native is not None
+    ops = _table_ops(size, 4000)
+    c_table = native.NodeTable(size, max_bytes)
+    py_table = hamt._PyNodeTable(size, max_bytes)
+    got = _run_table(c_table, ops)
+    assert got == _run_table(py_table, ops)
+    assert got[-1]  # it held nodes at the end
+    assert sum(1 for op in ops if op[0] == "put") > 1500
+    for _, node, _ in c_table.items():
+        assert not gc.is_tracked(node)
+        assert not gc.is_tracked(node.enc)
+
+
+def test_the_node_table_refuses_bad_arguments() -> None:
     assert native is not None
     p = hamt._width(5)
-    node = hamt._Node(0b101, (b"\x81\x82a1\x01", b"\x81\x82b2\x02"), p)
-    assert gc.is_tracked(node)
-    entry = native.cache_entry(node, 700)
-    assert entry == (node, 700)
-    assert not gc.is_tracked(entry)
-    assert not gc.is_tracked(node)
-    with pytest.raises(TypeError, match="2 arguments"):
-        native.cache_entry(node)  # type: ignore[call-arg]
+    table = native.NodeTable(10, 1000)
+    key = CID.of(b"x").buffer
+    with pytest.raises(KeyError):
+        table.touch(key)
+    with pytest.raises(TypeError, match="3 arguments"):
+        table.put(key, hamt._Node(1, (b"\x81",), p))  # type: ignore[call-arg]
     for bad in (
         hamt._Node(1, ("not bytes",), p),  # type: ignore[arg-type]
         hamt._Node(1, [b"\x81"], p),  # type: ignore[arg-type]
         hamt._Node(1.0, (b"\x81",), p),  # type: ignore[arg-type]
     ):
         with pytest.raises(TypeError, match="bits, enc and size"):
-            native.cache_entry(bad, 1)
+            table.put(key, bad, 1)
         assert gc.is_tracked(bad)  # left as it was
-    with pytest.raises(TypeError, match="weight"):
-        native.cache_entry(hamt._Node(1, (b"\x81",), p), "1")  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
-        native.cache_entry(object(), 1)
+        table.put(key, object(), 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="non-empty bytes"):
+        table.get("a str")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="non-empty bytes"):
+        table.drop(b"")
+    with pytest.raises(ValueError, match="weight"):
+        table.put(key, hamt._Node(1, (b"\x81",), p), -1)
+    with pytest.raises(ValueError, match=">= 0"):
+        native.NodeTable(-1, 10)
+    assert len(table) == 0
+    assert table.bytes == 0
+    assert table.items() == []
 
 
 def test_a_lookup_error_propagates() -> None:
