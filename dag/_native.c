@@ -1,6 +1,6 @@
-/* dag._native: a commit's hot paths in C: setting one key of a cached HAMT, and the block
- * store's Bloom filter of CIDs, the rows of its index merge and the insert of a commit's
- * blocks (at the end of this file).
+/* dag._native: a commit's hot paths in C: setting one key of a cached HAMT and the table of
+ * cached nodes it works on (NodeTable), and the block store's Bloom filter of CIDs, the rows
+ * of its index merge and the insert of a commit's blocks (at the end of this file).
  *
  * hamt.update_cached_encoded calls hamt_set for a commit that sets one key (the engine's
  * common case: an event changes one entity variable). It does, in one call, what hamt._cset
@@ -34,7 +34,7 @@
 static PyObject *S_bits, *S_enc, *S_size, *S_p, *S_width, *S_map_bytes, *S_prefix;
 static PyObject *S_nodes;
 
-/* hamt.NodeCache's estimate of a cached node's memory (NodeCache._put): tests compare the
+/* hamt.NodeCache's estimate of a cached node's memory (NodeCache._weight): tests compare the
  * cache this file leaves with the one the Python path leaves, weights and total included. */
 #define WEIGHT_BASE 350
 #define WEIGHT_PER_ELEMENT 41
@@ -502,7 +502,8 @@ new_node(PyTypeObject *type, PyObject *bits, PyObject *enc, PyObject *p, Py_ssiz
         return NULL;
     }
     Py_DECREF(sz);
-    PyObject_GC_UnTrack(n);  /* see nt_check_node */
+    if (PyObject_IS_GC(n))
+        PyObject_GC_UnTrack(n);  /* see nt_check_node */
     return n;
 }
 
@@ -692,7 +693,9 @@ nt_put(NodeTable *t, PyObject *key, uint64_t h, PyObject *node, long long weight
     else {
         if (t->elen == t->ecap) {
             Py_ssize_t cap = t->ecap ? 2 * t->ecap : 64;
-            NTEntry *e = cap < ((Py_ssize_t)1 << 30) ? PyMem_Realloc(t->e, (size_t)cap * sizeof(NTEntry)) : NULL;
+            NTEntry *e = cap < ((Py_ssize_t)1 << 30)
+                             ? PyMem_Realloc(t->e, (size_t)cap * sizeof(NTEntry))
+                             : NULL;
             if (e == NULL) {
                 nt_release(gone, 2);
                 PyErr_NoMemory();
@@ -721,7 +724,7 @@ nt_put(NodeTable *t, PyObject *key, uint64_t h, PyObject *node, long long weight
         Py_ssize_t s = nt_find(t, old->h, old->key);
         PyObject *k, *v;
         nt_remove(t, s, &k, &v);
-        Py_DECREF(k);  /* bytes, and a node that holds nothing that runs code */
+        Py_DECREF(k);  /* released with the table whole: a finalizer may use it */
         Py_DECREF(v);
     }
     nt_release(gone, 2);
@@ -773,7 +776,8 @@ nt_check_node(PyObject *node)
     }
     if (ok) {
         PyObject_GC_UnTrack(enc);  /* each a no-op on what is not tracked */
-        PyObject_GC_UnTrack(node);
+        if (PyObject_IS_GC(node))
+            PyObject_GC_UnTrack(node);
     }
     Py_XDECREF(bits);
     Py_XDECREF(enc);
@@ -899,11 +903,18 @@ NodeTable_items(NodeTable *t, PyObject *unused)
 }
 
 static PyMethodDef NodeTable_methods[] = {
-    {"get", (PyCFunction)NodeTable_get, METH_O, "get(key): the node of binary CID `key`, or None; the order is kept."},
-    {"touch", (PyCFunction)NodeTable_touch, METH_O, "touch(key): `key`'s node becomes the most recently used (KeyError if absent)."},
-    {"put", (PyCFunction)(void (*)(void))NodeTable_put, METH_FASTCALL, "put(key, node, weight): `key` -> `node`, most recently used (an old entry of `key` goes\nfirst); then the least recently used leave while there are more than `size` nodes or\n`max_bytes` of weight. The node leaves the cyclic GC's lists (see the table's doc)."},
-    {"drop", (PyCFunction)NodeTable_drop, METH_O, "drop(key) -> bool: `key`'s entry removed; whether there was one."},
-    {"items", (PyCFunction)NodeTable_items, METH_NOARGS, "items() -> [(key, node, weight)], least recently used first."},
+    {"get", (PyCFunction)NodeTable_get, METH_O,
+     "get(key): the node of binary CID `key`, or None; the order is kept."},
+    {"touch", (PyCFunction)NodeTable_touch, METH_O,
+     "touch(key): `key`'s node becomes the most recently used (KeyError if absent)."},
+    {"put", (PyCFunction)(void (*)(void))NodeTable_put, METH_FASTCALL,
+     "put(key, node, weight): `key` -> `node`, most recently used (an old entry of `key`\n"
+     "goes first); then the least recently used leave while there are more than `size`\n"
+     "nodes or `max_bytes` of weight. The node leaves the cyclic GC's lists (nt_check_node)."},
+    {"drop", (PyCFunction)NodeTable_drop, METH_O,
+     "drop(key) -> bool: `key`'s entry removed; whether there was one."},
+    {"items", (PyCFunction)NodeTable_items, METH_NOARGS,
+     "items() -> [(key, node, weight)], least recently used first."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1666,9 +1677,10 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "dag._native",
-    "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded), spliced blocks\n"
-    "(block.Block._spliced), and the block store's Bloom filter (store._Filter), index\n"
-    "merge rows (store._merge) and insert of new blocks (store._insert).",
+    "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded) and the node cache's\n"
+    "table (NodeTable), spliced blocks (block.Block._spliced), and the block store's Bloom\n"
+    "filter (store._Filter), index merge rows (store._merge) and insert of new blocks\n"
+    "(store._insert).",
     -1, methods,
 };
 
