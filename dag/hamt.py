@@ -817,8 +817,6 @@ class NodeCache:
     """
 
     def __init__(self, size: int = 1 << 17, max_bytes: int = 96 << 20) -> None:
-        self.size = size
-        self.max_bytes = max_bytes
         self._nodes: _PyNodeTable | _native.NodeTable = (
             _PyNodeTable(size, max_bytes) if _native is None else _native.NodeTable(size, max_bytes)
         )

@@ -45,22 +45,27 @@ def _assert_untracked(cache: hamt.NodeCache) -> None:
 
 
 class _Counting:
-    """dag._native, counting the sets it did (not None) and declined."""
+    """dag._native, counting the calls of its function `counted` that did the work (not None)
+    and declined (None); every other name is dag._native's own."""
 
-    def __init__(self) -> None:
+    def __init__(self, counted: str) -> None:
+        self.counted = counted
         self.done = self.declined = 0
 
-    def __getattr__(self, name: str) -> object:  # the rest of dag._native as it is
-        return getattr(native, name)
+    def __getattr__(self, name: str) -> object:
+        fn = getattr(native, name)
+        if name != self.counted:
+            return fn
 
-    def hamt_set(self, *args: object) -> object:
-        assert native is not None
-        got = native.hamt_set(*args)  # type: ignore[arg-type]
-        if got is None:
-            self.declined += 1
-        else:
-            self.done += 1
-        return got
+        def count(*args: object) -> object:
+            got = fn(*args)
+            if got is None:
+                self.declined += 1
+            else:
+                self.done += 1
+            return got
+
+        return count
 
 
 def _both(
@@ -112,7 +117,7 @@ def test_sets_equal_the_python_path(monkeypatch: pytest.MonkeyPatch, width: int)
             sets.append((f"new{n}", [n, {"a": n}]))  # a new key: a new slot or a fuller bucket
         else:
             sets.append((f"k{rng.randrange(2000):05d}", rng.random()))
-    counting = _Counting()
+    counting = _Counting("hamt_set")
     c, py = _both(monkeypatch, items, sets, width, counting)
     _same(c, py)
     assert counting.done + counting.declined == len(sets)
@@ -136,7 +141,7 @@ def test_evictions_equal_the_python_path(
     rng = random.Random(7)
     items: dict[str, object] = {f"k{i:05d}": i for i in range(3000)}
     sets: list[tuple[str, object]] = [(f"k{rng.randrange(3000):05d}", n) for n in range(200)]
-    counting = _Counting()
+    counting = _Counting("hamt_set")
     c, py = _both(monkeypatch, items, sets, 5, counting, limits)
     _same(c, py)
     assert counting.done == len(sets)
@@ -539,25 +544,6 @@ def test_c_spliced_and_bind_blocks_refuse_bad_arguments() -> None:
     )
 
 
-class _CountingInserts:
-    """dag._native for store.py, counting the inserts insert_rows did (not None) and declined."""
-
-    def __init__(self) -> None:
-        self.done = self.declined = 0
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(native, name)
-
-    def insert_rows(self, *args: object) -> object:
-        assert native is not None
-        got = native.insert_rows(*args)  # type: ignore[arg-type]
-        if got is None:
-            self.declined += 1
-        else:
-            self.done += 1
-        return got
-
-
 def _store_state(s: store_mod.SqliteBlockStore) -> tuple[object, ...]:
     db = s._db
     return (
@@ -592,7 +578,7 @@ def test_small_puts_fill_the_store_as_the_python_path_does(
             old = [rng.randrange(nxt) for _ in range(rng.randrange(3))] if step % 3 == 0 else []
             plan.append(("put", new + new[: rng.randrange(2)] + old))
     states = []
-    counting = _CountingInserts()
+    counting = _Counting("insert_rows")
     for use_native in (True, False):
         monkeypatch.setattr(store_mod, "_native", counting if use_native else None)
         live: set[int] = set()  # the pool's blocks the store must hold
