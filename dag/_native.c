@@ -1506,6 +1506,7 @@ merge_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * blocks the filter says are all new (the common case: a commit's blocks are new) */
 
 #define INSERT_MAX 16 /* store._MULTI_ROWS: one INSERT statement's rows */
+#define DATA_LEN_MAX (1LL << 24) /* store._AT_LEN: a block in the data file is shorter */
 
 /* The CID bytes and data of a Block made by dag.block (bound by bind_blocks), borrowed; 0
  * if it is not one (another type, a slot unset, not bytes). */
@@ -1523,21 +1524,36 @@ block_parts(PyObject *b, PyObject **key, PyObject **data)
 }
 
 PyDoc_STRVAR(insert_rows_doc,
-"insert_rows(blocks, bits, mask, first) -> (args, keys) or None\n"
+"insert_rows(blocks, bits, mask, first, buf, end) -> (args, keys) or None\n"
 "\n"
 "The INSERT parameters of SqliteBlockStore._insert for `blocks` (a list or tuple of up to 16\n"
 "dag.block Blocks), each CID once (the first block of a CID wins): id (first, first + 1,\n"
-"...), CID and data as bytearrays; and the CIDs in that order. None when the Python path\n"
-"must do it: the filter (bits, mask) may hold one of the CIDs (the store then checks its\n"
-"memory and idx), there are no blocks or more than 16, or one is not a dag.block Block.");
+"...), the CID as a bytearray and where the data is in the data file, an int: its offset\n"
+"times 2**24 plus its length. Each block's data is appended to the bytearray `buf`, whose\n"
+"first byte goes to offset `end` of the file. Returns those and the CIDs in that order.\n"
+"None (and `buf` as it was) when the Python path must do it: the filter (bits, mask) may\n"
+"hold one of the CIDs (the store then checks its memory and idx), there are no blocks or\n"
+"more than 16, one is not a dag.block Block or has 2**24 bytes or more.");
 
 static PyObject *
 insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     unsigned char *bits;
     uint64_t mask, p1, p2;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "insert_rows takes 4 arguments (%zd given)", nargs);
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "insert_rows takes 6 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *buf = args[4];
+    if (!PyByteArray_CheckExact(buf)) {
+        PyErr_SetString(PyExc_TypeError, "insert_rows: buf must be a bytearray");
+        return NULL;
+    }
+    long long end = PyLong_AsLongLong(args[5]);
+    if (end == -1 && PyErr_Occurred())
+        return NULL;
+    if (end < 0 || end >= (1LL << 38)) {
+        PyErr_SetString(PyExc_ValueError, "insert_rows: end must be in 0 .. 2**38 - 1");
         return NULL;
     }
     PyObject *blocks = args[0];
@@ -1556,7 +1572,8 @@ insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *keys[INSERT_MAX], *datas[INSERT_MAX];
     for (Py_ssize_t j = 0; j < n; j++) {
         PyObject *key, *data;
-        if (!block_parts(PySequence_Fast_GET_ITEM(blocks, j), &key, &data))
+        if (!block_parts(PySequence_Fast_GET_ITEM(blocks, j), &key, &data) ||
+            PyBytes_GET_SIZE(data) >= DATA_LEN_MAX)
             Py_RETURN_NONE;
         const char *kb = PyBytes_AS_STRING(key);
         Py_ssize_t kn = PyBytes_GET_SIZE(key), seen = 0;
@@ -1584,20 +1601,38 @@ insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(keys[j]);
         PyList_SET_ITEM(klist, j, keys[j]);
     }
-    for (Py_ssize_t j = 0; j < m; j++) {
+    Py_ssize_t had = PyByteArray_GET_SIZE(buf), total = had;
+    for (Py_ssize_t j = 0; j < m; j++)
+        total += PyBytes_GET_SIZE(datas[j]);
+    if (end + total >= (1LL << 38)) {
+        PyErr_SetString(PyExc_OverflowError, "insert_rows: the data file would pass 2**38 bytes");
+        goto done;
+    }
+    for (Py_ssize_t j = 0, at = had; j < m; j++) {
+        Py_ssize_t len = PyBytes_GET_SIZE(datas[j]);
         PyObject *id = PyLong_FromLongLong(first + j);
         PyObject *kb = id ? PyByteArray_FromObject(keys[j]) : NULL;
-        PyObject *db = kb ? PyByteArray_FromObject(datas[j]) : NULL;
-        if (db == NULL) {
+        PyObject *loc = kb ? PyLong_FromLongLong((end + at) * DATA_LEN_MAX + len) : NULL;
+        if (loc == NULL) {
             Py_XDECREF(id);
             Py_XDECREF(kb);
             goto done;
         }
         PyList_SET_ITEM(out, 3 * j, id);
         PyList_SET_ITEM(out, 3 * j + 1, kb);
-        PyList_SET_ITEM(out, 3 * j + 2, db);
+        PyList_SET_ITEM(out, 3 * j + 2, loc);
+        at += len;
+    }
+    if (PyByteArray_Resize(buf, total) < 0)
+        goto done;
+    for (Py_ssize_t j = 0, at = had; j < m; j++) {
+        Py_ssize_t len = PyBytes_GET_SIZE(datas[j]);
+        memcpy(PyByteArray_AS_STRING(buf) + at, PyBytes_AS_STRING(datas[j]), (size_t)len);
+        at += len;
     }
     result = PyTuple_Pack(2, out, klist);
+    if (result == NULL)
+        PyByteArray_Resize(buf, had); /* shrinking cannot fail */
 done:
     for (Py_ssize_t j = 0; j < m; j++) {
         Py_DECREF(keys[j]);

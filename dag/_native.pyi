@@ -26,7 +26,12 @@ def merge_rows(bucket: list[bytes], entries: dict[bytes, int], out: list[int]) -
 def bind_blocks(cid_type: type, block_type: type, not_decoded: object) -> None: ...
 def spliced(data: bytes) -> Block: ...
 def insert_rows(
-    blocks: list[Block] | tuple[Block, ...], bits: bytearray, mask: int, first: int
+    blocks: list[Block] | tuple[Block, ...],
+    bits: bytearray,
+    mask: int,
+    first: int,
+    buf: bytearray,
+    end: int,
 ) -> tuple[list[int | bytearray], list[bytes]] | None: ...
 def insert_record(
     keys: list[bytes],

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import logging
+import os
 import sqlite3
+import sys
 import time
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -84,8 +88,14 @@ class MemoryBlockStore:
 # One INSERT statement for up to this many blocks (a commit writes a handful): binding one
 # statement's rows costs less than executemany's per-row steps; larger batches use executemany.
 _MULTI_ROWS: Final = 16
-_INSERT: Final = "INSERT INTO blk (id, cid, data) VALUES "
-_INSERTS: Final = [""] + [_INSERT + ", ".join(["(?, ?, ?)"] * n) for n in range(1, _MULTI_ROWS + 1)]
+# A block's bytes are in the data file (unless it has _AT_LEN bytes or more): its blk row has
+# an empty `data` and `at` = offset * _AT_LEN + length (offsets below 2**38).
+_AT_LEN: Final = 1 << 24
+_AT_END: Final = 1 << 38
+_INSERT: Final = "INSERT INTO blk (id, cid, data, at) VALUES "
+_INSERTS: Final = [""] + [
+    _INSERT + ", ".join(["(?, ?, x'', ?)"] * n) for n in range(1, _MULTI_ROWS + 1)
+]
 # The CIDs of the blocks idx (by 64-bit key: the CIDs whose keys these are) or idx2 holds
 _KNOWN: Final = [""] + [
     "SELECT blk.cid FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k IN ("
@@ -103,7 +113,7 @@ _MERGE: Final = "INSERT OR IGNORE INTO idx (k, id) VALUES " + ", ".join(["(?, ?)
 # drops from memory the entries whose blocks another connection deleted, before a merge); the
 # blk row's cid must be the one asked for (another CID may have the same 64-bit key: idx2)
 _GET_INDEXED: Final = (
-    "SELECT blk.data FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k = ? AND blk.cid = ?"
+    "SELECT blk.data, blk.at FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k = ? AND blk.cid = ?"
 )
 _HAS_INDEXED: Final = (
     "SELECT 1 FROM idx JOIN blk ON blk.id = idx.id WHERE idx.k = ? AND blk.cid = ?"
@@ -112,7 +122,10 @@ _DELETE_INDEXED: Final = (
     "DELETE FROM idx WHERE k = ?1"
     " AND EXISTS (SELECT 1 FROM blk WHERE blk.id = idx.id AND blk.cid = ?2) RETURNING id"
 )
-_GET_SPILLED: Final = "SELECT blk.data FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx2.cid = ?"
+_DELETE_ROW: Final = "DELETE FROM blk WHERE id = ? RETURNING at"
+_GET_SPILLED: Final = (
+    "SELECT blk.data, blk.at FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx2.cid = ?"
+)
 _HAS_SPILLED: Final = "SELECT 1 FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx2.cid = ?"
 # Blob parameters are bound as bytearrays: Python's sqlite3 binds a bytearray directly, and
 # looks up an adapter for anything else but int, float and str (two failed attribute lookups
@@ -126,7 +139,15 @@ CACHE_KIB: Final = 64 * 1024
 PAGE_SIZE: Final = 16384
 # WAL bytes before SQLite copies the frames into the database (a checkpoint; SQLite's default
 # is 1,000 pages): a checkpoint writes each dirty page once however many commits wrote it.
+# (floor.py's SQLite-only commit uses it; the store checkpoints itself, below.)
 WAL_CHECKPOINT_BYTES: Final = 32 * 1024 * 1024
+# The store checkpoints the WAL itself, after syncing the data file (so no row reaches the
+# database file before its block's bytes reach the disk): after this many write transactions
+# or blocks written since the last checkpoint, whichever comes first.
+CHECKPOINT_TRANSACTIONS: Final = 1000
+CHECKPOINT_BLOCKS: Final = 65_536
+# A write transaction's blocks wait in memory until its COMMIT, or until they pass this.
+DATA_BUFFER_BYTES: Final = 8 * 1024 * 1024
 # The cid index is fed in batches: new blocks' (cid, id) wait in memory until there are
 # `batch_rows(blocks)` of them, then the batch is merged into `idx` in cid order, a bucket
 # (1/256 of the digest space) at a time, over the following write transactions. A batch of M
@@ -257,6 +278,33 @@ def _filter_bits(blocks: int) -> int:
     return n
 
 
+_PAGE: Final = 4096
+_PUNCH: Final = 0x03  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+_fallocate: object = None  # libc's fallocate, once looked up (False: none here)
+
+
+def _punch(fd: int, lo: int, hi: int) -> None:
+    """Give the whole pages of the data file's bytes lo..hi back to the file system (a hole
+    reads as zeros); nothing where the system or its file system cannot."""
+    global _fallocate
+    start, stop = -(-lo // _PAGE) * _PAGE, hi // _PAGE * _PAGE
+    if stop <= start or _fallocate is False:
+        return
+    if _fallocate is None:
+        name = ctypes.util.find_library("c") if sys.platform == "linux" else None
+        fn = getattr(ctypes.CDLL(name, use_errno=True), "fallocate", None) if name else None
+        if fn is None:
+            _fallocate = False
+            return
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        fn.restype = ctypes.c_int
+        _fallocate = fn
+    if _fallocate(fd, _PUNCH, start, stop - start) != 0:  # type: ignore[operator]
+        err = ctypes.get_errno()
+        _log.info("block store: no holes punched in the data file (%s)", os.strerror(err))
+        _fallocate = False
+
+
 class _Batch:
     """A frozen pending set being merged into `idx`: its entries, by bucket, and progress."""
 
@@ -270,17 +318,27 @@ class _Batch:
 
 
 class SqliteBlockStore:
-    """Blocks in SQLite: bytes appended in id order, a cid index fed in sorted batches.
+    """Blocks in SQLite and a data file: rows appended in id order, bytes appended to the
+    file, a cid index fed in sorted batches.
 
-    Tables: ``blk(id INTEGER PRIMARY KEY, cid, data)`` holds every block once, appended in id
-    order, so an insert touches only the table's last pages; ``idx(k INTEGER PRIMARY KEY, id)``
+    Tables: ``blk(id INTEGER PRIMARY KEY, cid, data, at)`` holds every block once, appended in
+    id order, so an insert touches only the table's last pages. A block's bytes are appended
+    to the data file beside the database (its path and ``-data``; ``at`` is where: offset *
+    2**24 + length), written once there instead of into the WAL and again at its checkpoint;
+    ``data`` holds them instead for a block of 16 MiB or more and for rows written before the
+    data file (``at`` NULL). Space of deleted blocks in the file is given back to the file
+    system (a hole punched) once its pages hold no live block. ``idx(k INTEGER PRIMARY KEY, id)``
     maps CIDs, by a 64-bit key (``_k``: for a sha2-256 CID, eight bytes of its digest), to ids
     for blocks with id <= ``meta.indexed_upto``, and ``idx2(cid PRIMARY KEY, id)`` the rare CID
     whose key idx holds for another. Newer blocks' (cid, id) are in memory (``_pending``;
     rebuilt from ``blk`` at open) until a batch of them is merged into ``idx`` in key order,
     in steps spread over later write transactions. WAL mode, one writing connection per file
     (another connection sees its committed blocks: a lookup that misses re-reads the new rows
-    of ``blk``).
+    of ``blk``). A write transaction's bytes are written to the file before its COMMIT,
+    and the file is synced before each checkpoint (the store runs them; SQLite's are off) and
+    at close, so a row in the database file always has its bytes on disk; after a power loss,
+    rows in the WAL whose bytes did not reach the file are dropped at open (as SQLite may drop
+    its last transactions then, at ``synchronous=NORMAL``).
     """
 
     def __init__(self, path: str | Path, *, batch: int | None = None) -> None:
@@ -292,8 +350,15 @@ class SqliteBlockStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        (page,) = self._db.execute("PRAGMA page_size").fetchone()
-        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // int(page)}")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # _checkpoint, after a data sync
+        self._fd = os.open(f"{path}-data", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._buf = bytearray()  # the open write transaction's bytes for the file, from _end
+        self._end = 0  # the file's size when the buffer was begun
+        self._begin_end = 0  # the file's size when the write transaction began
+        self._data_from = 0  # blk rows before this id have their bytes in `data`
+        self._dead: list[tuple[int, int]] = []  # (id, at) of the transaction's deleted rows
+        self._unsynced_tx = 0  # write transactions since the last checkpoint
+        self._unsynced_blocks = 0  # blocks they wrote
         self._pending: dict[bytes, int] = {}
         self._buckets: list[list[bytes]] = [[] for _ in range(_BUCKETS)]
         self._batch: _Batch | None = None
@@ -317,6 +382,7 @@ class SqliteBlockStore:
         except BaseException:
             self._db.execute("ROLLBACK")
             self._db.close()
+            os.close(self._fd)
             raise
         self._db.execute("COMMIT")
         self._version = self._data_version()
@@ -326,8 +392,11 @@ class SqliteBlockStore:
             r for (r,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS blk (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS blk"
+            " (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL, at INTEGER)"
         )
+        if not any(name == "at" for _, name, *_ in self._db.execute("PRAGMA table_info(blk)")):
+            self._db.execute("ALTER TABLE blk ADD COLUMN at INTEGER")  # a home before the file
         old_idx = "idx" in names and any(
             name == "cid" for _, name, *_ in self._db.execute("PRAGMA table_info(idx)")
         )
@@ -347,7 +416,40 @@ class SqliteBlockStore:
             self._migrate()
         elif old_idx:
             self._reindex("rebuilt the cid index by 64-bit keys")
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta SELECT 'data_from', coalesce(max(id), 0) + 1 FROM blk"
+        )
+        (self._data_from,) = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'data_from'"
+        ).fetchone()
+        self._drop_lost()
         self._reload()
+
+    def _drop_lost(self) -> None:
+        """Drop the newest rows whose bytes are not all in the data file: their transactions
+        were in the WAL, not yet checkpointed, when the machine lost power before the file's
+        pages were written (rows are in id order in the file, so the lost ones are the last)."""
+        size = os.fstat(self._fd).st_size
+        lost: list[tuple[int, bytes]] = []
+        rows = self._db.execute(
+            "SELECT id, cid, at FROM blk WHERE id >= ? ORDER BY id DESC", (self._data_from,)
+        )
+        for i, c, at in rows:
+            if at is not None:
+                if (at >> 24) + (at & (_AT_LEN - 1)) <= size:
+                    break
+                lost.append((int(i), bytes(c)))
+        for i, key in lost:
+            self._db.execute("DELETE FROM blk WHERE id = ?", (i,))
+            self._db.execute("DELETE FROM idx WHERE k = ? AND id = ?", (_k(key), i))
+            self._db.execute("DELETE FROM idx2 WHERE id = ?", (i,))
+        if lost:
+            _log.warning(
+                "block store: dropped %d blocks whose bytes the data file lacks (%d bytes);"
+                " their transactions were lost with the machine's power",
+                len(lost),
+                size,
+            )
 
     def _migrate(self) -> None:
         # the layout before 0.x: blocks(cid BLOB PRIMARY KEY, data BLOB); one transaction
@@ -521,13 +623,14 @@ class SqliteBlockStore:
         for _ in range(2):
             i = self._id(key)
             if i is not None:
-                row = self._db.execute("SELECT data FROM blk WHERE id = ?", (i,)).fetchone()
+                row = self._db.execute("SELECT data, at FROM blk WHERE id = ?", (i,)).fetchone()
             else:
                 row = self._db.execute(_GET_INDEXED, (_k(key), _blob(key))).fetchone()
                 if row is None and self._spilled:
                     row = self._db.execute(_GET_SPILLED, (_blob(key),)).fetchone()
             if row is not None:
-                return bytes(row[0])
+                data, at = row
+                return bytes(data) if at is None else self._read(at, cid)
             if not self._sync():
                 break
         return None
@@ -549,6 +652,24 @@ class SqliteBlockStore:
         data = self.get(cid)
         return None if data is None else Block.decode(cid, data)
 
+    def _read(self, at: int, cid: CID | bytes) -> bytes:
+        """A block's bytes in the data file (or still in the open transaction's buffer)."""
+        off, n = at >> 24, at & (_AT_LEN - 1)
+        if self._buf and off >= self._end:
+            return bytes(self._buf[off - self._end : off - self._end + n])
+        data = os.pread(self._fd, n, off)
+        if len(data) != n:
+            c = cid if isinstance(cid, CID) else CID.parse(cid)
+            raise OSError(
+                f"block store: block {c} is {n} bytes at offset {off} of {self._fd_path()},"
+                f" which ends at {os.fstat(self._fd).st_size}"
+            )
+        return data
+
+    def _fd_path(self) -> str:
+        (path,) = [f for _, name, f in self._db.execute("PRAGMA database_list") if name == "main"]
+        return f"{path}-data"
+
     def cids(self) -> Iterator[CID]:
         rows = self._db.execute("SELECT cid FROM blk ORDER BY id").fetchall()
         return (CID.parse(bytes(r[0])) for r in rows)
@@ -561,8 +682,13 @@ class SqliteBlockStore:
     def blocks_after(self, after: int) -> Iterator[tuple[int, CID, bytes]]:
         """(id, cid, data) of the blocks with ids above `after`, oldest first, read as
         the caller goes (no write to this store until it is done)."""
-        rows = self._db.execute("SELECT id, cid, data FROM blk WHERE id > ? ORDER BY id", (after,))
-        return ((int(i), CID.parse(bytes(c)), bytes(d)) for i, c, d in rows)
+        rows = self._db.execute(
+            "SELECT id, cid, data, at FROM blk WHERE id > ? ORDER BY id", (after,)
+        )
+        return (
+            (int(i), CID.parse(bytes(c)), bytes(d) if at is None else self._read(at, bytes(c)))
+            for i, c, d, at in rows
+        )
 
     def __len__(self) -> int:
         (n,) = self._db.execute("SELECT count(*) FROM blk").fetchone()
@@ -595,7 +721,7 @@ class SqliteBlockStore:
             # the common case in C: blocks the filter has never seen, so none is in memory or
             # idx (the filter holds every CID of both); None: the checks below are needed
             first = self._tail + 1
-            rows = _native.insert_rows(blocks, f.bits, f.mask, first)
+            rows = _native.insert_rows(blocks, f.bits, f.mask, first, self._buf, self._end)
             if rows is not None:
                 params, keys = rows
                 n = len(keys)
@@ -604,6 +730,8 @@ class SqliteBlockStore:
                 _native.insert_record(keys, first, self._pending, self._buckets, self._log)
                 self._filter_add(keys)
                 self._inserted += n
+                if len(self._buf) > DATA_BUFFER_BYTES:
+                    self._flush()
                 return
         pending = self._pending
         batch = self._batch
@@ -626,18 +754,19 @@ class SqliteBlockStore:
         n = len(fresh)
         if not n:
             return
-        first = i = self._tail + 1
-        if n > _MULTI_ROWS:
-            self._db.executemany(
-                _INSERT + "(?, ?, ?)",
-                [(first + j, _blob(k), _blob(d)) for j, (k, d) in enumerate(fresh.items())],
-            )
-        else:
-            args: list[int | bytearray] = []
-            for key, data in fresh.items():
-                args += (i, _blob(key), _blob(data))
-                i += 1
-            self._db.execute(_INSERTS[n], args)
+        first = self._tail + 1
+        buf = self._buf
+        new: list[tuple[int, bytearray, bytes | bytearray, int | None]] = []
+        for j, (key, data) in enumerate(fresh.items()):
+            if len(data) < _AT_LEN:
+                at = self._end + len(buf)
+                if at + len(data) >= _AT_END:
+                    raise OverflowError("block store: the data file would pass 2**38 bytes")
+                buf += data
+                new.append((first + j, _blob(key), b"", at * _AT_LEN + len(data)))
+            else:
+                new.append((first + j, _blob(key), _blob(data), None))
+        self._db.executemany(_INSERT + "(?, ?, ?, ?)", new)
         self._tail = first + n - 1
         buckets, log, i = self._buckets, self._log, first
         for key in fresh:
@@ -647,6 +776,18 @@ class SqliteBlockStore:
             i += 1
         self._filter_add(fresh.keys())
         self._inserted += n
+        if len(buf) > DATA_BUFFER_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """The buffered bytes into the data file (inside the write transaction)."""
+        view, at = memoryview(self._buf), self._end
+        while view:
+            n = os.pwrite(self._fd, view, at)
+            view, at = view[n:], at + n
+        view.release()
+        self._end = at
+        self._buf.clear()
 
     def delete_many(self, cids: Iterable[CID]) -> int:
         """Delete these blocks in one transaction (or the open group's); return how many were."""
@@ -673,15 +814,17 @@ class SqliteBlockStore:
                 if i is None and row is not None:
                     i = int(row[0])
                 if i is not None:
-                    n += self._db.execute("DELETE FROM blk WHERE id = ?", (i,)).rowcount
-            if own:
-                self._db.execute("COMMIT")
+                    gone = self._db.execute(_DELETE_ROW, (i,)).fetchone()
+                    if gone is not None:
+                        n += 1
+                        if gone[0] is not None:
+                            self._dead.append((i, gone[0]))
         except BaseException:
             if own:
                 self._rollback()
             raise
         if own:
-            self._saved = None
+            self._commit(maintain=False)
         return n
 
     # -- transactions and the index merge
@@ -705,21 +848,73 @@ class SqliteBlockStore:
         )
         self._log.clear()
         self._inserted = 0
+        self._end = self._begin_end = os.fstat(self._fd).st_size
+        self._buf.clear()
+        self._dead.clear()
 
-    def _commit(self) -> None:
-        """End the open write transaction: the merge step that is due, then COMMIT; if either
-        fails, the transaction is undone in the database and in memory."""
+    def _commit(self, *, maintain: bool = True) -> None:
+        """End the open write transaction: the merge step that is due, the blocks' bytes into
+        the data file, then COMMIT; if any fails, the transaction is undone in the database
+        and in memory. Then the space of blocks it deleted goes back to the file system, and
+        a checkpoint runs if one is due."""
         try:
-            self._maintain()
+            if maintain:
+                self._maintain()
+            gaps = self._gaps() if self._dead else []
+            self._flush()
             self._db.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
         self._saved = None
+        for lo, hi in gaps:
+            _punch(self._fd, lo, hi)
+        self._unsynced_tx += 1
+        self._unsynced_blocks += self._inserted
+        if (
+            self._unsynced_tx >= CHECKPOINT_TRANSACTIONS
+            or self._unsynced_blocks >= CHECKPOINT_BLOCKS
+        ):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Sync the data file, then copy the WAL's frames into the database (a PASSIVE
+        checkpoint: it does what readers allow)."""
+        os.fdatasync(self._fd)
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self._unsynced_tx = self._unsynced_blocks = 0
+
+    def _gaps(self) -> list[tuple[int, int]]:
+        """The byte ranges of the data file that no block holds around the deleted blocks
+        (asked inside the transaction: no other writer is appending)."""
+        db, gaps, upto = self._db, [], -1
+        for i, _ in sorted(self._dead):
+            if i < upto:  # inside the gap found last
+                continue
+            prev = db.execute(
+                "SELECT at FROM blk WHERE id < ? AND id >= ? AND at IS NOT NULL"
+                " ORDER BY id DESC LIMIT 1",
+                (i, self._data_from),
+            ).fetchone()
+            nxt = db.execute(
+                "SELECT id, at FROM blk WHERE id > ? AND at IS NOT NULL ORDER BY id LIMIT 1", (i,)
+            ).fetchone()
+            lo = 0 if prev is None else (prev[0] >> 24) + (prev[0] & (_AT_LEN - 1))
+            if nxt is None:
+                hi, upto = self._end, 1 << 62  # the end before this transaction's new bytes
+            else:
+                hi, upto = nxt[1] >> 24, nxt[0]
+            gaps.append((lo, hi))
+        self._dead.clear()
+        return gaps
 
     def _rollback(self) -> None:
-        """Undo the open write transaction, in the database and in memory."""
+        """Undo the open write transaction, in the database, the data file and memory."""
+        self._buf.clear()
+        self._dead.clear()
         if self._db.in_transaction:
+            if os.fstat(self._fd).st_size > self._begin_end:  # still under the write lock
+                os.ftruncate(self._fd, self._begin_end)
             self._db.execute("ROLLBACK")
         saved = self._saved
         self._saved = None
@@ -801,7 +996,17 @@ class SqliteBlockStore:
         self._commit()
 
     def close(self) -> None:
-        self._db.close()
+        """Close the connection (SQLite checkpoints when it is the last one: the data file is
+        synced first)."""
+        if self._fd < 0:
+            return
+        try:
+            if os.fstat(self._fd).st_size:
+                os.fdatasync(self._fd)
+            self._db.close()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> SqliteBlockStore:
         return self

@@ -6,10 +6,12 @@ their goals, how much CPU per commit is left for what runs in Python.
   payload;
 - ``sha256_us``: the sha2-256 digests of a commit's blocks (their CIDs);
 - ``sqlite_us``: a commit's blocks written as dag/store.py writes them (its tables, page size,
-  WAL and cache settings): one multi-row INSERT into ``blk`` per commit, one COMMIT per
-  ``group`` commits, and each block's row in the cid index ``idx`` (by its 64-bit key),
-  sorted in batches of 4,096 and spread over the transactions, 128 rows a statement. The
-  statements' arguments are built before the clock starts.
+  WAL and cache settings): one multi-row INSERT into ``blk`` per commit (each row the CID
+  and where its bytes are in the data file), the ``group`` commits' bytes appended to the
+  data file by one write and one COMMIT per ``group`` commits, and each block's row in the
+  cid index ``idx`` (by its 64-bit key), sorted in batches of 4,096 and spread over the
+  transactions, 128 rows a statement. The statements' arguments and each group's bytes are
+  built before the clock starts.
 
 Times are process CPU time per commit, in µs: the least of three runs (a floor; the VM's
 speed and the page cache vary from run to run).
@@ -68,18 +70,19 @@ def sqlite_us(block_sizes: Sequence[int], group: int, commits: int) -> float:
 def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
     rng = random.Random(7)
     per = len(block_sizes)
-    insert = "INSERT INTO blk (id, cid, data) VALUES " + ", ".join(["(?, ?, ?)"] * per)
+    insert = "INSERT INTO blk (id, cid, data, at) VALUES " + ", ".join(["(?, ?, x'', ?)"] * per)
     merge = "INSERT OR IGNORE INTO idx (k, id) VALUES " + ", ".join(["(?, ?)"] * _INDEX_ROWS)
     datas = [rng.randbytes(size) for size in block_sizes]
     rows: list[list[bytes | int]] = []
     batches: list[list[int]] = []
     pending: list[tuple[int, int]] = []
-    next_id = 1
+    next_id, end = 1, 0
     for _ in range(commits):
         args: list[bytes | int] = []
         for data in datas:
             cid = b"\x01\x71\x12\x20" + rng.randbytes(32)  # CIDv1 dag-cbor sha2-256, binary
-            args += (next_id, cid, data)
+            args += (next_id, cid, end << 24 | len(data))
+            end += len(data)
             pending.append((int.from_bytes(cid[-8:], "little", signed=True), next_id))
             next_id += 1
         rows.append(args)
@@ -88,6 +91,7 @@ def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
             for at in range(0, len(pending) - _INDEX_ROWS + 1, _INDEX_ROWS):
                 batches.append([x for row in pending[at : at + _INDEX_ROWS] for x in row])
             pending = []
+    group_bytes = [b"".join(datas) * len(rows[at : at + group]) for at in range(0, commits, group)]
     with tempfile.TemporaryDirectory(prefix="p2pico-floor-") as tmp:
         db = sqlite3.connect(str(Path(tmp) / "floor.sqlite"), isolation_level=None)
         db.execute(f"PRAGMA page_size={PAGE_SIZE}")
@@ -96,20 +100,27 @@ def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // PAGE_SIZE}")
         db.execute(
-            "CREATE TABLE blk (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL)"
+            "CREATE TABLE blk"
+            " (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL, at INTEGER)"
         )
+        fd = os.open(Path(tmp) / "floor.sqlite-data", os.O_RDWR | os.O_CREAT, 0o644)
         db.execute("CREATE TABLE idx (k INTEGER PRIMARY KEY, id INTEGER NOT NULL)")
         every = max(1, commits // max(1, len(batches)))  # commits per index statement
         merged = 0
         start = time.process_time()
+        end = 0
         for at in range(0, commits, group):
             db.execute("BEGIN IMMEDIATE")
             for args in rows[at : at + group]:
                 db.execute(insert, args)
+            data = group_bytes[at // group]
+            os.pwrite(fd, data, end)
+            end += len(data)
             while merged < len(batches) and merged * every < at + group:
                 db.execute(merge, batches[merged])
                 merged += 1
             db.execute("COMMIT")
         spent = time.process_time() - start
         db.close()
+        os.close(fd)
     return spent / commits * 1e6

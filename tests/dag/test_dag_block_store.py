@@ -101,10 +101,16 @@ def test_sqlite_persists_and_uses_wal(tmp_path: Path) -> None:
 
 
 def test_sqlite_get_block_reverifies(tmp_path: Path) -> None:
+    """Bytes changed on disk, in the data file or in a row's `data`, fail the CID check."""
     with SqliteBlockStore(tmp_path / "s.db") as s:
         b = Block.encode([1, 2, 3])
         s.put(b)
-        s._db.execute("UPDATE blk SET data = ?", (b"\x83\x01\x02\x04",))
+        assert (tmp_path / "s.db-data").read_bytes() == b.data
+        with open(tmp_path / "s.db-data", "r+b") as f:
+            f.write(b"\x83\x01\x02\x04")
+        with pytest.raises(BlockMismatchError):
+            s.get_block(b.cid)
+        s._db.execute("UPDATE blk SET data = ?, at = NULL", (b"\x83\x01\x02\x05",))
         with pytest.raises(BlockMismatchError):
             s.get_block(b.cid)
 

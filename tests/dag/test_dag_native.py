@@ -547,7 +547,8 @@ def test_c_spliced_and_bind_blocks_refuse_bad_arguments() -> None:
 def _store_state(s: store_mod.SqliteBlockStore) -> tuple[object, ...]:
     db = s._db
     return (
-        db.execute("SELECT id, cid, data FROM blk ORDER BY id").fetchall(),
+        db.execute("SELECT id, cid, data, at FROM blk ORDER BY id").fetchall(),
+        Path(f"{db.execute('PRAGMA database_list').fetchone()[2]}-data").read_bytes(),
         db.execute("SELECT k, id FROM idx ORDER BY k").fetchall(),
         dict(s._pending),
         None if s._batch is None else dict(s._batch.entries),
@@ -609,36 +610,50 @@ def test_insert_rows_gives_the_rows_or_declines() -> None:
     assert native is not None
     f = store_mod._Filter(1 << 12)
     a, b, c = Block.raw(b"a"), Block.raw(b"b"), Block.encode({"c": 1})
-    got = native.insert_rows([a, b, a, c], f.bits, f.mask, 41)
+    buf = bytearray(b"xyz")  # bytes buffered before: the file's 1000..1002
+    got = native.insert_rows([a, b, a, c], f.bits, f.mask, 41, buf, 1000)
     assert got is not None
     args, keys = got
     assert keys == [a.cid.buffer, b.cid.buffer, c.cid.buffer]  # each CID once, first kept
+    at = 1003
     assert args == [
-        41, bytearray(a.cid.buffer), bytearray(a.data),
-        42, bytearray(b.cid.buffer), bytearray(b.data),
-        43, bytearray(c.cid.buffer), bytearray(c.data),
+        41, bytearray(a.cid.buffer), at << 24 | len(a.data),
+        42, bytearray(b.cid.buffer), (at + 1) << 24 | len(b.data),
+        43, bytearray(c.cid.buffer), (at + 2) << 24 | len(c.data),
     ]  # fmt: skip
-    assert all(type(x) is bytearray for x in args[1::3] + args[2::3])
+    assert buf == b"xyz" + a.data + b.data + c.data
+    assert all(type(x) is bytearray for x in args[1::3])
     f.add(b.cid.buffer)  # the filter may hold b: the Python path checks memory and idx
-    assert native.insert_rows((a, b), f.bits, f.mask, 1) is None
-    assert native.insert_rows([], f.bits, f.mask, 1) is None
-    assert native.insert_rows([a] * 17, f.bits, f.mask, 1) is None  # more than one INSERT
-    assert native.insert_rows([a, object()], f.bits, f.mask, 1) is None  # type: ignore[list-item]
+    assert native.insert_rows((a, b), f.bits, f.mask, 1, buf, 0) is None
+    assert native.insert_rows([], f.bits, f.mask, 1, buf, 0) is None
+    assert native.insert_rows([a] * 17, f.bits, f.mask, 1, buf, 0) is None  # two INSERTs
+    assert native.insert_rows([a, object()], f.bits, f.mask, 1, buf, 0) is None  # type: ignore[list-item]
+    big = Block.raw(bytes(1 << 24))  # a row's data, not the file's
+    assert native.insert_rows([a, big], f.bits, f.mask, 1, buf, 0) is None
+    assert buf == b"xyz" + a.data + b.data + c.data  # declined: the buffer as it was
+    with pytest.raises(OverflowError, match="2\\*\\*38"):
+        native.insert_rows([a], f.bits, f.mask, 1, buf, (1 << 38) - 4)
+    assert buf == b"xyz" + a.data + b.data + c.data
 
 
 def test_bad_insert_arguments_raise() -> None:
     assert native is not None
     bits = bytearray(8)
-    with pytest.raises(TypeError, match="4 arguments"):
-        native.insert_rows([], bits, 63)  # type: ignore[call-arg]
+    buf = bytearray()
+    with pytest.raises(TypeError, match="6 arguments"):
+        native.insert_rows([], bits, 63, 1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="list or a tuple"):
-        native.insert_rows(iter([]), bits, 63, 1)  # type: ignore[arg-type]
+        native.insert_rows(iter([]), bits, 63, 1, buf, 0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="bytearray"):
-        native.insert_rows([], bytes(8), 63, 1)  # type: ignore[arg-type]
+        native.insert_rows([], bytes(8), 63, 1, buf, 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="does not fit"):
-        native.insert_rows([], bits, 127, 1)
+        native.insert_rows([], bits, 127, 1, buf, 0)
     with pytest.raises(TypeError):
-        native.insert_rows([], bits, 63, "1")  # type: ignore[arg-type]
+        native.insert_rows([], bits, 63, "1", buf, 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="buf must be a bytearray"):
+        native.insert_rows([], bits, 63, 1, b"", 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="end must be"):
+        native.insert_rows([], bits, 63, 1, buf, -1)
     buckets: list[list[bytes]] = [[] for _ in range(256)]
     with pytest.raises(TypeError, match="5 arguments"):
         native.insert_record([], 1, {}, buckets)  # type: ignore[call-arg]

@@ -1,0 +1,242 @@
+"""SqliteBlockStore's data file: blocks' bytes appended beside the database, read back from it
+(or from the open transaction's buffer), cut back on rollback, checked after a power loss,
+synced before each checkpoint, and given back to the file system when GC deletes blocks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dag import store as store_mod
+from dag.block import Block
+from dag.store import SqliteBlockStore
+
+
+def data_path(db: Path) -> Path:
+    return Path(f"{db}-data")
+
+
+def _in_a_group_then_fail(
+    store: SqliteBlockStore,
+    step: Callable[[], object],
+    path: Path | None = None,
+    sizes: list[int] | None = None,
+) -> None:
+    with store.group():
+        step()
+        if path is not None and sizes is not None:
+            sizes.append(data_path(path).stat().st_size)
+        raise RuntimeError("undo")
+
+
+def test_bytes_go_to_the_data_file_and_come_back_to_every_reader(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    blocks = [Block.raw(b"block %d" % i) for i in range(40)]
+    with SqliteBlockStore(path) as store:
+        store.put_many(blocks[:10])
+        with store.group():
+            for b in blocks[10:]:
+                store.put(b)
+        assert data_path(path).read_bytes() == b"".join(b.data for b in blocks)
+        rows = store._db.execute("SELECT data, at FROM blk ORDER BY id").fetchall()
+        offsets = [0]
+        for b in blocks:
+            offsets.append(offsets[-1] + len(b.data))
+        assert rows == [
+            (b"", o << 24 | len(b.data)) for o, b in zip(offsets[:-1], blocks, strict=True)
+        ]
+        with SqliteBlockStore(path) as other:  # another connection, open at the same time
+            assert [other.get_block(b.cid) for b in blocks] == blocks
+        assert [(c, d) for _, c, d in store.blocks_after(0)] == [(b.cid, b.data) for b in blocks]
+    with SqliteBlockStore(path) as store:  # reopened
+        assert all(store.has(b.cid) for b in blocks)
+        assert [store.get(b.cid) for b in blocks] == [b.data for b in blocks]
+
+
+def test_a_group_reads_its_own_blocks_before_and_after_its_buffer_is_written(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(store_mod, "DATA_BUFFER_BYTES", 100)
+    path = tmp_path / "blocks.sqlite"
+    blocks = [Block.raw(bytes([i]) * 30) for i in range(10)]
+    with SqliteBlockStore(path) as store:
+        with store.group():
+            store.put_many(blocks[:2])  # 60 bytes: buffered
+            assert data_path(path).stat().st_size == 0
+            assert store.get(blocks[0].cid) == blocks[0].data
+            store.put_many(blocks[2:6])  # past 100 bytes: written to the file now
+            assert data_path(path).stat().st_size == 180
+            store.put(blocks[6])  # buffered again, behind them
+            assert [store.get(b.cid) for b in blocks[:7]] == [b.data for b in blocks[:7]]
+        assert data_path(path).read_bytes() == b"".join(b.data for b in blocks[:7])
+
+
+def test_a_rollback_cuts_the_file_back_and_the_next_commit_takes_its_place(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(store_mod, "DATA_BUFFER_BYTES", 50)
+    path = tmp_path / "blocks.sqlite"
+    kept, lost, later = Block.raw(b"k" * 40), Block.raw(b"l" * 70), Block.raw(b"z" * 10)
+    with SqliteBlockStore(path) as store:
+        store.put(kept)
+        sizes: list[int] = []
+        with pytest.raises(RuntimeError, match="undo"):
+            _in_a_group_then_fail(store, lambda: store.put(lost), path, sizes)
+        assert sizes == [110]  # past 50 bytes: in the file before the rollback
+        assert data_path(path).read_bytes() == kept.data
+        assert not store.has(lost.cid)
+        store.put(later)
+        assert data_path(path).read_bytes() == kept.data + later.data
+        assert store.get(later.cid) == later.data
+
+
+def test_rows_whose_bytes_a_power_loss_took_are_dropped_at_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WAL kept the newest transactions' rows, the file lost their bytes: those blocks
+    are gone from blk, idx and memory, the others read as before, and new puts work."""
+    path = tmp_path / "blocks.sqlite"
+    old = [Block.raw(b"old %d" % i) for i in range(300)]
+    new = [Block.raw(b"new %d" % i) for i in range(5)]
+    with SqliteBlockStore(path, batch=100) as store:  # old ones merged into idx
+        for at in range(0, 300, 50):
+            store.put_many(old[at : at + 50])
+        assert store._db.execute("SELECT count(*) FROM idx").fetchone()[0] >= 200
+        size = data_path(path).stat().st_size
+        store.put_many(new)
+    # the file as the disk had it: the last transaction's bytes, and one more block's, missing
+    os.truncate(data_path(path), size - len(old[-1].data))
+    lost = [old[-1], *new]
+    with caplog.at_level(logging.WARNING, logger="dag.store"):
+        store = SqliteBlockStore(path, batch=100)
+    with store:
+        assert "dropped 6 blocks" in caplog.text
+        assert not any(store.has(b.cid) for b in lost)
+        assert [store.get_block(b.cid) for b in old[:-1]] == old[:-1]
+        assert len(store) == 299
+        again = Block.raw(b"after")
+        store.put_many([again, old[-1]])
+        assert store.get(again.cid) == again.data
+        assert store.get(old[-1].cid) == old[-1].data
+    with SqliteBlockStore(path) as store:
+        assert len(store) == 301
+
+
+def test_the_data_file_is_synced_before_each_checkpoint_and_at_close(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    events: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        events.append("sync")
+        real(fd)
+
+    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(store_mod, "CHECKPOINT_TRANSACTIONS", 3)
+    path = tmp_path / "blocks.sqlite"
+    store = SqliteBlockStore(path)
+    store._db.set_trace_callback(lambda sql: events.append(sql) if "checkpoint" in sql else None)
+    for i in range(7):
+        store.put(Block.raw(b"%d" % i))
+    assert events == ["sync", "PRAGMA wal_checkpoint(PASSIVE)"] * 2
+    events.clear()
+    store.close()
+    assert events == ["sync"]
+    store.close()  # twice: nothing more
+    assert events == ["sync"]
+
+
+def test_a_block_of_16_mib_or_more_stays_in_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    big, small = Block.raw(bytes(1 << 24)), Block.raw(b"small")
+    with SqliteBlockStore(path) as store:
+        store.put_many([small, big])
+        rows = store._db.execute("SELECT length(data), at FROM blk ORDER BY id").fetchall()
+        assert rows == [(0, len(small.data)), (1 << 24, None)]
+        assert data_path(path).read_bytes() == small.data
+        assert store.get(big.cid) == big.data
+        assert store.delete_many([big.cid]) == 1
+
+
+def _allocated(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+def test_gc_gives_dead_blocks_space_back_and_keeps_every_live_byte(tmp_path: Path) -> None:
+    """Rounds of deletes (alone and in groups, one rolled back) over 4 KiB-ish blocks: every
+    live block reads back whole, and the file's allocated space falls with the live bytes
+    (where the file system punches holes; ext4, xfs, btrfs and tmpfs do)."""
+    rng = random.Random(5)
+    path = tmp_path / "blocks.sqlite"
+    blocks = [Block.raw(rng.randbytes(rng.randrange(1000, 9000))) for _ in range(1500)]
+    with SqliteBlockStore(path) as store:
+        for at in range(0, len(blocks), 100):
+            with store.group():
+                store.put_many(blocks[at : at + 100])
+        total = data_path(path).stat().st_size
+        os.fsync(store._fd)
+        live = set(range(len(blocks)))
+        with pytest.raises(RuntimeError, match="undo"):  # rolled back: nothing punched
+            _in_a_group_then_fail(store, lambda: store.delete_many([b.cid for b in blocks[:700]]))
+        assert all(store.get(b.cid) == b.data for b in blocks)
+        for step in range(4):
+            doomed = rng.sample(sorted(live), len(live) // 2)
+            if step % 2:
+                with store.group():
+                    store.delete_many([blocks[i].cid for i in doomed[: len(doomed) // 2]])
+                    store.delete_many([blocks[i].cid for i in doomed[len(doomed) // 2 :]])
+            else:
+                assert store.delete_many([blocks[i].cid for i in doomed]) == len(doomed)
+            live -= set(doomed)
+            assert all(store.get(blocks[i].cid) == blocks[i].data for i in live)
+            assert not any(store.has(blocks[i].cid) for i in doomed)
+        assert data_path(path).stat().st_size == total  # holes, not a shorter file
+        live_bytes = sum(len(blocks[i].data) for i in live)
+        if store_mod._fallocate is False:
+            pytest.skip("this file system punches no holes")
+        # each live block keeps at most the two pages its ends share with dead neighbours
+        assert _allocated(data_path(path)) <= live_bytes + len(live) * 2 * 4096
+        assert _allocated(data_path(path)) < total // 4
+        # everything deleted, the tail too: only the file's last, partial page stays (a
+        # writer may be appending to it), and the file system's own block for the file's
+        # extents (ext4 counts it)
+        store.delete_many([blocks[i].cid for i in live])
+        assert _allocated(data_path(path)) <= 2 * 4096
+        fresh = Block.raw(b"after the holes")
+        store.put(fresh)
+        assert store.get(fresh.cid) == fresh.data
+        assert data_path(path).stat().st_size == total + len(fresh.data)
+
+
+def test_a_home_before_the_data_file_keeps_its_rows_and_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "blocks.sqlite"
+    db = sqlite3.connect(path)  # blk as the store wrote it before the data file
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE blk (id INTEGER PRIMARY KEY, cid BLOB NOT NULL, data BLOB NOT NULL)")
+    db.execute("CREATE TABLE idx (k INTEGER PRIMARY KEY, id INTEGER NOT NULL)")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('indexed_upto', 0)")
+    old = [Block.raw(b"old %d" % i) for i in range(20)]
+    db.executemany(
+        "INSERT INTO blk (cid, data) VALUES (?, ?)", [(b.cid.buffer, b.data) for b in old]
+    )
+    db.commit()
+    db.close()
+    new = [Block.raw(b"new %d" % i) for i in range(5)]
+    with SqliteBlockStore(path) as store:
+        assert store._data_from == 21
+        store.put_many(new)
+        assert [store.get(b.cid) for b in old + new] == [b.data for b in old + new]
+        assert store.delete_many([old[3].cid, new[1].cid, old[19].cid]) == 3
+    with SqliteBlockStore(path) as store:  # no row is lost at open: the old ones have no `at`
+        assert len(store) == 22
+        assert data_path(path).stat().st_size == sum(len(b.data) for b in new)
