@@ -137,15 +137,16 @@ CACHE_KIB: Final = 64 * 1024
 # commit of a large map writes 12-16 KB of blocks (HAMT nodes, an inline map): with 16 KB pages
 # that is fewer pages, overflow chains and WAL frames (two write calls each) per commit.
 PAGE_SIZE: Final = 16384
-# WAL bytes before SQLite copies the frames into the database (a checkpoint; SQLite's default
-# is 1,000 pages): a checkpoint writes each dirty page once however many commits wrote it.
-# (floor.py's SQLite-only commit uses it; the store checkpoints itself, below.)
+# WAL bytes before the frames are copied into the database (a checkpoint; SQLite's default is
+# 1,000 pages): a checkpoint writes each dirty page once however many commits wrote it. The
+# store runs its checkpoints itself, after syncing the data file, so no row reaches the
+# database file before its block's bytes reach the disk; it reads the WAL's frames not yet
+# copied after each write transaction from the wal-index (the -shm file: mxFrame at byte 16
+# of its header, nBackfill at byte 96, in SQLite's documented format, native byte order).
 WAL_CHECKPOINT_BYTES: Final = 32 * 1024 * 1024
-# The store checkpoints the WAL itself, after syncing the data file (so no row reaches the
-# database file before its block's bytes reach the disk): after this many write transactions
-# or blocks written since the last checkpoint, whichever comes first.
-CHECKPOINT_TRANSACTIONS: Final = 1000
-CHECKPOINT_BLOCKS: Final = 65_536
+# Without a wal-index to read: a checkpoint every this many write transactions. After a
+# checkpoint that readers kept from copying enough, the next try waits as many.
+CHECKPOINT_TRANSACTIONS: Final = 256
 # A write transaction's blocks wait in memory until its COMMIT, or until they pass this.
 DATA_BUFFER_BYTES: Final = 8 * 1024 * 1024
 # The cid index is fed in batches: new blocks' (cid, id) wait in memory until there are
@@ -357,8 +358,11 @@ class SqliteBlockStore:
         self._begin_end = 0  # the file's size when the write transaction began
         self._data_from = 0  # blk rows before this id have their bytes in `data`
         self._dead: list[tuple[int, int]] = []  # (id, at) of the transaction's deleted rows
-        self._unsynced_tx = 0  # write transactions since the last checkpoint
-        self._unsynced_blocks = 0  # blocks they wrote
+        self._page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        self._unchecked = 0  # write transactions since the last checkpoint (or its try)
+        self._held = False  # whether readers kept the last checkpoint from copying enough
+        self._shm = -1  # the wal-index file (-1: not open yet; -2: none to read)
+        self._path = str(path)
         self._pending: dict[bytes, int] = {}
         self._buckets: list[list[bytes]] = [[] for _ in range(_BUCKETS)]
         self._batch: _Batch | None = None
@@ -869,20 +873,42 @@ class SqliteBlockStore:
         self._saved = None
         for lo, hi in gaps:
             _punch(self._fd, lo, hi)
-        self._unsynced_tx += 1
-        self._unsynced_blocks += self._inserted
-        if (
-            self._unsynced_tx >= CHECKPOINT_TRANSACTIONS
-            or self._unsynced_blocks >= CHECKPOINT_BLOCKS
-        ):
+        self._unchecked += 1
+        backlog = self._wal_backlog()
+        if backlog is None:
+            due = self._unchecked >= CHECKPOINT_TRANSACTIONS
+        else:
+            due = backlog * self._page >= WAL_CHECKPOINT_BYTES and (
+                not self._held or self._unchecked >= CHECKPOINT_TRANSACTIONS
+            )
+        if due:
             self.checkpoint()
+            backlog = self._wal_backlog()
+            self._held = backlog is not None and backlog * self._page >= WAL_CHECKPOINT_BYTES
+
+    def _wal_backlog(self) -> int | None:
+        """The WAL's frames not yet copied into the database (None: no wal-index here)."""
+        if self._shm == -2:
+            return None
+        if self._shm == -1:
+            try:
+                self._shm = os.open(f"{self._path}-shm", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._shm = -2
+                return None
+        head = os.pread(self._shm, 100, 0)
+        if len(head) < 100:
+            return None
+        frames = int.from_bytes(head[16:20], sys.byteorder)
+        copied = int.from_bytes(head[96:100], sys.byteorder)
+        return max(0, frames - copied)
 
     def checkpoint(self) -> None:
         """Sync the data file, then copy the WAL's frames into the database (a PASSIVE
         checkpoint: it does what readers allow)."""
         os.fdatasync(self._fd)
         self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self._unsynced_tx = self._unsynced_blocks = 0
+        self._unchecked = 0
 
     def _gaps(self) -> list[tuple[int, int]]:
         """The byte ranges of the data file that no block holds around the deleted blocks
@@ -1007,6 +1033,9 @@ class SqliteBlockStore:
         finally:
             os.close(self._fd)
             self._fd = -1
+            if self._shm >= 0:
+                os.close(self._shm)
+            self._shm = -2
 
     def __enter__(self) -> SqliteBlockStore:
         return self

@@ -3,7 +3,8 @@
 Layout of ``--home DIR`` (default ``~/.p2pico``):
 
     engine.key      32-byte Ed25519 seed of the engine (mode 0600); its peer id names the node
-    blocks.sqlite   the content-addressed block store (dag.store.SqliteBlockStore)
+    blocks.sqlite   the content-addressed block store (dag.store.SqliteBlockStore), with
+                    its data file blocks.sqlite-data (the blocks' bytes)
     node.sqlite     picos hosted here (seed, head, record seq), newest location record per DID,
                     heads imported from CARs (p2pico.history), forked ones flagged, the
                     node's settings (the DID of its root pico, p2pico.root), and the

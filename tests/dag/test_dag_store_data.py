@@ -139,13 +139,20 @@ def test_the_data_file_is_synced_before_each_checkpoint_and_at_close(
         real(fd)
 
     monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
-    monkeypatch.setattr(store_mod, "CHECKPOINT_TRANSACTIONS", 3)
+    monkeypatch.setattr(store_mod, "WAL_CHECKPOINT_BYTES", 4 * 16384)  # four frames
     path = tmp_path / "blocks.sqlite"
     store = SqliteBlockStore(path)
     store._db.set_trace_callback(lambda sql: events.append(sql) if "checkpoint" in sql else None)
-    for i in range(7):
-        store.put(Block.raw(b"%d" % i))
-    assert events == ["sync", "PRAGMA wal_checkpoint(PASSIVE)"] * 2
+    backlogs = []
+    for i in range(12):
+        store.put(Block.raw(b"%d" % i))  # a transaction of 1-2 frames (blk, then idx)
+        backlogs.append(store._wal_backlog())
+        assert backlogs[-1] is not None
+        assert backlogs[-1] < 4, "the WAL passed the limit without a checkpoint"
+    assert events[:2] == ["sync", "PRAGMA wal_checkpoint(PASSIVE)"]
+    assert len(events) >= 4
+    assert events == ["sync", "PRAGMA wal_checkpoint(PASSIVE)"] * (len(events) // 2)
+    assert 0 in backlogs  # each checkpoint copied every frame (no reader held one)
     events.clear()
     store.close()
     assert events == ["sync"]
