@@ -1507,6 +1507,7 @@ merge_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 #define INSERT_MAX 16 /* store._MULTI_ROWS: one INSERT statement's rows */
 #define DATA_LEN_MAX (1LL << 24) /* store._AT_LEN: a block in the data file is shorter */
+#define INLINE_MAX 512 /* store.INLINE_MAX: a block of at most this many bytes stays in its row */
 
 /* The CID bytes and data of a Block made by dag.block (bound by bind_blocks), borrowed; 0
  * if it is not one (another type, a slot unset, not bytes). */
@@ -1528,9 +1529,10 @@ PyDoc_STRVAR(insert_rows_doc,
 "\n"
 "The INSERT parameters of SqliteBlockStore._insert for `blocks` (a list or tuple of up to 16\n"
 "dag.block Blocks), each CID once (the first block of a CID wins): id (first, first + 1,\n"
-"...), the CID as a bytearray and where the data is in the data file, an int: its offset\n"
-"times 2**24 plus its length. Each block's data is appended to the bytearray `buf`, whose\n"
-"first byte goes to offset `end` of the file. Returns those and the CIDs in that order.\n"
+"...), the CID as a bytearray, then a block of at most 512 bytes' data as a bytearray and\n"
+"None, a larger one's an empty bytearray and where its data is in the data file, an int:\n"
+"its offset times 2**24 plus its length (the data is appended to the bytearray `buf`, whose\n"
+"first byte goes to offset `end` of the file). Returns those and the CIDs in that order.\n"
 "None (and `buf` as it was) when the Python path must do it: the filter (bits, mask) may\n"
 "hold one of the CIDs (the store then checks its memory and idx), there are no blocks or\n"
 "more than 16, one is not a dag.block Block or has 2**24 bytes or more.");
@@ -1594,7 +1596,7 @@ insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(keys[j]);
         Py_INCREF(datas[j]);
     }
-    PyObject *result = NULL, *out = PyList_New(3 * m), *klist = PyList_New(m);
+    PyObject *result = NULL, *out = PyList_New(4 * m), *klist = PyList_New(m);
     if (out == NULL || klist == NULL)
         goto done;
     for (Py_ssize_t j = 0; j < m; j++) {
@@ -1603,30 +1605,42 @@ insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t had = PyByteArray_GET_SIZE(buf), total = had;
     for (Py_ssize_t j = 0; j < m; j++)
-        total += PyBytes_GET_SIZE(datas[j]);
+        if (PyBytes_GET_SIZE(datas[j]) > INLINE_MAX)
+            total += PyBytes_GET_SIZE(datas[j]);
     if (end + total >= (1LL << 38)) {
         PyErr_SetString(PyExc_OverflowError, "insert_rows: the data file would pass 2**38 bytes");
         goto done;
     }
     for (Py_ssize_t j = 0, at = had; j < m; j++) {
         Py_ssize_t len = PyBytes_GET_SIZE(datas[j]);
+        int inline_ = len <= INLINE_MAX;
         PyObject *id = PyLong_FromLongLong(first + j);
         PyObject *kb = id ? PyByteArray_FromObject(keys[j]) : NULL;
-        PyObject *loc = kb ? PyLong_FromLongLong((end + at) * DATA_LEN_MAX + len) : NULL;
+        PyObject *db = kb ? PyByteArray_FromStringAndSize(
+                                inline_ ? PyBytes_AS_STRING(datas[j]) : NULL, inline_ ? len : 0)
+                          : NULL;
+        PyObject *loc = !db      ? NULL
+                        : inline_ ? Py_NewRef(Py_None)
+                                  : PyLong_FromLongLong((end + at) * DATA_LEN_MAX + len);
         if (loc == NULL) {
             Py_XDECREF(id);
             Py_XDECREF(kb);
+            Py_XDECREF(db);
             goto done;
         }
-        PyList_SET_ITEM(out, 3 * j, id);
-        PyList_SET_ITEM(out, 3 * j + 1, kb);
-        PyList_SET_ITEM(out, 3 * j + 2, loc);
-        at += len;
+        PyList_SET_ITEM(out, 4 * j, id);
+        PyList_SET_ITEM(out, 4 * j + 1, kb);
+        PyList_SET_ITEM(out, 4 * j + 2, db);
+        PyList_SET_ITEM(out, 4 * j + 3, loc);
+        if (!inline_)
+            at += len;
     }
     if (PyByteArray_Resize(buf, total) < 0)
         goto done;
     for (Py_ssize_t j = 0, at = had; j < m; j++) {
         Py_ssize_t len = PyBytes_GET_SIZE(datas[j]);
+        if (len <= INLINE_MAX)
+            continue;
         memcpy(PyByteArray_AS_STRING(buf) + at, PyBytes_AS_STRING(datas[j]), (size_t)len);
         at += len;
     }

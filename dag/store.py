@@ -92,9 +92,12 @@ _MULTI_ROWS: Final = 16
 # an empty `data` and `at` = offset * _AT_LEN + length (offsets below 2**38).
 _AT_LEN: Final = 1 << 24
 _AT_END: Final = 1 << 38
+# A block of at most INLINE_MAX bytes stays in its row: for a few hundred bytes, SQLite's two
+# copies cost less than a write call on the file (a commit of a small pico writes no file).
+INLINE_MAX: Final = 512
 _INSERT: Final = "INSERT INTO blk (id, cid, data, at) VALUES "
 _INSERTS: Final = [""] + [
-    _INSERT + ", ".join(["(?, ?, x'', ?)"] * n) for n in range(1, _MULTI_ROWS + 1)
+    _INSERT + ", ".join(["(?, ?, ?, ?)"] * n) for n in range(1, _MULTI_ROWS + 1)
 ]
 # The CIDs of the blocks idx (by 64-bit key: the CIDs whose keys these are) or idx2 holds
 _KNOWN: Final = [""] + [
@@ -147,6 +150,9 @@ WAL_CHECKPOINT_BYTES: Final = 32 * 1024 * 1024
 # Without a wal-index to read: a checkpoint every this many write transactions. After a
 # checkpoint that readers kept from copying enough, the next try waits as many.
 CHECKPOINT_TRANSACTIONS: Final = 256
+# The wal-index is read after every this many write transactions (and after one of 256 blocks
+# or more): a transaction adds a few frames, so the WAL passes the limit by a few at most.
+WAL_CHECK_EVERY: Final = 8
 # A write transaction's blocks wait in memory until its COMMIT, or until they pass this.
 DATA_BUFFER_BYTES: Final = 8 * 1024 * 1024
 # The cid index is fed in batches: new blocks' (cid, id) wait in memory until there are
@@ -356,6 +362,7 @@ class SqliteBlockStore:
         self._buf = bytearray()  # the open write transaction's bytes for the file, from _end
         self._end = 0  # the file's size when the buffer was begun
         self._begin_end = 0  # the file's size when the write transaction began
+        self._end_stale = True  # whether another connection may have written since (_sync)
         self._data_from = 0  # blk rows before this id have their bytes in `data`
         self._dead: list[tuple[int, int]] = []  # (id, at) of the transaction's deleted rows
         self._page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
@@ -591,6 +598,7 @@ class SqliteBlockStore:
         v = self._data_version()
         if v == self._version:
             return False
+        self._end_stale = True
         self._version = v
         (upto,) = self._db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
         tail = self._tail
@@ -762,7 +770,7 @@ class SqliteBlockStore:
         buf = self._buf
         new: list[tuple[int, bytearray, bytes | bytearray, int | None]] = []
         for j, (key, data) in enumerate(fresh.items()):
-            if len(data) < _AT_LEN:
+            if INLINE_MAX < len(data) < _AT_LEN:
                 at = self._end + len(buf)
                 if at + len(data) >= _AT_END:
                     raise OverflowError("block store: the data file would pass 2**38 bytes")
@@ -770,7 +778,7 @@ class SqliteBlockStore:
                 new.append((first + j, _blob(key), b"", at * _AT_LEN + len(data)))
             else:
                 new.append((first + j, _blob(key), _blob(data), None))
-        self._db.executemany(_INSERT + "(?, ?, ?, ?)", new)
+        self._db.executemany(_INSERTS[1], new)
         self._tail = first + n - 1
         buckets, log, i = self._buckets, self._log, first
         for key in fresh:
@@ -852,7 +860,10 @@ class SqliteBlockStore:
         )
         self._log.clear()
         self._inserted = 0
-        self._end = self._begin_end = os.fstat(self._fd).st_size
+        if self._end_stale:  # else the file ends where this connection's last write left it
+            self._end = os.fstat(self._fd).st_size
+            self._end_stale = False
+        self._begin_end = self._end
         self._buf.clear()
         self._dead.clear()
 
@@ -874,6 +885,8 @@ class SqliteBlockStore:
         for lo, hi in gaps:
             _punch(self._fd, lo, hi)
         self._unchecked += 1
+        if self._unchecked % WAL_CHECK_EVERY and self._inserted < 256:
+            return  # the WAL is looked at every few transactions, or after a large one
         backlog = self._wal_backlog()
         if backlog is None:
             due = self._unchecked >= CHECKPOINT_TRANSACTIONS
@@ -941,6 +954,7 @@ class SqliteBlockStore:
         if self._db.in_transaction:
             if os.fstat(self._fd).st_size > self._begin_end:  # still under the write lock
                 os.ftruncate(self._fd, self._begin_end)
+            self._end = self._begin_end
             self._db.execute("ROLLBACK")
         saved = self._saved
         self._saved = None

@@ -7,8 +7,9 @@ their goals, how much CPU per commit is left for what runs in Python.
 - ``sha256_us``: the sha2-256 digests of a commit's blocks (their CIDs);
 - ``sqlite_us``: a commit's blocks written as dag/store.py writes them (its tables, page size,
   WAL and cache settings): one multi-row INSERT into ``blk`` per commit (each row the CID
-  and where its bytes are in the data file), the ``group`` commits' bytes appended to the
-  data file by one write and one COMMIT per ``group`` commits, and each block's row in the
+  and the bytes of a block of up to 512 bytes, or where they are in the data file), the
+  ``group`` commits' larger blocks appended to the data file by one write and one COMMIT per
+  ``group`` commits, and each block's row in the
   cid index ``idx`` (by its 64-bit key), sorted in batches of 4,096 and spread over the
   transactions, 128 rows a statement. The statements' arguments and each group's bytes are
   built before the clock starts.
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dag.did import Keypair
-from dag.store import CACHE_KIB, PAGE_SIZE, WAL_CHECKPOINT_BYTES
+from dag.store import CACHE_KIB, INLINE_MAX, PAGE_SIZE, WAL_CHECKPOINT_BYTES
 
 _INDEX_BATCH = 4096
 _INDEX_ROWS = 128
@@ -70,7 +71,7 @@ def sqlite_us(block_sizes: Sequence[int], group: int, commits: int) -> float:
 def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
     rng = random.Random(7)
     per = len(block_sizes)
-    insert = "INSERT INTO blk (id, cid, data, at) VALUES " + ", ".join(["(?, ?, x'', ?)"] * per)
+    insert = "INSERT INTO blk (id, cid, data, at) VALUES " + ", ".join(["(?, ?, ?, ?)"] * per)
     merge = "INSERT OR IGNORE INTO idx (k, id) VALUES " + ", ".join(["(?, ?)"] * _INDEX_ROWS)
     datas = [rng.randbytes(size) for size in block_sizes]
     rows: list[list[bytes | int]] = []
@@ -81,8 +82,11 @@ def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
         args: list[bytes | int] = []
         for data in datas:
             cid = b"\x01\x71\x12\x20" + rng.randbytes(32)  # CIDv1 dag-cbor sha2-256, binary
-            args += (next_id, cid, end << 24 | len(data))
-            end += len(data)
+            if len(data) <= INLINE_MAX:  # in its row
+                args += (next_id, cid, data, None)
+            else:
+                args += (next_id, cid, b"", end << 24 | len(data))
+                end += len(data)
             pending.append((int.from_bytes(cid[-8:], "little", signed=True), next_id))
             next_id += 1
         rows.append(args)
@@ -91,7 +95,8 @@ def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
             for at in range(0, len(pending) - _INDEX_ROWS + 1, _INDEX_ROWS):
                 batches.append([x for row in pending[at : at + _INDEX_ROWS] for x in row])
             pending = []
-    group_bytes = [b"".join(datas) * len(rows[at : at + group]) for at in range(0, commits, group)]
+    filed = b"".join(d for d in datas if len(d) > INLINE_MAX)
+    group_bytes = [filed * len(rows[at : at + group]) for at in range(0, commits, group)]
     with tempfile.TemporaryDirectory(prefix="p2pico-floor-") as tmp:
         db = sqlite3.connect(str(Path(tmp) / "floor.sqlite"), isolation_level=None)
         db.execute(f"PRAGMA page_size={PAGE_SIZE}")

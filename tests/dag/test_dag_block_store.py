@@ -103,14 +103,15 @@ def test_sqlite_persists_and_uses_wal(tmp_path: Path) -> None:
 def test_sqlite_get_block_reverifies(tmp_path: Path) -> None:
     """Bytes changed on disk, in the data file or in a row's `data`, fail the CID check."""
     with SqliteBlockStore(tmp_path / "s.db") as s:
-        b = Block.encode([1, 2, 3])
-        s.put(b)
-        assert (tmp_path / "s.db-data").read_bytes() == b.data
+        b = Block.encode([1, 2, 3])  # small: in its row
+        large = Block.encode(["x" * 600])  # in the data file
+        s.put_many([b, large])
+        assert (tmp_path / "s.db-data").read_bytes() == large.data
         with open(tmp_path / "s.db-data", "r+b") as f:
-            f.write(b"\x83\x01\x02\x04")
+            f.write(b"\x81\x78")  # a list of a 120-byte string, not of 600
         with pytest.raises(BlockMismatchError):
-            s.get_block(b.cid)
-        s._db.execute("UPDATE blk SET data = ?, at = NULL", (b"\x83\x01\x02\x05",))
+            s.get_block(large.cid)
+        s._db.execute("UPDATE blk SET data = ? WHERE at IS NULL", (b"\x83\x01\x02\x04",))
         with pytest.raises(BlockMismatchError):
             s.get_block(b.cid)
 

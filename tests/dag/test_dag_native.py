@@ -565,7 +565,8 @@ def test_small_puts_fill_the_store_as_the_python_path_does(
     Python: duplicates in one put, blocks put before (in memory, in a batch being merged, in
     idx), a rolled-back group, deletes and puts again; the same rows, memory and filter."""
     rng = random.Random(7)
-    pool = [Block.raw(b"b%d" % i) for i in range(3000)]
+    # a third of them past 512 bytes (INLINE_MAX): their bytes in the data file
+    pool = [Block.raw(b"b%d" % i * (1 if i % 3 else 300)) for i in range(3000)]
     plan: list[tuple[str, list[int]]] = []
     nxt = 0
     for step in range(400):
@@ -609,7 +610,7 @@ def test_small_puts_fill_the_store_as_the_python_path_does(
 def test_insert_rows_gives_the_rows_or_declines() -> None:
     assert native is not None
     f = store_mod._Filter(1 << 12)
-    a, b, c = Block.raw(b"a"), Block.raw(b"b"), Block.encode({"c": 1})
+    a, b, c = Block.raw(b"a" * 513), Block.raw(b"b" * 512), Block.encode({"c": "x" * 600})
     buf = bytearray(b"xyz")  # bytes buffered before: the file's 1000..1002
     got = native.insert_rows([a, b, a, c], f.bits, f.mask, 41, buf, 1000)
     assert got is not None
@@ -617,12 +618,12 @@ def test_insert_rows_gives_the_rows_or_declines() -> None:
     assert keys == [a.cid.buffer, b.cid.buffer, c.cid.buffer]  # each CID once, first kept
     at = 1003
     assert args == [
-        41, bytearray(a.cid.buffer), at << 24 | len(a.data),
-        42, bytearray(b.cid.buffer), (at + 1) << 24 | len(b.data),
-        43, bytearray(c.cid.buffer), (at + 2) << 24 | len(c.data),
+        41, bytearray(a.cid.buffer), bytearray(), at << 24 | len(a.data),
+        42, bytearray(b.cid.buffer), bytearray(b.data), None,  # 512 bytes or less: in the row
+        43, bytearray(c.cid.buffer), bytearray(), (at + len(a.data)) << 24 | len(c.data),
     ]  # fmt: skip
-    assert buf == b"xyz" + a.data + b.data + c.data
-    assert all(type(x) is bytearray for x in args[1::3])
+    assert buf == b"xyz" + a.data + c.data
+    assert all(type(x) is bytearray for x in args[1::4] + args[2::4])
     f.add(b.cid.buffer)  # the filter may hold b: the Python path checks memory and idx
     assert native.insert_rows((a, b), f.bits, f.mask, 1, buf, 0) is None
     assert native.insert_rows([], f.bits, f.mask, 1, buf, 0) is None
@@ -630,10 +631,10 @@ def test_insert_rows_gives_the_rows_or_declines() -> None:
     assert native.insert_rows([a, object()], f.bits, f.mask, 1, buf, 0) is None  # type: ignore[list-item]
     big = Block.raw(bytes(1 << 24))  # a row's data, not the file's
     assert native.insert_rows([a, big], f.bits, f.mask, 1, buf, 0) is None
-    assert buf == b"xyz" + a.data + b.data + c.data  # declined: the buffer as it was
+    assert buf == b"xyz" + a.data + c.data  # declined: the buffer as it was
     with pytest.raises(OverflowError, match="2\\*\\*38"):
-        native.insert_rows([a], f.bits, f.mask, 1, buf, (1 << 38) - 4)
-    assert buf == b"xyz" + a.data + b.data + c.data
+        native.insert_rows([a], f.bits, f.mask, 1, buf, (1 << 38) - 600)
+    assert buf == b"xyz" + a.data + c.data
 
 
 def test_bad_insert_arguments_raise() -> None:

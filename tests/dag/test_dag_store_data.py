@@ -22,6 +22,30 @@ def data_path(db: Path) -> Path:
     return Path(f"{db}-data")
 
 
+def big(tag: bytes, size: int = 600) -> Block:
+    """A raw block past INLINE_MAX (512 bytes), so its bytes go to the data file."""
+    return Block.raw(tag.ljust(size, b"."))
+
+
+def test_blocks_of_512_bytes_or_less_stay_in_their_rows(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    sizes = [0, 1, 300, 512, 513, 2000]
+    blocks = [Block.raw(bytes([i]) * n) for i, n in enumerate(sizes)]
+    with SqliteBlockStore(path) as store:
+        store.put_many(blocks)
+        rows = store._db.execute("SELECT length(data), at FROM blk ORDER BY id").fetchall()
+        assert rows == [
+            (0, None),
+            (1, None),
+            (300, None),
+            (512, None),
+            (0, 513),
+            (0, 513 << 24 | 2000),
+        ]
+        assert data_path(path).read_bytes() == blocks[4].data + blocks[5].data
+        assert [store.get(b.cid) for b in blocks] == [b.data for b in blocks]
+
+
 def _in_a_group_then_fail(
     store: SqliteBlockStore,
     step: Callable[[], object],
@@ -37,7 +61,7 @@ def _in_a_group_then_fail(
 
 def test_bytes_go_to_the_data_file_and_come_back_to_every_reader(tmp_path: Path) -> None:
     path = tmp_path / "blocks.sqlite"
-    blocks = [Block.raw(b"block %d" % i) for i in range(40)]
+    blocks = [big(b"block %d" % i, 600 + i) for i in range(40)]
     with SqliteBlockStore(path) as store:
         store.put_many(blocks[:10])
         with store.group():
@@ -62,16 +86,16 @@ def test_bytes_go_to_the_data_file_and_come_back_to_every_reader(tmp_path: Path)
 def test_a_group_reads_its_own_blocks_before_and_after_its_buffer_is_written(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(store_mod, "DATA_BUFFER_BYTES", 100)
+    monkeypatch.setattr(store_mod, "DATA_BUFFER_BYTES", 2000)
     path = tmp_path / "blocks.sqlite"
-    blocks = [Block.raw(bytes([i]) * 30) for i in range(10)]
+    blocks = [Block.raw(bytes([i]) * 600) for i in range(10)]
     with SqliteBlockStore(path) as store:
         with store.group():
-            store.put_many(blocks[:2])  # 60 bytes: buffered
+            store.put_many(blocks[:2])  # 1,200 bytes: buffered
             assert data_path(path).stat().st_size == 0
             assert store.get(blocks[0].cid) == blocks[0].data
-            store.put_many(blocks[2:6])  # past 100 bytes: written to the file now
-            assert data_path(path).stat().st_size == 180
+            store.put_many(blocks[2:6])  # past 2,000 bytes: written to the file now
+            assert data_path(path).stat().st_size == 3600
             store.put(blocks[6])  # buffered again, behind them
             assert [store.get(b.cid) for b in blocks[:7]] == [b.data for b in blocks[:7]]
         assert data_path(path).read_bytes() == b"".join(b.data for b in blocks[:7])
@@ -80,15 +104,15 @@ def test_a_group_reads_its_own_blocks_before_and_after_its_buffer_is_written(
 def test_a_rollback_cuts_the_file_back_and_the_next_commit_takes_its_place(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(store_mod, "DATA_BUFFER_BYTES", 50)
+    monkeypatch.setattr(store_mod, "DATA_BUFFER_BYTES", 500)
     path = tmp_path / "blocks.sqlite"
-    kept, lost, later = Block.raw(b"k" * 40), Block.raw(b"l" * 70), Block.raw(b"z" * 10)
+    kept, lost, later = Block.raw(b"k" * 700), Block.raw(b"l" * 800), Block.raw(b"z" * 600)
     with SqliteBlockStore(path) as store:
         store.put(kept)
         sizes: list[int] = []
         with pytest.raises(RuntimeError, match="undo"):
             _in_a_group_then_fail(store, lambda: store.put(lost), path, sizes)
-        assert sizes == [110]  # past 50 bytes: in the file before the rollback
+        assert sizes == [1500]  # past 500 bytes: in the file before the rollback
         assert data_path(path).read_bytes() == kept.data
         assert not store.has(lost.cid)
         store.put(later)
@@ -102,8 +126,8 @@ def test_rows_whose_bytes_a_power_loss_took_are_dropped_at_open(
     """The WAL kept the newest transactions' rows, the file lost their bytes: those blocks
     are gone from blk, idx and memory, the others read as before, and new puts work."""
     path = tmp_path / "blocks.sqlite"
-    old = [Block.raw(b"old %d" % i) for i in range(300)]
-    new = [Block.raw(b"new %d" % i) for i in range(5)]
+    old = [big(b"old %d" % i) for i in range(300)]
+    new = [big(b"new %d" % i) for i in range(5)]
     with SqliteBlockStore(path, batch=100) as store:  # old ones merged into idx
         for at in range(0, 300, 50):
             store.put_many(old[at : at + 50])
@@ -120,7 +144,7 @@ def test_rows_whose_bytes_a_power_loss_took_are_dropped_at_open(
         assert not any(store.has(b.cid) for b in lost)
         assert [store.get_block(b.cid) for b in old[:-1]] == old[:-1]
         assert len(store) == 299
-        again = Block.raw(b"after")
+        again = big(b"after")
         store.put_many([again, old[-1]])
         assert store.get(again.cid) == again.data
         assert store.get(old[-1].cid) == old[-1].data
@@ -140,12 +164,13 @@ def test_the_data_file_is_synced_before_each_checkpoint_and_at_close(
 
     monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
     monkeypatch.setattr(store_mod, "WAL_CHECKPOINT_BYTES", 4 * 16384)  # four frames
+    monkeypatch.setattr(store_mod, "WAL_CHECK_EVERY", 1)
     path = tmp_path / "blocks.sqlite"
     store = SqliteBlockStore(path)
     store._db.set_trace_callback(lambda sql: events.append(sql) if "checkpoint" in sql else None)
     backlogs = []
     for i in range(12):
-        store.put(Block.raw(b"%d" % i))  # a transaction of 1-2 frames (blk, then idx)
+        store.put(big(b"%d" % i))  # a transaction of 1-2 frames (blk, then idx)
         backlogs.append(store._wal_backlog())
         assert backlogs[-1] is not None
         assert backlogs[-1] < 4, "the WAL passed the limit without a checkpoint"
@@ -162,14 +187,14 @@ def test_the_data_file_is_synced_before_each_checkpoint_and_at_close(
 
 def test_a_block_of_16_mib_or_more_stays_in_its_row(tmp_path: Path) -> None:
     path = tmp_path / "blocks.sqlite"
-    big, small = Block.raw(bytes(1 << 24)), Block.raw(b"small")
+    huge, small = Block.raw(bytes(1 << 24)), big(b"small")
     with SqliteBlockStore(path) as store:
-        store.put_many([small, big])
+        store.put_many([small, huge])
         rows = store._db.execute("SELECT length(data), at FROM blk ORDER BY id").fetchall()
         assert rows == [(0, len(small.data)), (1 << 24, None)]
         assert data_path(path).read_bytes() == small.data
-        assert store.get(big.cid) == big.data
-        assert store.delete_many([big.cid]) == 1
+        assert store.get(huge.cid) == huge.data
+        assert store.delete_many([huge.cid]) == 1
 
 
 def _allocated(path: Path) -> int:
@@ -216,7 +241,7 @@ def test_gc_gives_dead_blocks_space_back_and_keeps_every_live_byte(tmp_path: Pat
         # extents (ext4 counts it)
         store.delete_many([blocks[i].cid for i in live])
         assert _allocated(data_path(path)) <= 2 * 4096
-        fresh = Block.raw(b"after the holes")
+        fresh = big(b"after the holes")
         store.put(fresh)
         assert store.get(fresh.cid) == fresh.data
         assert data_path(path).stat().st_size == total + len(fresh.data)
@@ -238,7 +263,7 @@ def test_a_home_before_the_data_file_keeps_its_rows_and_gains_the_column(
     )
     db.commit()
     db.close()
-    new = [Block.raw(b"new %d" % i) for i in range(5)]
+    new = [big(b"new %d" % i) for i in range(5)]
     with SqliteBlockStore(path) as store:
         assert store._data_from == 21
         store.put_many(new)
@@ -247,3 +272,24 @@ def test_a_home_before_the_data_file_keeps_its_rows_and_gains_the_column(
     with SqliteBlockStore(path) as store:  # no row is lost at open: the old ones have no `at`
         assert len(store) == 22
         assert data_path(path).stat().st_size == sum(len(b.data) for b in new)
+
+
+def test_two_writing_connections_take_turns_at_the_end_of_the_file(tmp_path: Path) -> None:
+    """Each connection learns where the other left the file (its commits change SQLite's
+    data_version), also when it first saw them in a read."""
+    path = tmp_path / "blocks.sqlite"
+    blocks = [big(b"turn %d" % i, 520 * (i + 1)) for i in range(8)]
+    with SqliteBlockStore(path) as a, SqliteBlockStore(path) as b:
+        a.put(blocks[0])
+        assert b.get(blocks[0].cid) == blocks[0].data  # b sees a's commit in a read
+        b.put(blocks[1])
+        a.put_many(blocks[2:4])
+        with b.group():
+            b.put_many(blocks[4:6])
+        a.put(blocks[6])
+        b.put(blocks[7])
+        for s in (a, b):
+            assert [s.get(x.cid) for x in blocks] == [x.data for x in blocks]
+    assert data_path(path).read_bytes() == b"".join(x.data for x in blocks)
+    with SqliteBlockStore(path) as c:
+        assert [c.get_block(x.cid) for x in blocks] == blocks

@@ -41,7 +41,7 @@ def test_an_existing_home_with_4_kb_pages_opens_and_keeps_them(tmp_path: Path) -
     (page_size,) = db.execute("PRAGMA page_size").fetchone()
     db.close()
     assert page_size == 4096
-    new = [Block.encode({"new": i}) for i in range(3)]
+    new = [Block.encode({"new": i, "pad": "x" * 600}) for i in range(3)]
     with SqliteBlockStore(path) as store:
         assert pragma(store, "page_size") == 4096  # a page size cannot change in WAL mode
         assert all(store.get_block(b.cid) == b for b in old)
