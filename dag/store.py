@@ -332,8 +332,8 @@ class SqliteBlockStore:
     id order, so an insert touches only the table's last pages. A block's bytes are appended
     to the data file beside the database (its path and ``-data``; ``at`` is where: offset *
     2**24 + length), written once there instead of into the WAL and again at its checkpoint;
-    ``data`` holds them instead for a block of 16 MiB or more and for rows written before the
-    data file (``at`` NULL). Space of deleted blocks in the file is given back to the file
+    ``data`` holds them instead for a block of at most 512 bytes or of 16 MiB or more and for
+    rows written before the data file (``at`` NULL). Space of deleted blocks in the file is given back to the file
     system (a hole punched) once its pages hold no live block. ``idx(k INTEGER PRIMARY KEY, id)``
     maps CIDs, by a 64-bit key (``_k``: for a sha2-256 CID, eight bytes of its digest), to ids
     for blocks with id <= ``meta.indexed_upto``, and ``idx2(cid PRIMARY KEY, id)`` the rare CID
@@ -439,9 +439,13 @@ class SqliteBlockStore:
     def _drop_lost(self) -> None:
         """Drop the newest rows whose bytes are not all in the data file: their transactions
         were in the WAL, not yet checkpointed, when the machine lost power before the file's
-        pages were written (rows are in id order in the file, so the lost ones are the last)."""
+        pages were written (rows are in id order in the file, so the lost ones are the last),
+        and every row after the first of them, whose blocks may link to them (a head comes
+        after its state's blocks). Scans back from the newest row to the last whose bytes
+        are all there."""
         size = os.fstat(self._fd).st_size
-        lost: list[tuple[int, bytes]] = []
+        after: list[tuple[int, bytes]] = []  # rows after the last whole one, newest first
+        cut = len(after)  # rows of `after` from here on are older than the oldest lost one
         rows = self._db.execute(
             "SELECT id, cid, at FROM blk WHERE id >= ? ORDER BY id DESC", (self._data_from,)
         )
@@ -449,7 +453,9 @@ class SqliteBlockStore:
             if at is not None:
                 if (at >> 24) + (at & (_AT_LEN - 1)) <= size:
                     break
-                lost.append((int(i), bytes(c)))
+                cut = len(after) + 1
+            after.append((int(i), bytes(c)))
+        lost = after[:cut]
         for i, key in lost:
             self._db.execute("DELETE FROM blk WHERE id = ?", (i,))
             self._db.execute("DELETE FROM idx WHERE k = ? AND id = ?", (_k(key), i))

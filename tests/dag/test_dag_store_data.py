@@ -123,24 +123,28 @@ def test_a_rollback_cuts_the_file_back_and_the_next_commit_takes_its_place(
 def test_rows_whose_bytes_a_power_loss_took_are_dropped_at_open(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The WAL kept the newest transactions' rows, the file lost their bytes: those blocks
-    are gone from blk, idx and memory, the others read as before, and new puts work."""
+    """The WAL kept the newest transactions' rows, the file lost their bytes: those blocks,
+    and the newer ones kept in their rows, are gone from blk, idx and memory, the others read
+    as before, and new puts work."""
     path = tmp_path / "blocks.sqlite"
     old = [big(b"old %d" % i) for i in range(300)]
     new = [big(b"new %d" % i) for i in range(5)]
+    small = Block.encode({"prev": new[-1].cid})
     with SqliteBlockStore(path, batch=100) as store:  # old ones merged into idx
         for at in range(0, 300, 50):
             store.put_many(old[at : at + 50])
         assert store._db.execute("SELECT count(*) FROM idx").fetchone()[0] >= 200
         size = data_path(path).stat().st_size
         store.put_many(new)
+        store.put(small)  # in its row, after them: it may link to them, so it goes too
+        store.put(Block.raw(b"x" * 512))
     # the file as the disk had it: the last transaction's bytes, and one more block's, missing
     os.truncate(data_path(path), size - len(old[-1].data))
-    lost = [old[-1], *new]
+    lost = [old[-1], *new, small, Block.raw(b"x" * 512)]
     with caplog.at_level(logging.WARNING, logger="dag.store"):
         store = SqliteBlockStore(path, batch=100)
     with store:
-        assert "dropped 6 blocks" in caplog.text
+        assert "dropped 8 blocks" in caplog.text
         assert not any(store.has(b.cid) for b in lost)
         assert [store.get_block(b.cid) for b in old[:-1]] == old[:-1]
         assert len(store) == 299
