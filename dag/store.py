@@ -88,8 +88,9 @@ class MemoryBlockStore:
 # One INSERT statement for up to this many blocks (a commit writes a handful): binding one
 # statement's rows costs less than executemany's per-row steps; larger batches use executemany.
 _MULTI_ROWS: Final = 16
-# A block's bytes are in the data file (unless it has _AT_LEN bytes or more): its blk row has
-# an empty `data` and `at` = offset * _AT_LEN + length (offsets below 2**38).
+# A block's bytes are in the data file (unless it has at most INLINE_MAX or at least _AT_LEN
+# bytes): its blk row has an empty `data` and `at` = offset * _AT_LEN + length (offsets below
+# 2**38; _span reads it).
 _AT_LEN: Final = 1 << 24
 _AT_END: Final = 1 << 38
 # A block of at most INLINE_MAX bytes stays in its row: for a few hundred bytes, SQLite's two
@@ -285,6 +286,11 @@ def _filter_bits(blocks: int) -> int:
     return n
 
 
+def _span(at: int) -> tuple[int, int]:
+    """A blk row's `at`: the offset and length of its block's bytes in the data file."""
+    return at >> 24, at & (_AT_LEN - 1)
+
+
 _PAGE: Final = 4096
 _PUNCH: Final = 0x03  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _fallocate: object = None  # libc's fallocate, once looked up (False: none here)
@@ -333,8 +339,9 @@ class SqliteBlockStore:
     to the data file beside the database (its path and ``-data``; ``at`` is where: offset *
     2**24 + length), written once there instead of into the WAL and again at its checkpoint;
     ``data`` holds them instead for a block of at most 512 bytes or of 16 MiB or more and for
-    rows written before the data file (``at`` NULL). Space of deleted blocks in the file is given back to the file
-    system (a hole punched) once its pages hold no live block. ``idx(k INTEGER PRIMARY KEY, id)``
+    rows written before the data file (``at`` NULL). Space of deleted blocks in the file is
+    given back to the file system (a hole punched) once its pages hold no live block.
+    ``idx(k INTEGER PRIMARY KEY, id)``
     maps CIDs, by a 64-bit key (``_k``: for a sha2-256 CID, eight bytes of its digest), to ids
     for blocks with id <= ``meta.indexed_upto``, and ``idx2(cid PRIMARY KEY, id)`` the rare CID
     whose key idx holds for another. Newer blocks' (cid, id) are in memory (``_pending``;
@@ -357,14 +364,14 @@ class SqliteBlockStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._db.execute("PRAGMA wal_autocheckpoint=0")  # _checkpoint, after a data sync
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint(), after a data sync
         self._fd = os.open(f"{path}-data", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._buf = bytearray()  # the open write transaction's bytes for the file, from _end
         self._end = 0  # the file's size when the buffer was begun
         self._begin_end = 0  # the file's size when the write transaction began
         self._end_stale = True  # whether another connection may have written since (_sync)
         self._data_from = 0  # blk rows before this id have their bytes in `data`
-        self._dead: list[tuple[int, int]] = []  # (id, at) of the transaction's deleted rows
+        self._dead: list[int] = []  # ids of the transaction's deleted rows with bytes in the file
         self._page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         self._unchecked = 0  # write transactions since the last checkpoint (or its try)
         self._held = False  # whether readers kept the last checkpoint from copying enough
@@ -451,7 +458,7 @@ class SqliteBlockStore:
         )
         for i, c, at in rows:
             if at is not None:
-                if (at >> 24) + (at & (_AT_LEN - 1)) <= size:
+                if sum(_span(at)) <= size:
                     break
                 cut = len(after) + 1
             after.append((int(i), bytes(c)))
@@ -672,21 +679,17 @@ class SqliteBlockStore:
 
     def _read(self, at: int, cid: CID | bytes) -> bytes:
         """A block's bytes in the data file (or still in the open transaction's buffer)."""
-        off, n = at >> 24, at & (_AT_LEN - 1)
+        off, n = _span(at)
         if self._buf and off >= self._end:
             return bytes(self._buf[off - self._end : off - self._end + n])
         data = os.pread(self._fd, n, off)
         if len(data) != n:
             c = cid if isinstance(cid, CID) else CID.parse(cid)
             raise OSError(
-                f"block store: block {c} is {n} bytes at offset {off} of {self._fd_path()},"
+                f"block store: block {c} is {n} bytes at offset {off} of {self._path}-data,"
                 f" which ends at {os.fstat(self._fd).st_size}"
             )
         return data
-
-    def _fd_path(self) -> str:
-        (path,) = [f for _, name, f in self._db.execute("PRAGMA database_list") if name == "main"]
-        return f"{path}-data"
 
     def cids(self) -> Iterator[CID]:
         rows = self._db.execute("SELECT cid FROM blk ORDER BY id").fetchall()
@@ -784,7 +787,10 @@ class SqliteBlockStore:
                 new.append((first + j, _blob(key), b"", at * _AT_LEN + len(data)))
             else:
                 new.append((first + j, _blob(key), _blob(data), None))
-        self._db.executemany(_INSERTS[1], new)
+        if n > _MULTI_ROWS:
+            self._db.executemany(_INSERTS[1], new)
+        else:
+            self._db.execute(_INSERTS[n], [x for row in new for x in row])
         self._tail = first + n - 1
         buckets, log, i = self._buckets, self._log, first
         for key in fresh:
@@ -836,7 +842,7 @@ class SqliteBlockStore:
                     if gone is not None:
                         n += 1
                         if gone[0] is not None:
-                            self._dead.append((i, gone[0]))
+                            self._dead.append(i)
         except BaseException:
             if own:
                 self._rollback()
@@ -933,7 +939,7 @@ class SqliteBlockStore:
         """The byte ranges of the data file that no block holds around the deleted blocks
         (asked inside the transaction: no other writer is appending)."""
         db, gaps, upto = self._db, [], -1
-        for i, _ in sorted(self._dead):
+        for i in sorted(self._dead):
             if i < upto:  # inside the gap found last
                 continue
             prev = db.execute(
@@ -944,11 +950,11 @@ class SqliteBlockStore:
             nxt = db.execute(
                 "SELECT id, at FROM blk WHERE id > ? AND at IS NOT NULL ORDER BY id LIMIT 1", (i,)
             ).fetchone()
-            lo = 0 if prev is None else (prev[0] >> 24) + (prev[0] & (_AT_LEN - 1))
+            lo = 0 if prev is None else sum(_span(prev[0]))
             if nxt is None:
                 hi, upto = self._end, 1 << 62  # the end before this transaction's new bytes
             else:
-                hi, upto = nxt[1] >> 24, nxt[0]
+                hi, upto = _span(nxt[1])[0], nxt[0]
             gaps.append((lo, hi))
         self._dead.clear()
         return gaps
