@@ -15,6 +15,9 @@
  * Element bytes come from hamt._Node, whose encodings were sliced from strictly decoded
  * blocks or made by our encoder, so they are canonical; every read is still bounds-checked,
  * and bytes that do not parse make the call decline (None) rather than read past them.
+ *
+ * sign_spliced signs a head's payload with libsodium's Ed25519 (the function PyNaCl calls,
+ * bound by did.py) straight into the envelope's bytes.
  */
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -332,6 +335,77 @@ spliced(PyObject *self, PyObject *data)
     PyObject *block = make_block(cid, data);
     Py_DECREF(cid);
     return block;
+}
+
+/* -- signing: Ed25519 through libsodium's crypto_sign_ed25519_detached, the function PyNaCl
+ * calls, found by did.py in the libsodium PyNaCl loaded and bound here once (did.py checks
+ * the bound function against an RFC 8032 vector before it uses it). */
+
+typedef int (*sign_fn)(unsigned char *sig, unsigned long long *siglen, const unsigned char *m,
+                       unsigned long long mlen, const unsigned char *sk);
+static sign_fn SIGNER;
+
+PyDoc_STRVAR(bind_signer_doc,
+"bind_signer(address)\n"
+"\n"
+"The address of libsodium's crypto_sign_ed25519_detached (did.py finds it with ctypes in\n"
+"the library PyNaCl loaded; 0 unbinds). sign_spliced calls it.");
+
+static PyObject *
+bind_signer(PyObject *self, PyObject *arg)
+{
+    void *p = PyLong_AsVoidPtr(arg);
+    if (p == NULL && PyErr_Occurred())
+        return NULL;
+    SIGNER = (sign_fn)p;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(sign_spliced_doc,
+"sign_spliced(prefix, message, secret) -> bytes\n"
+"\n"
+"prefix + the 64-byte Ed25519 signature of `message` under libsodium's 64-byte secret key\n"
+"`secret` + message, in one allocation (a head's envelope is array(2), bytes(64), the\n"
+"signature, then the signed payload's bytes). bind_signer must have been called.");
+
+static PyObject *
+sign_spliced(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "sign_spliced takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++)
+        if (!PyBytes_CheckExact(args[i])) {
+            PyErr_Format(PyExc_TypeError, "sign_spliced: argument %d must be bytes, not %.100s",
+                         i + 1, Py_TYPE(args[i])->tp_name);
+            return NULL;
+        }
+    if (PyBytes_GET_SIZE(args[2]) != 64) {
+        PyErr_SetString(PyExc_ValueError, "sign_spliced: the secret key must be 64 bytes");
+        return NULL;
+    }
+    if (SIGNER == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "dag._native: bind_signer was not called");
+        return NULL;
+    }
+    Py_ssize_t np = PyBytes_GET_SIZE(args[0]), nm = PyBytes_GET_SIZE(args[1]);
+    if (nm > PY_SSIZE_T_MAX - 64 - np)
+        return PyErr_NoMemory();
+    PyObject *out = PyBytes_FromStringAndSize(NULL, np + 64 + nm);
+    if (out == NULL)
+        return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    const unsigned char *m = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    memcpy(o, PyBytes_AS_STRING(args[0]), (size_t)np);
+    memcpy(o + np + 64, m, (size_t)nm);
+    if (SIGNER(o + np, NULL, m, (unsigned long long)nm,
+               (const unsigned char *)PyBytes_AS_STRING(args[2])) != 0) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_RuntimeError, "sign_spliced: libsodium failed to sign");
+        return NULL;
+    }
+    return out;
 }
 
 /* The bucket `e` with the entry for key k set to `entry`, or Py_None if it is full without k
@@ -1721,6 +1795,8 @@ static PyMethodDef methods[] = {
      insert_record_doc},
     {"bind_blocks", (PyCFunction)(void (*)(void))bind_blocks, METH_FASTCALL, bind_blocks_doc},
     {"spliced", (PyCFunction)spliced, METH_O, spliced_doc},
+    {"bind_signer", (PyCFunction)bind_signer, METH_O, bind_signer_doc},
+    {"sign_spliced", (PyCFunction)(void (*)(void))sign_spliced, METH_FASTCALL, sign_spliced_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1729,7 +1805,7 @@ static struct PyModuleDef module = {
     "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded) and the node cache's\n"
     "table (NodeTable), spliced blocks (block.Block._spliced), and the block store's Bloom\n"
     "filter (store._Filter), index merge rows (store._merge) and insert of new blocks\n"
-    "(store._insert).",
+    "(store._insert), and a head's signature spliced into its envelope (did.Keypair).",
     -1, methods,
 };
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, NoReturn, final
 
 import base58
@@ -10,6 +11,11 @@ import nacl.exceptions
 import nacl.signing
 
 from dag.cid import CID, LIBP2P_KEY, CIDError, decode_varint
+
+try:
+    from dag import _native
+except ImportError:  # built without the C extension (setup.py): PyNaCl's calls only
+    _native = None  # type: ignore[assignment]
 
 ED25519_PUB: Final = 0xED
 _DID_KEY_PREFIX: Final = "did:key:"
@@ -149,6 +155,13 @@ class Keypair:
         # libsodium directly: SigningKey.sign wraps the same call in a SignedMessage.
         return nacl.bindings.crypto_sign(bytes(msg), self._secret)[:64]
 
+    def sign_spliced(self, prefix: bytes, msg: bytes) -> bytes:
+        """``prefix + self.sign(msg) + msg``, made in one piece where dag/_native.c is built
+        (a head block's envelope: head.py)."""
+        if _SIGN_SPLICED is not None:
+            return _SIGN_SPLICED(prefix, msg, self._secret)
+        return prefix + self.sign(msg) + msg
+
     def __repr__(self) -> str:
         return f"Keypair({self.did})"
 
@@ -162,3 +175,33 @@ class Keypair:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Keypair is immutable")
+
+
+def _native_signer() -> Callable[[bytes, bytes, bytes], bytes] | None:
+    """``_native.sign_spliced`` bound to the crypto_sign_ed25519_detached of the libsodium
+    PyNaCl loaded, if that library exports it and the bound call signs as PyNaCl does; None
+    (PyNaCl's calls, through Python) otherwise."""
+    if _native is None:
+        return None
+    try:
+        import ctypes
+
+        import nacl._sodium
+
+        lib = ctypes.CDLL(nacl._sodium.__file__)
+        address = ctypes.cast(lib.crypto_sign_ed25519_detached, ctypes.c_void_p).value
+    except (ImportError, OSError, AttributeError):
+        return None
+    if not address:
+        return None
+    _native.bind_signer(address)
+    _, secret = nacl.bindings.crypto_sign_seed_keypair(bytes(range(32)))
+    for msg in (b"", b"p2pico signer check"):
+        want = nacl.bindings.crypto_sign(msg, secret)[:64]
+        if _native.sign_spliced(b"<", msg, secret) != b"<" + want + msg:
+            _native.bind_signer(0)
+            return None
+    return _native.sign_spliced
+
+
+_SIGN_SPLICED: Final = _native_signer()

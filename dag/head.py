@@ -67,16 +67,26 @@ def sign_head(
     keypair: Keypair, *, seq: int, prev: CID | None, state: CID, ts: int, cause: CID | None = None
 ) -> Block:
     """Build and sign a head block for `keypair`'s pico."""
-    _safe_int("seq", seq)
-    _safe_int("ts", ts)
-    _opt_cid("prev", prev)
-    _cid("state", state)
-    _opt_cid("cause", cause)
-    _check_genesis(seq, prev)
+    if not (  # the checks below in one expression (a commit's path); they say what is wrong
+        type(seq) is int
+        and type(ts) is int
+        and 0 <= seq <= MAX_SAFE_INT
+        and 0 <= ts <= MAX_SAFE_INT
+        and isinstance(state, CID)
+        and (cause is None or isinstance(cause, CID))
+        and (prev is None if seq == 0 else isinstance(prev, CID))
+    ):
+        _safe_int("seq", seq)
+        _safe_int("ts", ts)
+        _opt_cid("prev", prev)
+        _cid("state", state)
+        _opt_cid("cause", cause)
+        _check_genesis(seq, prev)
+        raise AssertionError("sign_head: the fast check and the checks disagree")
     payload = head_payload(keypair.did, seq=seq, prev=prev, state=state, ts=ts, cause=cause)
     # [sig, payload] encoded: array(2), bytes(64) header, the signature, the payload's bytes
     # (the same bytes Block.encode would give, without encoding the payload twice).
-    return Block._spliced(_ENVELOPE_PREFIX + keypair.sign(payload) + payload)
+    return Block._spliced(keypair.sign_spliced(_ENVELOPE_PREFIX, payload))
 
 
 # The payload {"h": varsig, HEAD_TAG: body} with its keys in canonical order (by encoded length,

@@ -110,6 +110,28 @@ def test_sign_head_rejects_bad_arguments() -> None:
         sign_head(KP, seq=2**53, prev=STATE, state=STATE, ts=0)
     with pytest.raises(InvalidHead, match="state must be a CID"):
         sign_head(KP, seq=0, prev=None, state="x", ts=0)  # type: ignore[arg-type]
+    bad: list[tuple[dict[str, object], str]] = [
+        ({"seq": 1, "prev": None}, "exactly the genesis head"),
+        ({"seq": True}, "seq must be an int"),
+        ({"seq": -1}, "seq must be an int"),
+        ({"seq": 1.0}, "seq must be an int"),
+        ({"ts": -1}, "ts must be an int"),
+        ({"ts": 2**53}, "ts must be an int"),
+        ({"ts": "1"}, "ts must be an int"),
+        ({"seq": 3, "prev": "x"}, "prev must be a CID"),
+        ({"cause": b"x"}, "cause must be a CID"),
+        ({"state": None}, "state must be a CID"),
+    ]
+    for change, message in bad:  # each check (one fast expression, then the one that says)
+        args: dict[str, object] = {"seq": 2, "prev": STATE, "state": STATE, "ts": 5}
+        args |= change
+        with pytest.raises(InvalidHead, match=message):
+            sign_head(KP, **args)  # type: ignore[arg-type]
+    for seq, prev, cause in ((0, None, None), (1, STATE, STATE), (2**53 - 1, STATE, None)):
+        head = verify_head(
+            sign_head(KP, seq=seq, prev=prev, state=STATE, ts=2**53 - 1, cause=cause)
+        )
+        assert (head.seq, head.prev, head.cause, head.ts) == (seq, prev, cause, 2**53 - 1)
 
 
 def _chain(n: int, key: Keypair = KP) -> list[Block]:

@@ -669,3 +669,53 @@ def test_bad_insert_arguments_raise() -> None:
     assert buckets[0] == [b"\x01\x80"]
     assert buckets[0x85] == [b"\x02\x05"]
     assert log == [(None, b"\x01\x80", 7), (None, b"\x02\x05", 8)]
+
+
+def test_sign_spliced_signs_as_pynacl() -> None:
+    assert native is not None
+    from dag import did
+    from dag.did import Keypair, verify
+
+    assert did._SIGN_SPLICED is native.sign_spliced  # bound, and the check at import passed
+    kp = Keypair.from_seed(bytes(range(32, 64)))
+    for n in (0, 1, 64, 300, 5000):
+        msg = os.urandom(n)
+        got = kp.sign_spliced(b"\x82\x58\x40", msg)
+        assert got == b"\x82\x58\x40" + kp.sign(msg) + msg  # Ed25519 is deterministic
+        assert verify(kp.public_key, msg, got[3:67])
+    assert kp.sign_spliced(b"", b"m")[64:] == b"m"
+
+
+def test_sign_spliced_bad_arguments_and_no_signer() -> None:
+    assert native is not None
+    from dag import did
+
+    secret = did.Keypair.from_seed(bytes(32))._secret
+    with pytest.raises(TypeError, match="3 arguments"):
+        native.sign_spliced(b"", b"")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="argument 2 must be bytes"):
+        native.sign_spliced(b"", bytearray(b"m"), secret)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="64 bytes"):
+        native.sign_spliced(b"", b"m", secret[:32])
+    native.bind_signer(0)
+    try:
+        with pytest.raises(RuntimeError, match="bind_signer was not called"):
+            native.sign_spliced(b"", b"m", secret)
+    finally:
+        assert did._native_signer() is native.sign_spliced  # bound again, checked again
+    assert native.sign_spliced(b"", b"m", secret)[64:] == b"m"
+
+
+def test_a_signer_that_signs_otherwise_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert native is not None
+    from dag import did
+
+    secret = did.Keypair.from_seed(bytes(32))._secret
+    monkeypatch.setattr(did.nacl.bindings, "crypto_sign", lambda m, sk: bytes(64) + m)
+    try:
+        assert did._native_signer() is None  # its signature is not the (patched) PyNaCl one
+        with pytest.raises(RuntimeError, match="bind_signer was not called"):
+            native.sign_spliced(b"", b"m", secret)  # and it was unbound
+    finally:
+        monkeypatch.undo()
+        assert did._native_signer() is native.sign_spliced
