@@ -1604,7 +1604,8 @@ PyDoc_STRVAR(insert_rows_doc,
 "The INSERT parameters of SqliteBlockStore._insert for `blocks` (a list or tuple of up to 16\n"
 "dag.block Blocks), each CID once (the first block of a CID wins): id (first, first + 1,\n"
 "...), the CID as a bytearray, then a block of at most 512 bytes' data as a bytearray and\n"
-"None, a larger one's an empty bytearray and where its data is in the data file, an int:\n"
+"0 (the INSERT stores NULL), a larger one's an empty bytearray and where its data is in the\n"
+"data file, an int:\n"
 "its offset times 2**24 plus its length (the data is appended to the bytearray `buf`, whose\n"
 "first byte goes to offset `end` of the file). Returns those and the CIDs in that order.\n"
 "None (and `buf` as it was) when the Python path must do it: the filter (bits, mask) may\n"
@@ -1689,12 +1690,14 @@ insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t len = PyBytes_GET_SIZE(datas[j]);
         int inline_ = len <= INLINE_MAX;
         PyObject *id = PyLong_FromLongLong(first + j);
-        PyObject *kb = id ? PyByteArray_FromObject(keys[j]) : NULL;
+        PyObject *kb = id ? PyByteArray_FromStringAndSize(PyBytes_AS_STRING(keys[j]),
+                                                          PyBytes_GET_SIZE(keys[j]))
+                          : NULL;
         PyObject *db = kb ? PyByteArray_FromStringAndSize(
                                 inline_ ? PyBytes_AS_STRING(datas[j]) : NULL, inline_ ? len : 0)
                           : NULL;
         PyObject *loc = !db      ? NULL
-                        : inline_ ? Py_NewRef(Py_None)
+                        : inline_ ? PyLong_FromLong(0)
                                   : PyLong_FromLongLong((end + at) * DATA_LEN_MAX + len);
         if (loc == NULL) {
             Py_XDECREF(id);

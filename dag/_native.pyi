@@ -34,7 +34,7 @@ def insert_rows(
     first: int,
     buf: bytearray,
     end: int,
-) -> tuple[list[int | bytearray | None], list[bytes]] | None: ...
+) -> tuple[list[int | bytearray], list[bytes]] | None: ...
 def insert_record(
     keys: list[bytes],
     first: int,

@@ -96,9 +96,12 @@ _AT_END: Final = 1 << 38
 # A block of at most INLINE_MAX bytes stays in its row: for a few hundred bytes, SQLite's two
 # copies cost less than a write call on the file (a commit of a small pico writes no file).
 INLINE_MAX: Final = 512
+# Every parameter is an int or a bytearray, the types sqlite3 binds without looking for an
+# adapter (a None or a bytes costs a failed lookup each): a row kept inline binds 0 for `at`,
+# stored as NULL.
 _INSERT: Final = "INSERT INTO blk (id, cid, data, at) VALUES "
 _INSERTS: Final = [""] + [
-    _INSERT + ", ".join(["(?, ?, ?, ?)"] * n) for n in range(1, _MULTI_ROWS + 1)
+    _INSERT + ", ".join(["(?, ?, ?, nullif(?, 0))"] * n) for n in range(1, _MULTI_ROWS + 1)
 ]
 # The CIDs of the blocks idx (by 64-bit key: the CIDs whose keys these are) or idx2 holds
 _KNOWN: Final = [""] + [
@@ -777,16 +780,16 @@ class SqliteBlockStore:
             return
         first = self._tail + 1
         buf = self._buf
-        new: list[tuple[int, bytearray, bytes | bytearray, int | None]] = []
+        new: list[tuple[int, bytearray, bytearray, int]] = []
         for j, (key, data) in enumerate(fresh.items()):
             if INLINE_MAX < len(data) < _AT_LEN:
                 at = self._end + len(buf)
                 if at + len(data) >= _AT_END:
                     raise OverflowError("block store: the data file would pass 2**38 bytes")
                 buf += data
-                new.append((first + j, _blob(key), b"", at * _AT_LEN + len(data)))
+                new.append((first + j, _blob(key), _blob(), at * _AT_LEN + len(data)))
             else:
-                new.append((first + j, _blob(key), _blob(data), None))
+                new.append((first + j, _blob(key), _blob(data), 0))
         if n > _MULTI_ROWS:
             self._db.executemany(_INSERTS[1], new)
         else:

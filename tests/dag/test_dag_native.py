@@ -619,11 +619,12 @@ def test_insert_rows_gives_the_rows_or_declines() -> None:
     at = 1003
     assert args == [
         41, bytearray(a.cid.buffer), bytearray(), at << 24 | len(a.data),
-        42, bytearray(b.cid.buffer), bytearray(b.data), None,  # 512 bytes or less: in the row
+        42, bytearray(b.cid.buffer), bytearray(b.data), 0,  # 512 bytes or less: in the row
         43, bytearray(c.cid.buffer), bytearray(), (at + len(a.data)) << 24 | len(c.data),
     ]  # fmt: skip
     assert buf == b"xyz" + a.data + c.data
     assert all(type(x) is bytearray for x in args[1::4] + args[2::4])
+    assert all(type(x) is int for x in args[::4] + args[3::4])  # sqlite3 binds no adapter
     f.add(b.cid.buffer)  # the filter may hold b: the Python path checks memory and idx
     assert native.insert_rows((a, b), f.bits, f.mask, 1, buf, 0) is None
     assert native.insert_rows([], f.bits, f.mask, 1, buf, 0) is None
