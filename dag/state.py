@@ -425,20 +425,48 @@ _node_caches = weakref.WeakKeyDictionary()
 _RS_KEYS: Final = {k: cbor.encode(k) for k in ("ent", "rid", "src", "rules")}
 
 
+# The last store's memo and node cache, by a weak reference to it: a commit asks for them
+# three times, and a WeakKeyDictionary lookup is a Python call that makes a weak reference.
+_last_memo: tuple[weakref.ref[BlockStore], OrderedDict[CID, _StateMemo]] | None = None
+_last_cache: tuple[weakref.ref[BlockStore], hamt.NodeCache] | None = None
+
+
+def _forget_memos() -> None:
+    """Drop every store's memo and node cache (tests: as after a restart)."""
+    global _last_memo, _last_cache
+    _delta_memo.clear()
+    _node_caches.clear()
+    _last_memo = _last_cache = None
+
+
 # (get first: setdefault would build its default, and a weak reference with a callback, on
 # every commit)
 def _memo_of(store: BlockStore) -> OrderedDict[CID, _StateMemo] | None:
+    global _last_memo
+    last = _last_memo
+    if last is not None and last[0]() is store:
+        return last[1]
     try:
         memo = _delta_memo.get(store)
-        return _delta_memo.setdefault(store, OrderedDict()) if memo is None else memo
+        if memo is None:
+            memo = _delta_memo.setdefault(store, OrderedDict())
+        _last_memo = (weakref.ref(store), memo)
+        return memo
     except TypeError:  # a store that cannot be weakly referenced: no memo
         return None
 
 
 def _node_cache(store: BlockStore) -> hamt.NodeCache:
+    global _last_cache
+    last = _last_cache
+    if last is not None and last[0]() is store:
+        return last[1]
     try:
         cache = _node_caches.get(store)
-        return _node_caches.setdefault(store, hamt.NodeCache()) if cache is None else cache
+        if cache is None:
+            cache = _node_caches.setdefault(store, hamt.NodeCache())
+        _last_cache = (weakref.ref(store), cache)
+        return cache
     except TypeError:
         return hamt.NodeCache()
 

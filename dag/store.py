@@ -752,7 +752,9 @@ class SqliteBlockStore:
                 self._db.execute(_INSERTS[n], params)
                 self._tail += n
                 _native.insert_record(keys, first, self._pending, self._buckets, self._log)
-                self._filter_add(keys)
+                f.count += _native.bloom_add(f.bits, f.mask, keys)  # self._filter_add, inlined
+                if self._building is not None:
+                    self._building.add_many(keys)
                 self._inserted += n
                 if len(self._buf) > DATA_BUFFER_BYTES:
                     self._flush()

@@ -109,8 +109,7 @@ def test_a_lost_memo_is_rebuilt_from_the_store() -> None:
     store = MemoryBlockStore()
     ents: dict[str, dict[str, object]] = {"a": {f"k{i}": i for i in range(1500)}, "b": {"x": 1}}
     root = write_state(store, state(ents))
-    module._delta_memo.clear()
-    module._node_caches.clear()
+    module._forget_memos()
     views = {"a": Overlay(ents["a"], {"k1": DELETED}), "b": Overlay(ents["b"], {"y": 2})}
     new, blocks = state_blocks(
         state(views), store, delta=Delta(root, {"a": ["k1"], "b": ["y"]}, channels=False)
@@ -266,8 +265,7 @@ def test_a_width_8_hamt_of_an_existing_pico_stays_at_width_8(
     old = _ent_link(store, root)
     assert isinstance(old, CID)
     assert hamt.bit_width(store, old) == 8
-    module._delta_memo.clear()  # as after a restart: the memo is rebuilt from the blocks
-    module._node_caches.clear()
+    module._forget_memos()  # as after a restart: the memo is rebuilt from the blocks
     for i in range(6):
         view = Overlay(ent, {f"k{i * 7}": "changed", f"new{i}": i, f"k{i * 11 + 1}": DELETED})
         new, blocks = state_blocks(
@@ -334,3 +332,27 @@ def test_crossing_the_thresholds_both_ways_stays_canonical() -> None:
         assert root == write_state(MemoryBlockStore(), state({"a": ent}))
         kinds.append(type(_ent_link(store, root)).__name__)
     assert kinds == ["CID", "dict", "dict", "CID", "dict"]
+
+
+def test_each_store_keeps_its_own_memo_and_node_cache() -> None:
+    import gc
+
+    import dag.state as module
+
+    a, b = MemoryBlockStore(), MemoryBlockStore()
+    memo_a, cache_a = module._memo_of(a), module._node_cache(a)
+    memo_b, cache_b = module._memo_of(b), module._node_cache(b)
+    assert memo_a is not memo_b
+    assert cache_a is not cache_b
+    for _ in range(2):  # the last store's are found first, the other's through the dicts
+        assert module._memo_of(a) is memo_a
+        assert module._node_cache(a) is cache_a
+        assert module._memo_of(b) is memo_b
+        assert module._node_cache(b) is cache_b
+    del b, memo_b, cache_b
+    gc.collect()
+    c = MemoryBlockStore()  # may take b's address: b's weak reference is dead, not c's
+    assert module._memo_of(c) is not memo_a
+    assert not module._memo_of(c)
+    assert module._node_cache(c) is not cache_a
+    assert len(module._node_cache(c)._nodes) == 0
