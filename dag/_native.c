@@ -25,6 +25,7 @@
 #include <structmember.h>
 #include <openssl/sha.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 #define MAX_BLOCK (256 * 1024)
@@ -335,6 +336,222 @@ spliced(PyObject *self, PyObject *data)
     PyObject *block = make_block(cid, data);
     Py_DECREF(cid);
     return block;
+}
+
+/* -- cbor.encode in C: the same canonical DAG-CBOR bytes as cbor._write for values of the
+ * data model's exact types (str, int, dict, list, tuple, bytes, float, None, True, False and
+ * dag.cid.CID, bound by bind_blocks). Anything else, or a value cbor._write refuses, raises
+ * here and cbor.encode's Python path runs, so its error (with the value's path) is the one
+ * raised. No Python code runs while a value is walked (only exact built-in types are read),
+ * so the borrowed items of dicts and lists stay valid. */
+
+#define ENC_MAX_DEPTH 256 /* cbor.MAX_DEPTH */
+
+typedef struct {
+    unsigned char *b;
+    Py_ssize_t n, cap;
+    int heap; /* b is PyMem memory (else the caller's stack buffer) */
+} EncBuf;
+
+static int
+enc_reserve(EncBuf *w, Py_ssize_t more)
+{
+    if (w->cap - w->n >= more)
+        return 0;
+    Py_ssize_t cap = w->cap;
+    while (cap - w->n < more) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    unsigned char *b = w->heap ? PyMem_Realloc(w->b, (size_t)cap) : PyMem_Malloc((size_t)cap);
+    if (b == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (!w->heap)
+        memcpy(b, w->b, (size_t)w->n);
+    w->b = b;
+    w->cap = cap;
+    w->heap = 1;
+    return 0;
+}
+
+static int
+enc_head(EncBuf *w, int major, uint64_t v)
+{
+    if (enc_reserve(w, 9) < 0)
+        return -1;
+    w->n += put_head(w->b + w->n, major, v);
+    return 0;
+}
+
+static int
+enc_bytes(EncBuf *w, int major, const char *p, Py_ssize_t len)
+{
+    if (enc_head(w, major, (uint64_t)len) < 0 || enc_reserve(w, len) < 0)
+        return -1;
+    memcpy(w->b + w->n, p, (size_t)len);
+    w->n += len;
+    return 0;
+}
+
+typedef struct {
+    const char *k;
+    Py_ssize_t n;
+    PyObject *v;
+} EncItem;
+
+/* canonical key order: shorter first, then bytewise (keys are unique) */
+static int
+enc_item_cmp(const void *a, const void *b)
+{
+    const EncItem *x = a, *y = b;
+    if (x->n != y->n)
+        return x->n < y->n ? -1 : 1;
+    return memcmp(x->k, y->k, (size_t)x->n);
+}
+
+static int
+enc_value(EncBuf *w, PyObject *v, int depth)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        return s == NULL ? -1 : enc_bytes(w, 3, s, n);
+    }
+    if (t == &PyLong_Type) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred())
+            return -1;
+        if (!overflow)
+            return x >= 0 ? enc_head(w, 0, (uint64_t)x) : enc_head(w, 1, (uint64_t)(-1 - x));
+        PyObject *u = overflow > 0 ? Py_NewRef(v) : PyNumber_Invert(v); /* -1 - v */
+        if (u == NULL)
+            return -1;
+        unsigned long long m = PyLong_AsUnsignedLongLong(u); /* OverflowError past 2**64-1 */
+        Py_DECREF(u);
+        if (m == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        return enc_head(w, overflow > 0 ? 0 : 1, (uint64_t)m);
+    }
+    if (t == &PyDict_Type) {
+        if (depth >= ENC_MAX_DEPTH) {
+            PyErr_SetString(PyExc_ValueError, "nested too deep");
+            return -1;
+        }
+        Py_ssize_t n = PyDict_GET_SIZE(v), pos = 0, j = 0;
+        EncItem small[16], *items = n <= 16 ? small : PyMem_Malloc((size_t)n * sizeof(EncItem));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        PyObject *key, *value;
+        int rc = 0;
+        while (j < n && PyDict_Next(v, &pos, &key, &value)) {
+            if (!PyUnicode_CheckExact(key)) {
+                PyErr_SetString(PyExc_TypeError, "map key");
+                rc = -1;
+                break;
+            }
+            items[j].k = PyUnicode_AsUTF8AndSize(key, &items[j].n);
+            if (items[j].k == NULL) {
+                rc = -1;
+                break;
+            }
+            items[j++].v = value;
+        }
+        if (rc == 0) {
+            qsort(items, (size_t)j, sizeof(EncItem), enc_item_cmp);
+            rc = enc_head(w, 5, (uint64_t)j);
+            for (Py_ssize_t i = 0; i < j && rc == 0; i++)
+                rc = enc_bytes(w, 3, items[i].k, items[i].n) < 0 ? -1
+                                                              : enc_value(w, items[i].v, depth + 1);
+        }
+        if (items != small)
+            PyMem_Free(items);
+        return rc;
+    }
+    if (t == &PyList_Type || t == &PyTuple_Type) {
+        if (depth >= ENC_MAX_DEPTH) {
+            PyErr_SetString(PyExc_ValueError, "nested too deep");
+            return -1;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        if (enc_head(w, 4, (uint64_t)n) < 0)
+            return -1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (enc_value(w, PySequence_Fast_GET_ITEM(v, i), depth + 1) < 0)
+                return -1;
+        return 0;
+    }
+    if (t == &PyBytes_Type)
+        return enc_bytes(w, 2, PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v));
+    if (t == &PyFloat_Type) {
+        double d = PyFloat_AS_DOUBLE(v);
+        if (!isfinite(d)) {
+            PyErr_SetString(PyExc_ValueError, "float");
+            return -1;
+        }
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        if (enc_reserve(w, 9) < 0)
+            return -1;
+        w->b[w->n++] = 0xFB; /* always 64-bit */
+        for (int j = 7; j >= 0; j--)
+            w->b[w->n++] = (unsigned char)(bits >> (8 * j));
+        return 0;
+    }
+    if (v == Py_None || v == Py_True || v == Py_False) {
+        if (enc_reserve(w, 1) < 0)
+            return -1;
+        w->b[w->n++] = v == Py_None ? 0xF6 : v == Py_True ? 0xF5 : 0xF4;
+        return 0;
+    }
+    if (T_cid != NULL && t == T_cid) {
+        PyObject *buf = *(PyObject **)((char *)v + O_buffer);
+        if (buf == NULL || !PyBytes_CheckExact(buf)) {
+            PyErr_SetString(PyExc_TypeError, "CID without its bytes");
+            return -1;
+        }
+        Py_ssize_t n = PyBytes_GET_SIZE(buf);
+        if (enc_reserve(w, 2) < 0)
+            return -1;
+        w->b[w->n++] = 0xD8; /* tag 42, then bytes: 0x00 and the binary CID */
+        w->b[w->n++] = 0x2A;
+        if (enc_head(w, 2, (uint64_t)n + 1) < 0 || enc_reserve(w, n + 1) < 0)
+            return -1;
+        w->b[w->n++] = 0x00;
+        memcpy(w->b + w->n, PyBytes_AS_STRING(buf), (size_t)n);
+        w->n += n;
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%.100s", t->tp_name);
+    return -1;
+}
+
+PyDoc_STRVAR(cbor_encode_doc,
+"cbor_encode(value) -> bytes\n"
+"\n"
+"cbor.encode's bytes for a value of the data model's exact types (dag.cid.CID once\n"
+"bind_blocks was called); raises (TypeError, ValueError, OverflowError, ...) for anything\n"
+"cbor.encode refuses or this code does not take, and cbor.encode then runs in Python.");
+
+static PyObject *
+cbor_encode(PyObject *self, PyObject *value)
+{
+    unsigned char small[256]; /* the first 256 bytes on the stack: most values are small */
+    EncBuf w = {small, 0, sizeof small, 0};
+    PyObject *out = NULL;
+    if (enc_value(&w, value, 0) == 0)
+        out = PyBytes_FromStringAndSize((const char *)w.b, w.n);
+    if (w.heap)
+        PyMem_Free(w.b);
+    return out;
 }
 
 /* -- signing: Ed25519 through libsodium's crypto_sign_ed25519_detached, the function PyNaCl
@@ -1799,6 +2016,7 @@ static PyMethodDef methods[] = {
     {"bind_blocks", (PyCFunction)(void (*)(void))bind_blocks, METH_FASTCALL, bind_blocks_doc},
     {"spliced", (PyCFunction)spliced, METH_O, spliced_doc},
     {"bind_signer", (PyCFunction)bind_signer, METH_O, bind_signer_doc},
+    {"cbor_encode", (PyCFunction)cbor_encode, METH_O, cbor_encode_doc},
     {"sign_spliced", (PyCFunction)(void (*)(void))sign_spliced, METH_FASTCALL, sign_spliced_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -11,6 +11,11 @@ import cbor2
 
 from dag.cid import CID, CIDError
 
+try:
+    from dag import _native
+except ImportError:  # built without the C extension (setup.py)
+    _native = None  # type: ignore[assignment]
+
 # Containers nested deeper than this are refused on encode and decode: it bounds recursion
 # (and cyclic values on encode) well below Python's default recursion limit.
 MAX_DEPTH: Final = 256
@@ -57,6 +62,16 @@ def format_path(segments: list[str | int]) -> str:
 
 def encode(value: object) -> bytes:
     """Encode `value` as canonical DAG-CBOR; raise DagCborError naming the path of a bad part."""
+    if _native is not None:
+        try:
+            return _native.cbor_encode(value)  # the same bytes (tests/dag/test_dag_native.py)
+        except Exception:
+            pass
+    return _encode_py(value)
+
+
+def _encode_py(value: object) -> bytes:
+    """``encode`` in Python (without dag/_native.c, and for the values it refuses)."""
     out: list[bytes] = []
     try:
         _write(value, out, 0)

@@ -5,6 +5,7 @@ store's Bloom filter in C: the same bits as store._Filter's Python."""
 import gc
 import os
 import random
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -720,3 +721,71 @@ def test_a_signer_that_signs_otherwise_is_not_used(monkeypatch: pytest.MonkeyPat
     finally:
         monkeypatch.undo()
         assert did._native_signer() is native.sign_spliced
+
+
+_CIDS = st.binary(max_size=8).map(CID.of) | st.binary(max_size=8).map(lambda b: CID.of(b, 0x55))
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64 - 1)
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text()
+    | st.binary(max_size=600)
+    | _CIDS,
+    lambda inner: (
+        st.lists(inner, max_size=20)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=20)
+    ),
+    max_leaves=60,
+)
+
+
+def _py_encode(value: object) -> bytes | None:
+    try:
+        return cbor._encode_py(value)
+    except cbor.DagCborError:
+        return None
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(_VALUES)
+def test_cbor_encode_gives_the_python_encoders_bytes(value: object) -> None:
+    assert native is not None
+    want = _py_encode(value)
+    if want is None:  # refused in Python (NaN, infinities, ints past 64 bits): refused in C
+        with pytest.raises((TypeError, ValueError, OverflowError)):
+            native.cbor_encode(value)
+    else:
+        assert native.cbor_encode(value) == want
+        assert cbor.encode(value) == want
+
+
+def test_cbor_encode_edges() -> None:
+    assert native is not None
+    deep: object = "x"
+    for _ in range(cbor.MAX_DEPTH):
+        deep = [deep]
+    for value in (
+        2**63 - 1, 2**63, 2**64 - 1, -(2**63), -(2**63) - 1, -(2**64), 0, -1, 23, 24, -24, -25,
+        255, 256, 65535, 65536, 2**32 - 1, 2**32, -0.0, 1e300, "é" * 300, b"\x00" * 70000,
+        {f"k{i}": i for i in range(100)}, {"b": 1, "aa": 2, "a": 3, "é": 4}, deep,
+        {"bool": [True, False, None], "t": (1, (2,))},
+    ):  # fmt: skip
+        assert native.cbor_encode(value) == cbor._encode_py(value), repr(value)[:60]
+    refused: list[object] = [
+        2**64, -(2**64) - 1, float("nan"), [float("inf")], {1: 2}, {"s": {1}}, bytearray(b"x"),
+        {"x": ["\ud800"]}, ["\ud800"], {"\ud800": 1}, [deep], object(), {"d": OrderedDict()},
+    ]  # fmt: skip
+    for value in refused:
+        with pytest.raises(Exception):  # noqa: B017, PT011  (each refusal's own type)
+            native.cbor_encode(value)
+        with pytest.raises(cbor.DagCborError):  # the Python path's error, with its path
+            cbor.encode(value)
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    with pytest.raises(ValueError, match="nested too deep"):
+        native.cbor_encode(cyclic)
+    with pytest.raises(cbor.DagCborError, match="nesting deeper than 256 levels"):
+        cbor.encode(cyclic)
