@@ -117,11 +117,14 @@ def _encoded_did(did: str) -> bytes:
 def head_payload(
     pico: str, *, seq: int, prev: CID | None, state: CID, ts: int, cause: CID | None
 ) -> bytes:
-    """The DAG-CBOR bytes of a head's signed payload, spliced from pre-encoded parts.
-
-    The same bytes as ``cbor.encode({"h": VARSIG_ED25519_DAG_CBOR, HEAD_TAG: {...}})`` (tests
-    compare them); the arguments are not checked here (sign_head checks them).
+    """The DAG-CBOR bytes of a head's signed payload: ``cbor.encode({"h":
+    VARSIG_ED25519_DAG_CBOR, HEAD_TAG: {...}})``, spliced from pre-encoded parts when the
+    encoder is Python's (tests compare the two); the arguments are not checked here
+    (sign_head checks them).
     """
+    if cbor.NATIVE:
+        body = {"ts": ts, "seq": seq, "pico": pico, "prev": prev, "cause": cause, "state": state}
+        return cbor.encode({"h": VARSIG_ED25519_DAG_CBOR, HEAD_TAG: body})
     return b"".join(
         (
             _PAYLOAD_PREFIX,

@@ -513,7 +513,17 @@ _ENTRY_STATE: Final = cbor.encode("state")
 def _root_block(
     did: str, entries: list[tuple[str, CID]], channels: CID, meta: Mapping[str, object]
 ) -> Block:
-    """The state root block, the same bytes as state_blocks' Block.encode of it."""
+    """The state root block, the same bytes as state_blocks' Block.encode of it (spliced
+    when the encoder is Python's)."""
+    if cbor.NATIVE:
+        value = {
+            "v": STATE_VERSION,
+            "did": did,
+            "rulesets": [{"rid": rid, "state": cid} for rid, cid in entries],
+            "channels": channels,
+            "meta": dict(meta),
+        }
+        return Block.encode(value)
     k = _ROOT_KEYS
     meta_bytes = cbor.encode(dict(meta)) if meta else b"\xa0"  # {} is the common case
     parts = [_ROOT_PREFIX, k["did"], cbor.encode_str(did), k["meta"], meta_bytes]
@@ -695,8 +705,11 @@ def _delta_blocks(state: PicoState, store: BlockStore, delta: Delta) -> tuple[Bl
         ):
             rs_block = old.block  # nothing of this ruleset changed
         else:
-            ent_bytes = _inline_bytes(ent) if isinstance(ent, _Inline) else cbor.encode_cid(ent)
-            rs_block = _ruleset_block(rs.rid, src.cid, ent_bytes, rules)
+            if cbor.NATIVE and rules is None and isinstance(ent, CID):  # (as _root_block)
+                rs_block = Block.encode({"ent": ent, "rid": rs.rid, "src": src.cid})
+            else:
+                ent_bytes = _inline_bytes(ent) if isinstance(ent, _Inline) else cbor.encode_cid(ent)
+                rs_block = _ruleset_block(rs.rid, src.cid, ent_bytes, rules)
             blocks.append(rs_block)
             if old is None or old.src != src.cid:
                 blocks.append(src)

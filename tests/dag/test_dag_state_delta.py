@@ -85,8 +85,18 @@ def test_only_changed_blocks_are_returned() -> None:
     assert read_state(store, new.cid) == state({"a": dict(view), "b": {"x": 1}})
 
 
-def test_a_million_entry_commit_touches_only_its_path() -> None:
-    """Not a million here (that is the benchmark), but the same shape: a deep HAMT."""
+@pytest.mark.parametrize("native", [True, False], ids=["encoded", "spliced"])
+def test_a_million_entry_commit_touches_only_its_path(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a million here (that is the benchmark), but the same shape: a deep HAMT. The ruleset
+    block and the state root are encoded as dicts where the encoder is C's, else spliced; both
+    must give the CIDs a whole encode gives."""
+    from dag import cbor
+
+    if native and not cbor.NATIVE:
+        pytest.skip("dag._native is not built")
+    monkeypatch.setattr(cbor, "NATIVE", native)
     store = MemoryBlockStore()
     ent: dict[str, object] = {f"k{i}": i for i in range(20_000)}
     root = write_state(store, state({"a": ent}))
