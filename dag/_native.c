@@ -16,8 +16,9 @@
  * blocks or made by our encoder, so they are canonical; every read is still bounds-checked,
  * and bytes that do not parse make the call decline (None) rather than read past them.
  *
- * sign_spliced signs a head's payload with libsodium's Ed25519 (the function PyNaCl calls,
- * bound by did.py) straight into the envelope's bytes.
+ * cbor_encode is cbor.encode for values of the data model's exact types (anything else goes
+ * back to the Python encoder). sign_spliced signs a head's payload with libsodium's Ed25519
+ * (the function PyNaCl calls, bound by did.py) straight into the envelope's bytes.
  */
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -556,7 +557,7 @@ cbor_encode(PyObject *self, PyObject *value)
 
 /* -- signing: Ed25519 through libsodium's crypto_sign_ed25519_detached, the function PyNaCl
  * calls, found by did.py in the libsodium PyNaCl loaded and bound here once (did.py checks
- * the bound function against an RFC 8032 vector before it uses it). */
+ * that the bound function signs two messages as PyNaCl does before it uses it). */
 
 typedef int (*sign_fn)(unsigned char *sig, unsigned long long *siglen, const unsigned char *m,
                        unsigned long long mlen, const unsigned char *sk);
@@ -2026,7 +2027,8 @@ static struct PyModuleDef module = {
     "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded) and the node cache's\n"
     "table (NodeTable), spliced blocks (block.Block._spliced), and the block store's Bloom\n"
     "filter (store._Filter), index merge rows (store._merge) and insert of new blocks\n"
-    "(store._insert), and a head's signature spliced into its envelope (did.Keypair).",
+    "(store._insert), cbor.encode (cbor_encode), and a head's signature spliced into its\n"
+    "envelope (did.Keypair.sign_spliced).",
     -1, methods,
 };
 

@@ -1,5 +1,6 @@
 """Types of dag/_native.c: a HAMT set (dag/hamt.py), spliced blocks (dag/block.py); the Bloom
-filter and merge (dag/store.py)."""
+filter, merge and inserts (dag/store.py); the encoder (dag/cbor.py) and the signer
+(dag/did.py)."""
 
 import builtins
 from collections.abc import Callable, Iterable

@@ -68,7 +68,7 @@ def encode(value: object) -> bytes:
     if _native is not None:
         try:
             return _native.cbor_encode(value)  # the same bytes (tests/dag/test_dag_native.py)
-        except Exception:
+        except Exception:  # refused or not taken in C: Python encodes it, or says what is wrong
             pass
     return _encode_py(value)
 
