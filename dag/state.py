@@ -6,9 +6,9 @@ import bisect
 import functools
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Final, NoReturn, TypeVar
+from typing import Final, Generic, NoReturn, TypeVar
 
 from dag import cbor, hamt
 from dag.block import Block
@@ -418,55 +418,58 @@ class _StateMemo:
 
 
 _DELTA_MEMO_SIZE: Final = 256
-_delta_memo: weakref.WeakKeyDictionary[BlockStore, OrderedDict[CID, _StateMemo]]
-_delta_memo = weakref.WeakKeyDictionary()
-_node_caches: weakref.WeakKeyDictionary[BlockStore, hamt.NodeCache]
-_node_caches = weakref.WeakKeyDictionary()
 _RS_KEYS: Final = {k: cbor.encode(k) for k in ("ent", "rid", "src", "rules")}
+_S = TypeVar("_S")
 
 
-# The last store's memo and node cache, by a weak reference to it: a commit asks for them
-# three times, and a WeakKeyDictionary lookup is a Python call that makes a weak reference.
-_last_memo: tuple[weakref.ref[BlockStore], OrderedDict[CID, _StateMemo]] | None = None
-_last_cache: tuple[weakref.ref[BlockStore], hamt.NodeCache] | None = None
+class _PerStore(Generic[_S]):
+    """One `factory()` object per store, held by a weak reference to the store; the last
+    store's is found first (a commit asks three times, and a WeakKeyDictionary lookup is a
+    Python call that makes a weak reference). TypeError for a store that cannot be weakly
+    referenced."""
+
+    def __init__(self, factory: Callable[[], _S]) -> None:
+        self._factory = factory
+        self._by_store: weakref.WeakKeyDictionary[BlockStore, _S] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref[BlockStore], _S] | None = None
+
+    def of(self, store: BlockStore) -> _S:
+        last = self._last
+        if last is not None and last[0]() is store:
+            return last[1]
+        # (get first: setdefault would build its default, and a weak reference with a
+        # callback, on every call)
+        held = self._by_store.get(store)
+        if held is None:
+            held = self._by_store.setdefault(store, self._factory())
+        self._last = (weakref.ref(store), held)
+        return held
+
+    def clear(self) -> None:
+        self._by_store.clear()
+        self._last = None
+
+
+_delta_memo: Final[_PerStore[OrderedDict[CID, _StateMemo]]] = _PerStore(OrderedDict)
+_node_caches: Final[_PerStore[hamt.NodeCache]] = _PerStore(hamt.NodeCache)
 
 
 def _forget_memos() -> None:
     """Drop every store's memo and node cache (tests: as after a restart)."""
-    global _last_memo, _last_cache
     _delta_memo.clear()
     _node_caches.clear()
-    _last_memo = _last_cache = None
 
 
-# (get first: setdefault would build its default, and a weak reference with a callback, on
-# every commit)
 def _memo_of(store: BlockStore) -> OrderedDict[CID, _StateMemo] | None:
-    global _last_memo
-    last = _last_memo
-    if last is not None and last[0]() is store:
-        return last[1]
     try:
-        memo = _delta_memo.get(store)
-        if memo is None:
-            memo = _delta_memo.setdefault(store, OrderedDict())
-        _last_memo = (weakref.ref(store), memo)
-        return memo
+        return _delta_memo.of(store)
     except TypeError:  # a store that cannot be weakly referenced: no memo
         return None
 
 
 def _node_cache(store: BlockStore) -> hamt.NodeCache:
-    global _last_cache
-    last = _last_cache
-    if last is not None and last[0]() is store:
-        return last[1]
     try:
-        cache = _node_caches.get(store)
-        if cache is None:
-            cache = _node_caches.setdefault(store, hamt.NodeCache())
-        _last_cache = (weakref.ref(store), cache)
-        return cache
+        return _node_caches.of(store)
     except TypeError:
         return hamt.NodeCache()
 
