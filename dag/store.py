@@ -343,7 +343,9 @@ class SqliteBlockStore:
     2**24 + length), written once there instead of into the WAL and again at its checkpoint;
     ``data`` holds them instead for a block of at most 512 bytes or of 16 MiB or more and for
     rows written before the data file (``at`` NULL). Space of deleted blocks in the file is
-    given back to the file system (a hole punched) once its pages hold no live block.
+    given back to the file system (a hole punched) once its pages hold no live block; the
+    freed ranges are kept in ``punch(lo, hi)`` from the GC's COMMIT until they are punched,
+    and punched at open if a process stopped in between.
     ``idx(k INTEGER PRIMARY KEY, id)``
     maps CIDs, by a 64-bit key (``_k``: for a sha2-256 CID, eight bytes of its digest), to ids
     for blocks with id <= ``meta.indexed_upto``, and ``idx2(cid PRIMARY KEY, id)`` the rare CID
@@ -432,6 +434,11 @@ class SqliteBlockStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
         )
+        # the data file's byte ranges a GC freed, written with its COMMIT and cleared once
+        # they are punched: a process that stopped in between left them here
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS punch (lo INTEGER NOT NULL, hi INTEGER NOT NULL)"
+        )
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('indexed_upto', 0)")
         if "blocks" in names and "blk" not in names:
             self._migrate()
@@ -444,6 +451,9 @@ class SqliteBlockStore:
             "SELECT value FROM meta WHERE key = 'data_from'"
         ).fetchone()
         self._drop_lost()
+        for lo, hi in self._db.execute("SELECT lo, hi FROM punch").fetchall():
+            _punch(self._fd, lo, hi)  # freed before a stop (no live block's bytes are there)
+        self._db.execute("DELETE FROM punch")
         self._reload()
 
     def _drop_lost(self) -> None:
@@ -893,14 +903,21 @@ class SqliteBlockStore:
             if maintain:
                 self._maintain()
             gaps = self._gaps() if self._dead else []
+            if gaps:  # in the database with the deletes: a stop before the punch loses no space
+                self._db.executemany("INSERT INTO punch (lo, hi) VALUES (?, ?)", gaps)
             self._flush()
             self._db.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
         self._saved = None
-        for lo, hi in gaps:
-            _punch(self._fd, lo, hi)
+        if gaps:
+            for lo, hi in gaps:
+                _punch(self._fd, lo, hi)
+            try:
+                self._db.execute("DELETE FROM punch")  # its own transaction
+            except sqlite3.OperationalError as e:  # busy: the next open punches them again
+                _log.info("block store: holes punched, their record kept (%s)", e)
         self._unchecked += 1
         if self._unchecked % WAL_CHECK_EVERY and self._inserted < 256:
             return  # the WAL is looked at every few transactions, or after a large one

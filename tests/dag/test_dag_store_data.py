@@ -251,6 +251,49 @@ def test_gc_gives_dead_blocks_space_back_and_keeps_every_live_byte(tmp_path: Pat
         assert data_path(path).stat().st_size == total + len(fresh.data)
 
 
+class _Stop(BaseException):
+    """A process stopping where it is (as a kill would), in a test."""
+
+
+def test_space_a_gc_freed_is_given_back_at_open_after_a_stop_before_the_punch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GC's COMMIT records the freed ranges with the deletes: a process that stops before
+    punching them leaves them recorded, and the next open punches them."""
+    rng = random.Random(9)
+    path = tmp_path / "blocks.sqlite"
+    blocks = [Block.raw(rng.randbytes(8192)) for _ in range(400)]
+    with SqliteBlockStore(path) as store:
+        store.put_many(blocks)
+    before = _allocated(data_path(path))
+    punch = store_mod._punch
+
+    def stop(fd: int, lo: int, hi: int) -> None:
+        raise _Stop
+
+    store = SqliteBlockStore(path)
+    monkeypatch.setattr(store_mod, "_punch", stop)
+    with pytest.raises(_Stop):
+        store.delete_many([b.cid for b in blocks[:300]])  # committed, then the stop
+    store._db.close()  # no close(): nothing more of this process runs
+    os.close(store._fd)
+    db = sqlite3.connect(path)
+    try:
+        (recorded,) = db.execute("SELECT count(*) FROM punch").fetchone()
+    finally:
+        db.close()
+    assert recorded == 1  # one range: the first 300 blocks, next to each other
+    assert _allocated(data_path(path)) >= before  # nothing given back yet
+    monkeypatch.setattr(store_mod, "_punch", punch)
+    with SqliteBlockStore(path) as store:
+        assert store._db.execute("SELECT count(*) FROM punch").fetchone() == (0,)
+        assert all(store.get(b.cid) == b.data for b in blocks[300:])
+        assert not any(store.has(b.cid) for b in blocks[:300])
+        if store_mod._fallocate is False:
+            pytest.skip("this file system punches no holes")
+        assert _allocated(data_path(path)) <= 100 * 8192 + 4 * 4096
+
+
 def test_a_home_before_the_data_file_keeps_its_rows_and_gains_the_column(
     tmp_path: Path,
 ) -> None:
