@@ -291,7 +291,7 @@ def _filter_bits(blocks: int) -> int:
 
 def _span(at: int) -> tuple[int, int]:
     """A blk row's `at`: the offset and length of its block's bytes in the data file."""
-    return at >> 24, at & (_AT_LEN - 1)
+    return divmod(at, _AT_LEN)
 
 
 _PAGE: Final = 4096

@@ -31,10 +31,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dag.did import Keypair
-from dag.store import CACHE_KIB, INLINE_MAX, PAGE_SIZE, WAL_CHECKPOINT_BYTES
+from dag.store import (
+    _INSERTS,
+    _MERGE,
+    _MERGE_ROWS,
+    CACHE_KIB,
+    INLINE_MAX,
+    PAGE_SIZE,
+    WAL_CHECKPOINT_BYTES,
+)
 
 _INDEX_BATCH = 4096
-_INDEX_ROWS = 128
+_INDEX_ROWS = _MERGE_ROWS
 
 
 _RUNS = 3
@@ -73,21 +81,22 @@ def sqlite_us(block_sizes: Sequence[int], group: int, commits: int) -> float:
 def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
     rng = random.Random(7)
     per = len(block_sizes)
-    insert = "INSERT INTO blk (id, cid, data, at) VALUES " + ", ".join(["(?, ?, ?, ?)"] * per)
-    merge = "INSERT OR IGNORE INTO idx (k, id) VALUES " + ", ".join(["(?, ?)"] * _INDEX_ROWS)
+    insert = _INSERTS[per]  # the store's own statement (a commit has at most 16 blocks)
+    merge = _MERGE  # the store's merge statement, _INDEX_ROWS rows
     datas = [rng.randbytes(size) for size in block_sizes]
-    rows: list[list[bytes | int]] = []
+    rows: list[list[bytearray | int]] = []
     batches: list[list[int]] = []
     pending: list[tuple[int, int]] = []
     next_id, end = 1, 0
     for _ in range(commits):
-        args: list[bytes | int] = []
+        args: list[bytearray | int] = []
         for data in datas:
             cid = b"\x01\x71\x12\x20" + rng.randbytes(32)  # CIDv1 dag-cbor sha2-256, binary
+            # bound as the store binds them: bytearrays and ints (0: no `at`, stored as NULL)
             if len(data) <= INLINE_MAX:  # in its row
-                args += (next_id, cid, data, None)
+                args += (next_id, bytearray(cid), bytearray(data), 0)
             else:
-                args += (next_id, cid, b"", end << 24 | len(data))
+                args += (next_id, bytearray(cid), bytearray(), end << 24 | len(data))
                 end += len(data)
             pending.append((int.from_bytes(cid[-8:], "little", signed=True), next_id))
             next_id += 1
