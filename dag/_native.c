@@ -555,6 +555,392 @@ cbor_encode(PyObject *self, PyObject *value)
     return out;
 }
 
+/* -- cbor.decode in C: a value only for canonical DAG-CBOR, the bytes cbor._write gives back
+ * for it (heads of minimal length, definite lengths, map keys that are strings in canonical
+ * order and unique, valid UTF-8, 64-bit finite floats, false/true/null, tag 42 holding 0x00
+ * and a CID, nesting below cbor.MAX_DEPTH, nothing after the value). Anything else raises
+ * ValueError without saying more, and cbor.decode's Python path runs, whose error names the
+ * byte offset or the value's path. The sizes read are checked against the bytes left before
+ * anything is allocated, so a short input cannot make a large list or dict. */
+
+typedef struct {
+    const unsigned char *b;
+    Py_ssize_t n, pos;
+    PyObject *links; /* cbor_links: the CIDs go here, and nothing else is made (None stands in) */
+} DecBuf;
+
+static PyObject *
+dec_fail(const char *why)
+{
+    PyErr_SetString(PyExc_ValueError, why);
+    return NULL;
+}
+
+/* The head at d->pos: its major type, additional info and argument (a float's bits for major
+ * 7). 0, or -1 for a truncated head, an indefinite or reserved length, a longer head than the
+ * argument needs. */
+static int
+dec_head(DecBuf *d, int *major, int *info, uint64_t *v)
+{
+    if (d->pos >= d->n) {
+        dec_fail("truncated");
+        return -1;
+    }
+    unsigned char first = d->b[d->pos++];
+    *major = first >> 5;
+    *info = first & 31;
+    if (*info < 24) {
+        *v = (uint64_t)*info;
+        return 0;
+    }
+    if (*info > 27) {
+        dec_fail("indefinite length or reserved info");
+        return -1;
+    }
+    int size = 1 << (*info - 24);
+    if (d->n - d->pos < size) {
+        dec_fail("truncated");
+        return -1;
+    }
+    uint64_t x = 0;
+    for (int j = 0; j < size; j++)
+        x = x << 8 | d->b[d->pos + j];
+    d->pos += size;
+    *v = x;
+    if (*major != 7 && x < (size == 1 ? 24 : size == 2 ? 0x100 : size == 4 ? 0x10000
+                                                                           : 0x100000000ull)) {
+        dec_fail("not the shortest head");
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether p[0..n) is UTF-8 that Python's strict decoder takes: no overlong forms, no
+ * surrogates, nothing past U+10FFFF (cbor_links checks strings without making them). */
+static int
+utf8_ok(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int more;
+        unsigned char lo = 0x80, hi = 0xBF; /* the range of the first continuation byte */
+        if (c >= 0xC2 && c <= 0xDF)
+            more = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            more = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            more = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        }
+        else
+            return 0;
+        if (n - i - 1 < more || p[i + 1] < lo || p[i + 1] > hi)
+            return 0;
+        for (int j = 2; j <= more; j++)
+            if ((p[i + j] & 0xC0) != 0x80)
+                return 0;
+        i += 1 + more;
+    }
+    return 1;
+}
+
+/* The CID of binary `c` (after tag 42's 0x00): the common 36-byte sha2-256 CIDv1 with a
+ * one-byte codec made here, as cid.CID._parse_bytes does; any other through that method. */
+static PyObject *
+dec_cid(const unsigned char *c, Py_ssize_t len)
+{
+    if (T_cid == NULL)
+        return dec_fail("bind_blocks was not called");
+    if (!(len == CID_LEN && c[0] == 1 && c[1] < 0x80 && c[2] == 0x12 && c[3] == 0x20))
+        return PyObject_CallMethod((PyObject *)T_cid, "_parse_bytes", "y#", c, len);
+    PyObject *buf = PyBytes_FromStringAndSize((const char *)c, CID_LEN);
+    PyObject *mh = buf ? PyBytes_FromStringAndSize((const char *)c + 2, CID_LEN - 2) : NULL;
+    PyObject *codec = mh ? PyLong_FromLong(c[1]) : NULL;
+    PyObject *cid = codec ? T_cid->tp_alloc(T_cid, 0) : NULL;
+    if (cid != NULL) {
+        put_slot(cid, O_version, INT_ONE);
+        put_slot(cid, O_codec, codec);
+        put_slot(cid, O_multihash, mh);
+        put_slot(cid, O_buffer, buf);
+        put_slot(cid, O_str, Py_None);
+    }
+    Py_XDECREF(codec);
+    Py_XDECREF(mh);
+    Py_XDECREF(buf);
+    return cid;
+}
+
+static PyObject *
+dec_value(DecBuf *d, int depth)
+{
+    int major, info;
+    uint64_t v;
+    if (dec_head(d, &major, &info, &v) < 0)
+        return NULL;
+    uint64_t left = (uint64_t)(d->n - d->pos);
+    if (d->links != NULL && major <= 1)
+        return Py_NewRef(Py_None);
+    switch (major) {
+    case 0:
+        return PyLong_FromUnsignedLongLong(v);
+    case 1: {
+        if (v <= (uint64_t)INT64_MAX)
+            return PyLong_FromLongLong(-1 - (long long)v);
+        PyObject *u = PyLong_FromUnsignedLongLong(v);
+        PyObject *r = u ? PyNumber_Invert(u) : NULL; /* -1 - v */
+        Py_XDECREF(u);
+        return r;
+    }
+    case 2:
+    case 3: {
+        if (v > left)
+            return dec_fail("truncated");
+        const char *p = (const char *)d->b + d->pos;
+        d->pos += (Py_ssize_t)v;
+        if (d->links != NULL) {
+            if (major == 3 && !utf8_ok((const unsigned char *)p, (Py_ssize_t)v))
+                return dec_fail("a string that is not UTF-8");
+            return Py_NewRef(Py_None);
+        }
+        if (major == 2)
+            return PyBytes_FromStringAndSize(p, (Py_ssize_t)v);
+        return PyUnicode_DecodeUTF8(p, (Py_ssize_t)v, "strict");
+    }
+    case 4: {
+        if (depth >= ENC_MAX_DEPTH)
+            return dec_fail("nested too deep");
+        if (v > left) /* each item takes a byte at least */
+            return dec_fail("truncated");
+        if (d->links != NULL) {
+            for (uint64_t j = 0; j < v; j++) {
+                PyObject *item = dec_value(d, depth + 1);
+                if (item == NULL)
+                    return NULL;
+                Py_DECREF(item);
+            }
+            return Py_NewRef(Py_None);
+        }
+        PyObject *list = PyList_New((Py_ssize_t)v);
+        if (list == NULL)
+            return NULL;
+        for (Py_ssize_t j = 0; j < (Py_ssize_t)v; j++) {
+            PyObject *item = dec_value(d, depth + 1);
+            if (item == NULL) {
+                Py_DECREF(list);
+                return NULL;
+            }
+            PyList_SET_ITEM(list, j, item);
+        }
+        return list;
+    }
+    case 5: {
+        if (depth >= ENC_MAX_DEPTH)
+            return dec_fail("nested too deep");
+        if (v > left / 2) /* a key and a value, a byte each at least */
+            return dec_fail("truncated");
+        PyObject *dict = d->links != NULL ? Py_NewRef(Py_None) : PyDict_New();
+        if (dict == NULL)
+            return NULL;
+        const unsigned char *prev = NULL;
+        uint64_t prev_n = 0;
+        for (uint64_t j = 0; j < v; j++) {
+            int kmajor, kinfo;
+            uint64_t kn;
+            if (dec_head(d, &kmajor, &kinfo, &kn) < 0)
+                goto fail;
+            if (kmajor != 3) {
+                dec_fail("a map key that is not a string");
+                goto fail;
+            }
+            if (kn > (uint64_t)(d->n - d->pos)) {
+                dec_fail("truncated");
+                goto fail;
+            }
+            const unsigned char *k = d->b + d->pos;
+            /* canonical order: shorter first, then bytewise; strictly after the last key */
+            if (prev != NULL && (kn < prev_n || (kn == prev_n && memcmp(k, prev, kn) <= 0))) {
+                dec_fail("map keys out of order or repeated");
+                goto fail;
+            }
+            prev = k;
+            prev_n = kn;
+            d->pos += (Py_ssize_t)kn;
+            if (d->links != NULL) {
+                PyObject *value = utf8_ok(k, (Py_ssize_t)kn) ? dec_value(d, depth + 1)
+                                                             : dec_fail("a key not UTF-8");
+                if (value == NULL)
+                    goto fail;
+                Py_DECREF(value);
+                continue;
+            }
+            PyObject *key = PyUnicode_DecodeUTF8((const char *)k, (Py_ssize_t)kn, "strict");
+            if (key == NULL)
+                goto fail;
+            PyObject *value = dec_value(d, depth + 1);
+            int rc = value == NULL ? -1 : PyDict_SetItem(dict, key, value);
+            Py_DECREF(key);
+            Py_XDECREF(value);
+            if (rc < 0)
+                goto fail;
+        }
+        return dict;
+    fail:
+        Py_DECREF(dict);
+        return NULL;
+    }
+    case 6: {
+        if (v != 42)
+            return dec_fail("a tag other than 42");
+        int bmajor, binfo;
+        uint64_t bn;
+        if (dec_head(d, &bmajor, &binfo, &bn) < 0)
+            return NULL;
+        if (bmajor != 2 || bn == 0 || bn > (uint64_t)(d->n - d->pos) || d->b[d->pos] != 0)
+            return dec_fail("tag 42 without a byte string of 0x00 and a CID");
+        const unsigned char *c = d->b + d->pos + 1;
+        d->pos += (Py_ssize_t)bn;
+        PyObject *cid = dec_cid(c, (Py_ssize_t)bn - 1);
+        if (cid == NULL || d->links == NULL)
+            return cid;
+        int rc = PyList_Append(d->links, cid);
+        Py_DECREF(cid);
+        return rc < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    default: /* 7 */
+        if (info == 20)
+            Py_RETURN_FALSE;
+        if (info == 21)
+            Py_RETURN_TRUE;
+        if (info == 22)
+            Py_RETURN_NONE;
+        if (info == 27) {
+            double x;
+            memcpy(&x, &v, 8);
+            if (!isfinite(x))
+                return dec_fail("NaN or an infinity");
+            return d->links != NULL ? Py_NewRef(Py_None) : PyFloat_FromDouble(x);
+        }
+        return dec_fail("a simple value, or a float shorter than 64 bits");
+    }
+}
+
+PyDoc_STRVAR(cbor_decode_doc,
+"cbor_decode(data) -> object\n"
+"\n"
+"cbor.decode's value for canonical DAG-CBOR bytes (CIDs as dag.cid.CID once bind_blocks\n"
+"was called); raises ValueError (or UnicodeDecodeError, CIDError) for anything else, and\n"
+"cbor.decode's Python path then says what is wrong and where.");
+
+static PyObject *
+cbor_decode(PyObject *self, PyObject *data)
+{
+    if (!PyBytes_CheckExact(data)) {
+        PyErr_Format(PyExc_TypeError, "cbor_decode: data must be bytes, got %.100s",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    DecBuf d = {(const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0, NULL};
+    PyObject *value = dec_value(&d, 0);
+    if (value != NULL && d.pos != d.n) {
+        Py_DECREF(value);
+        return dec_fail("bytes after the value");
+    }
+    return value;
+}
+
+PyDoc_STRVAR(cbor_links_doc,
+"cbor_links(data) -> list\n"
+"\n"
+"What cbor_decode checks, without making the value: the CIDs in canonical DAG-CBOR bytes\n"
+"(block.iter_links's order); raises as cbor_decode does for anything else.");
+
+static PyObject *
+cbor_links(PyObject *self, PyObject *data)
+{
+    if (!PyBytes_CheckExact(data)) {
+        PyErr_Format(PyExc_TypeError, "cbor_links: data must be bytes, got %.100s",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    DecBuf d = {(const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0, out};
+    PyObject *none = dec_value(&d, 0);
+    if (none == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    Py_DECREF(none);
+    if (d.pos != d.n) {
+        Py_DECREF(out);
+        return dec_fail("bytes after the value");
+    }
+    return out;
+}
+
+/* -- block.iter_links in C: every CID in a value, depth-first, in dict and list order. Only
+ * exact types are walked (as iter_links does) and no Python code runs while a container is
+ * read, so its borrowed items stay valid. */
+
+#define LINKS_MAX_DEPTH 1000 /* about where iter_links's generators hit the recursion limit */
+
+static int
+links_walk(PyObject *v, PyObject *out, int depth)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == T_cid)
+        return PyList_Append(out, v);
+    if (t != &PyDict_Type && t != &PyList_Type && t != &PyTuple_Type)
+        return 0;
+    if (depth >= LINKS_MAX_DEPTH) {
+        PyErr_SetString(PyExc_RecursionError, "links: nested too deep");
+        return -1;
+    }
+    if (t == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(v, &pos, &key, &item))
+            if (links_walk(item, out, depth + 1) < 0)
+                return -1;
+        return 0;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (links_walk(PySequence_Fast_GET_ITEM(v, i), out, depth + 1) < 0)
+            return -1;
+    return 0;
+}
+
+PyDoc_STRVAR(links_doc,
+"links(value) -> list\n"
+"\n"
+"list(block.iter_links(value)): the dag.cid.CID objects inside a decoded value, depth-first.");
+
+static PyObject *
+links(PyObject *self, PyObject *value)
+{
+    if (T_cid == NULL)
+        return dec_fail("links: bind_blocks was not called");
+    PyObject *out = PyList_New(0);
+    if (out != NULL && links_walk(value, out, 0) < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
 /* -- signing: Ed25519 through libsodium's crypto_sign_ed25519_detached, the function PyNaCl
  * calls, found by did.py in the libsodium PyNaCl loaded and bound here once (did.py checks
  * that the bound function signs two messages as PyNaCl does before it uses it). */
@@ -2018,6 +2404,9 @@ static PyMethodDef methods[] = {
     {"spliced", (PyCFunction)spliced, METH_O, spliced_doc},
     {"bind_signer", (PyCFunction)bind_signer, METH_O, bind_signer_doc},
     {"cbor_encode", (PyCFunction)cbor_encode, METH_O, cbor_encode_doc},
+    {"cbor_decode", (PyCFunction)cbor_decode, METH_O, cbor_decode_doc},
+    {"cbor_links", (PyCFunction)cbor_links, METH_O, cbor_links_doc},
+    {"links", (PyCFunction)links, METH_O, links_doc},
     {"sign_spliced", (PyCFunction)(void (*)(void))sign_spliced, METH_FASTCALL, sign_spliced_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final, NoReturn, final
 
 from dag import cbor, pb
@@ -71,7 +71,8 @@ class Block:
 
     @classmethod
     def decode(cls, cid: CID, data: bytes) -> Block:
-        """Check `data` against `cid` (sha2-256; dag-cbor, raw or dag-pb) and strictly decode it."""
+        """Check `data` against `cid` (sha2-256; dag-cbor, raw or dag-pb) and strictly decode it
+        (with dag/_native.c, dag-cbor is only checked canonical here, and decoded on first use)."""
         data = bytes(data)
         if cid.codec not in (DAG_CBOR, RAW, DAG_PB):
             raise BlockError(
@@ -84,8 +85,9 @@ class Block:
         digest = hashlib.sha256(data).digest()
         if digest != cid.digest:
             _mismatch(cid, digest)
+        value: object
         if cid.codec == DAG_CBOR:
-            value: object = cbor.decode(data)
+            value = _NOT_DECODED if _canonical(data) else cbor.decode(data)
         elif cid.codec == DAG_PB:  # IPFS blocks, e.g. in a CAR; we never write them
             value = pb.decode(data)
         else:
@@ -105,7 +107,12 @@ class Block:
         """Every CID inside the value, depth-first, in encoded order (none for raw blocks)."""
         if self.cid.codec == RAW:
             return []
-        return list(iter_links(self.value))
+        if self._value is _NOT_DECODED and _native is not None and self.cid.codec == DAG_CBOR:
+            try:
+                return _native.cbor_links(self.data)  # no value made (checked canonical)
+            except Exception:  # as .value would: cbor.decode says what is wrong
+                pass
+        return _links(self.value)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Block):
@@ -152,3 +159,24 @@ def iter_links(value: object) -> Iterator[CID]:
     elif type(value) is list or type(value) is tuple:
         for v in value:
             yield from iter_links(v)
+
+
+def _links_py(value: object) -> list[CID]:
+    return list(iter_links(value))
+
+
+# list(iter_links(value)), in C where dag/_native.c is built (tests/dag/test_dag_native.py)
+_links: Callable[[object], list[CID]] = _links_py if _native is None else _native.links
+
+
+def _canonical(data: bytes) -> bool:
+    """Whether dag/_native.c finds `data` canonical DAG-CBOR (then Block.decode leaves the value
+    to be decoded on first use: a block read for its links or bytes makes no Python objects of
+    it); False without the C extension or when C refuses (cbor.decode then decides)."""
+    if _native is None:
+        return False
+    try:
+        _native.cbor_links(data)
+    except Exception:
+        return False
+    return True

@@ -1,4 +1,5 @@
-"""Strict DAG-CBOR codec: own encoder, cbor2 + re-encode to decode, _cbor_strict.py for errors."""
+"""Strict DAG-CBOR codec: own encoder; to decode, dag/_native.c's strict decoder, else cbor2 and a
+re-encode to compare; _cbor_strict.py for errors."""
 
 from __future__ import annotations
 
@@ -259,6 +260,16 @@ def _tag_hook(tag: cbor2.CBORTag, immutable: bool) -> CID:
 def decode(data: bytes | bytearray | memoryview) -> object:
     """Decode one canonical DAG-CBOR value; any other input raises DagCborError."""
     data = bytes(data)
+    if _native is not None:
+        try:
+            return _native.cbor_decode(data)  # canonical bytes only (tests/dag/test_dag_native.py)
+        except Exception:  # refused in C: the Python path decides, and says where and why
+            pass
+    return _decode_py(data)
+
+
+def _decode_py(data: bytes) -> object:
+    """``decode`` in Python (without dag/_native.c, and for the bytes it refuses)."""
     try:
         value = cbor2.loads(
             data,
@@ -287,6 +298,11 @@ def decode(data: bytes | bytearray | memoryview) -> object:
 def decode_trusted(data: bytes) -> object:
     """Decode bytes already known to be canonical DAG-CBOR (a slice of a block that was
     strictly decoded, or bytes this package encoded), without ``decode``'s re-encoding check."""
+    if _native is not None:
+        try:
+            return _native.cbor_decode(data)
+        except Exception:  # e.g. a CID form C does not take: cbor2 reads it
+            pass
     return cbor2.loads(data, tag_hook=_tag_hook, max_depth=MAX_DEPTH + 8)
 
 

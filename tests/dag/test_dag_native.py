@@ -3,8 +3,10 @@ Python path, and a decline (None) wherever the Python path must do the work; and
 store's Bloom filter in C: the same bits as store._Filter's Python."""
 
 import gc
+import json
 import os
 import random
+import struct
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -789,3 +791,183 @@ def test_cbor_encode_edges() -> None:
         native.cbor_encode(cyclic)
     with pytest.raises(cbor.DagCborError, match="nesting deeper than 256 levels"):
         cbor.encode(cyclic)
+
+
+# -- the decoder: cbor_decode and cbor_links take exactly the bytes cbor._decode_py takes
+
+_REFUSED = object()
+_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "ipld"
+_POSITIVE = sorted((_FIXTURES / "codec-fixtures" / "fixtures").glob("*/*.dag-cbor"))
+_NEGATIVE = [
+    bytes.fromhex(case["hex"])
+    for f in sorted(
+        (_FIXTURES / "codec-fixtures" / "negative-fixtures" / "dag-cbor" / "decode").glob("*.json")
+    )
+    for case in json.loads(f.read_text())
+]
+
+
+def _exact(a: object, b: object) -> bool:
+    """Equal values of the same types all the way down (1 is not True nor 1.0; -0.0 is not
+    0.0; dict keys in the same order)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        assert isinstance(b, dict)
+        return list(a) == list(b) and all(_exact(a[k], b[k]) for k in a)
+    if type(a) is list:
+        assert isinstance(b, list)
+        return len(a) == len(b) and all(_exact(x, y) for x, y in zip(a, b, strict=True))
+    if type(a) is float:
+        assert isinstance(b, float)
+        return struct.pack(">d", a) == struct.pack(">d", b)
+    return a == b
+
+
+def _agree(data: bytes) -> object:
+    """Check that C and Python decode `data` alike; return the value (or _REFUSED)."""
+    assert native is not None
+    try:
+        want: object = cbor._decode_py(data)
+    except cbor.DagCborError:
+        want = _REFUSED
+    try:
+        got: object = native.cbor_decode(data)
+    except ValueError:  # UnicodeDecodeError and CIDError are ValueErrors too
+        got = _REFUSED
+    try:
+        links: object = native.cbor_links(data)
+    except ValueError:
+        links = _REFUSED
+    if want is _REFUSED:
+        assert got is _REFUSED, f"C took what Python refuses: {data.hex()}"
+        assert links is _REFUSED, f"cbor_links took what Python refuses: {data.hex()}"
+        return want
+    assert got is not _REFUSED, f"C refused what Python takes: {data.hex()}"
+    assert _exact(got, want), data.hex()
+    assert links == list(block_mod.iter_links(want))
+    assert all(type(c) is CID for c in links)  # type: ignore[attr-defined]
+    assert cbor.decode(data) == want
+    return want
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(_VALUES)
+def test_c_decodes_canonical_bytes_as_python_does(value: object) -> None:
+    try:
+        data = cbor._encode_py(value)
+    except cbor.DagCborError:
+        return
+    assert _agree(data) is not _REFUSED
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(_VALUES, st.data())
+def test_c_refuses_what_python_refuses_in_mutated_bytes(value: object, draw: st.DataObject) -> None:
+    try:
+        data = bytearray(cbor._encode_py(value))
+    except cbor.DagCborError:
+        return
+    for _ in range(draw.draw(st.integers(1, 3))):
+        i = draw.draw(st.integers(0, len(data)))
+        op = draw.draw(st.sampled_from(["flip", "set", "cut", "insert"]))
+        if op == "insert" or i == len(data):
+            data.insert(i, draw.draw(st.integers(0, 255)))
+        elif op == "flip":
+            data[i] ^= 1 << draw.draw(st.integers(0, 7))
+        elif op == "set":
+            data[i] = draw.draw(st.integers(0, 255))
+        else:
+            del data[i:]
+    _agree(bytes(data))
+
+
+@settings(max_examples=1500)
+@given(st.binary(max_size=48))
+def test_c_and_python_agree_on_any_bytes(data: bytes) -> None:
+    _agree(data)
+
+
+def test_c_and_python_agree_on_the_codec_fixtures() -> None:
+    assert len(_POSITIVE) == 128
+    assert _NEGATIVE
+    for path in _POSITIVE:
+        assert _agree(path.read_bytes()) is not _REFUSED, path.parent.name
+    for data in _NEGATIVE:
+        assert _agree(data) is _REFUSED, data.hex()
+
+
+def _c_refuses(decode: Any, data: bytes) -> str:
+    """The message of the ValueError `decode` (cbor_decode or cbor_links) raises for `data`."""
+    try:
+        decode(data)
+    except ValueError as exc:
+        return str(exc)
+    raise AssertionError(f"C took {data.hex()}")
+
+
+def test_c_decoder_edges() -> None:
+    assert native is not None
+    link = CID.of(b"x")
+    deep: object = 1
+    for _ in range(cbor.MAX_DEPTH):
+        deep = [deep]
+    taken: list[object] = [
+        2**64 - 1, -(2**64), -(2**63), -(2**63) - 1, 2**63, 0, -1, 23, 24, 255, 256, -0.0,
+        5e-324, "é\U0010ffff", "\x00", {"b": 1, "aa": 2, "a": 3, "é": 4}, deep, [link],
+        {"l": [CID.parse("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n")]},  # a v0 CID
+        {"l": CID.of(b"x", 0x55)}, CID.v1(0x300, b"\x12\x20" + bytes(32)),  # 2-byte codec
+        {f"k{i}": i for i in range(40)}, b"", "", [], {},
+    ]  # fmt: skip
+    for value in taken:
+        data = cbor.encode(value)
+        assert _exact(native.cbor_decode(data), cbor._decode_py(data)), repr(value)[:60]
+    refused = [
+        "", "18", "1817", "190017", "f93c00", "fa3f800000", "f7", "f0", "f818", "fb7ff8000000000000",
+        "fb7ff0000000000000", "9f01ff", "5f41ff", "a2616101616101", "a2616201616101", "a10101",
+        "62c328", "63eda080", "62c0af", "0101", "c1", "d82a4100", "d82a4101", "d82a40", "d82b01",
+        "d9002a582500", "d82a5825000171122000", "9b" + "ff" * 8, "bb" + "ff" * 8,
+        "5b" + "ff" * 8, "7b" + "ff" * 8, "8" + "1" * 1, "a1" + "6161", "1c", "3f", "ff",
+    ]  # fmt: skip
+    for hexdata in refused:
+        assert _c_refuses(native.cbor_decode, bytes.fromhex(hexdata))
+        assert _c_refuses(native.cbor_links, bytes.fromhex(hexdata))
+        with pytest.raises(cbor.DagCborError):
+            cbor.decode(bytes.fromhex(hexdata))
+    too_deep = cbor.encode(deep)
+    too_deep = b"\x81" + too_deep  # 257 levels
+    assert _c_refuses(native.cbor_decode, too_deep) == "nested too deep"
+    with pytest.raises(cbor.DagCborError, match="deeper than 256"):
+        cbor.decode(too_deep)
+    for bad in (bytearray(b"\x01"), "01", None):
+        with pytest.raises(TypeError):
+            native.cbor_decode(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            native.cbor_links(bad)  # type: ignore[arg-type]
+
+
+def test_c_links_are_iter_links() -> None:
+    assert native is not None
+    a, b, c = CID.of(b"a"), CID.of(b"b"), CID.of(b"c", 0x55)
+    value = {"x": [a, {"y": (b, [c])}], "z": a, "n": 1}
+    assert native.links(value) == list(block_mod.iter_links(value)) == [a, b, c, a]
+    assert native.links(a) == [a]
+    assert native.links(5) == native.links("s") == []
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    with pytest.raises(RecursionError):
+        native.links(cyclic)
+
+
+def test_a_decoded_block_is_decoded_on_first_use() -> None:
+    value = {"a": [CID.of(b"1"), 2.5], "b": {"c": CID.of(b"2", 0x55)}}
+    data = cbor.encode(value)
+    block = Block.decode(CID.of(data), data)
+    assert block._value is block_mod._NOT_DECODED  # checked, not yet decoded
+    assert block.links() == [CID.of(b"1"), CID.of(b"2", 0x55)]
+    assert block._value is block_mod._NOT_DECODED
+    assert _exact(block.value, value)
+    assert block.links() == [CID.of(b"1"), CID.of(b"2", 0x55)]
+    bad = bytes.fromhex("a2616201616101")  # keys out of order: refused at decode, with where
+    with pytest.raises(cbor.DagCborError, match="offset"):
+        Block.decode(CID.of(bad), bad)
