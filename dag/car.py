@@ -53,13 +53,19 @@ def write_car(out: BinaryIO, roots: list[CID], blocks: Iterable[Block]) -> int:
 
 
 class _Reader:
-    """Reads exact byte counts from a stream and knows its offset."""
+    """Reads exact byte counts from a stream (or from bytes: sliced) and knows its offset."""
 
-    def __init__(self, inp: BinaryIO) -> None:
+    def __init__(self, inp: BinaryIO | bytes) -> None:
         self.inp = inp
+        self.data = inp if isinstance(inp, bytes) else None
         self.offset = 0
 
     def read(self, n: int) -> bytes:
+        if self.data is not None:
+            out = self.data[self.offset : self.offset + n]
+            self.offset += len(out)
+            return out
+        assert not isinstance(self.inp, bytes)
         chunks, got = [], 0
         while got < n:
             chunk = self.inp.read(n - got)
@@ -74,6 +80,12 @@ class _Reader:
     def varint(self, what: str) -> int | None:
         """A length prefix, or None at a clean end of input."""
         start = self.offset
+        data = self.data
+        if data is not None and data[start : start + 1] < b"\x80":  # one byte (or the end)
+            if start >= len(data):
+                return None
+            self.offset = start + 1
+            return data[start]
         raw = bytearray()
         while True:
             b = self.read(1)
@@ -120,6 +132,8 @@ def _cid_length(section: bytes) -> int:
     """How many bytes of `section` its CID takes (CIDv0: a bare sha2-256 multihash)."""
     if section[:2] == b"\x12\x20":
         return 34
+    if section[:1] == b"\x01" and section[1:2] < b"\x80" and section[2:4] == b"\x12\x20":
+        return 36  # CIDv1, a one-byte codec, sha2-256: every block we write
     pos = 0
     for _ in range(3):  # version, codec, hash function
         pos = decode_varint(section, pos)[1]
@@ -155,8 +169,9 @@ def _sections(r: _Reader) -> Iterator[Block]:
             raise CarError(start, f"block {cid} is invalid: {e}") from None
 
 
-def read_car(inp: BinaryIO) -> tuple[list[CID], Iterator[Block]]:
-    """Read the header now; return the roots and a lazy iterator of verified blocks."""
+def read_car(inp: BinaryIO | bytes) -> tuple[list[CID], Iterator[Block]]:
+    """Read the header now; return the roots and a lazy iterator of verified blocks (from a
+    stream, or from bytes already in memory)."""
     r = _Reader(inp)
     roots = _read_header(r)
     return roots, _sections(r)

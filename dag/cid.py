@@ -208,13 +208,19 @@ class CID:
 
     @property
     def hash_code(self) -> int:
-        return decode_varint(self.multihash)[0]
+        mh = self.multihash
+        if mh[:2] == b"\x12\x20":  # sha2-256, every CID a Block has: no varints to read
+            return SHA2_256
+        return decode_varint(mh)[0]
 
     @property
     def digest(self) -> bytes:
-        _, pos = decode_varint(self.multihash)
-        _, pos = decode_varint(self.multihash, pos)
-        return self.multihash[pos:]
+        mh = self.multihash
+        if mh[:2] == b"\x12\x20":
+            return mh[2:]
+        _, pos = decode_varint(mh)
+        _, pos = decode_varint(mh, pos)
+        return mh[pos:]
 
     def __bytes__(self) -> bytes:
         return self._buffer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Final, NoReturn, final
 
@@ -48,6 +49,13 @@ def public_key_from_did(did: str) -> bytes:
     """The 32-byte Ed25519 public key inside `did:key:z6Mk…`; raise InvalidDid otherwise."""
     if not isinstance(did, str) or not did.startswith("did:"):
         _bad_did("invalidDid", f"not a DID: {did!r}")
+    return _key_of_did(did)
+
+
+# A pico's heads all carry its DID: verifying a history of 8,000 heads decoded its base58
+# 8,000 times (0.6 s) before this cache.
+@functools.lru_cache(maxsize=4096)
+def _key_of_did(did: str) -> bytes:
     parts = did.split(":")
     if len(parts) != 3 or not parts[1] or not parts[2]:
         _bad_did("invalidDid", f"expected did:key:<multibase>, got {did!r}")

@@ -40,6 +40,10 @@ class MissingBlock(KeyError):
 class BlockStore(Protocol):
     def get(self, cid: CID) -> bytes | None: ...
     def has(self, cid: CID) -> bool: ...
+    def present(self, cids: Iterable[CID]) -> set[CID]:
+        """Which of `cids` are stored."""
+        ...
+
     def put(self, block: Block) -> None: ...
     def put_many(self, blocks: Iterable[Block]) -> None: ...
     def get_block(self, cid: CID) -> Block | None:
@@ -58,6 +62,9 @@ class MemoryBlockStore:
 
     def has(self, cid: CID) -> bool:
         return cid in self._blocks
+
+    def present(self, cids: Iterable[CID]) -> set[CID]:
+        return {cid for cid in cids if cid in self._blocks}
 
     def put(self, block: Block) -> None:
         self._blocks[block.cid] = block.data
@@ -678,13 +685,30 @@ class SqliteBlockStore:
         for _ in range(2):
             if self._id(key) is not None:
                 return True
-            if self._db.execute(_HAS_INDEXED, (_k(key), _blob(key))).fetchone():
-                return True
-            if self._spilled and self._db.execute(_HAS_SPILLED, (_blob(key),)).fetchone():
+            f = self._filter  # a CID it does not hold is in neither idx nor idx2 (_insert)
+            if (f is None or key in f) and self._indexed(key):
                 return True
             if not self._sync():
                 break
         return False
+
+    def present(self, cids: Iterable[CID]) -> set[CID]:
+        """Which of `cids` are stored: ``has`` for many, without a read for those the filter
+        does not hold (a CAR import asks for every block it brings)."""
+        self._sync()
+        f = self._filter
+        found: set[CID] = set()
+        for cid in cids:
+            key = cid.buffer
+            if self._id(key) is not None or ((f is None or key in f) and self._indexed(key)):
+                found.add(cid)
+        return found
+
+    def _indexed(self, key: bytes) -> bool:
+        """Whether idx (or idx2) holds the CID `key`."""
+        if self._db.execute(_HAS_INDEXED, (_k(key), _blob(key))).fetchone():
+            return True
+        return bool(self._spilled and self._db.execute(_HAS_SPILLED, (_blob(key),)).fetchone())
 
     def get_block(self, cid: CID) -> Block | None:
         data = self.get(cid)

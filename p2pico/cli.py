@@ -301,8 +301,6 @@ def _unseal(args: argparse.Namespace, data: bytes) -> bytes | str:
 
     Returns the plain CAR, or the reason it cannot be opened.
     """
-    import io
-
     from dag.car import CarError, car_header, car_section, read_car
     from dag.sealed import SealedError, unseal
 
@@ -311,7 +309,7 @@ def _unseal(args: argparse.Namespace, data: bytes) -> bytes | str:
     except (OSError, ValueError) as e:
         return f"cannot read the key in {args.key}: {e}"
     try:
-        roots, blocks = read_car(io.BytesIO(data))
+        roots, blocks = read_car(data)
         held = {block.cid: block for block in blocks}
         if len(roots) != 1:
             raise SealedError(f"a sealed CAR has one root; this one has {len(roots)}")

@@ -13,7 +13,6 @@ is kept, flagged as a fork, and reported; it never replaces the current head.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -76,7 +75,7 @@ def car_chunks(engine: Engine, head: CID) -> Iterator[bytes]:
 
 def parse_car(data: bytes) -> tuple[list[CID], dict[CID, Block]]:
     """Read and verify every block of a CAR (pure; p2pico.http runs it in a thread)."""
-    roots, blocks = read_car(io.BytesIO(data))
+    roots, blocks = read_car(data)
     return roots, {block.cid: block for block in blocks}
 
 
@@ -113,7 +112,8 @@ def import_blocks(
     _check_complete(engine, root, blocks, absent=missing)
     top = chain[-1]
     fork = _fork_with_current(engine, chain)
-    new = [b for b in blocks.values() if not store.has(b.cid)]
+    stored = store.present(blocks)
+    new = [b for b in blocks.values() if b.cid not in stored]
     store.put_many(new)
     engine.home.save_imported_head(top.pico, root, top.seq, fork=fork is not None)
     reply: dict[str, object] = {

@@ -411,3 +411,22 @@ def test_a_home_with_the_cid_keyed_index_is_reindexed_at_open(tmp_path: Path) ->
         consistent(store)
         assert all(store.get(b.cid) == b.data for b in blocks)
         assert len(store) == len(blocks) + 8
+
+
+def test_present_is_has_for_many(tmp_path: Path) -> None:
+    blocks = [Block.raw(bytes([i])) for i in range(40)]
+    path = tmp_path / "blocks.sqlite"
+    with SqliteBlockStore(path, batch=4) as a, SqliteBlockStore(path) as b:
+        model = MemoryBlockStore()
+        for s in (a, model):
+            s.put_many(blocks[:10])
+        b.put_many(blocks[10:20])  # another connection's: `a` sees them too
+        model.put_many(blocks[10:20])
+        asked = [blk.cid for blk in blocks]
+        want = {blk.cid for blk in blocks[:20]}
+        assert a.present(asked) == model.present(asked) == want
+        assert {c for c in asked if a.has(c)} == want
+        assert a._filter is not None
+        a._filter.bits[:] = b"\xff" * len(a._filter.bits)  # every CID a "maybe": reads idx
+        assert a.present(asked) == want
+        assert a.present([]) == set()
