@@ -301,7 +301,7 @@ def decode_trusted(data: bytes) -> object:
     if _native is not None:
         try:
             return _native.cbor_decode(data)
-        except Exception:  # e.g. a CID form C does not take: cbor2 reads it
+        except Exception:  # refused in C (then not canonical after all): cbor2 reads it
             pass
     return cbor2.loads(data, tag_hook=_tag_hook, max_depth=MAX_DEPTH + 8)
 

@@ -53,7 +53,7 @@ def public_key_from_did(did: str) -> bytes:
 
 
 # A pico's heads all carry its DID: verifying a history of 8,000 heads decoded its base58
-# 8,000 times (0.6 s) before this cache.
+# 8,000 times before this cache (0.6 s of a 9.6 s import under cProfile).
 @functools.lru_cache(maxsize=4096)
 def _key_of_did(did: str) -> bytes:
     parts = did.split(":")
