@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -565,7 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, so that a reader gone away is caught below, not at exit
+    except BrokenPipeError:
+        # `p2pico log DID | head`: the rest of the output has nowhere to go, which is no error
+        # worth a traceback; what is still buffered goes to /dev/null at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE  # 141, what a shell reports for a command killed by it
+    return code
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,22 @@ def test_syntax_compile_and_read_errors_name_the_place(tmp_path: Path) -> None:
     assert results[3]["ok"] is False
     assert results[3]["line"] is None
     assert "cannot read" in str(results[3]["error"])
+
+
+def test_a_reader_gone_away_ends_the_command_without_a_traceback() -> None:
+    # `p2pico … | head`: stdout is a pipe whose reader has closed it before the first write
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "p2pico", "krl", "check", str(ROOT / "rulesets/counter.krl")],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+    finally:
+        os.close(w)
+    assert done.returncode == 141, done.stderr
+    assert done.stderr == ""
