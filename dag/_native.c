@@ -317,6 +317,17 @@ bind_blocks(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* 0 if `data` is exactly bytes, else -1 with a TypeError naming the function `fn`. */
+static int
+bytes_arg(PyObject *data, const char *fn)
+{
+    if (PyBytes_CheckExact(data))
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s: data must be bytes, got %.100s", fn,
+                 Py_TYPE(data)->tp_name);
+    return -1;
+}
+
 PyDoc_STRVAR(spliced_doc,
 "spliced(data)\n"
 "\n"
@@ -326,11 +337,8 @@ PyDoc_STRVAR(spliced_doc,
 static PyObject *
 spliced(PyObject *self, PyObject *data)
 {
-    if (!PyBytes_CheckExact(data)) {
-        PyErr_Format(PyExc_TypeError, "spliced: data must be bytes, got %.100s",
-                     Py_TYPE(data)->tp_name);
+    if (bytes_arg(data, "spliced") < 0)
         return NULL;
-    }
     PyObject *cid = cid_of(data);
     if (cid == NULL)
         return NULL;
@@ -847,11 +855,8 @@ PyDoc_STRVAR(cbor_decode_doc,
 static PyObject *
 cbor_decode(PyObject *self, PyObject *data)
 {
-    if (!PyBytes_CheckExact(data)) {
-        PyErr_Format(PyExc_TypeError, "cbor_decode: data must be bytes, got %.100s",
-                     Py_TYPE(data)->tp_name);
+    if (bytes_arg(data, "cbor_decode") < 0)
         return NULL;
-    }
     DecBuf d = {(const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0, NULL};
     PyObject *value = dec_value(&d, 0);
     if (value != NULL && d.pos != d.n) {
@@ -870,11 +875,8 @@ PyDoc_STRVAR(cbor_links_doc,
 static PyObject *
 cbor_links(PyObject *self, PyObject *data)
 {
-    if (!PyBytes_CheckExact(data)) {
-        PyErr_Format(PyExc_TypeError, "cbor_links: data must be bytes, got %.100s",
-                     Py_TYPE(data)->tp_name);
+    if (bytes_arg(data, "cbor_links") < 0)
         return NULL;
-    }
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
