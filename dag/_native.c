@@ -17,7 +17,9 @@
  * and bytes that do not parse make the call decline (None) rather than read past them.
  *
  * cbor_encode is cbor.encode for values of the data model's exact types (anything else goes
- * back to the Python encoder). sign_spliced signs a head's payload with libsodium's Ed25519
+ * back to the Python encoder); cbor_decode is cbor.decode for canonical bytes, and cbor_links
+ * its checks alone, giving a block's CIDs (anything refused goes to the Python decoder, whose
+ * error says where). sign_spliced signs a head's payload with libsodium's Ed25519
  * (the function PyNaCl calls, bound by did.py) straight into the envelope's bytes.
  */
 #define PY_SSIZE_T_CLEAN
@@ -315,6 +317,16 @@ bind_blocks(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(T_block, b);
     Py_XSETREF(NOT_DECODED, args[2]);
     Py_RETURN_NONE;
+}
+
+/* 0 if a METH_FASTCALL function `fn` was given `want` arguments, else -1 with a TypeError. */
+static int
+nargs_ok(Py_ssize_t nargs, Py_ssize_t want, const char *fn)
+{
+    if (nargs == want)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments (%zd given)", fn, want, nargs);
+    return -1;
 }
 
 /* 0 if `data` is exactly bytes, else -1 with a TypeError naming the function `fn`. */
@@ -977,10 +989,8 @@ PyDoc_STRVAR(sign_spliced_doc,
 static PyObject *
 sign_spliced(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "sign_spliced takes 3 arguments (%zd given)", nargs);
+    if (nargs_ok(nargs, 3, "sign_spliced") < 0)
         return NULL;
-    }
     for (int i = 0; i < 3; i++)
         if (!PyBytes_CheckExact(args[i])) {
             PyErr_Format(PyExc_TypeError, "sign_spliced: argument %d must be bytes, not %.100s",
@@ -1539,10 +1549,8 @@ static PyObject *
 NodeTable_put(NodeTable *t, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t h;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "put takes 3 arguments (%zd given)", nargs);
+    if (nargs_ok(nargs, 3, "put") < 0)
         return NULL;
-    }
     long long weight = PyLong_AsLongLong(args[2]);
     if (weight == -1 && PyErr_Occurred())
         return NULL;
@@ -1657,10 +1665,8 @@ PyDoc_STRVAR(hamt_set_doc,
 static PyObject *
 hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "hamt_set takes 9 arguments");
+    if (nargs_ok(nargs, 9, "hamt_set") < 0)
         return NULL;
-    }
     PyObject *top = args[0], *cache = args[1], *lookup = args[2], *key = args[3];
     PyObject *value = args[4], *node_type = args[5], *rpre = args[6], *rsuf = args[7];
     PyObject *root_cid = args[8];
@@ -1956,10 +1962,8 @@ static int
 bloom_args(PyObject *const *args, Py_ssize_t nargs, const char *name, unsigned char **bits,
            uint64_t *mask)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "%s takes 3 arguments (%zd given)", name, nargs);
+    if (nargs_ok(nargs, 3, name) < 0)
         return -1;
-    }
     return filter_bits(args[0], args[1], name, bits, mask);
 }
 
@@ -2126,10 +2130,8 @@ PyDoc_STRVAR(merge_rows_doc,
 static PyObject *
 merge_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "merge_rows takes 3 arguments (%zd given)", nargs);
+    if (nargs_ok(nargs, 3, "merge_rows") < 0)
         return NULL;
-    }
     PyObject *bucket = args[0], *entries = args[1], *out = args[2];
     if (!PyList_CheckExact(bucket) || !PyDict_CheckExact(entries) || !PyList_CheckExact(out)) {
         PyErr_SetString(PyExc_TypeError,
@@ -2223,10 +2225,8 @@ insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     unsigned char *bits;
     uint64_t mask, p1, p2;
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "insert_rows takes 6 arguments (%zd given)", nargs);
+    if (nargs_ok(nargs, 6, "insert_rows") < 0)
         return NULL;
-    }
     PyObject *buf = args[4];
     if (!PyByteArray_CheckExact(buf)) {
         PyErr_SetString(PyExc_TypeError, "insert_rows: buf must be a bytearray");
@@ -2350,10 +2350,8 @@ PyDoc_STRVAR(insert_record_doc,
 static PyObject *
 insert_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "insert_record takes 5 arguments (%zd given)", nargs);
+    if (nargs_ok(nargs, 5, "insert_record") < 0)
         return NULL;
-    }
     PyObject *keys = args[0], *pending = args[2], *buckets = args[3], *log = args[4];
     if (!PyList_CheckExact(keys) || !PyDict_CheckExact(pending) || !PyList_CheckExact(buckets) ||
         PyList_GET_SIZE(buckets) != 256 || !PyList_CheckExact(log)) {
@@ -2418,7 +2416,8 @@ static struct PyModuleDef module = {
     "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded) and the node cache's\n"
     "table (NodeTable), spliced blocks (block.Block._spliced), and the block store's Bloom\n"
     "filter (store._Filter), index merge rows (store._merge) and insert of new blocks\n"
-    "(store._insert), cbor.encode (cbor_encode), and a head's signature spliced into its\n"
+    "(store._insert), cbor.encode and cbor.decode (cbor_encode, cbor_decode, cbor_links),\n"
+    "and a head's signature spliced into its\n"
     "envelope (did.Keypair.sign_spliced).",
     -1, methods,
 };

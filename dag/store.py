@@ -472,7 +472,7 @@ class SqliteBlockStore:
         are all there."""
         size = os.fstat(self._fd).st_size
         after: list[tuple[int, bytes]] = []  # rows after the last whole one, newest first
-        cut = len(after)  # rows of `after` from here on are older than the oldest lost one
+        cut = 0  # rows of `after` from here on are older than the oldest lost one
         rows = self._db.execute(
             "SELECT id, cid, at FROM blk WHERE id >= ? ORDER BY id DESC", (self._data_from,)
         )
@@ -683,10 +683,7 @@ class SqliteBlockStore:
     def has(self, cid: CID) -> bool:
         key = cid.buffer
         for _ in range(2):
-            if self._id(key) is not None:
-                return True
-            f = self._filter  # a CID it does not hold is in neither idx nor idx2 (_insert)
-            if (f is None or key in f) and self._indexed(key):
+            if self._stored(key):
                 return True
             if not self._sync():
                 break
@@ -696,16 +693,16 @@ class SqliteBlockStore:
         """Which of `cids` are stored: ``has`` for many, without a read for those the filter
         does not hold (a CAR import asks for every block it brings)."""
         self._sync()
-        f = self._filter
-        found: set[CID] = set()
-        for cid in cids:
-            key = cid.buffer
-            if self._id(key) is not None or ((f is None or key in f) and self._indexed(key)):
-                found.add(cid)
-        return found
+        return {cid for cid in cids if self._stored(cid.buffer)}
 
-    def _indexed(self, key: bytes) -> bool:
-        """Whether idx (or idx2) holds the CID `key`."""
+    def _stored(self, key: bytes) -> bool:
+        """Whether the CID `key` is in memory, idx or idx2 as this connection knows them (a CID
+        the filter does not hold is in none of them: _insert relies on it too)."""
+        if self._id(key) is not None:
+            return True
+        f = self._filter
+        if f is not None and key not in f:
+            return False
         if self._db.execute(_HAS_INDEXED, (_k(key), _blob(key))).fetchone():
             return True
         return bool(self._spilled and self._db.execute(_HAS_SPILLED, (_blob(key),)).fetchone())
