@@ -36,6 +36,17 @@ class MissingBlock(KeyError):
         return str(self.args[0])
 
 
+class StoreError(ValueError):
+    """A block store file that cannot be opened: not a SQLite database, unreadable, or
+    written by a newer p2pico (its format is above STORE_FORMAT)."""
+
+
+# The layout SqliteBlockStore writes, in the database's user_version (0: a file from before
+# the number was kept, whose layout opening it brings up to date). A file whose number is
+# higher was written by a newer p2pico and is refused, not misread.
+STORE_FORMAT: Final = 1
+
+
 @runtime_checkable
 class BlockStore(Protocol):
     def get(self, cid: CID) -> bytes | None: ...
@@ -369,14 +380,21 @@ class SqliteBlockStore:
 
     def __init__(self, path: str | Path, *, batch: int | None = None) -> None:
         # isolation_level=None: autocommit, so put_many can own its BEGIN/COMMIT.
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(f"block store {path}: cannot open it: {e}") from e
         self._fixed_batch = batch  # tests: a tiny batch so merges happen often
         self._group_depth = 0  # > 0 inside group(): put_many joins the open transaction
-        self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # no effect once the file has tables
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint(), after a data sync
+        try:
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # none once the file has tables
+            self._db.execute("PRAGMA journal_mode=WAL")  # the first read of a file's header
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint(), after a data sync
+        except sqlite3.Error as e:  # e.g. "file is not a database"
+            self._db.close()
+            raise StoreError(f"block store {path}: cannot open it: {e}") from e
         self._fd = os.open(f"{path}-data", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._buf = bytearray()  # the open write transaction's bytes for the file, from _end
         self._end = 0  # the file's size when the buffer was begun
@@ -406,18 +424,29 @@ class SqliteBlockStore:
         self._log: list[tuple[dict[bytes, int] | None, bytes, int]] = []  # (None: insert)
         self._saved: _Saved | None = None
         self._inserted = 0  # blocks the open write transaction added
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._open_tables()
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._open_tables()
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except BaseException as e:
             self._db.close()
             os.close(self._fd)
+            if isinstance(e, sqlite3.Error):  # e.g. a damaged page, a database locked
+                raise StoreError(f"block store {path}: cannot open it: {e}") from e
             raise
-        self._db.execute("COMMIT")
         self._version = self._data_version()
 
     def _open_tables(self) -> None:
+        (form,) = self._db.execute("PRAGMA user_version").fetchone()
+        if form > STORE_FORMAT:
+            raise StoreError(
+                f"block store {self._path}: format {form}, written by a newer p2pico; this one"
+                f" reads formats up to {STORE_FORMAT}"
+            )
         names = {
             r for (r,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
@@ -461,6 +490,8 @@ class SqliteBlockStore:
         for lo, hi in self._db.execute("SELECT lo, hi FROM punch").fetchall():
             _punch(self._fd, lo, hi)  # freed before a stop (no live block's bytes are there)
         self._db.execute("DELETE FROM punch")
+        if form != STORE_FORMAT:
+            self._db.execute(f"PRAGMA user_version={STORE_FORMAT}")  # with this transaction
         self._reload()
 
     def _drop_lost(self) -> None:

@@ -113,7 +113,16 @@ def cmd_node(args: argparse.Namespace) -> int:
         replica_lease=args.replica_lease,
         mdns=args.mdns,
     )
-    trio.run(run_until_signal, config)
+    from p2pico.home import HomeError
+
+    failed: HomeError | None = None
+    try:
+        trio.run(run_until_signal, config)
+    except* HomeError as group:  # raised before the node starts: no traceback for it
+        failed = group.exceptions[0]  # type: ignore[assignment]
+    if failed is not None:
+        print(f"p2pico node: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,6 +10,12 @@ Layout of ``--home DIR`` (default ``~/.p2pico``):
                     node's settings (the DID of its root pico, p2pico.root), and the
                     Bitswap grants (peer id, DID) the operator made (p2pico.bitswap)
     node.json       written when the node is ready: {"peer_id", "multiaddrs", "http"}
+    lock            locked (flock) by the node serving the home, which wrote its pid there:
+                    a second node on the same home is refused (``lock_home``)
+
+Each database keeps its layout's number in its user_version (blocks.sqlite:
+dag.store.STORE_FORMAT; node.sqlite: HOME_FORMAT); one written by a newer p2pico is
+refused with a HomeError, as is a file that is not a database.
 
 A pico's state lives only in blocks; node.sqlite holds pointers to it (the head
 CID) and the pico's private key, which never enters a block.
@@ -24,11 +30,13 @@ each hosted pico's pointer to the newest head found there that extends it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +44,46 @@ from dag.block import Block
 from dag.cid import CID
 from dag.did import Keypair
 from dag.head import InvalidHead, head_seq_prev, looks_like_head, verify_head
-from dag.store import SqliteBlockStore
+from dag.store import SqliteBlockStore, StoreError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOME = Path("~/.p2pico").expanduser()
+
+# node.sqlite's layout, in its user_version (0: from before the number was kept)
+HOME_FORMAT = 1
+
+
+class HomeError(Exception):
+    """A home folder that cannot be opened or served: the message says which file and why."""
+
+
+@contextmanager
+def lock_home(path: Path) -> Iterator[None]:
+    """Hold the home's lock while a node serves it; HomeError if another process holds it.
+
+    Two nodes on one home would share an engine key (one peer id twice in the mesh) and
+    both commit the same picos: forks.  The lock is an flock on ``lock``, which the kernel
+    drops with the process, so a node that was killed leaves no stale lock behind.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    file = path / "lock"
+    fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise HomeError(
+                f"{path} is served by another node (pid {holder}); stop it first, or give"
+                " this one another --home"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS picos (
@@ -92,23 +135,49 @@ class Home:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
         self.engine_key = self._load_or_create_key(path / "engine.key")
-        self.blocks = SqliteBlockStore(path / "blocks.sqlite")
-        self._db = sqlite3.connect(path / "node.sqlite", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self.blocks = SqliteBlockStore(path / "blocks.sqlite")
+        except StoreError as e:
+            raise HomeError(str(e)) from e
         # head pointers noted after group commits, not yet in the picos table
         self._dirty: dict[str, CID] = {}
+        file = path / "node.sqlite"
+        try:
+            self._db = sqlite3.connect(file, isolation_level=None)
+            try:
+                self._open_tables(file)
+            except BaseException:
+                self._db.close()
+                raise
+        except BaseException as e:
+            self.blocks.close()
+            if isinstance(e, sqlite3.Error):
+                raise HomeError(f"{file}: cannot open it: {e}") from e
+            raise
         self._recover_heads()
+
+    def _open_tables(self, file: Path) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")  # the first read of the file's header
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        (form,) = self._db.execute("PRAGMA user_version").fetchone()
+        if form > HOME_FORMAT:
+            raise HomeError(
+                f"{file}: format {form}, written by a newer p2pico; this one reads formats up"
+                f" to {HOME_FORMAT}"
+            )
+        self._db.executescript(_SCHEMA)
+        if form != HOME_FORMAT:
+            self._db.execute(f"PRAGMA user_version={HOME_FORMAT}")
 
     @staticmethod
     def _load_or_create_key(file: Path) -> Keypair:
         if file.exists():
-            seed = file.read_bytes()
+            try:
+                seed = file.read_bytes()
+            except OSError as e:
+                raise HomeError(f"{file}: cannot read the engine key: {e.strerror}") from e
             if len(seed) != 32:
-                raise SystemExit(
-                    f"{file}: expected a 32-byte Ed25519 seed, found {len(seed)} bytes"
-                )
+                raise HomeError(f"{file}: expected a 32-byte Ed25519 seed, found {len(seed)} bytes")
             return Keypair.from_seed(seed)
         key = Keypair.generate()
         fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

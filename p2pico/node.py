@@ -23,7 +23,7 @@ from p2pico import httpd
 from p2pico.bitswap import Bitswap
 from p2pico.engine import Engine
 from p2pico.explorer import Explorer
-from p2pico.home import Home
+from p2pico.home import Home, lock_home
 from p2pico.http import build_app
 from p2pico.krlhttp import KrlHttp
 from p2pico.mdns import serve_mdns
@@ -69,7 +69,15 @@ def _http_server() -> Any:
 
 
 async def serve_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Run a node until cancelled; ``task_status.started`` gets the node.json contents."""
+    """Run a node until cancelled; ``task_status.started`` gets the node.json contents.
+
+    A home that cannot be served (held by another node, a file that is not a database, one
+    written by a newer p2pico) raises p2pico.home.HomeError before anything starts."""
+    with lock_home(config.home):
+        await _serve_home(config, task_status)
+
+
+async def _serve_home(config: NodeConfig, task_status: Any) -> None:
     home = Home(config.home)
     try:
         async with trio.open_nursery() as nursery:

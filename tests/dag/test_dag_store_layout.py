@@ -1,13 +1,16 @@
 """SqliteBlockStore's file layout: 16 KB pages for new homes, existing homes open as they are
-(their blocks stay in their rows; new ones go to the data file)."""
+(their blocks stay in their rows; new ones go to the data file); the layout's number in
+user_version, a newer one and a file that is not a database refused."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from dag.block import Block
-from dag.store import PAGE_SIZE, SqliteBlockStore
+from dag.store import PAGE_SIZE, STORE_FORMAT, SqliteBlockStore, StoreError
 
 
 def pragma(store: SqliteBlockStore, name: str) -> int:
@@ -44,6 +47,7 @@ def test_an_existing_home_with_4_kb_pages_opens_and_keeps_them(tmp_path: Path) -
     new = [Block.encode({"new": i, "pad": "x" * 600}) for i in range(3)]
     with SqliteBlockStore(path) as store:
         assert pragma(store, "page_size") == 4096  # a page size cannot change in WAL mode
+        assert pragma(store, "user_version") == STORE_FORMAT  # brought up to this layout
         assert all(store.get_block(b.cid) == b for b in old)
         with store.group():
             store.put_many(new + old[:2])  # old blocks again: ignored
@@ -58,3 +62,53 @@ def test_an_existing_home_with_4_kb_pages_opens_and_keeps_them(tmp_path: Path) -
         assert sorted(store.cids(), key=bytes) == sorted(
             [b.cid for b in old[1:] + new[1:]], key=bytes
         )
+
+
+def test_a_store_keeps_its_format_number_and_an_unnumbered_one_gets_it(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    block = Block.encode({"kept": 1})
+    with SqliteBlockStore(path) as store:
+        assert pragma(store, "user_version") == STORE_FORMAT == 1
+        store.put(block)
+    # a store written before the number was kept (user_version 0) is the same layout
+    db = sqlite3.connect(str(path))
+    db.execute("PRAGMA user_version=0")
+    db.commit()
+    db.close()
+    with SqliteBlockStore(path) as store:
+        assert pragma(store, "user_version") == STORE_FORMAT
+        assert store.get(block.cid) == block.data
+
+
+def test_a_store_of_a_newer_format_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    block = Block.encode({"newer": True})
+    with SqliteBlockStore(path) as store:
+        store.put(block)
+    db = sqlite3.connect(str(path))
+    db.execute(f"PRAGMA user_version={STORE_FORMAT + 1}")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as e:
+        SqliteBlockStore(path)
+    assert str(e.value) == (
+        f"block store {path}: format {STORE_FORMAT + 1}, written by a newer p2pico; this one"
+        f" reads formats up to {STORE_FORMAT}"
+    )
+    assert path.read_bytes() == before  # nothing migrated, nothing dropped
+    db = sqlite3.connect(str(path))
+    db.execute(f"PRAGMA user_version={STORE_FORMAT}")
+    db.commit()
+    db.close()
+    with SqliteBlockStore(path) as store:  # the refusal closed its files and lost nothing
+        assert store.get(block.cid) == block.data
+
+
+def test_a_file_that_is_not_a_database_is_refused_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "blocks.sqlite"
+    path.write_bytes(b"not a database; " * 300)
+    with pytest.raises(StoreError) as e:
+        SqliteBlockStore(path)
+    assert str(e.value) == f"block store {path}: cannot open it: file is not a database"
+    assert not (tmp_path / "blocks.sqlite-data").exists()  # refused before creating it
