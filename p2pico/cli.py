@@ -253,11 +253,17 @@ def cmd_export(args: argparse.Namespace) -> int:
                     return _emit(response.json())
                 except ValueError:
                     return _emit({"error": f"HTTP {response.status_code}: {response.text}"})
-            with part.open("wb") as f:
-                for chunk in response.iter_bytes():
-                    written += f.write(chunk)
-                    if tty:
-                        print(f"\rexport: {written:,} bytes", end="", file=sys.stderr, flush=True)
+            try:
+                with part.open("wb") as f:
+                    for chunk in response.iter_bytes():
+                        written += f.write(chunk)
+                        if tty:
+                            print(
+                                f"\rexport: {written:,} bytes", end="", file=sys.stderr, flush=True
+                            )
+            except OSError as e:  # no such folder, no space left: main names the file
+                part.unlink(missing_ok=True)
+                raise OSError(e.errno, e.strerror, str(out)) from e
     except httpx.HTTPError as e:
         part.unlink(missing_ok=True)
         raise SystemExit(f"p2pico: export from {url} failed: {e}") from e
@@ -272,9 +278,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     except CarError as e:  # e.g. the node stopped mid-stream
         part.unlink()
         return _emit({"error": f"the node sent an incomplete or bad CAR: {e}"})
-    part.replace(out)
+    _move_part(part, out)
     root = str(roots[0]) if roots else None
     return _emit({"did": args.did, "root": root, "blocks": count, "bytes": written})
+
+
+def _move_part(part: Path, out: Path) -> None:
+    """Rename the finished FILE.part to FILE; if it cannot be (FILE is a folder, say), remove
+    the part and fail naming FILE."""
+    try:
+        part.replace(out)
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(out)) from e
 
 
 def _seal_export(
@@ -292,7 +308,7 @@ def _seal_export(
         f.write(key.hex() + "\n")
     with part.open("wb") as f:  # the plain CAR is overwritten, then renamed
         size = write_car(f, [sealed.root], sealed.blocks)
-    part.replace(out)
+    _move_part(part, out)
     return _emit(
         {
             "did": args.did,
@@ -583,6 +599,13 @@ def main(argv: list[str] | None = None) -> int:
         # worth a traceback; what is still buffered goes to /dev/null at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE  # 141, what a shell reports for a command killed by it
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # a file named on the command line (a CAR, a ruleset, an output) cannot be read or
+        # written: one line, as cat or cp say it
+        print(f"p2pico: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
     return code
 
 
