@@ -41,6 +41,10 @@ class StoreError(ValueError):
     written by a newer p2pico (its format is above STORE_FORMAT)."""
 
 
+def _unopenable(path: str | Path, error: sqlite3.Error) -> StoreError:
+    return StoreError(f"block store {path}: cannot open it: {error}")
+
+
 # The layout SqliteBlockStore writes, in the database's user_version (0: a file from before
 # the number was kept, whose layout opening it brings up to date). A file whose number is
 # higher was written by a newer p2pico and is refused, not misread.
@@ -383,7 +387,7 @@ class SqliteBlockStore:
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None)
         except sqlite3.Error as e:
-            raise StoreError(f"block store {path}: cannot open it: {e}") from e
+            raise _unopenable(path, e) from e
         self._fixed_batch = batch  # tests: a tiny batch so merges happen often
         self._group_depth = 0  # > 0 inside group(): put_many joins the open transaction
         try:
@@ -394,7 +398,7 @@ class SqliteBlockStore:
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint(), after a data sync
         except sqlite3.Error as e:  # e.g. "file is not a database"
             self._db.close()
-            raise StoreError(f"block store {path}: cannot open it: {e}") from e
+            raise _unopenable(path, e) from e
         self._fd = os.open(f"{path}-data", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._buf = bytearray()  # the open write transaction's bytes for the file, from _end
         self._end = 0  # the file's size when the buffer was begun
@@ -436,7 +440,7 @@ class SqliteBlockStore:
             self._db.close()
             os.close(self._fd)
             if isinstance(e, sqlite3.Error):  # e.g. a damaged page, a database locked
-                raise StoreError(f"block store {path}: cannot open it: {e}") from e
+                raise _unopenable(path, e) from e
             raise
         self._version = self._data_version()
 

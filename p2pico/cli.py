@@ -115,11 +115,13 @@ def cmd_node(args: argparse.Namespace) -> int:
     )
     from p2pico.home import HomeError
 
-    failed: HomeError | None = None
+    failed: BaseException | None = None
     try:
         trio.run(run_until_signal, config)
     except* HomeError as group:  # raised before the node starts: no traceback for it
-        failed = group.exceptions[0]  # type: ignore[assignment]
+        failed = group
+        while isinstance(failed, BaseExceptionGroup):  # the HomeError, however nested
+            failed = failed.exceptions[0]
     if failed is not None:
         print(f"p2pico node: {failed}", file=sys.stderr)
         return 1

@@ -175,7 +175,7 @@ class Home:
             try:
                 seed = file.read_bytes()
             except OSError as e:
-                raise HomeError(f"{file}: cannot read the engine key: {e.strerror}") from e
+                raise HomeError(f"{file}: cannot read the engine key: {e.strerror or e}") from e
             if len(seed) != 32:
                 raise HomeError(f"{file}: expected a 32-byte Ed25519 seed, found {len(seed)} bytes")
             return Keypair.from_seed(seed)
