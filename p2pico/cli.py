@@ -264,8 +264,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                 f"\rexport: {written:,} bytes", end="", file=sys.stderr, flush=True
                             )
             except OSError as e:  # no such folder, no space left: main names the file
-                part.unlink(missing_ok=True)
-                raise OSError(e.errno, e.strerror, str(out)) from e
+                raise _part_failed(part, out, e) from e
     except httpx.HTTPError as e:
         part.unlink(missing_ok=True)
         raise SystemExit(f"p2pico: export from {url} failed: {e}") from e
@@ -291,8 +290,14 @@ def _move_part(part: Path, out: Path) -> None:
     try:
         part.replace(out)
     except OSError as e:
-        part.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(out)) from e
+        raise _part_failed(part, out, e) from e
+
+
+def _part_failed(part: Path, out: Path, error: OSError) -> OSError:
+    """`error` of writing or renaming FILE.part, as one about FILE (the path the user gave),
+    with the part removed."""
+    part.unlink(missing_ok=True)
+    return OSError(error.errno, error.strerror, str(out))
 
 
 def _seal_export(
