@@ -107,8 +107,7 @@ class MemoryBlockStore:
         return len(self._blocks)
 
 
-# One INSERT statement for up to this many blocks (a commit writes a handful): binding one
-# statement's rows costs less than executemany's per-row steps; larger batches use executemany.
+# A lookup of which blocks idx holds already asks for up to this many by one statement.
 _MULTI_ROWS: Final = 16
 # A block's bytes are in the data file (unless it has at most INLINE_MAX or at least _AT_LEN
 # bytes): its blk row has an empty `data` and `at` = offset * _AT_LEN + length (offsets below
@@ -122,8 +121,14 @@ INLINE_MAX: Final = 512
 # adapter (a None or a bytes costs a failed lookup each): a row kept inline binds 0 for `at`,
 # stored as NULL.
 _INSERT: Final = "INSERT INTO blk (id, cid, data, at) VALUES "
+# A write transaction's new rows wait in memory (each is in `_pending` already) until there
+# are _ROWS_AT_ONCE of them, which then go in by one statement: a group of commits costs one
+# INSERT per 64 rows instead of one per commit (a statement's call and reset cost what 10-12
+# rows' binding and steps do). The rest go in before the COMMIT, and before any statement that
+# reads blk by an id that may be one of theirs (_put_rows).
+_ROWS_AT_ONCE: Final = 64
 _INSERTS: Final = [""] + [
-    _INSERT + ", ".join(["(?, ?, ?, nullif(?, 0))"] * n) for n in range(1, _MULTI_ROWS + 1)
+    _INSERT + ", ".join(["(?, ?, ?, nullif(?, 0))"] * n) for n in range(1, _ROWS_AT_ONCE + 1)
 ]
 # The CIDs of the blocks idx (by 64-bit key: the CIDs whose keys these are) or idx2 holds
 _KNOWN: Final = [""] + [
@@ -428,6 +433,10 @@ class SqliteBlockStore:
         self._log: list[tuple[dict[bytes, int] | None, bytes, int]] = []  # (None: insert)
         self._saved: _Saved | None = None
         self._inserted = 0  # blocks the open write transaction added
+        # INSERT parameters of the open write transaction's rows not yet in blk, 4 a row
+        # (id, cid, data, at), from id _rows_from on
+        self._rows: list[int | bytearray] = []
+        self._rows_from = 0
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -668,6 +677,8 @@ class SqliteBlockStore:
             return False
         self._end_stale = True
         self._version = v
+        if self._rows:  # (none outside a write transaction, and no one else commits inside)
+            self._put_rows()
         (upto,) = self._db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
         tail = self._tail
         if int(upto) >= tail:  # it indexed everything this connection knew of
@@ -703,6 +714,8 @@ class SqliteBlockStore:
         for _ in range(2):
             i = self._id(key)
             if i is not None:
+                if self._rows and i >= self._rows_from:
+                    self._put_rows()
                 row = self._db.execute("SELECT data, at FROM blk WHERE id = ?", (i,)).fetchone()
             else:
                 row = self._db.execute(_GET_INDEXED, (_k(key), _blob(key))).fetchone()
@@ -761,6 +774,8 @@ class SqliteBlockStore:
         return data
 
     def cids(self) -> Iterator[CID]:
+        if self._rows:
+            self._put_rows()
         rows = self._db.execute("SELECT cid FROM blk ORDER BY id").fetchall()
         return (CID.parse(bytes(r[0])) for r in rows)
 
@@ -772,6 +787,8 @@ class SqliteBlockStore:
     def blocks_after(self, after: int) -> Iterator[tuple[int, CID, bytes]]:
         """(id, cid, data) of the blocks with ids above `after`, oldest first, read as
         the caller goes (no write to this store until it is done)."""
+        if self._rows:
+            self._put_rows()
         rows = self._db.execute(
             "SELECT id, cid, data, at FROM blk WHERE id > ? ORDER BY id", (after,)
         )
@@ -781,6 +798,8 @@ class SqliteBlockStore:
         )
 
     def __len__(self) -> int:
+        if self._rows:
+            self._put_rows()
         (n,) = self._db.execute("SELECT count(*) FROM blk").fetchone()
         return int(n)
 
@@ -815,7 +834,11 @@ class SqliteBlockStore:
             if rows is not None:
                 params, keys = rows
                 n = len(keys)
-                self._db.execute(_INSERTS[n], params)
+                if not self._rows:
+                    self._rows_from = first
+                self._rows += params
+                if len(self._rows) >= 4 * _ROWS_AT_ONCE:
+                    self._put_rows(whole=True)
                 self._tail += n
                 _native.insert_record(keys, first, self._pending, self._buckets, self._log)
                 f.count += _native.bloom_add(f.bits, f.mask, keys)  # self._filter_add, inlined
@@ -858,10 +881,11 @@ class SqliteBlockStore:
                 new.append((first + j, _blob(key), _blob(), at * _AT_LEN + len(data)))
             else:
                 new.append((first + j, _blob(key), _blob(data), 0))
-        if n > _MULTI_ROWS:
-            self._db.executemany(_INSERTS[1], new)
-        else:
-            self._db.execute(_INSERTS[n], [x for row in new for x in row])
+        if not self._rows:
+            self._rows_from = first
+        self._rows += [x for row in new for x in row]
+        if len(self._rows) >= 4 * _ROWS_AT_ONCE:
+            self._put_rows(whole=True)
         self._tail = first + n - 1
         buckets, log, i = self._buckets, self._log, first
         for key in fresh:
@@ -873,6 +897,17 @@ class SqliteBlockStore:
         self._inserted += n
         if len(buf) > DATA_BUFFER_BYTES:
             self._flush()
+
+    def _put_rows(self, *, whole: bool = False) -> None:
+        """The waiting rows into blk (inside the write transaction), _ROWS_AT_ONCE a
+        statement; `whole`: only as many as fill statements, the rest wait on."""
+        rows, step = self._rows, 4 * _ROWS_AT_ONCE
+        end = len(rows) - len(rows) % step if whole else len(rows)
+        for at in range(0, end, step):
+            part = rows[at : at + step]
+            self._db.execute(_INSERTS[len(part) // 4], part)
+        del rows[:end]
+        self._rows_from += end // 4
 
     def _flush(self) -> None:
         """The buffered bytes into the data file (inside the write transaction)."""
@@ -892,6 +927,8 @@ class SqliteBlockStore:
             self._begin()
         n = 0
         try:
+            if self._rows:  # a row to delete may be one of them
+                self._put_rows()
             for key in keys:
                 where = self._pending
                 i = where.pop(key, None)
@@ -956,6 +993,8 @@ class SqliteBlockStore:
         and in memory. Then the space of blocks it deleted goes back to the file system, and
         a checkpoint runs if one is due."""
         try:
+            if self._rows:
+                self._put_rows()
             if maintain:
                 self._maintain()
             gaps = self._gaps() if self._dead else []
@@ -1041,6 +1080,7 @@ class SqliteBlockStore:
         """Undo the open write transaction, in the database, the data file and memory."""
         self._buf.clear()
         self._dead.clear()
+        self._rows.clear()
         if self._db.in_transaction:
             if os.fstat(self._fd).st_size > self._begin_end:  # still under the write lock
                 os.ftruncate(self._fd, self._begin_end)

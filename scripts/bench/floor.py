@@ -7,8 +7,9 @@ their goals, how much CPU per commit is left for what runs in Python.
   through PyNaCl);
 - ``sha256_us``: the sha2-256 digests of a commit's blocks (their CIDs);
 - ``sqlite_us``: a commit's blocks written as dag/store.py writes them (its tables, page size,
-  WAL and cache settings): one multi-row INSERT into ``blk`` per commit (each row the CID
-  and the bytes of a block of up to 512 bytes, or where they are in the data file), the
+  WAL and cache settings): the ``group`` commits' rows inserted into ``blk`` 64 a statement
+  (each row the CID and the bytes of a block of up to 512 bytes, or where they are in the
+  data file), the
   ``group`` commits' larger blocks appended to the data file by one write and one COMMIT per
   ``group`` commits, and each block's row in the
   cid index ``idx`` (by its 64-bit key), sorted in batches of 4,096 and spread over the
@@ -35,6 +36,7 @@ from dag.store import (
     _INSERTS,
     _MERGE,
     _MERGE_ROWS,
+    _ROWS_AT_ONCE,
     CACHE_KIB,
     INLINE_MAX,
     PAGE_SIZE,
@@ -80,8 +82,7 @@ def sqlite_us(block_sizes: Sequence[int], group: int, commits: int) -> float:
 
 def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
     rng = random.Random(7)
-    per = len(block_sizes)
-    insert = _INSERTS[per]  # the store's own statement (a commit has at most 16 blocks)
+    step = 4 * _ROWS_AT_ONCE  # the store's own statements: 64 rows, then the rest at the COMMIT
     merge = _MERGE  # the store's merge statement, _INDEX_ROWS rows
     datas = [rng.randbytes(size) for size in block_sizes]
     rows: list[list[bytearray | int]] = []
@@ -106,6 +107,10 @@ def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
             for at in range(0, len(pending) - _INDEX_ROWS + 1, _INDEX_ROWS):
                 batches.append([x for row in pending[at : at + _INDEX_ROWS] for x in row])
             pending = []
+    group_rows = []  # each group's INSERT parameters, a statement's at a time
+    for at in range(0, commits, group):
+        args = [x for commit in rows[at : at + group] for x in commit]
+        group_rows.append([args[part : part + step] for part in range(0, len(args), step)])
     filed = b"".join(d for d in datas if len(d) > INLINE_MAX)
     group_bytes = [filed * len(rows[at : at + group]) for at in range(0, commits, group)]
     with tempfile.TemporaryDirectory(prefix="p2pico-floor-") as tmp:
@@ -127,8 +132,8 @@ def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
         end = 0
         for at in range(0, commits, group):
             db.execute("BEGIN IMMEDIATE")
-            for args in rows[at : at + group]:
-                db.execute(insert, args)
+            for part in group_rows[at // group]:
+                db.execute(_INSERTS[len(part) // 4], part)
             data = group_bytes[at // group]
             os.pwrite(fd, data, end)
             end += len(data)
