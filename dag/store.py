@@ -677,8 +677,7 @@ class SqliteBlockStore:
             return False
         self._end_stale = True
         self._version = v
-        if self._rows:  # (none outside a write transaction, and no one else commits inside)
-            self._put_rows()
+        self._put_rows()  # (none outside a write transaction, and no one else commits inside)
         (upto,) = self._db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
         tail = self._tail
         if int(upto) >= tail:  # it indexed everything this connection knew of
@@ -774,8 +773,7 @@ class SqliteBlockStore:
         return data
 
     def cids(self) -> Iterator[CID]:
-        if self._rows:
-            self._put_rows()
+        self._put_rows()
         rows = self._db.execute("SELECT cid FROM blk ORDER BY id").fetchall()
         return (CID.parse(bytes(r[0])) for r in rows)
 
@@ -787,8 +785,7 @@ class SqliteBlockStore:
     def blocks_after(self, after: int) -> Iterator[tuple[int, CID, bytes]]:
         """(id, cid, data) of the blocks with ids above `after`, oldest first, read as
         the caller goes (no write to this store until it is done)."""
-        if self._rows:
-            self._put_rows()
+        self._put_rows()
         rows = self._db.execute(
             "SELECT id, cid, data, at FROM blk WHERE id > ? ORDER BY id", (after,)
         )
@@ -798,8 +795,7 @@ class SqliteBlockStore:
         )
 
     def __len__(self) -> int:
-        if self._rows:
-            self._put_rows()
+        self._put_rows()
         (n,) = self._db.execute("SELECT count(*) FROM blk").fetchone()
         return int(n)
 
@@ -834,11 +830,7 @@ class SqliteBlockStore:
             if rows is not None:
                 params, keys = rows
                 n = len(keys)
-                if not self._rows:
-                    self._rows_from = first
-                self._rows += params
-                if len(self._rows) >= 4 * _ROWS_AT_ONCE:
-                    self._put_rows(whole=True)
+                self._wait(first, params)
                 self._tail += n
                 _native.insert_record(keys, first, self._pending, self._buckets, self._log)
                 f.count += _native.bloom_add(f.bits, f.mask, keys)  # self._filter_add, inlined
@@ -881,11 +873,7 @@ class SqliteBlockStore:
                 new.append((first + j, _blob(key), _blob(), at * _AT_LEN + len(data)))
             else:
                 new.append((first + j, _blob(key), _blob(data), 0))
-        if not self._rows:
-            self._rows_from = first
-        self._rows += [x for row in new for x in row]
-        if len(self._rows) >= 4 * _ROWS_AT_ONCE:
-            self._put_rows(whole=True)
+        self._wait(first, [x for row in new for x in row])
         self._tail = first + n - 1
         buckets, log, i = self._buckets, self._log, first
         for key in fresh:
@@ -897,6 +885,14 @@ class SqliteBlockStore:
         self._inserted += n
         if len(buf) > DATA_BUFFER_BYTES:
             self._flush()
+
+    def _wait(self, first: int, params: list[int | bytearray]) -> None:
+        """New rows from id `first` on (their INSERT parameters) wait; 64 of them go in."""
+        if not self._rows:
+            self._rows_from = first
+        self._rows += params
+        if len(self._rows) >= 4 * _ROWS_AT_ONCE:
+            self._put_rows(whole=True)
 
     def _put_rows(self, *, whole: bool = False) -> None:
         """The waiting rows into blk (inside the write transaction), _ROWS_AT_ONCE a
@@ -927,8 +923,7 @@ class SqliteBlockStore:
             self._begin()
         n = 0
         try:
-            if self._rows:  # a row to delete may be one of them
-                self._put_rows()
+            self._put_rows()  # a row to delete may be one of them
             for key in keys:
                 where = self._pending
                 i = where.pop(key, None)
@@ -993,8 +988,7 @@ class SqliteBlockStore:
         and in memory. Then the space of blocks it deleted goes back to the file system, and
         a checkpoint runs if one is due."""
         try:
-            if self._rows:
-                self._put_rows()
+            self._put_rows()
             if maintain:
                 self._maintain()
             gaps = self._gaps() if self._dead else []

@@ -9,12 +9,10 @@ their goals, how much CPU per commit is left for what runs in Python.
 - ``sqlite_us``: a commit's blocks written as dag/store.py writes them (its tables, page size,
   WAL and cache settings): the ``group`` commits' rows inserted into ``blk`` 64 a statement
   (each row the CID and the bytes of a block of up to 512 bytes, or where they are in the
-  data file), the
-  ``group`` commits' larger blocks appended to the data file by one write and one COMMIT per
-  ``group`` commits, and each block's row in the
-  cid index ``idx`` (by its 64-bit key), sorted in batches of 4,096 and spread over the
-  transactions, 128 rows a statement. The statements' arguments and each group's bytes are
-  built before the clock starts.
+  data file), their larger blocks appended to the data file by one write, one COMMIT per
+  ``group`` commits, and each block's row in the cid index ``idx`` (by its 64-bit key),
+  sorted in batches of 4,096 and spread over the transactions, 128 rows a statement. The
+  statements' arguments and each group's bytes are built before the clock starts.
 
 Times are process CPU time per commit, in µs: the least of three runs (a floor; the VM's
 speed and the page cache vary from run to run).
