@@ -433,10 +433,9 @@ class SqliteBlockStore:
         self._log: list[tuple[dict[bytes, int] | None, bytes, int]] = []  # (None: insert)
         self._saved: _Saved | None = None
         self._inserted = 0  # blocks the open write transaction added
-        # INSERT parameters of the open write transaction's rows not yet in blk, 4 a row
-        # (id, cid, data, at), from id _rows_from on
+        # INSERT parameters of the open write transaction's newest rows, not yet in blk, 4 a
+        # row (id, cid, data, at): ids _tail - len(_rows) // 4 + 1 to _tail
         self._rows: list[int | bytearray] = []
-        self._rows_from = 0
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -677,7 +676,6 @@ class SqliteBlockStore:
             return False
         self._end_stale = True
         self._version = v
-        self._put_rows()  # (none outside a write transaction, and no one else commits inside)
         (upto,) = self._db.execute("SELECT value FROM meta WHERE key = 'indexed_upto'").fetchone()
         tail = self._tail
         if int(upto) >= tail:  # it indexed everything this connection knew of
@@ -713,7 +711,7 @@ class SqliteBlockStore:
         for _ in range(2):
             i = self._id(key)
             if i is not None:
-                if self._rows and i >= self._rows_from:
+                if self._rows and i > self._tail - len(self._rows) // 4:
                     self._put_rows()
                 row = self._db.execute("SELECT data, at FROM blk WHERE id = ?", (i,)).fetchone()
             else:
@@ -830,7 +828,7 @@ class SqliteBlockStore:
             if rows is not None:
                 params, keys = rows
                 n = len(keys)
-                self._wait(first, params)
+                self._wait(params)
                 self._tail += n
                 _native.insert_record(keys, first, self._pending, self._buckets, self._log)
                 f.count += _native.bloom_add(f.bits, f.mask, keys)  # self._filter_add, inlined
@@ -873,7 +871,7 @@ class SqliteBlockStore:
                 new.append((first + j, _blob(key), _blob(), at * _AT_LEN + len(data)))
             else:
                 new.append((first + j, _blob(key), _blob(data), 0))
-        self._wait(first, [x for row in new for x in row])
+        self._wait([x for row in new for x in row])
         self._tail = first + n - 1
         buckets, log, i = self._buckets, self._log, first
         for key in fresh:
@@ -886,10 +884,8 @@ class SqliteBlockStore:
         if len(buf) > DATA_BUFFER_BYTES:
             self._flush()
 
-    def _wait(self, first: int, params: list[int | bytearray]) -> None:
-        """New rows from id `first` on (their INSERT parameters) wait; 64 of them go in."""
-        if not self._rows:
-            self._rows_from = first
+    def _wait(self, params: list[int | bytearray]) -> None:
+        """New rows (their INSERT parameters) wait; each 64 of them go in."""
         self._rows += params
         if len(self._rows) >= 4 * _ROWS_AT_ONCE:
             self._put_rows(whole=True)
@@ -903,7 +899,6 @@ class SqliteBlockStore:
             part = rows[at : at + step]
             self._db.execute(_INSERTS[len(part) // 4], part)
         del rows[:end]
-        self._rows_from += end // 4
 
     def _flush(self) -> None:
         """The buffered bytes into the data file (inside the write transaction)."""

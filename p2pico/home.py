@@ -143,12 +143,7 @@ class Home:
         self._dirty: dict[str, CID] = {}
         file = path / "node.sqlite"
         try:
-            self._db = sqlite3.connect(file, isolation_level=None)
-            try:
-                self._open_tables(file)
-            except BaseException:
-                self._db.close()
-                raise
+            self._db = self._open_db(file)
         except BaseException as e:
             self.blocks.close()
             if isinstance(e, sqlite3.Error):
@@ -156,18 +151,25 @@ class Home:
             raise
         self._recover_heads()
 
-    def _open_tables(self, file: Path) -> None:
-        self._db.execute("PRAGMA journal_mode=WAL")  # the first read of the file's header
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        (form,) = self._db.execute("PRAGMA user_version").fetchone()
-        if form > HOME_FORMAT:
-            raise HomeError(
-                f"{file}: format {form}, written by a newer p2pico; this one reads formats up"
-                f" to {HOME_FORMAT}"
-            )
-        self._db.executescript(_SCHEMA)
-        if form != HOME_FORMAT:
-            self._db.execute(f"PRAGMA user_version={HOME_FORMAT}")
+    @staticmethod
+    def _open_db(file: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(file, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # the first read of the file's header
+            db.execute("PRAGMA synchronous=NORMAL")
+            (form,) = db.execute("PRAGMA user_version").fetchone()
+            if form > HOME_FORMAT:
+                raise HomeError(
+                    f"{file}: format {form}, written by a newer p2pico; this one reads formats"
+                    f" up to {HOME_FORMAT}"
+                )
+            db.executescript(_SCHEMA)
+            if form != HOME_FORMAT:
+                db.execute(f"PRAGMA user_version={HOME_FORMAT}")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @staticmethod
     def _load_or_create_key(file: Path) -> Keypair:
