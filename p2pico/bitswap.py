@@ -10,9 +10,12 @@ Bitswap is message-based, not request/response (ipfs/specs ``src/bitswap-protoco
 A client C opens a stream to the server S and writes wantlist messages on it; S answers on a
 stream **S opens to C** and C reads the answers there. So both roles share one inbound
 handler: every message arriving on an inbound ``/ipfs/bitswap/1.2.0`` stream may carry wants
-(we answer them on a new outbound stream) and blocks or presences (they settle our fetches).
+(we answer them on our outbound stream) and blocks or presences (they settle our fetches).
 An inbound stream is read until the peer closes it, since newer Kubo keeps one stream open
-for later wants (shared/research/ipld.md §4).
+for later wants (shared/research/ipld.md §4). We do the same: our messages to a peer, wants
+and answers alike, go one at a time on one outbound stream, opened on first use and kept
+(a new stream costs 3-5 ms in py-libp2p, shared/research/libp2p-probe.md); a kept stream
+that fails is replaced once per message.
 
 Serving: ``Bitswap.may_serve(peer_id, cid)`` decides, per block, whether a peer gets it.
 By default nothing is served to anyone. ``allow(peer_id, roots=...)`` lets a peer fetch every
@@ -22,12 +25,12 @@ different rule passes ``may_serve=`` to the constructor instead. A block we will
 answered exactly like one we do not have: a DONT_HAVE if the peer asked for one, else
 nothing. Wants we cannot serve are not remembered; a peer that wants them later asks again.
 
-Fetching: ``fetch(peer_id, cids)`` sends one wantlist (want-block, send-dont-have) on a new
-stream and waits until every CID has arrived or been refused, or the timeout passes. Each
+Fetching: ``fetch(peer_id, cids)`` sends one wantlist (want-block, send-dont-have) and waits until every CID has arrived or been refused, or the timeout passes. Each
 block's CID is recomputed from its payload prefix and bytes, and only CIDs we asked for are
 taken; each is then checked again and strictly decoded with ``Block.decode``, and a block
 that fails is dropped and logged. Blocks from other peers, or that we did not ask for, are
-ignored. Wants still open at the end are cancelled.
+ignored. Every want of the fetch is cancelled at its end, the answered ones too (Helia keeps
+an answered want, and would ignore the same want from a later fetch).
 
 Whole DAGs: ``fetch_dag(peer_id, root)`` walks links from ``root`` breadth-first, asks for
 the blocks the store lacks in batches of ``FETCH_BATCH`` (one wantlist each), verifies and
@@ -143,6 +146,15 @@ class _Fetch:
         self.changed = trio.Event()
 
 
+class _Outbox:
+    """Our sending side to one peer: the stream kept open for our messages, and the lock
+    that lets one task at a time write a message on it."""
+
+    def __init__(self) -> None:
+        self.stream: FrameStream | None = None
+        self.lock = trio.Lock()
+
+
 class Bitswap:
     """Serve and fetch blocks over ``/ipfs/bitswap/1.2.0``; see the module docstring.
 
@@ -166,6 +178,8 @@ class Bitswap:
         # grants are revoked: p2pico.http persists them in the node's home.
         self.on_grants: Callable[[str, str | None], None] | None = None
         self._fetches: dict[str, list[_Fetch]] = {}
+        self._outboxes: dict[str, _Outbox] = {}
+        self.streams_opened = 0  # outbound streams opened (a kept one serves many messages)
         # Blocks that arrived for a CID we wanted but failed verification or decoding.
         self.blocks_rejected = 0
         # fetch_dag calls under way: their blocks are stored before any root reaches them,
@@ -306,13 +320,11 @@ class Bitswap:
                 while not fetch.session.done:
                     await fetch.changed.wait()
                     fetch.changed = trio.Event()
-            cancel = fetch.session.cancel()
-            if cancel is not None:
-                with trio.move_on_after(CANCEL_TIMEOUT):
-                    try:
-                        await self._send(peer_id, [cancel], timeout=CANCEL_TIMEOUT)
-                    except NetError as error:
-                        logger.debug("bitswap: cancel to %s not sent: %s", peer_id, error)
+            with trio.move_on_after(CANCEL_TIMEOUT):
+                try:
+                    await self._send(peer_id, [fetch.session.cancel()], timeout=CANCEL_TIMEOUT)
+                except NetError as error:
+                    logger.debug("bitswap: cancel to %s not sent: %s", peer_id, error)
         finally:
             fetches.remove(fetch)
             if not fetches:
@@ -378,14 +390,32 @@ class Bitswap:
         return result
 
     async def _send(self, peer_id: str, messages: list[Message], *, timeout: float) -> None:
-        stream = await self.net.open_stream(peer_id, PROTOCOL_ID, timeout=timeout)
-        try:
-            for message in messages:
-                await stream.send_frame(bitswap.encode(message))
-        except BaseException:
-            await stream.reset()
-            raise
-        await stream.close()
+        """Write `messages` on our stream to `peer_id`, opened on first use and kept.
+
+        A kept stream the peer has closed or reset fails on write; the messages then go
+        once more on a new stream (a message sent twice is harmless: wants and blocks are
+        idempotent). A stream we gave up on mid-write (an error, a timeout) is reset and
+        forgotten, since the peer may hold part of a frame.
+        """
+        outbox = self._outboxes.setdefault(peer_id, _Outbox())
+        frames = [bitswap.encode(message) for message in messages]
+        async with outbox.lock:
+            while True:
+                kept = stream = outbox.stream
+                if stream is None:
+                    stream = await self.net.open_stream(peer_id, PROTOCOL_ID, timeout=timeout)
+                    outbox.stream = stream
+                    self.streams_opened += 1
+                try:
+                    for frame in frames:
+                        await stream.send_frame(frame)
+                    return
+                except BaseException as error:
+                    outbox.stream = None
+                    await stream.reset()
+                    if kept is None or not isinstance(error, NetError):
+                        raise
+                    logger.debug("bitswap: kept stream to %s failed, reopening: %s", peer_id, error)
 
     # --- the inbound stream: wants to answer, answers to our wants ---
 

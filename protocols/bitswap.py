@@ -606,7 +606,10 @@ class FetchSession:
     ``(cid, data)`` pairs whose data hashes to the CID (checked here). Blocks we did not
     ask for, and blocks whose bytes hash to another CID, are counted in ``unsolicited``
     and otherwise ignored. A DONT_HAVE for a wanted CID settles it as missing. ``done``
-    is true once every CID is received or refused; ``cancel()`` then revokes the rest.
+    is true once every CID is received or refused. ``cancel()`` revokes every want of the
+    session, answered or not, when the fetch ends: a peer may keep a want it has answered
+    (Helia marks it sent, and ignores the same want again until it is cancelled), and a later
+    fetch of the same block would then get no answer.
     """
 
     def __init__(self, cids: Iterable[CID]) -> None:
@@ -633,11 +636,8 @@ class FetchSession:
             )
         )
 
-    def cancel(self) -> Message | None:
-        outstanding = self.outstanding
-        if not outstanding:
-            return None
-        return Message(entries=tuple(WantEntry(cid, cancel=True) for cid in outstanding))
+    def cancel(self) -> Message:
+        return Message(entries=tuple(WantEntry(cid, cancel=True) for cid in self.wanted))
 
     def receive(self, message: Message) -> list[tuple[CID, bytes]]:
         """Blocks from ``message`` that settle our wants; see the class docstring."""

@@ -120,6 +120,22 @@ async def test_we_fetch_a_dag_cbor_block_from_helia(net: Net, helia: Helia) -> N
     assert got[block.cid].value == {"from": "helia", "n": 7, "link": Block.raw(b"x").cid}
 
 
+async def test_we_fetch_the_same_block_from_helia_again_on_one_kept_stream(
+    net: Net, helia: Helia
+) -> None:
+    # Helia keeps a want it has answered, and ignores the same want until it is cancelled:
+    # a fetch cancels all its wants at the end, so a later fetch of the block is answered.
+    block = Block.encode({"again": True})
+    swap = Bitswap(net, MemoryBlockStore())
+    swap.start()
+    with trio.fail_after(30):
+        assert (await helia.call("put", codec="dag-cbor", hex=block.data.hex()))["ok"]
+        await net.connect(helia.addrs[0])
+        for _ in range(3):
+            assert await swap.fetch(helia.peer_id, [block.cid], timeout=10) == {block.cid: block}
+    assert swap.streams_opened == 1  # the wants and cancels all went on one stream
+
+
 async def test_fetch_dag_walks_links_in_batches(net: Net, helia: Helia) -> None:
     leaves = [Block.raw(f"leaf {i}".encode()) for i in range(5)]
     mid = Block.encode({"leaves": [leaf.cid for leaf in leaves]})

@@ -70,6 +70,25 @@ async def test_blocks_travel_both_ways(pair: tuple[Net, Net]) -> None:
         assert await swap_b.fetch(a.peer_id, [RAW_BLOCK.cid]) == {RAW_BLOCK.cid: RAW_BLOCK}
 
 
+async def test_messages_to_a_peer_share_one_kept_stream_and_a_broken_one_is_replaced(
+    pair: tuple[Net, Net],
+) -> None:
+    a, b = pair
+    swap_a = node(a)
+    swap_b = node(b, ROOT, LEAF, RAW_BLOCK)
+    swap_b.allow(a.peer_id)
+    with trio.fail_after(20):
+        for cid in (ROOT.cid, LEAF.cid, RAW_BLOCK.cid):
+            assert list(await swap_a.fetch(b.peer_id, [cid])) == [cid]
+        # a's wants and cancels went on one stream, and b's answers on one stream back
+        assert (swap_a.streams_opened, swap_b.streams_opened) == (1, 1)
+        kept = swap_a._outboxes[b.peer_id].stream
+        assert kept is not None
+        await kept.reset()  # as when the peer resets it: the next message goes on a new one
+        assert list(await swap_a.fetch(b.peer_id, [LEAF.cid])) == [LEAF.cid]
+    assert (swap_a.streams_opened, swap_b.streams_opened) == (2, 1)
+
+
 async def test_grants_are_per_peer_and_per_dag(pair: tuple[Net, Net]) -> None:
     a, b = pair
     swap_a = node(a)

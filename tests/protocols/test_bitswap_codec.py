@@ -323,11 +323,13 @@ def test_fetch_session() -> None:
     assert got == []
     assert session.unsolicited == 2
     assert session.outstanding == [HELLO.cid]
-    assert session.cancel() == Message(entries=(WantEntry(HELLO.cid, cancel=True),))
     got = session.receive(Message(payload=(PayloadBlock(cid_prefix(HELLO.cid), b"hello"),)))
     assert got == [(HELLO.cid, b"hello")]
     assert session.done
-    assert session.cancel() is None
+    # every want is revoked at the end, the answered and the refused ones too
+    assert session.cancel() == Message(
+        entries=(WantEntry(HELLO.cid, cancel=True), WantEntry(NODE.cid, cancel=True))
+    )
 
 
 def test_codec_imports_no_trio() -> None:
