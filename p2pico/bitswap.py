@@ -25,12 +25,13 @@ different rule passes ``may_serve=`` to the constructor instead. A block we will
 answered exactly like one we do not have: a DONT_HAVE if the peer asked for one, else
 nothing. Wants we cannot serve are not remembered; a peer that wants them later asks again.
 
-Fetching: ``fetch(peer_id, cids)`` sends one wantlist (want-block, send-dont-have) and waits until every CID has arrived or been refused, or the timeout passes. Each
-block's CID is recomputed from its payload prefix and bytes, and only CIDs we asked for are
-taken; each is then checked again and strictly decoded with ``Block.decode``, and a block
-that fails is dropped and logged. Blocks from other peers, or that we did not ask for, are
-ignored. Every want of the fetch is cancelled at its end, the answered ones too (Helia keeps
-an answered want, and would ignore the same want from a later fetch).
+Fetching: ``fetch(peer_id, cids)`` sends one wantlist (want-block, send-dont-have) and waits
+until every CID has arrived or been refused, or the timeout passes. Each block's CID is
+recomputed from its payload prefix and bytes, and only CIDs we asked for are taken; each
+is then checked again and strictly decoded with ``Block.decode``, and a block that fails is
+dropped and logged. Blocks from other peers, or that we did not ask for, are ignored. Every
+want of the fetch is cancelled at its end, the answered ones too (Helia keeps an answered
+want, and would ignore the same want from a later fetch).
 
 Whole DAGs: ``fetch_dag(peer_id, root)`` walks links from ``root`` breadth-first, asks for
 the blocks the store lacks in batches of ``FETCH_BATCH`` (one wantlist each), verifies and
