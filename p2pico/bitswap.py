@@ -398,7 +398,9 @@ class Bitswap:
         idempotent). A stream we gave up on mid-write (an error, a timeout) is reset and
         forgotten, since the peer may hold part of a frame.
         """
-        outbox = self._outboxes.setdefault(peer_id, _Outbox())
+        outbox = self._outboxes.get(peer_id)
+        if outbox is None:  # (setdefault would build an _Outbox and its lock every message)
+            outbox = self._outboxes[peer_id] = _Outbox()
         frames = [bitswap.encode(message) for message in messages]
         async with outbox.lock:
             while True:
