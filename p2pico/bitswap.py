@@ -190,6 +190,12 @@ class Bitswap:
     def start(self) -> None:
         """Register the protocol handler; from now on peers can ask us and answer us."""
         self.net.set_stream_handler(PROTOCOL_ID, self._on_stream)
+        self.net.on_peer_disconnected(self._peer_gone)
+
+    def _peer_gone(self, peer_id: str) -> None:
+        # Its connection closed, and our kept stream with it: forget the stream (a writer
+        # holding the outbox's lock fails on it and finishes on a stream of its own).
+        self._outboxes.pop(peer_id, None)
 
     # --- entitlement ---
 
@@ -396,29 +402,45 @@ class Bitswap:
         A kept stream the peer has closed or reset fails on write; the messages then go
         once more on a new stream (a message sent twice is harmless: wants and blocks are
         idempotent). A stream we gave up on mid-write (an error, a timeout) is reset and
-        forgotten, since the peer may hold part of a frame.
+        forgotten, since the peer may hold part of a frame. A peer's outbox is kept while it
+        has a stream: it goes when a send fails and when the peer's connection closes.
         """
         outbox = self._outboxes.get(peer_id)
         if outbox is None:  # (setdefault would build an _Outbox and its lock every message)
             outbox = self._outboxes[peer_id] = _Outbox()
         frames = [bitswap.encode(message) for message in messages]
         async with outbox.lock:
-            while True:
-                kept = stream = outbox.stream
-                if stream is None:
-                    stream = await self.net.open_stream(peer_id, PROTOCOL_ID, timeout=timeout)
-                    outbox.stream = stream
-                    self.streams_opened += 1
-                try:
-                    for frame in frames:
-                        await stream.send_frame(frame)
-                    return
-                except BaseException as error:
-                    outbox.stream = None
-                    await stream.reset()
-                    if kept is None or not isinstance(error, NetError):
-                        raise
-                    logger.debug("bitswap: kept stream to %s failed, reopening: %s", peer_id, error)
+            try:
+                await self._write(peer_id, outbox, frames, timeout)
+            except BaseException:
+                if self._outboxes.get(peer_id) is outbox:  # e.g. a peer we could not reach
+                    del self._outboxes[peer_id]
+                raise
+            if self._outboxes.get(peer_id) is not outbox and outbox.stream is not None:
+                # the peer's connection closed while we waited or wrote, and the outbox was
+                # forgotten: its stream is closed, not kept
+                stream, outbox.stream = outbox.stream, None
+                await stream.close()
+
+    async def _write(
+        self, peer_id: str, outbox: _Outbox, frames: list[bytes], timeout: float
+    ) -> None:
+        while True:
+            kept = stream = outbox.stream
+            if stream is None:
+                stream = await self.net.open_stream(peer_id, PROTOCOL_ID, timeout=timeout)
+                outbox.stream = stream
+                self.streams_opened += 1
+            try:
+                for frame in frames:
+                    await stream.send_frame(frame)
+                return
+            except BaseException as error:
+                outbox.stream = None
+                await stream.reset()
+                if kept is None or not isinstance(error, NetError):
+                    raise
+                logger.debug("bitswap: kept stream to %s failed, reopening: %s", peer_id, error)
 
     # --- the inbound stream: wants to answer, answers to our wants ---
 

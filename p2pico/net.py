@@ -188,6 +188,7 @@ logger = logging.getLogger(__name__)
 RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
 TopicHandler = Callable[[str, bytes], Awaitable[None]]
 PeerCallback = Callable[[str], Awaitable[None]]
+PeerGoneCallback = Callable[[str], None]
 StreamHandler = Callable[[str, "FrameStream"], Awaitable[None]]
 
 # A responder waits this long for the whole request frame. The requester writes it in one go
@@ -1586,6 +1587,7 @@ class Net:
         self._handlers: dict[str, RequestHandler] = {}
         self._stream_handlers: dict[str, tuple[StreamHandler, int]] = {}
         self._peer_callbacks: list[PeerCallback] = []
+        self._gone_callbacks: list[PeerGoneCallback] = []
         # Open connections per peer, as reported by the notifee (libp2p SwarmConn objects).
         self._connections: dict[ID, list[Any]] = {}
         # Addresses we were told about through connect() or bootstrap. The peerstore
@@ -1655,6 +1657,15 @@ class Net:
         """
         self._peer_callbacks.append(callback)
 
+    def on_peer_disconnected(self, callback: PeerGoneCallback) -> None:
+        """Call ``callback(peer_id)`` when a peer's last connection has closed.
+
+        It runs in libp2p's notification, so it must not block: drop what is kept for the
+        peer (its streams are dead with the connection). Callbacks run in the order they were
+        registered; an exception is logged and does not affect the node or later callbacks.
+        """
+        self._gone_callbacks.append(callback)
+
     def _connection_opened(self, conn: Any) -> None:
         peer = conn.muxed_conn.peer_id
         # Drop connections that closed without (yet) telling us: libp2p notifies
@@ -1675,6 +1686,11 @@ class Net:
         else:
             self._connections.pop(peer, None)
             self._no_rpc.discard(peer)  # it may come back with a newer version
+            for gone in self._gone_callbacks:
+                try:
+                    gone(str(peer))
+                except Exception:
+                    logger.exception("on_peer_disconnected callback %r failed for %s", gone, peer)
 
     def _spawn_peer_callback(self, callback: PeerCallback, peer: ID) -> None:
         if not self._closed:

@@ -6,12 +6,20 @@ import contextlib
 
 import pytest
 import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
 
 from dag.block import Block
 from dag.cid import CID, DAG_CBOR
 from dag.store import MemoryBlockStore
 from p2pico.bitswap import PROTOCOL_ID, Bitswap
-from p2pico.net import FrameStream, Net, ProtocolNotSupported, StreamFailed
+from p2pico.net import (
+    FrameStream,
+    Net,
+    PeerUnreachable,
+    ProtocolNotSupported,
+    StreamFailed,
+)
 from protocols import bitswap
 from protocols.bitswap import Message, PayloadBlock, cid_prefix
 
@@ -87,6 +95,44 @@ async def test_messages_to_a_peer_share_one_kept_stream_and_a_broken_one_is_repl
         await kept.reset()  # as when the peer resets it: the next message goes on a new one
         assert list(await swap_a.fetch(b.peer_id, [LEAF.cid])) == [LEAF.cid]
     assert (swap_a.streams_opened, swap_b.streams_opened) == (2, 1)
+
+
+async def test_a_closed_connection_drops_the_kept_streams_and_a_new_one_serves(
+    pair: tuple[Net, Net],
+) -> None:
+    a, b = pair
+    swap_a = node(a)
+    swap_b = node(b, ROOT, LEAF)
+    swap_b.allow(a.peer_id)
+    gone = {a.peer_id: trio.Event(), b.peer_id: trio.Event()}
+    # registered after Bitswap's own callback, so each runs once Bitswap has seen the close
+    a.on_peer_disconnected(lambda peer: gone[peer].set())
+    b.on_peer_disconnected(lambda peer: gone[peer].set())
+    with trio.fail_after(20):
+        assert list(await swap_a.fetch(b.peer_id, [ROOT.cid])) == [ROOT.cid]
+        assert set(swap_a._outboxes) == {b.peer_id}
+        assert set(swap_b._outboxes) == {a.peer_id}
+        await a._host.disconnect(ID.from_base58(b.peer_id))
+        await gone[b.peer_id].wait()
+        await gone[a.peer_id].wait()
+        assert swap_a._outboxes == {}
+        assert swap_b._outboxes == {}
+        # a redials; each side opens one new stream for its messages
+        assert list(await swap_a.fetch(b.peer_id, [LEAF.cid])) == [LEAF.cid]
+    assert (swap_a.streams_opened, swap_b.streams_opened) == (2, 2)
+    assert set(swap_a._outboxes) == {b.peer_id}
+
+
+async def test_a_peer_we_cannot_reach_leaves_no_outbox(pair: tuple[Net, Net]) -> None:
+    a, b = pair
+    swap_a = node(a)
+    node(b)
+    # a peer with no known address: unreachable at once
+    stranger = ID.from_pubkey(create_new_key_pair().public_key).to_base58()
+    with trio.fail_after(5), pytest.raises(PeerUnreachable):
+        await swap_a.fetch(stranger, [ROOT.cid])
+    assert swap_a._outboxes == {}
+    assert swap_a.streams_opened == 0
 
 
 async def test_grants_are_per_peer_and_per_dag(pair: tuple[Net, Net]) -> None:

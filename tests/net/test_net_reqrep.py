@@ -122,6 +122,33 @@ async def test_failing_peer_callback_does_not_hurt_the_node(
     assert "on_peer_connected callback" in caplog.text
 
 
+async def test_on_peer_disconnected_fires_when_the_last_connection_closes(
+    pair: tuple[Net, Net], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each callback runs once per close, in order; one that raises is logged, the next runs."""
+    a, b = pair
+    calls: list[str] = []
+    done = trio.Event()
+
+    def broken(peer: str) -> None:
+        calls.append("broken " + peer)
+        raise RuntimeError("boom")
+
+    def fine(peer: str) -> None:
+        calls.append("fine " + peer)
+        done.set()
+
+    a.on_peer_disconnected(broken)
+    a.on_peer_disconnected(fine)
+    b.set_handler(ECHO, echo)
+    await a._host.disconnect(ID.from_base58(b.peer_id))
+    with trio.fail_after(5):
+        await done.wait()
+    assert calls == ["broken " + b.peer_id, "fine " + b.peer_id]
+    assert "on_peer_disconnected callback" in caplog.text
+    assert await a.request(b.peer_id, ECHO, b"redial") == b"redial"  # a new connection
+
+
 async def test_request_response_both_directions(pair: tuple[Net, Net]) -> None:
     """Either side can ask the other; the handler sees the requester's peer id."""
     a, b = pair
