@@ -73,6 +73,17 @@ class Block:
     def decode(cls, cid: CID, data: bytes) -> Block:
         """Check `data` against `cid` (sha2-256; dag-cbor, raw or dag-pb) and strictly decode it
         (with dag/_native.c, dag-cbor is only checked canonical here, and decoded on first use)."""
+        return cls._decode(cid, data)[0]
+
+    @classmethod
+    def decode_links(cls, cid: CID, data: bytes) -> tuple[Block, list[CID]]:
+        """``decode``, with the block's ``links()``: a walk's step, which parses the bytes once
+        where dag/_native.c checks them canonical (twice otherwise: check, then links)."""
+        block, links = cls._decode(cid, data)
+        return block, block.links() if links is None else links
+
+    @classmethod
+    def _decode(cls, cid: CID, data: bytes) -> tuple[Block, list[CID] | None]:
         data = bytes(data)
         if cid.codec not in (DAG_CBOR, RAW, DAG_PB):
             raise BlockError(
@@ -86,13 +97,15 @@ class Block:
         if digest != cid.digest:
             _mismatch(cid, digest)
         value: object
+        links = None
         if cid.codec == DAG_CBOR:
-            value = _NOT_DECODED if _canonical(data) else cbor.decode(data)
+            links = _canonical_links(data)
+            value = _NOT_DECODED if links is not None else cbor.decode(data)
         elif cid.codec == DAG_PB:  # IPFS blocks, e.g. in a CAR; we never write them
             value = pb.decode(data)
         else:
             value = data
-        return cls(cid, data, value, _token=_PRIVATE)
+        return cls(cid, data, value, _token=_PRIVATE), links
 
     @property
     def value(self) -> object:
@@ -169,14 +182,15 @@ def _links_py(value: object) -> list[CID]:
 _links: Callable[[object], list[CID]] = _links_py if _native is None else _native.links
 
 
-def _canonical(data: bytes) -> bool:
-    """Whether dag/_native.c finds `data` canonical DAG-CBOR (then Block.decode leaves the value
-    to be decoded on first use: a block read for its links or bytes makes no Python objects of
-    it); False without the C extension or when C refuses (cbor.decode then decides)."""
+def _canonical_links(data: bytes) -> list[CID] | None:
+    """The links of `data` if dag/_native.c finds it canonical DAG-CBOR (then Block.decode
+    leaves the value to be decoded on first use: a block read for its links or bytes makes no
+    Python objects of it); None without the C extension or when C refuses (cbor.decode then
+    decides)."""
     if _native is None:
-        return False
+        return None
     try:
-        _native.cbor_links(data)
+        links: list[CID] = _native.cbor_links(data)
     except Exception:
-        return False
-    return True
+        return None
+    return links

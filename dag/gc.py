@@ -21,7 +21,7 @@ from typing import Protocol
 from dag.block import Block
 from dag.cid import CID, DAG_CBOR
 from dag.head import HEAD_TAG, VARSIG_ED25519_DAG_CBOR
-from dag.store import BlockStore
+from dag.store import BlockStore, get_with_links
 
 
 class CollectableStore(BlockStore, Protocol):
@@ -113,12 +113,12 @@ def reachable(
         if cid in walked:
             continue
         walked.add(cid)
-        block = store.get_block(cid)
-        if block is None:
+        got = get_with_links(store, cid)
+        if got is None:
             missing.add(cid)
             continue
         live.add(cid)
-        stack.extend(link for link in block.links() if link not in walked)
+        stack.extend(link for link in got[1] if link not in walked)
     truncated = {root: seq for root, (seq, prev) in cut.items() if prev not in live}
     return live, truncated, len(missing)
 

@@ -1179,6 +1179,12 @@ class SqliteBlockStore:
         self.close()
 
 
+def get_with_links(store: BlockStore, cid: CID) -> tuple[Block, list[CID]] | None:
+    """``store.get_block(cid)`` and its ``links()``, the bytes parsed once; None if absent."""
+    data = store.get(cid)
+    return None if data is None else Block.decode_links(cid, data)
+
+
 def walk(store: BlockStore, root: CID, *, absent: Collection[CID] = ()) -> Iterator[Block]:
     """Yield every block reachable from `root` once, depth-first, verifying each.
 
@@ -1189,11 +1195,12 @@ def walk(store: BlockStore, root: CID, *, absent: Collection[CID] = ()) -> Itera
     stack = [root]
     while stack:
         cid = stack.pop()
-        block = store.get_block(cid)
-        if block is None:
+        got = get_with_links(store, cid)
+        if got is None:
             raise MissingBlock(cid, f" (reachable from {root})")
+        block, links = got
         yield block
-        for link in reversed(block.links()):
+        for link in reversed(links):
             if link not in seen:
                 seen.add(link)
                 stack.append(link)

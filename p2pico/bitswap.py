@@ -63,7 +63,7 @@ import trio
 
 from dag.block import Block
 from dag.cid import CID
-from dag.store import BlockStore
+from dag.store import BlockStore, get_with_links
 from p2pico.net import FrameStream, Net, NetError
 from protocols import bitswap
 from protocols.bitswap import BitswapError, FetchSession, Message
@@ -247,9 +247,9 @@ class Bitswap:
             if cid in seen:
                 continue
             seen.add(cid)
-            block = self.store.get_block(cid)
-            if block is not None:
-                stack.extend(block.links())
+            got = get_with_links(self.store, cid)
+            if got is not None:
+                stack.extend(got[1])
         self._reach[did] = (head, seen)
         return seen
 
@@ -296,9 +296,9 @@ class Bitswap:
             if cid in seen:
                 continue
             seen.add(cid)
-            block = self.store.get_block(cid)
-            if block is not None:
-                stack.extend(block.links())
+            got = get_with_links(self.store, cid)
+            if got is not None:
+                stack.extend(got[1])
         return seen
 
     # --- fetching ---

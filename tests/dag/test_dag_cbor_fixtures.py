@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from dag.block import Block, iter_links
 from dag.cbor import DagCborError, decode, encode
 from dag.cid import CID
 
@@ -30,6 +31,25 @@ def test_positive(path: Path) -> None:
     value = decode(data)
     assert encode(value) == data
     assert str(CID.of(data)) == path.stem
+
+
+@pytest.mark.parametrize("path", POSITIVE, ids=[p.parent.name for p in POSITIVE])
+def test_decode_links_is_decode_and_links(path: Path) -> None:
+    """A walk's one-parse step gives the block and the links decode() and links() give."""
+    data = path.read_bytes()
+    cid = CID.of(data)
+    block, links = Block.decode_links(cid, data)
+    assert block == Block.decode(cid, data)
+    assert block.value == decode(data)
+    assert links == list(iter_links(decode(data)))
+
+
+@pytest.mark.parametrize("case", NEGATIVE, ids=[c["name"] for c in NEGATIVE])
+def test_negative_as_a_block(case: dict[str, str]) -> None:
+    """decode_links refuses what decode() refuses, with the codec's error."""
+    data = bytes.fromhex(case["hex"])
+    with pytest.raises(DagCborError):
+        Block.decode_links(CID.of(data), data)
 
 
 @pytest.mark.parametrize("case", NEGATIVE, ids=[c["name"] for c in NEGATIVE])
