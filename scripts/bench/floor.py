@@ -20,14 +20,20 @@ speed and the page cache vary from run to run).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import os
 import random
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+if __name__ == "__main__":  # run on its own: scripts/bench/dag.py beside it is not `dag`
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from dag.did import Keypair
 from dag.store import (
@@ -143,3 +149,34 @@ def _sqlite_run(block_sizes: Sequence[int], group: int, commits: int) -> float:
         db.close()
         os.close(fd)
     return spent / commits * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A commit's native floor, in µs of CPU.")
+    parser.add_argument(
+        "--blocks",
+        default="80,202,56,318",
+        help="a commit's block sizes in bytes (default: a counter event's, scripts/bench/engine.py)",
+    )
+    parser.add_argument("--group", type=int, default=64, help="commits per transaction")
+    parser.add_argument("--commits", type=int, default=8_000, help="commits SQLite writes")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.blocks.split(",")]
+    row = {
+        "block_sizes": sizes,
+        "group": args.group,
+        "sign_us": round(sign_us(), 2),
+        "sha256_us": round(sha256_us(sizes), 2),
+        "sqlite_us": round(sqlite_us(sizes, args.group, args.commits), 2),
+    }
+    row["floor_us"] = round(row["sign_us"] + row["sha256_us"] + row["sqlite_us"], 2)
+    print(json.dumps(row, indent=2))
+    print(f"{'blocks':>24} {'sign':>7} {'sha2-256':>9} {'store':>7} {'floor':>7} {'commits/s':>10}")
+    print(
+        f"{args.blocks:>24} {row['sign_us']:>7} {row['sha256_us']:>9} {row['sqlite_us']:>7} "
+        f"{row['floor_us']:>7} {1e6 / row['floor_us']:>10,.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
