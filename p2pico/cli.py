@@ -310,12 +310,23 @@ def _seal_export(
     key = new_key()
     sealed = seal(key, roots[0], blocks)
     key_file = Path(args.key_file) if args.key_file else out.with_name(out.name + ".key")
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex() + "\n")
-    with part.open("wb") as f:  # the plain CAR is overwritten, then renamed
-        size = write_car(f, [sealed.root], sealed.blocks)
-    _move_part(part, out)
+    made_key = False
+    try:
+        with part.open("wb") as f:  # the plain CAR is overwritten, then renamed
+            size = write_car(f, [sealed.root], sealed.blocks)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        made_key = True
+        with os.fdopen(fd, "w") as f:
+            f.write(key.hex() + "\n")
+        _move_part(part, out)
+    except OSError as e:
+        # nothing is left behind: no plain CAR in FILE.part, no key of a CAR not written
+        part.unlink(missing_ok=True)
+        if made_key:
+            key_file.unlink(missing_ok=True)
+        if e.filename in (str(key_file), str(out)):  # (_move_part's error names FILE)
+            raise
+        raise _part_failed(part, out, e) from e
     return _emit(
         {
             "did": args.did,

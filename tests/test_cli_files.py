@@ -45,6 +45,29 @@ def test_an_export_to_a_place_it_cannot_be_written(tmp_path: Path) -> None:
         assert (done.returncode, done.stdout) == (1, "")
         assert done.stderr == f"p2pico: {folder}: Is a directory\n"
         assert not (tmp_path / "folder.part").exists()  # written, then removed
+        # sealed for pinning: neither the key of a CAR not written nor the plain CAR is left
+        done = p2pico("--node", node.url, "export", did, "-o", str(folder), "--encrypt")
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr == f"p2pico: {folder}: Is a directory\n"
+        assert not (tmp_path / "folder.key").exists()
+        assert not (tmp_path / "folder.part").exists()
+        no_key = tmp_path / "nowhere" / "sealed.key"
+        sealed = tmp_path / "sealed.car"
+        done = p2pico(
+            "--node",
+            node.url,
+            "export",
+            did,
+            "-o",
+            str(sealed),
+            "--encrypt",
+            "--key-file",
+            str(no_key),
+        )
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr == f"p2pico: {no_key}: No such file or directory\n"
+        assert not sealed.exists()
+        assert not (tmp_path / "sealed.car.part").exists()  # the plain CAR was there
         exported = cli("export", did, "-o", str(tmp_path / "pico.car"), node=node)
         assert exported["bytes"] == (tmp_path / "pico.car").stat().st_size
     finally:
