@@ -240,16 +240,8 @@ class Bitswap:
         known = self._reach.get(did)
         if known is not None and known[0] == head:
             return known[1]
-        seen = known[1] if known is not None else set()
-        stack = [head]  # the old set is closed under links: stop where it begins
-        while stack:
-            cid = stack.pop()
-            if cid in seen:
-                continue
-            seen.add(cid)
-            got = get_with_links(self.store, cid)
-            if got is not None:
-                stack.extend(got[1])
+        # the old set is closed under links: the walk stops where it begins
+        seen = self._reachable([head], known[1] if known is not None else set())
         self._reach[did] = (head, seen)
         return seen
 
@@ -288,8 +280,10 @@ class Bitswap:
                 return True
         return any(cid in self._reachable_from_head(did) for did in self._grants.get(peer_id, ()))
 
-    def _reachable(self, roots: Iterable[CID]) -> set[CID]:
-        seen: set[CID] = set()
+    def _reachable(self, roots: Iterable[CID], seen: set[CID] | None = None) -> set[CID]:
+        """`seen` (or a new set) with every block `roots` reach in the store added; links
+        into `seen` are not followed."""
+        seen = set() if seen is None else seen
         stack = list(roots)
         while stack:
             cid = stack.pop()
