@@ -108,7 +108,14 @@ async def test_direct_and_libp2p_writes_interleave_intact(
                 for payload in payloads[start : start + concurrent]:
                     nursery.start_soon(one, payload)
     assert failures == []
-    # the small frames went the direct way, the large ones through py-libp2p's write
-    # (three requests of each large size, and their answers, framed a little differently)
-    assert sorted(through_libp2p.values()) == [3, 3, 3, 3]
-    assert min(through_libp2p) > 65_400
+    # the large frames went through py-libp2p's write (three requests of each large size, and
+    # their answers, framed a little differently)
+    large = {size: n for size, n in through_libp2p.items() if size > 65_400}
+    assert sorted(large.values()) == [3, 3, 3, 3]
+    small = sum(n for size, n in through_libp2p.items() if size <= 65_400)
+    if concurrent == 1:
+        assert small == 0  # nothing else writing: every small frame went the direct way
+    else:
+        # a small frame that finds its stream's writer or window busy goes through py-libp2p
+        # too, as net.py intends; most of the 24 (12 requests, 12 answers) go the direct way
+        assert small < 12
