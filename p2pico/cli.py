@@ -78,12 +78,17 @@ def _call(
             )
     except httpx.HTTPError as e:
         raise SystemExit(f"p2pico: cannot reach the node at {url}: {e}") from e
+    failed = f"HTTP {response.status_code} {response.reason_phrase}".strip()
     if not response.content:
-        return None
+        return None if response.is_success else {"error": failed}
     try:
-        return response.json()
-    except ValueError:
-        return response.text
+        result = response.json()
+    except ValueError:  # a refusal the HTTP server made itself is plain text
+        text = response.text.strip()
+        return response.text if response.is_success else {"error": text or failed}
+    if not response.is_success and not (isinstance(result, dict) and "error" in result):
+        return {"error": failed, "reply": result}
+    return result
 
 
 def _emit(result: Any) -> int:
