@@ -114,8 +114,9 @@ def import_blocks(
     fork = _fork_with_current(engine, chain)
     stored = store.present(blocks)
     new = [b for b in blocks.values() if b.cid not in stored]
-    store.put_many(new)
-    engine.home.save_imported_head(top.pico, root, top.seq, fork=fork is not None)
+    with engine.home.foreign_blocks():  # never taken for a hosted pico's head
+        store.put_many(new)
+        engine.home.save_imported_head(top.pico, root, top.seq, fork=fork is not None)
     reply: dict[str, object] = {
         "root": str(root),
         "did": top.pico,
@@ -229,8 +230,12 @@ def log(engine: Engine, did: str, current: Current) -> dict[str, object]:
     if missing is not None:
         out.update(_truncated_json(chain[0].seq, missing))
     forks: list[tuple[Head, Head]] = []
+    on_chain = {h.cid for h in chain}
+    bottom, top = chain[0].seq, chain[-1].seq
     for imported in engine.home.imported_heads(did):
-        if imported.fork:
+        # a head flagged when imported, or one the current history has since passed by
+        # (hosted here, this node committed its own head of that seq after the import)
+        if imported.fork or (imported.cid not in on_chain and bottom <= imported.seq <= top):
             try:
                 fork = _divergence(chain, verify_chain_tail(store.get_block, imported.cid)[0])
             except InvalidHead:  # pragma: no cover - it verified when it was imported

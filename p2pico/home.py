@@ -225,19 +225,39 @@ class Home:
         """How many noted head pointers wait for ``flush_heads``."""
         return len(self._dirty)
 
-    def flush_heads(self) -> None:
-        """Write the noted head pointers, and the block id they cover, in one transaction."""
+    def flush_heads(self, *, foreign: bool | None = None) -> None:
+        """Write the noted head pointers, and the block id they cover, in one transaction
+        (with `foreign`, also opening or closing a ``foreign_blocks`` section)."""
         rows = [(head.buffer, did) for did, head in self._dirty.items()]
         upto = self.blocks.tail_id()
         self._db.execute("BEGIN")
         try:
             self._db.executemany("UPDATE picos SET head = ? WHERE did = ?", rows)
             self._set_heads_upto(upto)
+            if foreign:
+                self._db.execute("INSERT OR REPLACE INTO settings VALUES ('foreign_open', '1')")
+            elif foreign is not None:
+                self._db.execute("DELETE FROM settings WHERE key = 'foreign_open'")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
         self._dirty.clear()
+
+    @contextmanager
+    def foreign_blocks(self) -> Iterator[None]:
+        """A section whose stored blocks came from elsewhere (a CAR import), never from a
+        commit here, so that no recovery takes a head among them for a hosted pico's (one
+        signed with its key by a former host may extend the pointer). The pointers are
+        flushed on the way in and out, so a recovery scans none of these blocks; a process
+        that stopped inside leaves the section marked, and the blocks after the pointers'
+        mark are then known to be foreign. The section must not yield to the engine (no
+        commit can land inside it): p2pico.history's import is synchronous."""
+        self.flush_heads(foreign=True)
+        try:
+            yield
+        finally:
+            self.flush_heads(foreign=False)
 
     def _set_heads_upto(self, upto: int) -> None:
         self._db.execute(
@@ -257,8 +277,15 @@ class Home:
             self._set_heads_upto(tail)
             return
         upto = int(row[0])
+        if self._db.execute("SELECT 1 FROM settings WHERE key = 'foreign_open'").fetchone():
+            # stopped inside a foreign_blocks section: what follows the mark is an import's
+            log.info("home: blocks %d-%d are an unfinished import's; no head taken", upto, tail)
+            self._db.execute("DELETE FROM settings WHERE key = 'foreign_open'")
+            self._set_heads_upto(tail)
+            return
         if upto >= tail:
             return
+        imported = {bytes(cid) for (cid,) in self._db.execute("SELECT cid FROM heads")}
         pointers = {
             did: CID.parse(head) for did, head in self._db.execute("SELECT did, head FROM picos")
         }
@@ -270,7 +297,7 @@ class Home:
                 head = verify_head(Block.decode(cid, data))
             except (InvalidHead, ValueError):
                 continue
-            if head.pico in pointers:
+            if head.pico in pointers and head.cid.buffer not in imported:
                 found.setdefault(head.pico, []).append((head.seq, head.cid))
         for did, heads in found.items():
             current = pointers[did]
@@ -331,9 +358,11 @@ class Home:
         return [ImportedHead(CID.parse(cid), seq, bool(fork)) for cid, seq, fork in rows]
 
     def save_imported_head(self, did: str, cid: CID, seq: int, *, fork: bool) -> None:
-        """Remember an imported head (once; a head seen again keeps its first verdict)."""
+        """Remember an imported head (once; imported again, it is flagged a fork if that
+        import found it one: the current history may have moved on since)."""
         self._db.execute(
-            "INSERT OR IGNORE INTO heads (did, cid, seq, fork) VALUES (?, ?, ?, ?)",
+            "INSERT INTO heads (did, cid, seq, fork) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (did, cid) DO UPDATE SET fork = max(fork, excluded.fork)",
             (did, cid.buffer, seq, int(fork)),
         )
 

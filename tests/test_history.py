@@ -227,3 +227,30 @@ async def test_forks_are_recorded_and_reported_never_merged(nodes: tuple[Node, N
     log_b = await b.log(did)
     assert log_b["heads"][0]["seq"] == 4  # type: ignore[index]
     assert log_b["fork"] == {"seq": 1, "heads": [str(h1), str(branch[0].cid)]}
+
+
+async def test_a_fork_that_arises_after_an_import_is_reported(nodes: tuple[Node, Node]) -> None:
+    a, _ = nodes
+    did = await new_counter(a, 2)
+    pico = a.mesh.engine.picos[did]
+    heads = {h["seq"]: h for h in (await a.log(did))["heads"]}  # type: ignore[union-attr]
+    h2 = CID.parse(heads[2]["cid"])
+    # A former host that kept the key signs a seq 3 on the host's head: imported, it extends
+    # what the host holds, so it is no fork yet, and the host's head stays its own.
+    theirs = sign_head(pico.keypair, seq=3, prev=h2, state=CID.parse(heads[2]["state"]), ts=9)
+    reply = await a.import_(car(theirs.cid, [theirs]))
+    assert (reply["seq"], "fork" in reply) == (3, False)
+    assert "fork" not in await a.log(did)
+    assert pico.head == h2
+    # Then the host commits its own seq 3: two signed heads of one seq, a fork in every log.
+    await a.events(did, 1)
+    ours = pico.head
+    fork = {"seq": 3, "heads": [str(ours), str(theirs.cid)]}
+    assert (await a.log(did))["fork"] == fork
+    # Imported again, the reply says so and the head is flagged from now on.
+    assert (await a.import_(car(theirs.cid, [theirs])))["fork"] == fork
+    [flag] = [h.fork for h in a.mesh.engine.home.imported_heads(did) if h.cid == theirs.cid]
+    assert flag is True
+    await a.events(did, 1)
+    log_a = await a.log(did)
+    assert (log_a["heads"][0]["seq"], log_a["fork"]) == (4, fork)  # type: ignore[index]

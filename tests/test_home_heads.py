@@ -192,3 +192,64 @@ async def test_the_newest_head_that_extends_the_pointer_wins_over_a_newer_fork(
     assert current_head(again, did)[0].seq == head.seq + 3
     again.close()
     assert await count_after_reopen(tmp_path, did, eci) == 5
+
+
+def forged_extension(home: Home, did: str) -> Block:
+    """A head signed with the pico's key (as a former host that kept it could) on the current
+    pointer: it extends it, so only knowing where it came from keeps recovery off it."""
+    head, keypair = current_head(home, did)
+    return sign_head(keypair, seq=head.seq + 1, prev=head.cid, state=head.state, ts=head.ts + 1)
+
+
+async def test_an_imported_head_is_never_recovered_as_the_hosted_one(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    did, eci = await events(home, 2)
+    home.flush_heads()
+    current = current_head(home, did)[0].cid
+    with home.foreign_blocks():  # as a CAR import stores it
+        imported = forged_extension(home, did)
+        home.blocks.put(imported)
+        home.save_imported_head(did, imported.cid, 3, fork=False)
+    # fetched over Bitswap, then recorded as imported: stored outside a section
+    head, keypair = current_head(home, did)
+    fetched = sign_head(keypair, seq=3, prev=current, state=head.state, ts=1)
+    home.blocks.put(fetched)
+    home.save_imported_head(did, fetched.cid, 3, fork=True)
+    crash(home)
+
+    again = Home(tmp_path)
+    assert {h.did: h.head for h in again.hosted()}[did] == current
+    again.close()
+    assert await count_after_reopen(tmp_path, did, eci) == 2
+
+    # the host's own commits after an import are still found after a crash
+    home = Home(tmp_path)
+    with home.foreign_blocks():
+        later = forged_extension(home, did)
+        home.blocks.put(later)
+        home.save_imported_head(did, later.cid, 3, fork=False)
+    await events(home, 4, pico_did=did, die=True)
+    again = Home(tmp_path)
+    assert current_head(again, did)[0].seq == 2 + 4
+    again.close()
+
+
+async def test_a_stop_inside_an_import_takes_none_of_its_heads(tmp_path: Path) -> None:
+    home = Home(tmp_path)
+    did, eci = await events(home, 2)
+    current = current_head(home, did)[0].cid
+    try:
+        with home.foreign_blocks():
+            home.blocks.put(forged_extension(home, did))  # committed; its heads row is not
+            crash(home)
+    except sqlite3.ProgrammingError:  # the section's closing flush, on a closed database
+        pass
+
+    again = Home(tmp_path)
+    assert {h.did: h.head for h in again.hosted()}[did] == current
+    marked = again._db.execute("SELECT 1 FROM settings WHERE key = 'foreign_open'").fetchone()
+    assert marked is None
+    (upto,) = again._db.execute("SELECT value FROM settings WHERE key = 'heads_upto'").fetchone()
+    assert int(upto) == again.blocks.tail_id()
+    again.close()
+    assert await count_after_reopen(tmp_path, did, eci) == 2
