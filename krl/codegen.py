@@ -93,9 +93,11 @@ from .runtime import (
 from .stdlib import (
     BINARY_OPS,
     STDLIB,
+    TEXT_FREE,
+    add_text,
     get_key,
     get_path,
-    op_add,
+    join_text,
     op_div,
     op_mod,
     op_mul,
@@ -134,6 +136,7 @@ def _depth(run: Run) -> NoReturn:
 
 _HELPERS: dict[str, object] = {
     "_type": type,
+    "_len": len,
     "_int": int,
     "_str": str,
     "_KRE": KrlRuntimeError,
@@ -142,7 +145,7 @@ _HELPERS: dict[str, object] = {
     "_notfn": _not_a_function,
     "_depth": _depth,
     "_truthy": truthy,
-    "_add": op_add,
+    "_add": add_text,
     "_sub": op_sub,
     "_mul": op_mul,
     "_div": op_div,
@@ -153,7 +156,7 @@ _HELPERS: dict[str, object] = {
     "_ts": to_string,
     "_key": get_key,
     "_path": get_path,
-    "_join": "".join,
+    "_join": join_text,
     "_list": list,
     "_enum": enumerate,
 }
@@ -509,7 +512,7 @@ class _Fn:
             text, kind = self.expr(part)
             parts.append(text if kind == "str" else f"_ts({text})")
         t = self.temp()
-        self.emit(f"{t} = _join(({', '.join(parts)},))")
+        self.emit(f"{t} = _join(R, [{', '.join(parts)}])")
         return t, "str"
 
     # -- operators -------------------------------------------------------------
@@ -570,27 +573,29 @@ class _Fn:
     def int_op(
         self, t: str, pyop: str, slow: str, a: str, ka: str | None, b: str, kb: str | None
     ) -> None:
-        """``t = a pyop b`` when both are ints and the result stays within ±2**53."""
+        """``t = a pyop b`` when both are ints and the result stays within ±2**53 (`slow`:
+        the call for the rest, "_add" taking the run first)."""
+        call = f"{slow}(R, {a}, {b})" if slow == "_add" else f"{slow}({a}, {b})"
         conds = self.checks("int", (a, ka), (b, kb))
         if conds is None:
-            self.emit(f"{t} = {slow}({a}, {b})")
+            self.emit(f"{t} = {call}")
             return
         conds.append(f"{_LOW} <= ({t} := {a} {pyop} {b}) <= {_HIGH}")
         self.emit(f"if not ({' and '.join(conds)}):")
-        self.emit(f"{t} = {slow}({a}, {b})", 1)
+        self.emit(f"{t} = {call}", 1)
 
     def add(self, t: str, a: str, ka: str | None, b: str, kb: str | None) -> tuple[str, str | None]:
+        # two strings are joined inline while short; a long one is paid for (_add: add_text)
+        short = f"_len({a}) + _len({b}) <= {TEXT_FREE}"
         if ka == "str" or kb == "str":  # a string on either side: the result is a string
             conds = self.checks("str", (a, ka), (b, kb))
             if conds is None:
-                self.emit(f"{t} = _add({a}, {b})")
-            elif not conds:
-                self.emit(f"{t} = {a} + {b}")
+                self.emit(f"{t} = _add(R, {a}, {b})")
             else:
-                self.emit(f"if {' and '.join(conds)}:")
+                self.emit(f"if {' and '.join([*conds, short])}:")
                 self.emit(f"{t} = {a} + {b}", 1)
                 self.emit("else:")
-                self.emit(f"{t} = _add({a}, {b})", 1)
+                self.emit(f"{t} = _add(R, {a}, {b})", 1)
             return t, "str"
         if ka is None and kb is None:
             self.emit(
@@ -598,10 +603,10 @@ class _Fn:
                 f" and {_LOW} <= ({t} := {a} + {b}) <= {_HIGH}:"
             )
             self.emit("pass", 1)
-            self.emit(f"elif _type({a}) is _str and _type({b}) is _str:")
+            self.emit(f"elif _type({a}) is _str and _type({b}) is _str and {short}:")
             self.emit(f"{t} = {a} + {b}", 1)
             self.emit("else:")
-            self.emit(f"{t} = _add({a}, {b})", 1)
+            self.emit(f"{t} = _add(R, {a}, {b})", 1)
             return t, None
         self.int_op(t, "+", "_add", a, ka, b, kb)
         return t, None

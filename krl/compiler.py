@@ -70,10 +70,12 @@ from .stdlib import (
     MODULES,
     REFERENCE_MODULES,
     STDLIB,
+    add_text,
     compile_regex,
     delete_path,
     get_key,
     get_path,
+    join_text,
     key_path,
     op_neg,
     parse_time,
@@ -959,7 +961,7 @@ class _Compiler:
         parts = tuple(self.expr(p, scope) for p in node.parts)
         if all(isinstance(p, ast.String) for p in node.parts):
             return _const("".join(p.value for p in node.parts if isinstance(p, ast.String)))
-        return lambda f, r: "".join([to_string(p(f, r)) for p in parts])
+        return lambda f, r: join_text(r, [to_string(p(f, r)) for p in parts])
 
     def expr_Array(self, node: ast.Array, scope: Scope) -> Eval:
         if all(_is_constant(i) for i in node.items):
@@ -1175,8 +1177,18 @@ class _Compiler:
                 return value if truthy(value) else right(f, r)
 
             return or_
-        op = BINARY_OPS[node.op]
         span = node.span
+        if node.op == "+":
+
+            def add(f: Frame, r: Run) -> Any:
+                try:
+                    return add_text(r, left(f, r), right(f, r))
+                except KrlRuntimeError as err:
+                    _annotate(err, span)
+                    raise
+
+            return add
+        op = BINARY_OPS[node.op]
 
         def binary(f: Frame, r: Run) -> Any:
             try:

@@ -140,6 +140,42 @@ def op_add(a: object, b: object) -> object:
     return to_string(a) + to_string(b)
 
 
+# Text a transaction builds is paid for by its length, so that no rule or query can take the
+# node's memory (40 doublings of "x" by `s + s` are 40 steps and 2**40 characters): a string
+# of more than TEXT_FREE characters costs a step per TEXT_PER_STEP of them besides its
+# operation's own, and one of more than MAX_TEXT is refused before it is built. The step
+# budget (a million) then bounds what a transaction builds to about 64 MB.
+TEXT_FREE = 4096
+TEXT_PER_STEP = 64
+MAX_TEXT = 1 << 24
+
+
+def pay_text(run: Run, n: int, what: str) -> None:
+    """Charge the building of `n` characters of text (`what`: for the error)."""
+    if n > MAX_TEXT:
+        raise KrlRuntimeError(f"{what} would be {n} characters long; the limit is {MAX_TEXT}")
+    run.budget.charge(run, n // TEXT_PER_STEP)
+
+
+def join_text(run: Run, parts: list[str], sep: str = "") -> str:
+    """``sep.join(parts)`` in a transaction, a long result paid for (pay_text)."""
+    n = sum(map(len, parts)) + len(sep) * max(len(parts) - 1, 0)
+    if n > TEXT_FREE:
+        pay_text(run, n, "the joined string")
+    return sep.join(parts)
+
+
+def add_text(run: Run, a: object, b: object) -> object:
+    """``a + b`` in a transaction: op_add, with a long string paid for (pay_text)."""
+    if is_number(a) and is_number(b):
+        return normalize(a + b)  # type: ignore[operator]
+    x, y = to_string(a), to_string(b)
+    n = len(x) + len(y)
+    if n > TEXT_FREE:
+        pay_text(run, n, "the string joined by +")
+    return x + y
+
+
 def _numbers(a: object, b: object, message: str) -> tuple[int | float, int | float]:
     x, y = to_number(a), to_number(b)
     if x is None or y is None:
@@ -423,6 +459,9 @@ def _sprintf(run: Run, value: object = None, template: object = None) -> object:
     else:
         return text
     shown = to_string(value)
+    most = len(text) + text.count(spec) * len(shown)  # every spec replaced, at most
+    if most > TEXT_FREE:
+        pay_text(run, most, "the formatted string")
     pattern = re.compile(r"(^|[^\\])" + spec)
     parts = [pattern.sub(lambda m: m.group(1) + shown, p) for p in text.split("\\\\")]
     return "\\".join(parts).replace("\\" + spec, spec)
@@ -497,16 +536,27 @@ def _replace(
         rx = _regex_arg(regex)
         rx.subject(text)
         count = 0 if rx.is_global else 1
+        made = [len(text)]  # characters of the result so far, at most (pay_text)
+
+        def paid(piece: str) -> str:
+            before = made[0]
+            made[0] = after = before + len(piece)
+            if after > TEXT_FREE:
+                if after > MAX_TEXT:
+                    pay_text(run, after, "the replaced string")
+                run.budget.charge(run, after // TEXT_PER_STEP - before // TEXT_PER_STEP)
+            return piece
+
         if is_callable(repl):
 
             def call(m: re.Match[str]) -> str:
                 run.budget.charge(run)
                 args = [m.group(0), *m.groups(), m.start(), text]
-                return to_string(call_value(run, repl, args))
+                return paid(to_string(call_value(run, repl, args)))
 
             return rx.pattern.sub(call, text, count=count)
         template = "" if is_null(repl) else to_string(repl)
-        return rx.pattern.sub(lambda m: _expand(template, m), text, count=count)
+        return rx.pattern.sub(lambda m: paid(_expand(template, m)), text, count=count)
     needle = to_string(regex)
     template = "" if is_null(repl) else to_string(repl)
     at = text.find(needle)
@@ -799,7 +849,7 @@ def _tail(run: Run, value: object = None) -> list[object]:
 def _join(run: Run, value: object = None, sep: object = None) -> str:
     if not isinstance(value, list):
         return to_string(value)
-    return ("," if sep is None else to_string(sep)).join(to_string(v) for v in value)
+    return join_text(run, [to_string(v) for v in value], "," if sep is None else to_string(sep))
 
 
 def _index_of(run: Run, value: object = None, item: object = None) -> int:
