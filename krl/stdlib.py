@@ -134,12 +134,6 @@ def _regex_arg(value: object) -> KrlRegExp:
 # Infix and prefix operators
 
 
-def op_add(a: object, b: object) -> object:
-    if is_number(a) and is_number(b):
-        return normalize(a + b)  # type: ignore[operator]
-    return to_string(a) + to_string(b)
-
-
 # Text a transaction builds is paid for by its length, so that no rule or query can take the
 # node's memory (40 doublings of "x" by `s + s` are 40 steps and 2**40 characters): a string
 # of more than TEXT_FREE characters costs a step per TEXT_PER_STEP of them besides its
@@ -166,7 +160,8 @@ def join_text(run: Run, parts: list[str], sep: str = "") -> str:
 
 
 def add_text(run: Run, a: object, b: object) -> object:
-    """``a + b`` in a transaction: op_add, with a long string paid for (pay_text)."""
+    """``a + b``: numbers add, anything else joins as strings, a long one paid for
+    (pay_text). Not in BINARY_OPS: it needs the run."""
     if is_number(a) and is_number(b):
         return normalize(a + b)  # type: ignore[operator]
     x, y = to_string(a), to_string(b)
@@ -235,8 +230,8 @@ def op_contains(a: object, b: object) -> bool:
     return False
 
 
+# "+" is add_text, which takes the run besides its operands
 BINARY_OPS: dict[str, Callable[[object, object], object]] = {
-    "+": op_add,
     "-": op_sub,
     "*": op_mul,
     "/": op_div,
