@@ -1123,7 +1123,7 @@ class Ruleset:
     def query(self, name: str, args: Mapping[str, object], ctx: Context, budget: Budget) -> object:
         """Call a shared function by parameter name, or return a shared value."""
         if name not in self.shares and name != "__testing":
-            raise KrlRuntimeError(f"Not shared: {name}")
+            raise KrlRuntimeError(f'Ruleset {self.rid} does not have query function "{name}"')
         run = Run(self, ctx, None, budget, name, in_query=True)
         with self._errors(run):
             value = self._globals(run)[self._global_names[name]]

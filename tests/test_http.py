@@ -72,7 +72,10 @@ async def test_event_routes_of_c(api) -> None:  # type: ignore[no-untyped-def]
     [
         ("/sky/event/nope/none/a/b", "ECI not found nope"),
         ("/sky/cloud/{eci}/no.such.rid/f", "Pico doesn't have no.such.rid installed."),
-        ("/sky/cloud/{eci}/io.p2pico.counter/secret", "Not shared: secret"),
+        (
+            "/sky/cloud/{eci}/io.p2pico.counter/secret",
+            'Ruleset io.p2pico.counter does not have query function "secret"',
+        ),
     ],
 )
 async def test_pico_errors_are_200_with_error(api, path: str, error: str) -> None:  # type: ignore[no-untyped-def]

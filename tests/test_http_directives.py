@@ -234,7 +234,7 @@ async def test_event_then_query_in_one_request(api: Any) -> None:
     assert "Nope" in r.json()["error"]
     assert (await client.get(f"/c/{made['eci']}/query/{COUNTER_RID}/count")).json() == 4
     r = await client.post(f"/c/{made['eci']}/event/counter/inc/query/{COUNTER_RID}/nope")
-    assert r.json() == {"error": "Not shared: nope"}
+    assert r.json() == {"error": f'Ruleset {COUNTER_RID} does not have query function "nope"'}
 
 
 async def test_options_and_cors(api: Any) -> None:

@@ -244,7 +244,9 @@ def test_query_arguments_and_errors(ctx: FakeContext) -> None:
     assert rs.query("add", {"a": 1, "b": 2, "junk": 3}, ctx, b) == 3
     assert rs.query("add", {"0": 5, "1": 6}, ctx, b) == 11
     assert rs.query("answer", {}, ctx, b) == 42
-    with pytest.raises(krl.KrlRuntimeError, match=r"^Not shared: secret$"):
+    with pytest.raises(
+        krl.KrlRuntimeError, match=r"^Ruleset a does not have query function \"secret\"$"
+    ):
         rs.query("secret", {}, ctx, b)
     with pytest.raises(krl.KrlRuntimeError, match="a function cannot be used as the result"):
         rs.query("f2", {}, ctx, b)
