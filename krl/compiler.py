@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import ast
+from .checks import check_ruleset
 from .codegen import describe_callee, function_code
 from .errors import KrlCompileError, KrlRuntimeError
 from .eventexp import (
@@ -94,6 +95,7 @@ def compile_ruleset(source: str, *, filename: str = "<krl>", codegen: bool = Tru
     tests compare the two)."""
     tree = parse_ruleset(source)
     try:
+        check_ruleset(tree, source, filename)
         return _Compiler(source, filename, tree.rid, codegen).ruleset(tree)
     except RecursionError:
         # The parser caps nesting, but a chain like `a + a + … + a` is a left-deep tree.

@@ -199,7 +199,7 @@ ruleset t.calls {
       which == "method" => 5.add(1) |
       which == "not a function" => which(1) |
       which == "null call" => null() |
-      which == "action" => act(1) |
+      which == "action" => [act][0](1) |
       which == "index call" => [add][0](1) |
       "unknown"
     }

@@ -231,6 +231,38 @@ COMPILE_CASES = [
         id="action-in-expression",
     ),
     pytest.param(
+        "ruleset a { global { act = defaction() { noop() }; t = function() { act() } } }",
+        "line 1, column 69: 'act' is a defaction and can only be used in an action block\n"
+        "ruleset a { global { act = defaction() { noop() }; t = function() { act() } } }\n"
+        + " " * 68
+        + "^",
+        id="defaction-called-in-function",
+    ),
+    pytest.param(
+        "ruleset a { global { act = defaction() { noop() }; b = act } "
+        'rule r { select when a b send_directive("d", {"x": b()}) } }',
+        "line 1, column 113: 'b' is a defaction and can only be used in an action block\n"
+        "ruleset a { global { act = defaction() { noop() }; b = act } "
+        'rule r { select when a b send_directive("d", {"x": b()}) } }\n' + " " * 112 + "^",
+        id="defaction-alias-called-in-action-argument",
+    ),
+    pytest.param(
+        "ruleset a { rule r { select when a b pre { act = defaction() { noop() }; "
+        "x = [1].map(function(v) { act(v) }) } } }",
+        "line 1, column 100: 'act' is a defaction and can only be used in an action block\n"
+        "ruleset a { rule r { select when a b pre { act = defaction() { noop() }; "
+        "x = [1].map(function(v) { act(v) }) } } }\n" + " " * 99 + "^",
+        id="pre-defaction-called-in-closure",
+    ),
+    pytest.param(
+        "ruleset a { meta { shares act } global { act = defaction() { noop() } } }",
+        "line 1, column 27: 'act' is a defaction; only functions and values can be listed in "
+        "shares\n"
+        "ruleset a { meta { shares act } global { act = defaction() { noop() } } }\n"
+        "                          ^",
+        id="shared-defaction",
+    ),
+    pytest.param(
         "ruleset a { global { x = 1.nope() } }",
         "line 1, column 28: unknown operator or function 'nope'\n"
         "ruleset a { global { x = 1.nope() } }\n"
@@ -252,6 +284,20 @@ def test_compile_error_text(source: str, message: str) -> None:
     with pytest.raises(krl.KrlCompileError) as info:
         krl.compile_ruleset(source)
     assert str(info.value) == message
+
+
+def test_defactions_are_called_as_actions_and_shadowed_by_values() -> None:
+    """What the defaction check lets through: a defaction in its place (an action, also
+    from another defaction), passed as a value, and a name it shares with a function or
+    value of an inner scope."""
+    krl.compile_ruleset(
+        "ruleset a { meta { shares f, g } global {"
+        ' act = defaction(x) { send_directive("d", {"x": x}) };'
+        " twice = defaction(x) { every { act(x); act(x) } };"
+        " f = function(act) { act(1) };"
+        " g = function() { [act].length() } }"
+        " rule r { select when a b pre { act = function(v) { v } } every { twice(act(2)) } } }"
+    )
 
 
 def test_functions_may_refer_forward_and_recurse() -> None:

@@ -200,7 +200,7 @@ ACTIONS = """ruleset t.act {
     notfired { ent:skipped := true }
   }
   rule misuse_fn { select when act misuse_fn plain() }
-  rule misuse_action { select when act misuse_action pre { x = greet("a") } }
+  rule misuse_action { select when act misuse_action pre { x = [greet][0]("a") } }
 }"""
 
 
