@@ -27,3 +27,8 @@ def url(rid: str) -> str:
 def source(rid: str) -> str:
     """The KRL source of the shipped ruleset ``rid``."""
     return path(rid).read_text(encoding="utf-8")
+
+
+def shipped(rid: str) -> bool:
+    """Whether p2pico ships a ruleset ``rid`` (KRL's rid syntax has no ``/``)."""
+    return "/" not in rid and path(rid).is_file()

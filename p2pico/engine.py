@@ -733,6 +733,9 @@ class Transaction:
             rulesets.append(new)
         else:
             rulesets[at] = new
+        missing = missing_module(rulesets)
+        if missing is not None:
+            raise krl.KrlRuntimeError(missing)
         self.rulesets_view = rulesets
         self.info_writes[compiled.rid] = {"url": url, "config": dict(config)}
         return compiled.rid
@@ -792,6 +795,9 @@ class Transaction:
             installed.append(InstalledRuleset(compiled.rid, compiled.source, compiled))
             if where is not None or config:
                 infos[compiled.rid] = {"url": where, "config": config}
+        missing = missing_module(installed)
+        if missing is not None:
+            raise krl.KrlRuntimeError(f"ctx:newPico: {missing}")
         child = NewChild(Keypair.generate(), new_eci(), new_eci(), installed, infos)
         self.channel_writes[child.parent_eci] = chan.family_record(
             ["system", "parent"], child.keypair.did
@@ -861,6 +867,25 @@ def _overlaid(base: Mapping[K, V], writes: Mapping[K, V | None]) -> dict[K, V]:
 
 def new_eci() -> str:
     return "c" + secrets.token_hex(12)
+
+
+def missing_module(rulesets: Sequence[InstalledRuleset]) -> str | None:
+    """Why these rulesets cannot be installed together: the first ``use module`` whose
+    ruleset is neither among them nor shipped with p2pico, or None.
+
+    A pico finds its modules among its own rulesets when the using rule runs.  A shipped
+    one may come later in the same flow (``wrangler:pico_created`` installs subscription
+    after the rulesets a new wrangler pico was made with), as pico-engine's engine-wide
+    registry allows.  The text starts as pico-engine's install error does."""
+    rids = {rs.rid for rs in rulesets}
+    for rs in rulesets:
+        for use in rs.compiled.uses.values():
+            if use.rid not in rids and not builtin.shipped(use.rid):
+                return (
+                    f"Dependant module not loaded: {use.rid} ({rs.rid} uses it; install it "
+                    "on the pico first)"
+                )
+    return None
 
 
 # Transaction ids name, they do not guard: a PRNG seeded from the OS (0.4 µs) rather than
@@ -1346,12 +1371,16 @@ class Engine:
         rids = [c.rid for c in compiled]
         if len(set(rids)) != len(rids):
             raise PicoError(f"the same ruleset is given twice: {rids}")
+        installed = [InstalledRuleset(c.rid, c.source, c) for c in compiled]
+        missing = missing_module(installed)
+        if missing is not None:
+            raise PicoError(missing)
         keypair = Keypair.generate()
         channel = {"tags": ["p2pico"], "family": False}
         pico = Pico(
             did=keypair.did,
             keypair=keypair,
-            rulesets=[InstalledRuleset(c.rid, c.source, c) for c in compiled],
+            rulesets=installed,
             ent={c.rid: {} for c in compiled},
             channels={new_eci(): channel} if first_channel else {},
             head=CID.of(b""),  # replaced by the genesis commit below
@@ -1534,6 +1563,9 @@ class Engine:
                     current[at] = new
                 infos[new.rid] = info
                 changed.append(new.rid)
+            missing = missing_module(current) if changed else None
+            if missing is not None:
+                raise PicoError(missing)
             if changed:
                 cause = {"domain": "engine", "type": "install", "eid": "none", "txn": new_txn_id()}
                 self._write_commit(

@@ -408,6 +408,35 @@ async def test_install_and_uninstall(api: Any, tmp_path: Path) -> None:
     assert "error" in r
 
 
+async def test_a_ruleset_installs_only_with_the_modules_it_uses(api: Any) -> None:
+    """pico-engine's "Dependant module not loaded": a pico finds its modules among its own
+    rulesets, so a ruleset whose module is missing is refused at install, on every path,
+    and nothing of that install is kept."""
+    client, _mesh = api
+    needs = "Dependant module not loaded: greeter (uses_greeter uses it"
+    r = await client.post("/api/picos", json={"rulesets": [MANAGER, USES_GREETER]})
+    assert needs in r.json()["error"], r.text
+    made = await new_pico(client, MANAGER, USES_GREETER, GREETER)  # together: any order
+    assert await query(client, made["did"], "uses_greeter", "hello") == "hi 0"
+
+    made = await new_pico(client, MANAGER)
+    r = await event(client, made["did"], "rs:install", url=USES_GREETER)
+    assert needs in r["error"], r
+    listed = await query(client, made["did"], "manager", "rulesets")
+    assert [rs["rid"] for rs in listed] == ["manager"]
+    await event(client, made["did"], "rs:install", url=GREETER)
+    r = await event(client, made["did"], "rs:install", url=USES_GREETER)
+    assert "error" not in r, r
+    assert await query(client, made["did"], "uses_greeter", "hello") == "hi 0"
+
+    r = await event(client, made["did"], "family:new", rulesets=[USES_GREETER])
+    assert "ctx:newPico: " + needs in r["error"], r
+    assert await query(client, made["did"], "manager", "children") == []
+    r = await event(client, made["did"], "family:new", rulesets=[USES_GREETER, GREETER])
+    assert "error" not in r, r
+    assert len(await query(client, made["did"], "manager", "children")) == 1
+
+
 async def test_channels_children_and_rulesets_survive_a_restart(tmp_path: Path) -> None:
     world: dict[str, FakeNet] = {}
     async with trio.open_nursery() as nursery:
