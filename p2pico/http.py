@@ -113,7 +113,15 @@ def _multi(items: list[tuple[str, str]]) -> dict[str, object]:
     return out
 
 
-async def _attrs(request: Request) -> dict[str, object]:
+# The bodies read as JSON (pico-engine's express.json types), and any "+json" type.  A
+# body without a content type is read as JSON too.  On pico-engine's routes a body of
+# another type is ignored, as there; the management routes refuse it (415).
+JSON_MEDIA = frozenset(
+    ("application/json", "application/octet-stream", "application/ssi-agent-wire")
+)
+
+
+async def _attrs(request: Request, *, pico_route: bool = False) -> dict[str, object]:
     """Query string, overlaid by a JSON or form body (the body wins), as on pico-engine."""
     attrs: dict[str, object] = _multi(request.query_params.multi_items())
     body = await request.body()
@@ -129,8 +137,13 @@ async def _attrs(request: Request) -> dict[str, object]:
             raise BadRequest(f"form body is not UTF-8: {e}") from e
         attrs.update(_multi(fields))
         return attrs
-    if ctype.startswith("multipart/"):
-        raise BadRequest(f"{ctype.split(';')[0]} bodies are not taken; send JSON or a form", 415)
+    media = ctype.split(";")[0].strip().lower()
+    if media.startswith("multipart/"):
+        raise BadRequest(f"{media} bodies are not taken; send JSON or a form", 415)
+    if media and media not in JSON_MEDIA and not media.endswith("+json"):
+        if pico_route:
+            return attrs
+        raise BadRequest(f"{media} bodies are not taken; send JSON or a form", 415)
     try:
         parsed = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -146,7 +159,7 @@ async def _attrs(request: Request) -> dict[str, object]:
 async def _pico_attrs(request: Request) -> dict[str, object]:
     """Event attributes and query arguments: ``_attrs`` plus ``_headers``, the request's
     headers (names lower-cased, repeated ones joined by ", "), as pico-engine merges them."""
-    attrs = await _attrs(request)
+    attrs = await _attrs(request, pico_route=True)
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
         headers[name] = f"{headers[name]}, {value}" if name in headers else value

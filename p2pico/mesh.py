@@ -488,7 +488,11 @@ class Mesh:
     # -- requests (from HTTP, from peers, and from KRL) -----------------------------------
 
     async def target(self, eci_or_did: str) -> Target:
-        """A DID or ECI as a routable target; an ECI stays in it for the host's channel check."""
+        """A DID or ECI as a routable target; an ECI stays in it for the host's channel check.
+        Surrounding blanks are trimmed, as pico-engine does."""
+        eci_or_did = eci_or_did.strip()
+        if not eci_or_did:
+            raise PicoError("missing eci")
         did = await self.did_of(eci_or_did)
         return Target(did, None if eci_or_did.startswith("did:") else eci_or_did)
 
@@ -569,7 +573,13 @@ class Mesh:
         sender: str | None = None,
     ) -> object:
         """Run an event on any pico of the mesh; ``sender`` is the pico of this engine
-        that sends it (event:send), None for HTTP."""
+        that sends it (event:send), None for HTTP.  Its domain and type are trimmed, and
+        must not be blank (pico-engine's cleanEvent)."""
+        domain, type = domain.strip(), type.strip()
+        if not domain:
+            raise PicoError("missing event.domain")
+        if not type:
+            raise PicoError("missing event.name")
         request = EventRequest(target, domain, type, attrs, eid)
         return await self._deliver(request, sender=sender, signer=self._signer(sender))
 
@@ -582,6 +592,11 @@ class Mesh:
         *,
         sender: str | None = None,
     ) -> object:
+        rid, name = rid.strip(), name.strip()  # as pico-engine's cleanQuery
+        if not rid:
+            raise PicoError("missing query.rid")
+        if not name:
+            raise PicoError("missing query.name")
         request = QueryRequest(target, rid, name, args)
         return await self._deliver(request, sender=sender, signer=self._signer(sender))
 

@@ -104,6 +104,49 @@ async def test_malformed_requests_are_4xx_with_a_reason(api) -> None:  # type: i
     assert r.json()["directives"][0]["options"] == {"count": 1}
 
 
+async def test_event_and_query_names_are_trimmed_and_must_not_be_blank(api) -> None:  # type: ignore[no-untyped-def]
+    """pico-engine's cleanEvent and cleanQuery: eci, domain, type, rid and name are
+    trimmed, and a blank one is an error that reaches no pico."""
+    client, _ = api
+    made = await new_pico(client, COUNTER)
+    r = await client.post(f"/sky/event/%20{made['eci']}%20/none/%20counter%09/inc%20", json={})
+    assert r.json()["directives"][0]["options"] == {"count": 1}
+    r = await client.get(f"/sky/cloud/{made['eci']}%20/%20{RID}%20/%20count")
+    assert r.json() == 1
+    for path, error in [
+        (f"/sky/event/{made['eci']}/none/%20/inc", "missing event.domain"),
+        (f"/sky/event/{made['eci']}/none/counter/%20%20", "missing event.name"),
+        (f"/c/{made['eci']}/event-wait/%20/inc", "missing event.domain"),
+        (f"/sky/cloud/{made['eci']}/%20/count", "missing query.rid"),
+        (f"/sky/cloud/{made['eci']}/{RID}/%20", "missing query.name"),
+        ("/sky/event/%20/none/counter/inc", "missing eci"),
+    ]:
+        r = await client.post(path)
+        assert (r.status_code, r.json()) == (200, {"error": error}), path
+    assert (await client.get(f"/sky/cloud/{made['did']}/{RID}/count")).json() == 1
+
+
+async def test_a_body_of_another_type_is_ignored_on_pico_routes(api) -> None:  # type: ignore[no-untyped-def]
+    """As pico-engine (express.json and urlencoded only): a text body on a pico route
+    is ignored and the query string's attributes are used; JSON types and "+json" are
+    read; the management routes refuse such a body (415) rather than ignore it."""
+    client, _ = api
+    made = await new_pico(client, COUNTER)
+    url = f"/sky/event/{made['eci']}/none/counter/inc"
+    text = {"content-type": "text/plain;charset=UTF-8"}
+    r = await client.post(url + "?by=3", content=b'{"by": 100}', headers=text)
+    assert r.json()["directives"][0]["options"] == {"count": 3}
+    for media in ("application/octet-stream", "application/ld+json", "Application/JSON"):
+        r = await client.post(url, content=b'{"by": 2}', headers={"content-type": media})
+        assert "error" not in r.json(), (media, r.text)
+    assert (await client.get(f"/sky/cloud/{made['did']}/{RID}/count")).json() == 9
+    r = await client.post("/api/picos", content=b'{"rulesets": []}', headers=text)
+    assert (r.status_code, r.json()) == (
+        415,
+        {"error": "text/plain bodies are not taken; send JSON or a form"},
+    )
+
+
 async def test_a_rule_error_leaves_no_partial_writes(api) -> None:  # type: ignore[no-untyped-def]
     client, _ = api
     src = """ruleset half {
