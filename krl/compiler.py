@@ -917,7 +917,8 @@ class _Compiler:
             event_attrs = attrs(frame, run)
             job = run.ctx.schedule_event(domain, kind, event_attrs, when, timespec, setting)
             if slot is not None:  # the job's record, as schedule:get(id) shows it
-                frame[slot] = schedule_record(job, domain, kind, event_attrs, when, timespec)
+                eci = run.ctx.eci if run.event is not None else None
+                frame[slot] = schedule_record(job, eci, domain, kind, event_attrs, when, timespec)
 
         return schedule
 

@@ -1637,10 +1637,18 @@ def _event_send(run: Run, options: object = None, host: object = None) -> None:
 
 
 def schedule_record(
-    job_id: object, domain: object, type: object, attrs: object, at: object, timespec: object
+    job_id: object,
+    eci: object,
+    domain: object,
+    type: object,
+    attrs: object,
+    at: object,
+    timespec: object,
 ) -> dict[str, Any]:
     """A job as KRL sees it (the reference's shape): ``{id, type: "at", time (epoch ms)}``
-    or ``{id, type: "repeat", timespec}``, with ``event: {domain, name, attrs}``.
+    or ``{id, type: "repeat", timespec}``, with the event pico-engine stores, ``event:
+    {eci, domain, name, data: {attrs}, time: 0}`` (``eci`` is the channel of the event
+    that scheduled it).
 
     ``at`` is epoch seconds (None for a repeat job). `schedule:list`/`get` show jobs so,
     and `schedule … setting(v)` binds the record of the job it made.
@@ -1653,7 +1661,13 @@ def schedule_record(
     else:
         view["type"] = "repeat"
         view["timespec"] = timespec
-    view["event"] = {"domain": domain, "name": type, "attrs": attrs or {}}
+    view["event"] = {
+        "eci": eci or None,  # a job scheduled by an event sent to the DID has no channel
+        "domain": domain,
+        "name": type,
+        "data": {"attrs": attrs or {}},
+        "time": 0,
+    }
     return to_plain(view, "a scheduled job")  # type: ignore[no-any-return]
 
 
@@ -1668,6 +1682,7 @@ def _own_jobs(run: Run) -> list[dict[str, Any]]:
         jobs.append(
             schedule_record(
                 job.get("id"),
+                job.get("eci"),
                 event.get("domain"),
                 event.get("type", event.get("name")),
                 event.get("attrs"),

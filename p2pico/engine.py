@@ -440,7 +440,7 @@ class Transaction:
         return _overlaid(self.pico.schedule, self.schedule_writes)
 
     def schedule_list(self) -> list[dict[str, object]]:
-        """Every job of the pico, ``{"id", "rid", "event", "time" | "timespec"}``.
+        """Every job of the pico, ``{"id", "rid", "eci", "event", "time" | "timespec"}``.
 
         krl keeps those of the calling ruleset (and removes only their ids).
         """

@@ -281,7 +281,12 @@ def after_fire(job: Job, now: float) -> Job | None:
 
 def public(job_id: str, job: Mapping[str, object]) -> dict[str, object]:
     """The job as ``Context.schedule_list`` shows it to KRL."""
-    out: dict[str, object] = {"id": job_id, "rid": job["rid"], "event": job["event"]}
+    out: dict[str, object] = {
+        "id": job_id,
+        "rid": job["rid"],
+        "eci": job.get("eci"),
+        "event": job["event"],
+    }
     if "time" in job:
         out["time"] = job["time"]
     else:

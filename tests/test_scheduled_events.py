@@ -362,12 +362,14 @@ async def test_the_transaction_lists_and_removes_jobs_in_its_overlay(
             {
                 "id": at_id,
                 "rid": "timer",
+                "eci": "",  # submitted to the DID, through no channel
                 "event": {"domain": "ev", "type": "t", "attrs": {"n": 1}},
                 "time": EPOCH + 5.0,
             },
             {
                 "id": cron_id,
                 "rid": "timer",
+                "eci": "",  # submitted to the DID, through no channel
                 "event": {"domain": "ev", "type": "t", "attrs": {"n": "cron"}},
                 "timespec": "*/5 * * * *",
             },

@@ -114,7 +114,13 @@ def test_job_records() -> None:
     }
     assert due(at) == 105.5
     assert after_fire(at, 106.0) is None  # an at job is gone once it fired
-    assert public("s1", at) == {"id": "s1", "rid": "r", "event": at["event"], "time": 105.5}
+    assert public("s1", at) == {
+        "id": "s1",
+        "rid": "r",
+        "eci": "c1",
+        "event": at["event"],
+        "time": 105.5,
+    }
 
     now = ts("2024-01-01T00:03:00")
     rep = new_job(
@@ -131,6 +137,7 @@ def test_job_records() -> None:
     assert public("s2", rep) == {
         "id": "s2",
         "rid": "r",
+        "eci": "c1",
         "event": rep["event"],
         "timespec": "*/5 * * * *",
     }

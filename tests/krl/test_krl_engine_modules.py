@@ -66,6 +66,7 @@ JOBS = [
     {
         "id": "j1",
         "rid": "r.s",
+        "eci": "c-sched",
         "event": {"domain": "d", "type": "t", "attrs": {"x": 1}},
         "time": 1700000000.5,
     },
@@ -94,13 +95,19 @@ def test_schedule_list_get_remove_clear(ctx: FakeContext) -> None:
             "id": "j1",
             "type": "at",
             "time": 1700000000500,
-            "event": {"domain": "d", "name": "t", "attrs": {"x": 1}},
+            "event": {
+                "eci": "c-sched",
+                "domain": "d",
+                "name": "t",
+                "data": {"attrs": {"x": 1}},
+                "time": 0,
+            },
         },
         {
             "id": "j3",
             "type": "repeat",
             "timespec": "* * * * *",
-            "event": {"domain": "d", "name": "c", "attrs": {}},
+            "event": {"eci": None, "domain": "d", "name": "c", "data": {"attrs": {}}, "time": 0},
         },
     ]
     assert rs.query("get", {"id": "j3"}, ctx, budget)["id"] == "j3"  # type: ignore[index]

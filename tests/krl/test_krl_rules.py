@@ -339,7 +339,13 @@ def test_schedule_at_and_repeat(ctx: FakeContext) -> None:
         "id": "job-1",
         "type": "at",
         "time": 1_000_300_250,
-        "event": {"domain": "s", "name": "later", "attrs": {"n": 1}},
+        "event": {
+            "eci": "eci-1",
+            "domain": "s",
+            "name": "later",
+            "data": {"attrs": {"n": 1}},
+            "time": 0,
+        },
     }
     with pytest.raises(krl.KrlRuntimeError, match='schedule event expects "domain:type"'):
         send_event(rs, ctx, "s", "bad")
