@@ -353,9 +353,10 @@ def _unseal(args: argparse.Namespace, data: bytes) -> bytes | str:
     from dag.car import CarError, car_header, car_section, read_car
     from dag.sealed import SealedError, unseal
 
+    text = Path(args.key).read_text(errors="replace")  # unreadable: main names the file
     try:
-        key = bytes.fromhex(Path(args.key).read_text().strip())
-    except (OSError, ValueError) as e:
+        key = bytes.fromhex(text.strip())
+    except ValueError as e:
         return f"cannot read the key in {args.key}: {e}"
     try:
         roots, blocks = read_car(data)

@@ -21,6 +21,7 @@ from dag.block import Block
 from dag.car import car_header, car_section, read_car
 from dag.cid import CID
 from dag.head import Head, InvalidHead, chain_gap, detect_fork, verify_chain_tail
+from dag.sealed import SEALED_TAG
 from dag.store import walk
 from p2pico.engine import Engine
 
@@ -102,12 +103,22 @@ def import_blocks(
     try:
         chain, missing = verify_chain_tail(get, root)
     except InvalidHead as e:
+        if _is_sealed_root(get(root)):
+            raise ImportRefused(
+                "this CAR is a sealed export (p2pico export --encrypt): open it with its key, "
+                "p2pico import FILE --key FILE.key"
+            ) from None
         raise ImportRefused(f"the root's history does not verify: {e}") from None
     if missing is not None and not accept_truncated:
+        lost = f"missing head block {missing} (seq {chain[0].seq - 1})"
+        try:  # a state block missing too: the file was cut, not exported truncated
+            _check_complete(engine, root, blocks, absent=missing)
+        except ImportRefused as e:
+            raise ImportRefused(f"the CAR is incomplete (cut short?): {lost}, and {e}") from None
         raise ImportRefused(
-            f"the root's history does not verify: missing head block {missing} "
-            f"(seq {chain[0].seq - 1}); the CAR holds the heads from seq {chain[0].seq} on "
-            "(a truncated history: import it with --accept-truncated to verify only those)"
+            f"the root's history does not verify: {lost}; the CAR holds the heads from seq "
+            f"{chain[0].seq} on (a truncated history: import it with --accept-truncated to "
+            "verify only those)"
         )
     _check_complete(engine, root, blocks, absent=missing)
     top = chain[-1]
@@ -129,6 +140,17 @@ def import_blocks(
     if missing is not None:
         reply.update(_truncated_json(chain[0].seq, missing))
     return reply
+
+
+def _is_sealed_root(block: Block | None) -> bool:
+    """Whether ``block`` is the root of a sealed export (dag.sealed)."""
+    if block is None:
+        return False
+    try:
+        value = block.value
+    except ValueError:
+        return False
+    return isinstance(value, dict) and SEALED_TAG in value
 
 
 def _truncated_json(oldest: int, missing: CID) -> dict[str, object]:

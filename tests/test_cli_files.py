@@ -28,6 +28,11 @@ def test_a_car_or_ruleset_that_is_not_there(tmp_path: Path) -> None:
     done = p2pico("--node", NOWHERE, "pico", "new", "--ruleset", str(tmp_path))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"p2pico: {tmp_path}: Is a directory\n"
+    car.write_bytes(b"not read: the key is read first")
+    key = tmp_path / "missing.car.key"
+    done = p2pico("--node", NOWHERE, "import", str(car), "--key", str(key))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"p2pico: {key}: No such file or directory\n"
 
 
 @pytest.mark.slow

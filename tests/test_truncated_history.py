@@ -14,6 +14,8 @@ import trio
 
 from dag.block import Block
 from dag.car import car_header, car_section, read_car
+from dag.head import verify_head
+from dag.sealed import new_key, seal
 from p2pico.http import build_app
 from p2pico.mesh import Mesh
 from p2pico.testing import FakeNet, start_mesh
@@ -31,6 +33,51 @@ def client_of(mesh: Mesh, name: str) -> httpx.AsyncClient:
 async def events(client: httpx.AsyncClient, did: str, n: int) -> None:
     for _ in range(n):
         assert "error" not in (await client.post(f"/sky/event/{did}/none/counter/inc")).json()
+
+
+async def test_a_sealed_or_cut_car_is_refused_with_what_it_is(tmp_path: Path) -> None:
+    """A sealed export posted without opening it is named as such, with the way to open
+    it; a CAR that lost a head and state blocks (a file cut short) is not offered
+    --accept-truncated, which could not import it."""
+    world: dict[str, FakeNet] = {}
+    async with trio.open_nursery() as nursery:
+        a = await start_mesh(nursery, tmp_path / "a", world)
+        b = await start_mesh(nursery, tmp_path / "b", world)
+        async with client_of(a, "a") as ca, client_of(b, "b") as cb:
+            pico = await a.create_pico([COUNTER])
+            await events(ca, pico.did, 3)
+            exported = (await ca.get(f"/api/picos/{pico.did}/car")).content
+            roots, blocks = read_car(io.BytesIO(exported))
+            held = list(blocks)
+
+            sealed = seal(new_key(), roots[0], held)
+            car = car_header([sealed.root]) + b"".join(car_section(x) for x in sealed.blocks)
+            r = await cb.post("/api/import", content=car)
+            assert (r.status_code, r.json()) == (
+                400,
+                {
+                    "error": "import refused: this CAR is a sealed export (p2pico export "
+                    "--encrypt): open it with its key, p2pico import FILE --key FILE.key"
+                },
+            )
+
+            heads, at = set(), verify_head(held[0])  # the root, written first
+            while at.prev is not None:
+                heads.add(at.prev)
+                at = verify_head(next(x for x in held if x.cid == at.prev))
+            k = next(k for k in range(1, len(held)) if held[-k].cid in heads)
+            cut = exported[: len(exported) - sum(len(car_section(x)) for x in held[-k:])]
+            r = await cb.post("/api/import", content=cut)
+            error = r.json()["error"]
+            assert r.status_code == 400
+            assert error.startswith(
+                "import refused: the CAR is incomplete (cut short?): missing head block "
+            ), error
+            assert "--accept-truncated" not in error
+            r = await cb.post("/api/import?accept_truncated=1", content=cut)
+            assert r.status_code == 400
+            assert (await cb.post("/api/import", content=exported)).status_code == 200
+            nursery.cancel_scope.cancel()
 
 
 async def test_export_import_and_move_a_truncated_history(tmp_path: Path) -> None:
