@@ -86,7 +86,7 @@ import time
 import urllib.parse
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -733,7 +733,7 @@ class Transaction:
             rulesets.append(new)
         else:
             rulesets[at] = new
-        missing = missing_module(rulesets)
+        missing = missing_module(rulesets, {compiled.rid})
         if missing is not None:
             raise krl.KrlRuntimeError(missing)
         self.rulesets_view = rulesets
@@ -869,9 +869,12 @@ def new_eci() -> str:
     return "c" + secrets.token_hex(12)
 
 
-def missing_module(rulesets: Sequence[InstalledRuleset]) -> str | None:
+def missing_module(
+    rulesets: Sequence[InstalledRuleset], new: Collection[str] | None = None
+) -> str | None:
     """Why these rulesets cannot be installed together: the first ``use module`` whose
-    ruleset is neither among them nor shipped with p2pico, or None.
+    ruleset is neither among them nor shipped with p2pico, or None.  Only the rulesets
+    whose rids are in ``new`` are checked, when it is given (what is being installed).
 
     A pico finds its modules among its own rulesets when the using rule runs.  A shipped
     one may come later in the same flow (``wrangler:pico_created`` installs subscription
@@ -879,6 +882,8 @@ def missing_module(rulesets: Sequence[InstalledRuleset]) -> str | None:
     registry allows.  The text starts as pico-engine's install error does."""
     rids = {rs.rid for rs in rulesets}
     for rs in rulesets:
+        if new is not None and rs.rid not in new:
+            continue
         for use in rs.compiled.uses.values():
             if use.rid not in rids and not builtin.shipped(use.rid):
                 return (
@@ -1563,7 +1568,7 @@ class Engine:
                     current[at] = new
                 infos[new.rid] = info
                 changed.append(new.rid)
-            missing = missing_module(current) if changed else None
+            missing = missing_module(current, changed) if changed else None
             if missing is not None:
                 raise PicoError(missing)
             if changed:

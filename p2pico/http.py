@@ -77,7 +77,7 @@ from p2pico.bitswap import Bitswap, is_peer_id
 from p2pico.drain import drain as drain_picos
 from p2pico.engine import NotHosted, PicoError, Work
 from p2pico.explorer import Explorer
-from p2pico.mesh import Mesh
+from p2pico.mesh import Mesh, clean_event_names
 from p2pico.net import NetError
 from protocols.location import LocationRecord
 from protocols.messages import Target
@@ -373,7 +373,7 @@ def build_app(
         attrs = await _pico_attrs(request)
         target = await mesh.target(p["eci"])
         if mesh.engine.hosts(target.did):
-            event = krl.Event(p["domain"], p["type"], attrs)
+            event = krl.Event(*clean_event_names(p["domain"], p["type"]), attrs)
             work = Work("event", event=event, eci=target.eci or "")
             try:
                 return JSONResponse(mesh.engine.queue_event(target.did, work))

@@ -121,6 +121,16 @@ RETRYABLE = frozenset({"not-hosted", "busy", "unreachable", "unreplicated"})
 OUTBOX_LIMIT = 10_000
 
 
+def clean_event_names(domain: str, type: str) -> tuple[str, str]:
+    """An event's domain and type trimmed; a blank one is refused (pico-engine's cleanEvent)."""
+    domain, type = domain.strip(), type.strip()
+    if not domain:
+        raise PicoError("missing event.domain")
+    if not type:
+        raise PicoError("missing event.name")
+    return domain, type
+
+
 class Unreachable(PicoError):
     """The pico's host could not be reached (or would not take it) within the retries."""
 
@@ -575,11 +585,7 @@ class Mesh:
         """Run an event on any pico of the mesh; ``sender`` is the pico of this engine
         that sends it (event:send), None for HTTP.  Its domain and type are trimmed, and
         must not be blank (pico-engine's cleanEvent)."""
-        domain, type = domain.strip(), type.strip()
-        if not domain:
-            raise PicoError("missing event.domain")
-        if not type:
-            raise PicoError("missing event.name")
+        domain, type = clean_event_names(domain, type)
         request = EventRequest(target, domain, type, attrs, eid)
         return await self._deliver(request, sender=sender, signer=self._signer(sender))
 

@@ -117,6 +117,7 @@ async def test_event_and_query_names_are_trimmed_and_must_not_be_blank(api) -> N
         (f"/sky/event/{made['eci']}/none/%20/inc", "missing event.domain"),
         (f"/sky/event/{made['eci']}/none/counter/%20%20", "missing event.name"),
         (f"/c/{made['eci']}/event-wait/%20/inc", "missing event.domain"),
+        (f"/c/{made['eci']}/event/counter/%20", "missing event.name"),
         (f"/sky/cloud/{made['eci']}/%20/count", "missing query.rid"),
         (f"/sky/cloud/{made['eci']}/{RID}/%20", "missing query.name"),
         ("/sky/event/%20/none/counter/inc", "missing eci"),
