@@ -155,16 +155,14 @@ class _Checker:
             self.expr(node.result, scope)
 
     def statement(self, node: object, scope: _Scope) -> None:
-        if isinstance(node, ast.ScheduleEvent) and node.setting is not None:
-            for child in _children(node):
-                self.expr(child, scope)
-            scope.declare(node.setting.name, False)
+        if isinstance(node, ast.Guarded):
+            if node.condition is not None:
+                self.expr(node.condition, scope)
+            self.statement(node.statement, scope)
             return
-        for child in _children(node):
-            if isinstance(child, ast.Guarded | ast.Postlude):
-                self.statement(child, scope)
-            else:
-                self.expr(child, scope)
+        self.expr(node, scope)  # a statement's fields are expressions
+        if isinstance(node, ast.ScheduleEvent) and node.setting is not None:
+            scope.declare(node.setting.name, False)
 
     # -- expressions ------------------------------------------------------
 

@@ -138,10 +138,8 @@ async def _attrs(request: Request, *, pico_route: bool = False) -> dict[str, obj
         attrs.update(_multi(fields))
         return attrs
     media = ctype.split(";")[0].strip().lower()
-    if media.startswith("multipart/"):
-        raise BadRequest(f"{media} bodies are not taken; send JSON or a form", 415)
     if media and media not in JSON_MEDIA and not media.endswith("+json"):
-        if pico_route:
+        if pico_route and not media.startswith("multipart/"):
             return attrs
         raise BadRequest(f"{media} bodies are not taken; send JSON or a form", 415)
     try:
