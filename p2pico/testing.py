@@ -281,14 +281,23 @@ class Helia:
 
 
 @contextlib.asynccontextmanager
-async def open_helia(ready_timeout: float = 30.0) -> AsyncIterator[Helia]:
-    """Start the harness's Helia node on loopback; stop it on exit, even when cancelled."""
+async def open_helia(ready_timeout: float = 30.0, *, log: str = "") -> AsyncIterator[Helia]:
+    """Start the harness's Helia node on loopback; stop it on exit, even when cancelled.
+
+    ``log`` names js-libp2p/Helia debug topics (the ``DEBUG`` variable, e.g.
+    ``helia:bitswap:network*``); they go to the node's stderr, ours, which pytest shows
+    for a failed test.
+    """
+    env = {**os.environ, "NODE_OPTIONS": ""}
+    env.pop("DEBUG", None)
+    if log:
+        env["DEBUG"] = log
     process = await trio.lowlevel.open_process(
         [str(HELIA_NODE), "node.mjs"],
         cwd=HELIA_HARNESS,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "NODE_OPTIONS": ""},
+        env=env,
     )
     node = Helia(process)
     try:

@@ -18,7 +18,8 @@
 //      fetches (over Bitswap, when the blockstore lacks them) every block the root reaches,
 //      following DAG-CBOR links (raw blocks are leaves); each block is checked against its
 //      CID's sha2-256 digest here too, and fails the walk if it does not match; at most
-//      `window` blocks are wanted at once (0: the whole frontier; see WALK_WINDOW)
+//      `window` blocks are wanted at once (0: the whole frontier; see WALK_WINDOW); a failed
+//      walk's error says whether its deadline passed and how many blocks it had by then
 //   {"op": "car_import", "hex": "…"}                     -> {"ok": true, "roots": [...], "blocks": n}
 //      @helia/car imports a CAR (read with @ipld/car's CarReader) into Helia's blockstore
 //   {"op": "car_rewrite", "hex": "…"}                    -> {"ok": true, "hex": "…", "roots": [...]}
@@ -135,7 +136,11 @@ async function walk(root, timeoutMs, window = WALK_WINDOW) {
             pump()
           },
           (err) => {
+            // say how far the walk got, so a failure tells a slow walk (the deadline
+            // passed with most blocks in) from a stalled one (wants never answered)
             failed = true
+            const why = signal.aborted ? `the ${timeoutMs} ms deadline passed` : 'a fetch failed'
+            err.message += ` (${why}: ${cids.length} of ${queue.length} blocks found so far in ${Date.now() - started} ms, ${active} wanted at once)`
             reject(err)
           }
         )
