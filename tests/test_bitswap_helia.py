@@ -120,7 +120,11 @@ async def test_helia_gets_nothing_it_is_not_entitled_to(net: Net, helia: Helia) 
     with trio.fail_after(20):
         assert (await helia.call("dial", addr=net.multiaddrs()[0]))["ok"]
         reply = await helia.call("get", cid=str(secret.cid), timeoutMs=1500)
+        walked = await helia.call("walk", root=str(secret.cid), timeoutMs=1500)
     assert not reply["ok"]
+    # a walk that runs out of time says so, and how far it got
+    assert not walked["ok"]
+    assert "(the 1500 ms deadline passed: 0 of 1 blocks found so far in " in walked["error"]
 
 
 async def test_we_fetch_a_dag_cbor_block_from_helia(net: Net, helia: Helia) -> None:

@@ -140,7 +140,9 @@ async function walk(root, timeoutMs, window = WALK_WINDOW) {
             // passed with most blocks in) from a stalled one (wants never answered)
             failed = true
             const why = signal.aborted ? `the ${timeoutMs} ms deadline passed` : 'a fetch failed'
-            err.message += ` (${why}: ${cids.length} of ${queue.length} blocks found so far in ${Date.now() - started} ms, ${active} wanted at once)`
+            const note = ` (${why}: ${cids.length} of ${queue.length} blocks found so far in ${Date.now() - started} ms, ${active} wanted at once)`
+            if (err instanceof Error) err.message += note
+            else err = new Error(String(err) + note)
             reject(err)
           }
         )
