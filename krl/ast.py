@@ -6,6 +6,7 @@ Every node is a frozen, slotted dataclass with a :class:`Span` of source offsets
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,6 +62,7 @@ __all__ = [
     "Unary",
     "UseModule",
     "Within",
+    "field_names",
 ]
 
 
@@ -524,3 +526,20 @@ class Rule:
     postlude: Postlude | None
     within: Within | None = None
     select_where: Expr | None = None
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(node: object) -> tuple[str, ...]:
+    """The field names of an AST node (cached per class); () for anything else. The
+    compiler's analyses and krl.checks walk the tree by them."""
+    kind = type(node)
+    names = _FIELDS.get(kind)
+    if names is None:
+        if dataclasses.is_dataclass(node) and not isinstance(node, type):
+            names = tuple(f.name for f in dataclasses.fields(node))
+        else:
+            names = ()
+        _FIELDS[kind] = names
+    return names

@@ -187,12 +187,9 @@ class _Checker:
 
 def _children(node: object) -> Iterator[object]:
     """The AST nodes held by ``node``'s fields (through tuples), in field order."""
-    if not dataclasses.is_dataclass(node) or isinstance(node, type):
-        return
-    for field in dataclasses.fields(node):
-        if field.name == "span":
-            continue
-        yield from _nodes(getattr(node, field.name))
+    for name in ast.field_names(node):
+        if name != "span":
+            yield from _nodes(getattr(node, name))
 
 
 def _nodes(value: object) -> Iterator[object]:

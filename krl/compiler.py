@@ -20,7 +20,6 @@ stdlib functions, and the engine is reached only through the ``Context`` protoco
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -179,28 +178,12 @@ def _is_pure(node: object) -> bool:
         return True  # its body runs later, with the caller's context
     if isinstance(node, ast.DomainIdentifier | ast.Call | ast.DotCall):
         return False
-    names = _field_names(node)
+    names = ast.field_names(node)
     if names:
         return all(_is_pure(getattr(node, name)) for name in names)
     if isinstance(node, tuple):
         return all(_is_pure(item) for item in node)
     return True
-
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(node: object) -> tuple[str, ...]:
-    """The field names of an AST node (cached per class); () for anything else."""
-    kind = type(node)
-    names = _FIELDS.get(kind)
-    if names is None:
-        if dataclasses.is_dataclass(node) and not isinstance(node, type):
-            names = tuple(f.name for f in dataclasses.fields(node))
-        else:
-            names = ()
-        _FIELDS[kind] = names
-    return names
 
 
 class _Compiler:
@@ -1420,5 +1403,5 @@ def _attrs_read(node: object, attrs: dict[str, None]) -> None:
         for item in node:
             _attrs_read(item, attrs)
     else:
-        for name in _field_names(node):
+        for name in ast.field_names(node):
             _attrs_read(getattr(node, name), attrs)
