@@ -14,8 +14,12 @@ handler: every message arriving on an inbound ``/ipfs/bitswap/1.2.0`` stream may
 An inbound stream is read until the peer closes it, since newer Kubo keeps one stream open
 for later wants (shared/research/ipld.md §4). We do the same: our messages to a peer, wants
 and answers alike, go one at a time on one outbound stream, opened on first use and kept
-(a new stream costs 3-5 ms in py-libp2p, shared/research/libp2p-probe.md); a kept stream
-that fails is replaced once per message.
+(a new stream costs 3-5 ms in py-libp2p, shared/research/libp2p-probe.md) while it is busy:
+one idle for ``KEEP_IDLE`` seconds is closed before the next message, since Helia resets an
+inbound stream after 10 s without a message and a message arriving as it does is lost
+silently. A kept stream that fails is replaced; a message whose new stream fails too goes
+on another, ``SEND_ATTEMPTS`` new streams in all. A peer too busy to read (its yamux window
+shut) is waited for until the send's deadline (p2pico.net lifts py-libp2p's 5 s limit).
 
 Serving: ``Bitswap.may_serve(peer_id, cid)`` decides, per block, whether a peer gets it.
 By default nothing is served to anyone. ``allow(peer_id, roots=...)`` lets a peer fetch every
@@ -88,6 +92,15 @@ FETCH_TIMEOUT: Final = 30.0
 REPLY_TIMEOUT: Final = 20.0
 # Sending cancels after a fetch is best effort and must not hold the caller up.
 CANCEL_TIMEOUT: Final = 2.0
+# Our stream to a peer is kept for the next message only while it was written to in the last
+# KEEP_IDLE seconds; an older one is closed and the message goes on a new stream. Helia
+# resets an inbound Bitswap stream that has brought no message for 10 s, and a message that
+# reaches it as it does is dropped with no error on our side (the write had already
+# returned), so a kept stream must never come near that age.
+KEEP_IDLE: Final = 5.0
+# Fresh streams a message is written on before it is given up (a failed kept stream does not
+# count): a peer may reset a stream it had no time to read, and answers on the next.
+SEND_ATTEMPTS: Final = 3
 # CIDs per wantlist when fetching a whole DAG: well under MAX_WANTLIST_ENTRIES, and a batch of
 # 256 KiB blocks (our largest) still arrives in a few seconds on a slow link.
 FETCH_BATCH: Final = 512
@@ -154,6 +167,7 @@ class _Outbox:
     def __init__(self) -> None:
         self.stream: FrameStream | None = None
         self.lock = trio.Lock()
+        self.written = 0.0  # trio time of the last write that completed on `stream`
 
 
 class Bitswap:
@@ -181,6 +195,7 @@ class Bitswap:
         self._fetches: dict[str, list[_Fetch]] = {}
         self._outboxes: dict[str, _Outbox] = {}
         self.streams_opened = 0  # outbound streams opened (a kept one serves many messages)
+        self.streams_retired = 0  # kept streams closed for idling KEEP_IDLE seconds
         # Blocks that arrived for a CID we wanted but failed verification or decoding.
         self.blocks_rejected = 0
         # fetch_dag calls under way: their blocks are stored before any root reaches them,
@@ -391,10 +406,12 @@ class Bitswap:
         return result
 
     async def _send(self, peer_id: str, messages: list[Message], *, timeout: float) -> None:
-        """Write `messages` on our stream to `peer_id`, opened on first use and kept.
+        """Write `messages` on our stream to `peer_id`, opened on first use and kept while
+        it was written to in the last ``KEEP_IDLE`` seconds (an older one is closed).
 
         A kept stream the peer has closed or reset fails on write; the messages then go
-        once more on a new stream (a message sent twice is harmless: wants and blocks are
+        once more on a new stream, and on up to ``SEND_ATTEMPTS`` new streams in all if
+        those fail too (a message sent twice is harmless: wants and blocks are
         idempotent). A stream we gave up on mid-write (an error, a timeout) is reset and
         forgotten, since the peer may hold part of a frame. A peer's outbox is kept while it
         has a stream: it goes when a send fails and when the peer's connection closes.
@@ -419,22 +436,33 @@ class Bitswap:
     async def _write(
         self, peer_id: str, outbox: _Outbox, frames: list[bytes], timeout: float
     ) -> None:
+        fresh = 0  # new streams tried
         while True:
-            kept = stream = outbox.stream
+            stream = outbox.stream
+            if stream is not None and trio.current_time() - outbox.written > KEEP_IDLE:
+                outbox.stream = None  # too near the peer's idle reset: closed, not reused
+                self.streams_retired += 1
+                await stream.close()
+                stream = None
+            kept = stream
             if stream is None:
                 stream = await self.net.open_stream(peer_id, PROTOCOL_ID, timeout=timeout)
                 outbox.stream = stream
                 self.streams_opened += 1
+                fresh += 1
             try:
                 for frame in frames:
                     await stream.send_frame(frame)
+                outbox.written = trio.current_time()
                 return
             except BaseException as error:
                 outbox.stream = None
                 await stream.reset()
-                if kept is None or not isinstance(error, NetError):
+                if not isinstance(error, NetError) or (kept is None and fresh >= SEND_ATTEMPTS):
                     raise
-                logger.debug("bitswap: kept stream to %s failed, reopening: %s", peer_id, error)
+                logger.debug(
+                    "bitswap: stream to %s failed, writing on a new one: %s", peer_id, error
+                )
 
     # --- the inbound stream: wants to answer, answers to our wants ---
 

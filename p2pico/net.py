@@ -1230,6 +1230,36 @@ async def _reset_quietly(stream: Any) -> None:
             logger.debug("stream reset failed", exc_info=True)
 
 
+# How often a frame waiting for the peer's yamux window looks again (py-libp2p's own wait
+# polls as often).
+_WINDOW_POLL: Final = 0.01
+
+
+async def _write_within_window(stream: Any, data: bytes) -> None:
+    """``stream.write(data)``, waiting for the peer's yamux send window for as long as the
+    caller's deadline allows.
+
+    py-libp2p 0.8.1's ``YamuxStream.write`` fails when the window stays shut for 5 s, so a
+    peer that stops reading for that long (Helia busy with a large message, a paused
+    process) would lose the frame and the stream with it. Here each write takes at most
+    what the window has room for, and the wait for more happens here, where only the
+    caller's cancel scope ends it; py-libp2p's capped wait never starts. A stream closed or
+    reset meanwhile fails on its next write, as before."""
+    muxed: Any = getattr(stream, "muxed_stream", None)
+    if type(muxed) not in _YAMUX_STREAM_TYPES or len(data) <= muxed.send_window:
+        await stream.write(data)
+        return
+    at = 0
+    while at < len(data):
+        room = muxed.send_window
+        if room <= 0 and not (muxed.closed or muxed.send_closed):
+            await trio.sleep(_WINDOW_POLL)
+            continue
+        n = len(data) - at if room <= 0 else min(room, len(data) - at)  # shut: write raises
+        await stream.write(data[at : at + n])
+        at += n
+
+
 class FrameStream:
     """One libp2p stream carrying length-prefixed frames in both directions (protocols.framing).
 
@@ -1258,7 +1288,7 @@ class FrameStream:
         except FramingError as error:
             raise ValueError(str(error)) from None
         try:
-            await self._stream.write(frame)
+            await _write_within_window(self._stream, frame)
         except Exception as error:  # StreamClosed, StreamReset, yamux connection errors
             raise StreamFailed(f"{self.protocol} send failed: {_describe(error)}") from error
 

@@ -6,13 +6,14 @@ import contextlib
 
 import pytest
 import trio
+import trio.lowlevel
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
 from dag.block import Block
 from dag.cid import CID, DAG_CBOR
 from dag.store import MemoryBlockStore
-from p2pico.bitswap import PROTOCOL_ID, Bitswap
+from p2pico.bitswap import KEEP_IDLE, PROTOCOL_ID, Bitswap
 from p2pico.net import (
     FrameStream,
     Net,
@@ -95,6 +96,106 @@ async def test_messages_to_a_peer_share_one_kept_stream_and_a_broken_one_is_repl
         await kept.reset()  # as when the peer resets it: the next message goes on a new one
         assert list(await swap_a.fetch(b.peer_id, [LEAF.cid])) == [LEAF.cid]
     assert (swap_a.streams_opened, swap_b.streams_opened) == (2, 1)
+
+
+async def test_a_reply_waits_for_a_peer_too_busy_to_read_it(
+    pair: tuple[Net, Net], mock_clock: trio.testing.MockClock
+) -> None:
+    """b's answer (2 MB, eight times the yamux window) waits while a reads nothing for 6 s
+    (trio's clock, jumped): py-libp2p's write alone gave up after 5 s, and the reply was
+    dropped (a Helia node busy for that long never got its blocks and stalled)."""
+    a, b = pair
+    blocks = [Block.raw(bytes([i]) * 250_000) for i in range(8)]
+    swap_b = node(b, *blocks)
+    swap_b.allow(a.peer_id)
+    reading = trio.Event()
+    got: list[PayloadBlock] = []
+    done = trio.Event()
+
+    async def busy(peer: str, stream: FrameStream) -> None:  # a's Bitswap, slow to read
+        await reading.wait()
+        while (frame := await stream.receive_frame()) is not None:
+            got.extend(bitswap.decode(frame).payload)
+            if len(got) == len(blocks):
+                done.set()
+
+    a.set_stream_handler(PROTOCOL_ID, busy)
+    wants = await a.open_stream(b.peer_id, PROTOCOL_ID)
+    await wants.send_frame(
+        bitswap.encode(Message(entries=tuple(bitswap.WantEntry(x.cid) for x in blocks)))
+    )
+    # b has filled a's window and waits for more (the clock stands still until jumped)
+    # (py-libp2p's yamux has no event for it: looked at once per scheduling round)
+    while (outbox := swap_b._outboxes.get(a.peer_id)) is None or outbox.stream is None:
+        await trio.lowlevel.checkpoint()
+    muxed = outbox.stream._stream.muxed_stream
+    while muxed.send_window > 0:
+        await trio.lowlevel.checkpoint()
+    mock_clock.jump(6)
+    for _ in range(100):  # b's writer wakes (before the fix: gives up) while a still waits
+        await trio.lowlevel.checkpoint()
+    reading.set()
+    mock_clock.rate = 1  # from now on trio's clock runs, and b's writer looks again
+    with trio.fail_after(20):
+        await done.wait()
+    assert sorted(x.data for x in got) == sorted(x.data for x in blocks)
+    assert swap_b.streams_opened == 1
+
+
+async def test_a_reply_goes_on_a_new_stream_when_the_peer_resets_the_first(
+    pair: tuple[Net, Net],
+) -> None:
+    """As Helia does to a stream it aborts: a resets b's first stream mid-reply. The reply
+    goes again on a new stream (before, only a kept stream's failure was retried)."""
+    a, b = pair
+    blocks = [Block.raw(bytes([i]) * 250_000) for i in range(4)]
+    swap_b = node(b, *blocks)
+    swap_b.allow(a.peer_id)
+    streams: list[FrameStream] = []
+    got: list[PayloadBlock] = []
+    done = trio.Event()
+
+    async def resets_the_first(peer: str, stream: FrameStream) -> None:
+        streams.append(stream)
+        if len(streams) == 1:
+            await stream._stream.read(1)  # the reply has started (the stream is set up)
+            await stream.reset()
+            return
+        while (frame := await stream.receive_frame()) is not None:
+            got.extend(bitswap.decode(frame).payload)
+            if len(got) == len(blocks):
+                done.set()
+
+    a.set_stream_handler(PROTOCOL_ID, resets_the_first)
+    wants = await a.open_stream(b.peer_id, PROTOCOL_ID)
+    entries = tuple(bitswap.WantEntry(x.cid) for x in blocks)
+    await wants.send_frame(bitswap.encode(Message(entries=entries)))
+    with trio.fail_after(20):
+        await done.wait()
+    assert sorted(x.data for x in got) == sorted(x.data for x in blocks)
+    assert (len(streams), swap_b.streams_opened) == (2, 2)
+
+
+async def test_a_kept_stream_idle_too_long_is_closed_and_not_reused(
+    pair: tuple[Net, Net], mock_clock: trio.testing.MockClock
+) -> None:
+    """Helia resets an inbound Bitswap stream after 10 s without a message, and a message
+    that meets the reset is lost unseen: a stream idle for KEEP_IDLE seconds is retired."""
+    a, b = pair
+    swap_a = node(a)
+    swap_b = node(b, ROOT, LEAF)
+    swap_b.allow(a.peer_id)
+    assert list(await swap_a.fetch(b.peer_id, [ROOT.cid])) == [ROOT.cid]
+    assert list(await swap_a.fetch(b.peer_id, [LEAF.cid])) == [LEAF.cid]
+    assert (swap_a.streams_opened, swap_a.streams_retired) == (1, 0)  # busy: kept
+    first = swap_a._outboxes[b.peer_id].stream
+    mock_clock.jump(KEEP_IDLE + 0.5)
+    assert list(await swap_a.fetch(b.peer_id, [ROOT.cid])) == [ROOT.cid]
+    assert (swap_a.streams_opened, swap_a.streams_retired) == (2, 1)
+    assert swap_a._outboxes[b.peer_id].stream is not first
+    assert first is not None
+    assert first._stream.muxed_stream.send_closed  # closed, not reset
+    assert not first._stream.muxed_stream.reset_received
 
 
 async def test_a_closed_connection_drops_the_kept_streams_and_a_new_one_serves(
