@@ -1277,7 +1277,8 @@ class FrameStream:
         self._eof = False
 
     async def send_frame(self, payload: bytes) -> None:
-        """Write one frame.
+        """Write one frame. A peer that reads nothing is waited for without limit (its
+        yamux window shut): the caller's cancel scope sets the deadline.
 
         Raises:
             ValueError: ``payload`` exceeds this stream's maximum frame size.
