@@ -98,6 +98,23 @@ async def test_messages_to_a_peer_share_one_kept_stream_and_a_broken_one_is_repl
     assert (swap_a.streams_opened, swap_b.streams_opened) == (2, 1)
 
 
+async def read_payloads(
+    stream: FrameStream, got: list[PayloadBlock], count: int, done: trio.Event
+) -> None:
+    """Read Bitswap messages into ``got`` until the peer closes; ``done`` once ``count`` came."""
+    while (frame := await stream.receive_frame()) is not None:
+        got.extend(bitswap.decode(frame).payload)
+        if len(got) == count:
+            done.set()
+
+
+async def want_all(a: Net, b: Net, blocks: list[Block]) -> None:
+    """a asks b for ``blocks`` in one wantlist."""
+    wants = await a.open_stream(b.peer_id, PROTOCOL_ID)
+    entries = tuple(bitswap.WantEntry(x.cid) for x in blocks)
+    await wants.send_frame(bitswap.encode(Message(entries=entries)))
+
+
 async def test_a_reply_waits_for_a_peer_too_busy_to_read_it(
     pair: tuple[Net, Net], mock_clock: trio.testing.MockClock
 ) -> None:
@@ -114,16 +131,10 @@ async def test_a_reply_waits_for_a_peer_too_busy_to_read_it(
 
     async def busy(peer: str, stream: FrameStream) -> None:  # a's Bitswap, slow to read
         await reading.wait()
-        while (frame := await stream.receive_frame()) is not None:
-            got.extend(bitswap.decode(frame).payload)
-            if len(got) == len(blocks):
-                done.set()
+        await read_payloads(stream, got, len(blocks), done)
 
     a.set_stream_handler(PROTOCOL_ID, busy)
-    wants = await a.open_stream(b.peer_id, PROTOCOL_ID)
-    await wants.send_frame(
-        bitswap.encode(Message(entries=tuple(bitswap.WantEntry(x.cid) for x in blocks)))
-    )
+    await want_all(a, b, blocks)
     # b has filled a's window and waits for more (the clock stands still until jumped)
     # (py-libp2p's yamux has no event for it: looked at once per scheduling round)
     while (outbox := swap_b._outboxes.get(a.peer_id)) is None or outbox.stream is None:
@@ -161,15 +172,10 @@ async def test_a_reply_goes_on_a_new_stream_when_the_peer_resets_the_first(
             await stream._stream.read(1)  # the reply has started (the stream is set up)
             await stream.reset()
             return
-        while (frame := await stream.receive_frame()) is not None:
-            got.extend(bitswap.decode(frame).payload)
-            if len(got) == len(blocks):
-                done.set()
+        await read_payloads(stream, got, len(blocks), done)
 
     a.set_stream_handler(PROTOCOL_ID, resets_the_first)
-    wants = await a.open_stream(b.peer_id, PROTOCOL_ID)
-    entries = tuple(bitswap.WantEntry(x.cid) for x in blocks)
-    await wants.send_frame(bitswap.encode(Message(entries=entries)))
+    await want_all(a, b, blocks)
     with trio.fail_after(20):
         await done.wait()
     assert sorted(x.data for x in got) == sorted(x.data for x in blocks)
