@@ -82,7 +82,7 @@ from dag.state import (  # noqa: E402
     write_state,
 )
 from dag.store import SqliteBlockStore, walk  # noqa: E402
-from p2pico.testing import HELIA_NODE, open_helia  # noqa: E402
+from p2pico.testing import HELIA_NODE, Helia, open_helia  # noqa: E402
 
 SOURCE = "ruleset bench { }"
 # issue 5: signed commits per second per core, with group commit, flat from 1K to 1M entries
@@ -353,48 +353,86 @@ def bench_car(pico: Pico, tmp: Path) -> dict[str, object]:
 async def bench_bitswap(
     store: SqliteBlockStore, dags: dict[str, CID], car: bytes, tmp: Path
 ) -> dict[str, object]:
+    """Each DAG fetched four ways over Bitswap on loopback, each by a peer that lacks it:
+    Helia from us and we from Helia (the interop), and the same walks between two of a kind,
+    Helia from a Helia that imported the DAGs' CAR and we from another p2pico Bitswap: the
+    named peers of the first two rows, measured in the same run."""
     from p2pico.bitswap import Bitswap
     from p2pico.net import serve_net
 
+    both = bytearray(car_header(list(dags.values())))
+    seen: set[CID] = set()
+    for root in dags.values():
+        for block in walk(store, root):
+            if block.cid not in seen:
+                seen.add(block.cid)
+                both += car_section(block)
+    rate = _rate_row
     out: dict[str, object] = {}
-    async with open_helia() as helia, trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
         net = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
         server = Bitswap(net, store)
         server.start()
-        server.allow(helia.peer_id)  # the whole store
-        assert (await helia.call("dial", addr=net.multiaddrs()[0]))["ok"]
-        for name, root in dags.items():
-            walked = await helia.call(
-                "walk", root=str(root), timeoutMs=300_000, window=HELIA_WALK_WINDOW
-            )
-            assert walked["ok"], walked
-            out[f"helia_from_us_{name}"] = {
-                "blocks": walked["blocks"],
-                "bytes": walked["bytes"],
-                "window": HELIA_WALK_WINDOW,
-                "MB_per_s": round(walked["bytes"] / 1e6 / (walked["ms"] / 1000), 2),
-            }
-        # The other way: a second engine with an empty store fetches from Helia.
-        net2 = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
-        client_store = SqliteBlockStore(tmp / "fetched.sqlite")
-        client = Bitswap(net2, client_store)
-        client.start()
-        await net2.connect(helia.addrs[0])
-        for name, root in dags.items():
-            got = await client.fetch_dag(helia.peer_id, root)
-            assert got.complete, got.to_json()
-            out[f"us_from_helia_{name}"] = {
-                "blocks": got.blocks,
-                "bytes": got.bytes,
-                "wantlists": got.batches,
-                "MB_per_s": round(got.bytes / 1e6 / got.seconds, 2),
-            }
-        client_store.close()
+        for name, root in dags.items():  # a fresh Helia for each DAG, so none has it
+            async with open_helia() as helia:
+                server.allow(helia.peer_id)  # the whole store
+                assert (await helia.call("dial", addr=net.multiaddrs()[0]))["ok"]
+                out[f"helia_from_us_{name}"] = rate(await _helia_walk(helia, root))
+        async with open_helia() as source:
+            imported = await source.call("car_import", hex=bytes(both).hex())
+            assert imported["blocks"] == len(seen), imported
+            for name, root in dags.items():
+                async with open_helia() as helia:
+                    assert (await helia.call("dial", addr=source.addrs[0]))["ok"]
+                    out[f"helia_from_helia_{name}"] = rate(await _helia_walk(helia, root))
+            # We fetch from Helia, then from another p2pico node, each into an empty store.
+            for peer in ("helia", "us"):
+                client_net = await nursery.start(
+                    serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"]
+                )
+                client_store = SqliteBlockStore(tmp / f"fetched-from-{peer}.sqlite")
+                client = Bitswap(client_net, client_store)
+                client.start()
+                if peer == "helia":
+                    peer_id = source.peer_id
+                    await client_net.connect(source.addrs[0])
+                else:
+                    peer_id = net.peer_id
+                    server.allow(client_net.peer_id)
+                    await client_net.connect(net.multiaddrs()[0])
+                for name, root in dags.items():
+                    got = await client.fetch_dag(peer_id, root)
+                    assert got.complete, got.to_json()
+                    out[f"us_from_{peer}_{name}"] = {
+                        "blocks": got.blocks,
+                        "bytes": got.bytes,
+                        "wantlists": got.batches,
+                        "MB_per_s": round(got.bytes / 1e6 / got.seconds, 2),
+                    }
+                client_store.close()
         # @ipld/car rewriting our CAR: byte-identical?
-        rewritten = await helia.call("car_rewrite", hex=car.hex())
+        async with open_helia() as helia:
+            rewritten = await helia.call("car_rewrite", hex=car.hex())
         out["ipld_car_rewrite_identical"] = bytes.fromhex(rewritten["hex"]) == car
         nursery.cancel_scope.cancel()
     return out
+
+
+async def _helia_walk(helia: Helia, root: CID) -> dict[str, Any]:
+    walked: dict[str, Any] = await helia.call(
+        "walk", root=str(root), timeoutMs=300_000, window=HELIA_WALK_WINDOW
+    )
+    assert walked["ok"], walked
+    return walked
+
+
+def _rate_row(walked: dict[str, Any]) -> dict[str, object]:
+    return {
+        "blocks": walked["blocks"],
+        "bytes": walked["bytes"],
+        "window": HELIA_WALK_WINDOW,
+        "MB_per_s": round(walked["bytes"] / 1e6 / (walked["ms"] / 1000), 2),
+    }
 
 
 def bench_move(tmp: Path, events: int) -> dict[str, object]:
@@ -633,11 +671,26 @@ def print_table(result: dict[str, Any]) -> None:
     if "skipped" in b:
         print(f"Bitswap: skipped: {b['skipped']}")
         return
-    for key, v in b.items():
-        if isinstance(v, dict):
-            print(
-                f"Bitswap {key:<28} {v['blocks']:>7,} blocks {v['bytes'] / 1e6:>7.2f} MB {v['MB_per_s']:>7.2f} MB/s"
-            )
+    ways = ("helia_from_us", "helia_from_helia", "us_from_helia", "us_from_us")
+    print(
+        f"Bitswap, MB/s ({'blocks':>6}, {'MB':>5})   Helia from us  (from Helia)"
+        "   us from Helia  (from us)"
+    )
+    for name in sorted({k.removeprefix(f"{w}_") for k in b for w in ways if k.startswith(w)}):
+        rows = [b.get(f"{w}_{name}") for w in ways]
+        if None in rows:
+            continue
+        mbs = [r["MB_per_s"] for r in rows if r is not None]
+        first = rows[0]
+        assert first is not None
+        print(
+            f"  {name:<19} {first['blocks']:>6,} {first['bytes'] / 1e6:>6.2f}   "
+            f"{mbs[0]:>13.2f}  ({mbs[1]:>10.2f})   {mbs[2]:>13.2f}  ({mbs[3]:>7.2f})"
+        )
+    print(
+        "(in brackets: the same fetcher from a peer of its own kind, Helia from a Helia that "
+        "imported the DAGs' CAR, we from another p2pico node)"
+    )
     print(f"@ipld/car rewrite of our CAR byte-identical: {b['ipld_car_rewrite_identical']}")
 
 
