@@ -192,6 +192,13 @@ class Message:
 
 def cid_prefix(cid: CID) -> bytes:
     """The Bitswap prefix of ``cid``: varints version, codec, multihash code, digest length."""
+    buf = cid.buffer
+    if len(buf) == 36 and buf[0] == 1 and buf[1] < 0x80 and buf[2:4] == b"\x12\x20":
+        return buf[:4]  # the common case: its four varints are one byte each, as in the CID
+    return _prefix_varints(cid)
+
+
+def _prefix_varints(cid: CID) -> bytes:
     code, pos = decode_varint(cid.multihash)
     length, _ = decode_varint(cid.multihash, pos)
     return b"".join(encode_varint(n) for n in (cid.version, cid.codec, code, length))
@@ -207,6 +214,10 @@ def cid_from_payload(block: PayloadBlock) -> CID:
             a digest length other than 32, or an impossible CIDv0.
     """
     prefix = block.prefix
+    if len(prefix) == 4 and prefix[0] == 1 and prefix[1] < 0x80 and prefix[2:] == b"\x12\x20":
+        # the common case, a CIDv1 with a one-byte codec and sha2-256: the CID's bytes are
+        # the prefix and the digest
+        return CID.parse(prefix + hashlib.sha256(block.data).digest())
     values: list[int] = []
     pos = 0
     try:
@@ -243,6 +254,8 @@ def _fail(reason: str, field: str, offset: int) -> NoReturn:
 
 def _read_varint(data: bytes, pos: int, end: int, field: str) -> tuple[int, int]:
     """A protobuf varint (up to 10 bytes, 64 bits) at ``data[pos]``, not reading past ``end``."""
+    if pos < end and data[pos] < 0x80:  # one byte: field keys, small lengths and flags
+        return data[pos], pos + 1
     value = 0
     for i in range(MAX_PROTOBUF_VARINT_LEN):
         if pos + i >= end:
@@ -273,28 +286,35 @@ def _fields(
     pos = start
     while pos < end:
         tag_at = pos
-        tag, pos = _read_varint(data, pos, end, f"{where} tag")
+        tag = data[pos]
+        if tag < 0x80:  # (_read_varint's one-byte case, inlined: one call less per field)
+            pos += 1
+        else:
+            tag, pos = _read_varint(data, pos, end, f"{where} tag")
         number, wire = tag >> 3, tag & 7
         if number == 0 or number > _MAX_FIELD_NUMBER:
             _fail(f"invalid field number {number}", f"{where} tag", tag_at)
-        label = f"{where}.{number}"
         if wire == _VARINT:
-            value, pos = _read_varint(data, pos, end, label)
+            value, pos = _read_varint(data, pos, end, f"{where}.{number}")
             yield number, wire, tag_at, value, pos
         elif wire == _LEN:
-            length, pos = _read_varint(data, pos, end, label)
+            length, pos = _read_varint(data, pos, end, f"{where}.{number}")
             if length > end - pos:
-                _fail(f"length {length} runs past the end ({end - pos} byte(s) left)", label, pos)
+                _fail(
+                    f"length {length} runs past the end ({end - pos} byte(s) left)",
+                    f"{where}.{number}",
+                    pos,
+                )
             yield number, wire, tag_at, pos, pos + length
             pos += length
         elif wire in (_I64, _I32):
             size = 8 if wire == _I64 else 4
             if size > end - pos:
-                _fail(f"truncated {_WIRE_TYPE_NAMES[wire]} value", label, pos)
+                _fail(f"truncated {_WIRE_TYPE_NAMES[wire]} value", f"{where}.{number}", pos)
             yield number, wire, tag_at, pos, pos + size
             pos += size
         else:
-            _fail(f"unsupported wire type {wire}", label, tag_at)
+            _fail(f"unsupported wire type {wire}", f"{where}.{number}", tag_at)
 
 
 def _expect(wire: int, expected: int, field: str, offset: int) -> None:
@@ -393,7 +413,17 @@ def _decode_wantlist(
     return full
 
 
+_WANT_TYPES: Final = {int(t): t for t in WantType}
+
+
 def _decode_entry(data: bytes, start: int, end: int) -> WantEntry:
+    entry = _decode_plain_entry(data, start, end)
+    return entry if entry is not None else _decode_entry_fields(data, start, end)
+
+
+def _decode_entry_fields(data: bytes, start: int, end: int) -> WantEntry:
+    """Any entry, field by field: fields in any order, repeated ones (the last wins), unknown
+    ones skipped, and the errors."""
     cid: CID | None = None
     # proto3 has no "present" bit for scalars: an absent priority is 0, not the "default 1"
     # the comment in the .proto mentions (that is a convention for senders).
@@ -419,6 +449,34 @@ def _decode_entry(data: bytes, start: int, end: int) -> WantEntry:
     if cid is None:
         _fail("wantlist entry without a CID", "entry.block", start)
     return WantEntry(cid, priority, cancel, want_type, send_dont_have)
+
+
+def _decode_plain_entry(data: bytes, start: int, end: int) -> WantEntry | None:
+    """The entry as encoders write it, or None for the general path (which also gives the
+    errors): the CID first, with a one-byte length, then any of the four varint fields in
+    their order, each once, each value one byte, and a known wantType."""
+    if end - start < 2 or data[start] != 0x0A:
+        return None
+    cid_end = start + 2 + data[start + 1]
+    if data[start + 1] >= 0x80 or cid_end > end:
+        return None
+    values = [0, 0, 0, 0]  # priority, cancel, wantType, sendDontHave: fields 2..5
+    last, pos = _E_BLOCK, cid_end
+    while pos < end:
+        tag = data[pos]
+        number = tag >> 3
+        if tag & 7 != _VARINT or not last < number <= _E_SEND_DONT_HAVE or pos + 1 >= end:
+            return None
+        value = data[pos + 1]
+        if value >= 0x80:
+            return None
+        values[number - _E_PRIORITY] = value
+        last, pos = number, pos + 2
+    want_type = _WANT_TYPES.get(values[2])
+    if want_type is None:
+        return None
+    cid = _cid(data, start + 2, cid_end, "entry.block")
+    return WantEntry(cid, values[0], values[1] != 0, want_type, values[3] != 0)
 
 
 def _decode_payload_block(data: bytes, start: int, end: int) -> PayloadBlock:
@@ -457,8 +515,13 @@ def _decode_presence(data: bytes, start: int, end: int) -> BlockPresence:
 # --- encode ---------------------------------------------------------------------------------
 
 
+_ONE_BYTE: Final = tuple(bytes((i,)) for i in range(0x80))
+
+
 def _uvarint(value: int) -> bytes:
     """A protobuf varint; negative int32 values are sign-extended to 64 bits (10 bytes)."""
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     return encode_varint(value + (1 << 64) if value < 0 else value)
 
 
@@ -482,15 +545,17 @@ def _check_int32(value: int, name: str) -> None:
 
 def _encode_entry(entry: WantEntry) -> bytes:
     _check_int32(entry.priority, "priority")
-    return b"".join(
-        (
-            _len_field(_E_BLOCK, entry.cid.buffer),
-            _varint_field(_E_PRIORITY, entry.priority),
-            _varint_field(_E_CANCEL, int(entry.cancel)),
-            _varint_field(_E_WANT_TYPE, int(entry.want_type)),
-            _varint_field(_E_SEND_DONT_HAVE, int(entry.send_dont_have)),
-        )
-    )
+    buf = entry.cid.buffer
+    parts = [b"\x0a", _uvarint(len(buf)), buf]  # _len_field(_E_BLOCK, buf)
+    if entry.priority:
+        parts += (b"\x10", _uvarint(entry.priority))  # the keys of fields 2..5, varint
+    if entry.cancel:
+        parts.append(b"\x18\x01")
+    if entry.want_type:
+        parts += (b"\x20", _uvarint(int(entry.want_type)))
+    if entry.send_dont_have:
+        parts.append(b"\x28\x01")
+    return b"".join(parts)
 
 
 def encode(message: Message) -> bytes:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dag.block import Block
 from dag.cid import CID, DAG_CBOR, DAG_PB, RAW
+from protocols import bitswap as codec
 from protocols.bitswap import (
     MAX_BLOCK_SIZE,
     MAX_CID_SIZE,
@@ -267,6 +269,71 @@ def test_mutated_messages_give_a_message_or_bitswap_error(
     for candidate in (bytes(data), bytes(data[: at % (len(data) + 1)])):
         with contextlib.suppress(BitswapError):
             decode(candidate)
+
+
+# The common shapes have their own paths (an entry as encoders write it, a CIDv1 sha2-256
+# prefix); the general ones must agree with them wherever they are taken.
+
+field_bytes = st.one_of(
+    st.builds(lambda c: b"\x0a" + _uv(len(c.buffer)) + c.buffer, cids),  # block
+    st.builds(  # a varint field: priority, cancel, wantType, sendDontHave, or unknown 6..7
+        lambda n, v: _uv(n << 3) + _uv(v),
+        st.integers(2, 7),
+        st.one_of(
+            st.integers(0, 300),
+            st.integers(0, 1 << 35),
+            # two bytes whose second reads as the key of field 3, 4 or 5
+            st.sampled_from([0x18 << 7 | 0x05, 0x20 << 7 | 0x7F, 0x28 << 7]),
+        ),
+    ),
+    st.binary(max_size=4),
+)
+
+
+@given(st.lists(field_bytes, max_size=7), st.integers(0, 60), st.integers(0, 255))
+# a two-byte priority (0x85 0x18) then bytes that, read a byte off, are the plain shape too
+@example([b"\x0a\x24" + HELLO.cid.buffer, b"\x10\x85\x18\x20\x28\x01"], 60, 0)
+@settings(max_examples=400)
+def test_the_plain_entry_path_agrees_with_the_field_by_field_path(
+    fields: list[bytes], at: int, byte: int
+) -> None:
+    data = bytearray(b"".join(fields))
+    if data and at < len(data):
+        data[at] = byte  # now and then a damaged byte
+    data = bytes(data)
+
+    def outcome(path: Callable[[bytes, int, int], WantEntry | None]) -> object:
+        try:
+            return path(data, 0, len(data))
+        except BitswapError as error:
+            return str(error)
+
+    plain = outcome(codec._decode_plain_entry)
+    if plain is not None:  # taken: the same entry, or the same error
+        assert outcome(codec._decode_entry_fields) == plain
+
+
+@given(
+    st.builds(
+        WantEntry,
+        cids,
+        st.integers(0, 127),
+        st.booleans(),
+        st.sampled_from(WantType),
+        st.booleans(),
+    )
+)
+def test_entries_as_we_encode_them_take_the_plain_path(entry: WantEntry) -> None:
+    data = codec._encode_entry(entry)
+    assert codec._decode_plain_entry(data, 0, len(data)) == entry
+
+
+@pytest.mark.parametrize("codec_code", [RAW, DAG_CBOR, DAG_PB, 0x0129, 0x7F])
+def test_cid_prefix_paths_agree(codec_code: int) -> None:
+    data = b"some block"
+    cid = CID.of(data, codec_code)
+    assert cid_prefix(cid) == codec._prefix_varints(cid)
+    assert cid_from_payload(PayloadBlock(cid_prefix(cid), data)) == cid
 
 
 # --- answer and FetchSession ----------------------------------------------------------------
