@@ -33,7 +33,9 @@ What is measured (in process, one thread, SQLite on the temp folder's disk):
 4. **Bitswap** with Helia, when scripts/interop/helia is installed: Helia fetches from us
    (walking DAG-CBOR links from the root), then we fetch from Helia with
    ``Bitswap.fetch_dag`` into an empty store, for the history (a chain: one round trip per
-   head) and for the 100,000-entry HAMT state (wide: few round trips).
+   head) and for the 100,000-entry HAMT state (wide: few round trips). Beside each, the
+   same fetcher from a peer of its own kind, in the same run: Helia from a Helia that
+   imported the DAGs' CAR, and we from another p2pico node. Every fetcher starts empty.
 5. This machine's **physical limits** beside those of shared/research/ipld.md §6.
 6. With ``--move``: a counter pico with ``--move-heads`` heads (2,040 events, as the move
    figure of scripts/bench/skeleton.py) on real ``p2pico node`` processes A, B, C: the time to
@@ -367,7 +369,6 @@ async def bench_bitswap(
             if block.cid not in seen:
                 seen.add(block.cid)
                 both += car_section(block)
-    rate = _rate_row
     out: dict[str, object] = {}
     async with trio.open_nursery() as nursery:
         net = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
@@ -377,14 +378,14 @@ async def bench_bitswap(
             async with open_helia() as helia:
                 server.allow(helia.peer_id)  # the whole store
                 assert (await helia.call("dial", addr=net.multiaddrs()[0]))["ok"]
-                out[f"helia_from_us_{name}"] = rate(await _helia_walk(helia, root))
+                out[f"helia_from_us_{name}"] = _rate_row(await _helia_walk(helia, root))
         async with open_helia() as source:
             imported = await source.call("car_import", hex=bytes(both).hex())
             assert imported["blocks"] == len(seen), imported
             for name, root in dags.items():
                 async with open_helia() as helia:
                     assert (await helia.call("dial", addr=source.addrs[0]))["ok"]
-                    out[f"helia_from_helia_{name}"] = rate(await _helia_walk(helia, root))
+                    out[f"helia_from_helia_{name}"] = _rate_row(await _helia_walk(helia, root))
             # We fetch from Helia, then from another p2pico node, each into an empty store.
             for peer in ("helia", "us"):
                 client_net = await nursery.start(
