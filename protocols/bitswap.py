@@ -543,18 +543,26 @@ def _check_int32(value: int, name: str) -> None:
         raise ValueError(f"{name} {value} does not fit in int32")
 
 
+# An entry's field keys, written by _encode_entry without a call each.
+_BLOCK_KEY: Final = _key(_E_BLOCK, _LEN)
+_PRIORITY_KEY: Final = _key(_E_PRIORITY, _VARINT)
+_CANCEL_KEY: Final = _key(_E_CANCEL, _VARINT)
+_WANT_TYPE_KEY: Final = _key(_E_WANT_TYPE, _VARINT)
+_SEND_DONT_HAVE_KEY: Final = _key(_E_SEND_DONT_HAVE, _VARINT)
+
+
 def _encode_entry(entry: WantEntry) -> bytes:
     _check_int32(entry.priority, "priority")
     buf = entry.cid.buffer
-    parts = [b"\x0a", _uvarint(len(buf)), buf]  # _len_field(_E_BLOCK, buf)
+    parts = [_BLOCK_KEY, _uvarint(len(buf)), buf]  # _len_field(_E_BLOCK, buf)
     if entry.priority:
-        parts += (b"\x10", _uvarint(entry.priority))  # the keys of fields 2..5, varint
+        parts += (_PRIORITY_KEY, _uvarint(entry.priority))
     if entry.cancel:
-        parts.append(b"\x18\x01")
+        parts += (_CANCEL_KEY, b"\x01")
     if entry.want_type:
-        parts += (b"\x20", _uvarint(int(entry.want_type)))
+        parts += (_WANT_TYPE_KEY, _uvarint(int(entry.want_type)))
     if entry.send_dont_have:
-        parts.append(b"\x28\x01")
+        parts += (_SEND_DONT_HAVE_KEY, b"\x01")
     return b"".join(parts)
 
 

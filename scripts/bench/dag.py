@@ -50,6 +50,7 @@ What is measured (in process, one thread, SQLite on the temp folder's disk):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sqlite3
@@ -57,7 +58,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ import floor  # noqa: E402  (scripts/bench/floor.py, beside this script)
 
 from dag import cbor, hamt  # noqa: E402
 from dag.block import Block  # noqa: E402
-from dag.car import car_header, car_section  # noqa: E402
+from dag.car import car_header, car_section, write_car  # noqa: E402
 from dag.cid import CID  # noqa: E402
 from dag.did import Keypair, verify  # noqa: E402
 from dag.head import sign_head  # noqa: E402
@@ -362,13 +363,17 @@ async def bench_bitswap(
     from p2pico.bitswap import Bitswap
     from p2pico.net import serve_net
 
-    both = bytearray(car_header(list(dags.values())))
     seen: set[CID] = set()
-    for root in dags.values():
-        for block in walk(store, root):
-            if block.cid not in seen:
-                seen.add(block.cid)
-                both += car_section(block)
+
+    def blocks() -> Iterator[Block]:  # of both DAGs, each once
+        for root in dags.values():
+            for block in walk(store, root):
+                if block.cid not in seen:
+                    seen.add(block.cid)
+                    yield block
+
+    both = io.BytesIO()
+    write_car(both, list(dags.values()), blocks())
     out: dict[str, object] = {}
     async with trio.open_nursery() as nursery:
         net = await nursery.start(serve_net, os.urandom(32), ["/ip4/127.0.0.1/tcp/0"])
@@ -380,7 +385,7 @@ async def bench_bitswap(
                 assert (await helia.call("dial", addr=net.multiaddrs()[0]))["ok"]
                 out[f"helia_from_us_{name}"] = _rate_row(await _helia_walk(helia, root))
         async with open_helia() as source:
-            imported = await source.call("car_import", hex=bytes(both).hex())
+            imported = await source.call("car_import", hex=both.getvalue().hex())
             assert imported["blocks"] == len(seen), imported
             for name, root in dags.items():
                 async with open_helia() as helia:
