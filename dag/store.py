@@ -59,6 +59,10 @@ class BlockStore(Protocol):
         """Which of `cids` are stored."""
         ...
 
+    def get_many(self, cids: Iterable[CID]) -> dict[CID, bytes]:
+        """The bytes of each of `cids` that is stored (absent ones are left out)."""
+        ...
+
     def put(self, block: Block) -> None: ...
     def put_many(self, blocks: Iterable[Block]) -> None: ...
     def get_block(self, cid: CID) -> Block | None:
@@ -80,6 +84,10 @@ class MemoryBlockStore:
 
     def present(self, cids: Iterable[CID]) -> set[CID]:
         return {cid for cid in cids if cid in self._blocks}
+
+    def get_many(self, cids: Iterable[CID]) -> dict[CID, bytes]:
+        blocks = self._blocks
+        return {cid: blocks[cid] for cid in cids if cid in blocks}
 
     def put(self, block: Block) -> None:
         self._blocks[block.cid] = block.data
@@ -165,6 +173,8 @@ _HAS_SPILLED: Final = "SELECT 1 FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx
 # looks up an adapter for anything else but int, float and str (two failed attribute lookups
 # for bytes: 0.45 us a parameter, against 0.13 us for the copy; a commit binds 24 or so).
 _blob: Final = bytearray
+# Blocks a get_many statement asks for (its parameters; SQLite allows 32,766 since 3.32).
+GET_MANY_CHUNK: Final = 512
 # SQLite's page cache per connection (negative: KiB).
 CACHE_KIB: Final = 64 * 1024
 # Page size of a new database (SQLite's default is 4,096; an existing home keeps its own). A
@@ -724,6 +734,52 @@ class SqliteBlockStore:
             if not self._sync():
                 break
         return None
+
+    def get_many(self, cids: Iterable[CID]) -> dict[CID, bytes]:
+        """``get`` for many (a Bitswap answer's blocks): a statement per GET_MANY_CHUNK of
+        them instead of one each; the rare CID idx does not hold (idx2, or committed by
+        another connection since) takes ``get``'s own path."""
+        found: dict[CID, bytes] = {}
+        by_id: dict[int, CID] = {}
+        by_key: dict[bytes, CID] = {}
+        for cid in cids:
+            key = cid.buffer
+            i = self._id(key)
+            if i is not None:
+                by_id[i] = cid
+            else:
+                by_key[key] = cid
+        if by_id and self._rows:
+            self._put_rows()  # rows still waiting for their INSERT
+        ids = list(by_id)
+        for at in range(0, len(ids), GET_MANY_CHUNK):
+            part = ids[at : at + GET_MANY_CHUNK]
+            marks = ",".join("?" * len(part))
+            for i, data, spot in self._db.execute(
+                f"SELECT id, data, at FROM blk WHERE id IN ({marks})", part
+            ):
+                cid = by_id[i]
+                found[cid] = bytes(data) if spot is None else self._read(spot, cid)
+        keys = [_k(key) for key in by_key]
+        for at in range(0, len(keys), GET_MANY_CHUNK):
+            part = keys[at : at + GET_MANY_CHUNK]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(
+                "SELECT blk.cid, blk.data, blk.at FROM idx JOIN blk ON blk.id = idx.id"
+                f" WHERE idx.k IN ({marks})",
+                part,
+            )
+            for stored, data, spot in rows:
+                hit = by_key.get(bytes(stored))  # None: another CID's block under that key
+                if hit is not None and hit not in found:
+                    found[hit] = bytes(data) if spot is None else self._read(spot, hit)
+        rest = [cid for cid in (*by_id.values(), *by_key.values()) if cid not in found]
+        if rest and (self._spilled or self._sync()):
+            for cid in rest:
+                data = self.get(cid)
+                if data is not None:
+                    found[cid] = data
+        return found
 
     def has(self, cid: CID) -> bool:
         key = cid.buffer

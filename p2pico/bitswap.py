@@ -381,12 +381,15 @@ class Bitswap:
             take, frontier = frontier[:batch], frontier[batch:]
             found: list[Block] = []
             wanted: list[CID] = []
+            # one presence check for the round (the store's filter answers most without a
+            # read), then a read of only the blocks it holds
+            held = self.store.present(take)
             for cid in take:
-                held = self.store.get_block(cid)
-                if held is None:
+                block = self.store.get_block(cid) if cid in held else None
+                if block is None:
                     wanted.append(cid)
                 else:
-                    found.append(held)
+                    found.append(block)
             if wanted:
                 result.batches += 1
                 got = await self.fetch(peer_id, wanted, timeout=timeout)
@@ -499,10 +502,11 @@ class Bitswap:
             fetch.changed.set()
 
     async def _answer(self, peer_id: str, message: Message) -> None:
-        def lookup(cid: CID) -> bytes | None:
-            return self.store.get(cid) if self.may_serve(peer_id, cid) else None
-
-        replies, missing = bitswap.answer(message, lookup)
+        # the blocks this peer may have, read from the store at once
+        servable = self.store.get_many(
+            {e.cid for e in message.entries if not e.cancel and self.may_serve(peer_id, e.cid)}
+        )
+        replies, missing = bitswap.answer(message, servable.get)
         if missing:
             logger.debug("bitswap: %s wanted %d block(s) we do not serve", peer_id, len(missing))
         if not replies:

@@ -480,6 +480,40 @@ def _decode_plain_entry(data: bytes, start: int, end: int) -> WantEntry | None:
 
 
 def _decode_payload_block(data: bytes, start: int, end: int) -> PayloadBlock:
+    plain = _decode_plain_payload(data, start, end)
+    return plain if plain is not None else _decode_payload_fields(data, start, end)
+
+
+def _decode_plain_payload(data: bytes, start: int, end: int) -> PayloadBlock | None:
+    """The block as encoders write it, or None for the general path (which also gives the
+    errors): the prefix with a one-byte length, then the data with a length of one to three
+    bytes, ending the range. Neither can pass its limit: a one-byte length is at most 127,
+    under MAX_CID_SIZE, and a three-byte one under 2**21, MAX_BLOCK_SIZE (a test checks
+    both)."""
+    if end - start < 4 or data[start] != 0x0A:
+        return None
+    n = data[start + 1]
+    tag_at = start + 2 + n
+    if n >= 0x80 or tag_at + 1 >= end or data[tag_at] != 0x12:
+        return None
+    pos = tag_at + 1
+    size = data[pos]
+    if size < 0x80:
+        pos += 1
+    elif pos + 1 < end and data[pos + 1] < 0x80:
+        size = (size & 0x7F) | data[pos + 1] << 7
+        pos += 2
+    elif pos + 2 < end and data[pos + 1] >= 0x80 and data[pos + 2] < 0x80:
+        size = (size & 0x7F) | (data[pos + 1] & 0x7F) << 7 | data[pos + 2] << 14
+        pos += 3
+    else:
+        return None
+    if pos + size != end:
+        return None
+    return PayloadBlock(data[start + 2 : tag_at], data[pos:end])
+
+
+def _decode_payload_fields(data: bytes, start: int, end: int) -> PayloadBlock:
     prefix = b""
     block = b""
     for number, wire, at, a, b in _fields(data, start, end, "payload"):

@@ -74,6 +74,12 @@ def same(store: SqliteBlockStore, model: MemoryBlockStore) -> None:
     for b in POOL:
         assert store.has(b.cid) == model.has(b.cid)
         assert store.get(b.cid) == model.get(b.cid)
+    assert_get_many(store, model)
+
+
+def assert_get_many(store: SqliteBlockStore, model: MemoryBlockStore) -> None:
+    asked = [b.cid for b in POOL]
+    assert store.get_many(asked) == model.get_many(asked)
 
 
 idxs = st.lists(st.integers(0, len(POOL) - 1), max_size=6)
@@ -114,6 +120,7 @@ def apply(op: Any, store: SqliteBlockStore, model: MemoryBlockStore) -> None:
             with store.group():
                 for inner in op[1]:
                     apply(inner, store, model)
+                    assert_get_many(store, model)  # rows and bytes not yet written
                 if op[2]:
                     raise Boom
         except Boom:
@@ -411,6 +418,30 @@ def test_a_home_with_the_cid_keyed_index_is_reindexed_at_open(tmp_path: Path) ->
         consistent(store)
         assert all(store.get(b.cid) == b.data for b in blocks)
         assert len(store) == len(blocks) + 8
+
+
+def test_get_many_is_get_for_many(tmp_path: Path) -> None:
+    blocks = [Block.raw(bytes([i]) * 600) for i in range(30)]  # the bytes in the data file
+    blocks += [Block.encode({"i": i}) for i in range(30)]  # the bytes in blk
+    path = tmp_path / "blocks.sqlite"
+    with SqliteBlockStore(path, batch=4) as a, SqliteBlockStore(path) as b:
+        a.put_many(blocks[:20])  # in idx by now (batches of 4), some still in memory
+        b.put_many(blocks[20:30])  # another connection's: `a` sees them too
+        a.put_many(POOL[:3])
+        a.put_many(POOL[-3:])  # the raw twins: idx2, once merged
+        for x in POOL[3:13]:  # a transaction each: merge steps; the last one stays in memory
+            a.put(x)
+        asked = [x.cid for x in [*blocks, *POOL]]
+        want = {x.cid: x.data for x in [*blocks[:30], *POOL[:13], *POOL[-3:]]}
+        assert a._spilled  # every way a block is found: idx2, idx, memory
+        assert a._indexed_upto > 0
+        assert a._pending
+        assert a.get_many(asked) == want
+        assert a.get_many(asked) == {c: a.get(c) for c in asked if a.get(c) is not None}
+        assert a.get_many([]) == {}
+        many = [Block.encode({"many": i}) for i in range(1300)]  # more than a statement asks
+        a.put_many(many)
+        assert a.get_many([x.cid for x in many]) == {x.cid: x.data for x in many}
 
 
 def test_present_is_has_for_many(tmp_path: Path) -> None:

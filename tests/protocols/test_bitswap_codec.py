@@ -328,6 +328,56 @@ def test_entries_as_we_encode_them_take_the_plain_path(entry: WantEntry) -> None
     assert codec._decode_plain_entry(data, 0, len(data)) == entry
 
 
+payload_fields = st.one_of(
+    st.builds(lambda p: b"\x0a" + _uv(len(p)) + p, st.binary(max_size=140)),  # prefix
+    st.builds(  # data: lengths of one to four varint bytes, some past the block limit
+        lambda d, extra: b"\x12" + _uv(len(d) + extra) + d,
+        st.binary(max_size=300),
+        st.sampled_from([0, 0, 0, 1 << 7, 1 << 14, MAX_BLOCK_SIZE, MAX_BLOCK_SIZE + 1]),
+    ),
+    st.builds(lambda n, v: _uv(n << 3) + _uv(v), st.integers(3, 7), st.integers(0, 300)),
+    st.binary(max_size=4),
+)
+
+
+@given(st.lists(payload_fields, max_size=4), st.integers(0, 400), st.integers(0, 255))
+# a two-byte data length whose second byte is zero (0x80 0x00: a long form of 0)
+@example([b"\x0a\x01\x55", b"\x12\x80\x00"], 400, 0)
+@settings(max_examples=400)
+def test_the_plain_payload_path_agrees_with_the_field_by_field_path(
+    fields: list[bytes], at: int, byte: int
+) -> None:
+    data = bytearray(b"".join(fields))
+    if data and at < len(data):
+        data[at] = byte  # now and then a damaged byte
+    data = bytes(data)
+
+    def outcome(path: Callable[[bytes, int, int], PayloadBlock | None]) -> object:
+        try:
+            return path(data, 0, len(data))
+        except BitswapError as error:
+            return str(error)
+
+    plain = outcome(codec._decode_plain_payload)
+    if plain is not None:  # taken: the same block (it raises nothing)
+        assert outcome(codec._decode_payload_fields) == plain
+
+
+def test_the_plain_payload_path_needs_no_limit_checks() -> None:
+    # it takes prefixes of at most 127 bytes and data of less than 2**21 (see its docstring)
+    assert MAX_CID_SIZE >= 0x7F
+    assert MAX_BLOCK_SIZE >= (1 << 21) - 1
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16_383, 16_384, 262_144, MAX_BLOCK_SIZE - 1])
+def test_blocks_as_we_encode_them_take_the_plain_path(size: int) -> None:
+    block = Block.raw(bytes(size))
+    item = PayloadBlock(cid_prefix(block.cid), block.data)
+    data = codec.encode(Message(payload=(item,)))
+    (_, _, _, start, end), *_ = codec._fields(data, 0, len(data), "Message")
+    assert codec._decode_plain_payload(data, start, end) == item
+
+
 @pytest.mark.parametrize("codec_code", [RAW, DAG_CBOR, DAG_PB, 0x0129, 0x7F])
 def test_cid_prefix_paths_agree(codec_code: int) -> None:
     data = b"some block"
