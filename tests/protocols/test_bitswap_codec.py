@@ -297,20 +297,36 @@ field_bytes = st.one_of(
 def test_the_plain_entry_path_agrees_with_the_field_by_field_path(
     fields: list[bytes], at: int, byte: int
 ) -> None:
+    data = damaged(fields, at, byte)
+    assert_paths_agree(codec._decode_plain_entry, codec._decode_entry_fields, data)
+
+
+def damaged(fields: list[bytes], at: int, byte: int) -> bytes:
+    """The fields' bytes, with the byte at `at` (if there is one) set to `byte`: now and
+    then a damaged byte."""
     data = bytearray(b"".join(fields))
     if data and at < len(data):
-        data[at] = byte  # now and then a damaged byte
-    data = bytes(data)
+        data[at] = byte
+    return bytes(data)
 
-    def outcome(path: Callable[[bytes, int, int], WantEntry | None]) -> object:
+
+def assert_paths_agree(
+    plain: Callable[[bytes, int, int], object | None],
+    general: Callable[[bytes, int, int], object],
+    data: bytes,
+) -> None:
+    """Where the plain path takes `data` (not None), the general one gives the same value
+    or the same error."""
+
+    def outcome(path: Callable[[bytes, int, int], object | None]) -> object:
         try:
             return path(data, 0, len(data))
         except BitswapError as error:
             return str(error)
 
-    plain = outcome(codec._decode_plain_entry)
-    if plain is not None:  # taken: the same entry, or the same error
-        assert outcome(codec._decode_entry_fields) == plain
+    taken = outcome(plain)
+    if taken is not None:
+        assert outcome(general) == taken
 
 
 @given(
@@ -347,20 +363,8 @@ payload_fields = st.one_of(
 def test_the_plain_payload_path_agrees_with_the_field_by_field_path(
     fields: list[bytes], at: int, byte: int
 ) -> None:
-    data = bytearray(b"".join(fields))
-    if data and at < len(data):
-        data[at] = byte  # now and then a damaged byte
-    data = bytes(data)
-
-    def outcome(path: Callable[[bytes, int, int], PayloadBlock | None]) -> object:
-        try:
-            return path(data, 0, len(data))
-        except BitswapError as error:
-            return str(error)
-
-    plain = outcome(codec._decode_plain_payload)
-    if plain is not None:  # taken: the same block (it raises nothing)
-        assert outcome(codec._decode_payload_fields) == plain
+    data = damaged(fields, at, byte)
+    assert_paths_agree(codec._decode_plain_payload, codec._decode_payload_fields, data)
 
 
 def test_the_plain_payload_path_needs_no_limit_checks() -> None:
