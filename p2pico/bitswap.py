@@ -381,15 +381,13 @@ class Bitswap:
             take, frontier = frontier[:batch], frontier[batch:]
             found: list[Block] = []
             wanted: list[CID] = []
-            # one presence check for the round (the store's filter answers most without a
-            # read), then a read of only the blocks it holds
-            held = self.store.present(take)
+            held = self.store.get_many(take)  # the round's blocks the store has, read at once
             for cid in take:
-                block = self.store.get_block(cid) if cid in held else None
-                if block is None:
+                data = held.get(cid)
+                if data is None:
                     wanted.append(cid)
                 else:
-                    found.append(block)
+                    found.append(Block.decode(cid, data))
             if wanted:
                 result.batches += 1
                 got = await self.fetch(peer_id, wanted, timeout=timeout)
