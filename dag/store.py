@@ -215,13 +215,20 @@ _SLOW_MIGRATION_S: Final = 1.0
 # (16 MiB); rebuilt larger once it holds more than one entry per 16 bits (then 1.4 % of new
 # blocks take the SQL check), up to the cap. It is built by scanning idx, FILTER_SCAN rows per
 # write transaction (or more: _SCAN_RATE), after the store opens; a rebuild is sized for
-# _FILTER_GROWTH times the entries it starts with, so a growing store scans a third of a row
-# per block it adds (twice: a row per block, 3.8 us of a 100,000-entry map's commit).
+# _FILTER_GROWTH times the entries it starts with, so a growing store scans a fifteenth of a
+# row per block it adds (four times: a third; twice: a row per block, 3.8 us of a
+# 100,000-entry map's commit), and between rebuilds the filter holds one entry per 256 to 16
+# bits (fewer blocks take the SQL check); a rebuild from more than 262,144 entries is capped.
 FILTER_MIN_BITS: Final = 1 << 16
 FILTER_MAX_BITS: Final = 1 << 27
 FILTER_SCAN: Final = 1024
+# A store whose idx has at most this many rows scans it whole at open (45 ms or less here):
+# until the filter is whole, every put, has and present of a CID not in memory reads idx (a
+# fresh store's first write of a large map, or a CAR import into a store just opened, read it
+# once per block). A larger store's filter is built in steps, as after a rebuild.
+FILTER_OPEN_ROWS: Final = 65_536
 _SCAN_RATE: Final = 8  # or 8 rows per block the transaction inserted, if more
-_FILTER_GROWTH: Final = 4
+_FILTER_GROWTH: Final = 16
 _log = logging.getLogger(__name__)
 
 
@@ -616,6 +623,9 @@ class SqliteBlockStore:
         self._spilled = self._has_spilled()
         self._building = _Filter(_filter_bits(self._tail))
         self._load_tail()
+        if self._indexed_upto <= FILTER_OPEN_ROWS:  # idx has at most this many rows
+            while self._building is not None:  # a small store's filter is whole once open
+                self._scan()
 
     def _has_spilled(self) -> bool:
         (n,) = self._db.execute("SELECT EXISTS (SELECT 1 FROM idx2)").fetchone()
