@@ -38,13 +38,13 @@
 #define LINK_LEN (5 + CID_LEN)
 
 /* Attribute names, interned at import. */
-static PyObject *S_bits, *S_enc, *S_size, *S_p, *S_width, *S_map_bytes, *S_prefix;
+static PyObject *S_bits, *S_blob, *S_offs, *S_p, *S_width, *S_map_bytes, *S_prefix;
 static PyObject *S_nodes;
 
 /* hamt.NodeCache's estimate of a cached node's memory (NodeCache._weight): tests compare the
  * cache this file leaves with the one the Python path leaves, weights and total included. */
-#define WEIGHT_BASE 350
-#define WEIGHT_PER_ELEMENT 41
+#define WEIGHT_BASE 380
+#define WEIGHT_PER_ELEMENT 4
 
 static const unsigned char LINK_PREFIX[5] = {0xd8, 0x2a, 0x58, 0x25, 0x00};
 static const unsigned char CID_PREFIX[4] = {0x01, 0x71, 0x12, 0x20};
@@ -136,14 +136,24 @@ put_head(unsigned char *out, int major, uint64_t v)
 }
 
 typedef struct {
-    PyObject *enc;   /* the node's element tuple (a new reference) */
+    PyObject *blob;  /* the node's elements, concatenated (a new reference) */
+    PyObject *offs;  /* where each starts, then len(blob): native uint32s (a new reference) */
+    Py_ssize_t n;    /* how many elements */
     unsigned char *map;  /* its bitmap: map_bytes in `maps` */
     int i;           /* the key's index in this node */
-    Py_ssize_t r;    /* the element's position in enc */
+    Py_ssize_t r;    /* the element's position */
     int present;
-    Py_ssize_t size;
     PyObject *link;  /* the child's binary CID when the path goes on (a new reference) */
 } Level;
+
+/* Offset j of a _Node's offs (bytes of native uint32s). */
+static inline Py_ssize_t
+off_at(PyObject *offs, Py_ssize_t j)
+{
+    uint32_t v;
+    memcpy(&v, PyBytes_AS_STRING(offs) + 4 * j, 4);
+    return (Py_ssize_t)v;
+}
 
 typedef struct {
     int w, map_bytes;
@@ -152,15 +162,13 @@ typedef struct {
     PyObject *p;
 } Width;
 
-/* The bytes of a node: before, [map, data], after. */
+/* The bytes of a node of `count` elements (`blob`, concatenated): before, [map, data], after. */
 static PyObject *
-node_data(const Width *wd, const unsigned char *map, PyObject *enc, const char *before,
-          Py_ssize_t before_len, const char *after, Py_ssize_t after_len)
+node_data(const Width *wd, const unsigned char *map, Py_ssize_t count, PyObject *blob,
+          const char *before, Py_ssize_t before_len, const char *after, Py_ssize_t after_len)
 {
-    Py_ssize_t count = PyTuple_GET_SIZE(enc), total = before_len + wd->prefix_len +
-                                                      wd->map_bytes + 9 + after_len;
-    for (Py_ssize_t j = 0; j < count; j++)
-        total += PyBytes_GET_SIZE(PyTuple_GET_ITEM(enc, j));
+    Py_ssize_t total = before_len + wd->prefix_len + wd->map_bytes + 9 + PyBytes_GET_SIZE(blob) +
+                       after_len;
     if (total > MAX_BLOCK + 16)
         Py_RETURN_NONE;
     PyObject *out = PyBytes_FromStringAndSize(NULL, total);
@@ -174,11 +182,8 @@ node_data(const Width *wd, const unsigned char *map, PyObject *enc, const char *
     memcpy(o, map, wd->map_bytes);
     o += wd->map_bytes;
     o += put_head(o, 4, (uint64_t)count);
-    for (Py_ssize_t j = 0; j < count; j++) {
-        PyObject *e = PyTuple_GET_ITEM(enc, j);
-        memcpy(o, PyBytes_AS_STRING(e), PyBytes_GET_SIZE(e));
-        o += PyBytes_GET_SIZE(e);
-    }
+    memcpy(o, PyBytes_AS_STRING(blob), PyBytes_GET_SIZE(blob));
+    o += PyBytes_GET_SIZE(blob);
     memcpy(o, after, after_len);
     o += after_len;
     if (_PyBytes_Resize(&out, o - start) < 0)
@@ -1024,13 +1029,12 @@ sign_spliced(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
-/* The bucket `e` with the entry for key k set to `entry`, or Py_None if it is full without k
- * (it overflows: hamt.py builds the child node), or NULL with an exception. */
+/* The bucket of n bytes at b with the entry for key k set to `entry`, or Py_None if it is full
+ * without k (it overflows: hamt.py builds the child node), or NULL with an exception. */
 static PyObject *
-bucket_set(PyObject *e, const unsigned char *k, Py_ssize_t klen, PyObject *entry)
+bucket_set(const unsigned char *b, Py_ssize_t n, const unsigned char *k, Py_ssize_t klen,
+           PyObject *entry)
 {
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(e);
-    Py_ssize_t n = PyBytes_GET_SIZE(e);
     int count = b[0] - 0x80;
     const unsigned char *ents[BUCKET_SIZE + 1];
     Py_ssize_t elens[BUCKET_SIZE + 1];
@@ -1101,29 +1105,37 @@ bucket_set(PyObject *e, const unsigned char *k, Py_ssize_t klen, PyObject *entry
     return out;
 }
 
-/* A copy of `enc` with position r replaced by `e` (present) or `e` inserted at r. */
-static PyObject *
-tuple_with(PyObject *enc, Py_ssize_t r, int present, PyObject *e)
+/* The level's node with `e` as its element r (replacing it if present, else inserted there):
+ * its new blob and offs, or -1 with an error set; 1, nothing made, if the node's elements
+ * would pass the block limit (hamt.py raises its error). */
+static int
+splice(const Level *lv, PyObject *e, PyObject **blob, PyObject **offs)
 {
-    Py_ssize_t n = PyTuple_GET_SIZE(enc), m = present ? n : n + 1;
-    PyObject *out = PyTuple_New(m);
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t j = 0, s = 0; j < m; j++) {
-        PyObject *x;
-        if (j == r) {
-            x = e;
-            if (present)
-                s++;
-        }
-        else {
-            x = PyTuple_GET_ITEM(enc, s++);
-        }
-        Py_INCREF(x);
-        PyTuple_SET_ITEM(out, j, x);
+    Py_ssize_t old = PyBytes_GET_SIZE(lv->blob), el = PyBytes_GET_SIZE(e);
+    Py_ssize_t lo = off_at(lv->offs, lv->r), hi = lv->present ? off_at(lv->offs, lv->r + 1) : lo;
+    Py_ssize_t len = old - (hi - lo) + el, d = el - (hi - lo);
+    Py_ssize_t m = lv->present ? lv->n : lv->n + 1;
+    if (len > MAX_BLOCK)
+        return 1;
+    *blob = PyBytes_FromStringAndSize(NULL, len);
+    *offs = *blob ? PyBytes_FromStringAndSize(NULL, 4 * (m + 1)) : NULL;
+    if (*offs == NULL) {
+        Py_CLEAR(*blob);
+        return -1;
     }
-    PyObject_GC_UnTrack(out);  /* bytes only: the GC would untrack it at its first pass */
-    return out;
+    char *b = PyBytes_AS_STRING(*blob), *ob = PyBytes_AS_STRING(lv->blob);
+    memcpy(b, ob, (size_t)lo);
+    memcpy(b + lo, PyBytes_AS_STRING(e), (size_t)el);
+    memcpy(b + lo + el, ob + hi, (size_t)(old - hi));
+    char *o = PyBytes_AS_STRING(*offs);
+    memcpy(o, PyBytes_AS_STRING(lv->offs), 4 * (size_t)lv->r);  /* the elements before r */
+    uint32_t v = (uint32_t)lo;
+    memcpy(o + 4 * lv->r, &v, 4);
+    for (Py_ssize_t j = lv->r + 1; j <= m; j++) {  /* those after it, moved by d */
+        v = (uint32_t)(off_at(lv->offs, lv->present ? j : j - 1) + d);
+        memcpy(o + 4 * j, &v, 4);
+    }
+    return 0;
 }
 
 static int
@@ -1137,11 +1149,13 @@ get_ssize(PyObject *obj, PyObject *name, Py_ssize_t *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* The node's map as bytes (little-endian, map_bytes long), its elements and their size. */
+/* The node's map as bytes (little-endian, map_bytes long) and its elements, checked: offs
+ * rises from 0 to len(blob), one step per element (no element is empty). */
 static int
 load_level(Level *lv, PyObject *node, const Width *wd)
 {
-    lv->enc = NULL;
+    lv->blob = NULL;
+    lv->offs = NULL;
     lv->link = NULL;
     PyObject *bits = PyObject_GetAttr(node, S_bits);
     if (bits == NULL)
@@ -1159,39 +1173,45 @@ load_level(Level *lv, PyObject *node, const Width *wd)
     Py_DECREF(bits);
     if (rc < 0)
         return -1;
-    lv->enc = PyObject_GetAttr(node, S_enc);
-    if (lv->enc == NULL)
+    lv->blob = PyObject_GetAttr(node, S_blob);
+    if (lv->blob == NULL)
         return -1;
-    if (!PyTuple_Check(lv->enc)) {
-        PyErr_SetString(PyExc_TypeError, "a node's enc must be a tuple");
+    lv->offs = PyObject_GetAttr(node, S_offs);
+    if (lv->offs == NULL)
+        return -1;
+    Py_ssize_t nb = PyBytes_Check(lv->offs) ? PyBytes_GET_SIZE(lv->offs) : 0;
+    if (!PyBytes_Check(lv->blob) || nb < 4 || nb % 4) {
+        PyErr_SetString(PyExc_TypeError, "a node's blob and offs must be bytes, offs of uint32s");
         return -1;
     }
-    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(lv->enc); j++) {
-        PyObject *e = PyTuple_GET_ITEM(lv->enc, j);
-        if (!PyBytes_Check(e) || PyBytes_GET_SIZE(e) == 0) {
-            PyErr_SetString(PyExc_TypeError, "a node's elements must be non-empty bytes");
-            return -1;
-        }
+    lv->n = nb / 4 - 1;
+    Py_ssize_t prev = off_at(lv->offs, 0);
+    int ok = prev == 0;
+    for (Py_ssize_t j = 1; ok && j <= lv->n; j++) {
+        Py_ssize_t at = off_at(lv->offs, j);
+        ok = at > prev;
+        prev = at;
     }
-    return get_ssize(node, S_size, &lv->size);
+    if (!ok || prev != PyBytes_GET_SIZE(lv->blob)) {
+        PyErr_SetString(PyExc_ValueError, "a node's offs must rise from 0 to len(blob)");
+        return -1;
+    }
+    return 0;
 }
 
 /* A _Node: allocated and its slots set as _Node.__init__ sets them (with `size` given),
  * without running the Python __init__. */
 static PyObject *
-new_node(PyTypeObject *type, PyObject *bits, PyObject *enc, PyObject *p, Py_ssize_t size)
+new_node(PyTypeObject *type, PyObject *bits, PyObject *blob, PyObject *offs, PyObject *p)
 {
     PyObject *n = type->tp_alloc(type, 0);
     if (n == NULL)
         return NULL;
-    PyObject *sz = PyLong_FromSsize_t(size);
-    if (sz == NULL || PyObject_SetAttr(n, S_bits, bits) < 0 || PyObject_SetAttr(n, S_enc, enc) < 0 ||
-        PyObject_SetAttr(n, S_p, p) < 0 || PyObject_SetAttr(n, S_size, sz) < 0) {
-        Py_XDECREF(sz);
+    if (PyObject_SetAttr(n, S_bits, bits) < 0 || PyObject_SetAttr(n, S_blob, blob) < 0 ||
+        PyObject_SetAttr(n, S_offs, offs) < 0 || PyObject_SetAttr(n, S_p, p) < 0) {
         Py_DECREF(n);
         return NULL;
     }
-    Py_DECREF(sz);
     if (PyObject_IS_GC(n))
         PyObject_GC_UnTrack(n);  /* see nt_check_node */
     return n;
@@ -1445,33 +1465,28 @@ nt_get(NodeTable *t, PyObject *key, uint64_t h)
     return slot < 0 ? NULL : t->e[t->index[slot]].node;
 }
 
-/* A node the table may hold: its bits, enc and size are an int, a tuple of bytes and an
- * int. Such a node, and its element tuple, are taken out of the cyclic GC's lists: a node
- * holds those and its map's _Width, none of which can lead back to it, so it is never part
- * of a cycle, and the tens of thousands of nodes a large map's cache holds then cost the
- * collector nothing. */
+/* A node the table may hold: its bits, blob and offs are an int and two bytes objects (offs
+ * of uint32s). Such a node is taken out of the cyclic GC's lists: it holds those and its map's
+ * _Width, none of which can lead back to it, so it is never part of a cycle, and the tens of
+ * thousands of nodes a large map's cache holds then cost the collector nothing. */
 static int
 nt_check_node(PyObject *node)
 {
-    PyObject *bits = PyObject_GetAttr(node, S_bits), *enc = NULL, *size = NULL;
-    int ok = bits != NULL && (enc = PyObject_GetAttr(node, S_enc)) != NULL &&
-             (size = PyObject_GetAttr(node, S_size)) != NULL;
+    PyObject *bits = PyObject_GetAttr(node, S_bits), *blob = NULL, *offs = NULL;
+    int ok = bits != NULL && (blob = PyObject_GetAttr(node, S_blob)) != NULL &&
+             (offs = PyObject_GetAttr(node, S_offs)) != NULL;
     if (ok) {
-        ok = PyLong_CheckExact(bits) && PyTuple_CheckExact(enc) && PyLong_CheckExact(size);
-        for (Py_ssize_t j = 0; ok && j < PyTuple_GET_SIZE(enc); j++)
-            ok = PyBytes_CheckExact(PyTuple_GET_ITEM(enc, j));
+        ok = PyLong_CheckExact(bits) && PyBytes_CheckExact(blob) && PyBytes_CheckExact(offs) &&
+             PyBytes_GET_SIZE(offs) >= 4 && PyBytes_GET_SIZE(offs) % 4 == 0;
         if (!ok)
-            PyErr_SetString(PyExc_TypeError, "NodeTable: a node's bits, enc and size must be "
-                                             "an int, a tuple of bytes and an int");
+            PyErr_SetString(PyExc_TypeError, "NodeTable: a node's bits, blob and offs must be "
+                                             "an int, bytes and bytes of uint32s");
     }
-    if (ok) {
-        PyObject_GC_UnTrack(enc);  /* each a no-op on what is not tracked */
-        if (PyObject_IS_GC(node))
-            PyObject_GC_UnTrack(node);
-    }
+    if (ok && PyObject_IS_GC(node))
+        PyObject_GC_UnTrack(node);
     Py_XDECREF(bits);
-    Py_XDECREF(enc);
-    Py_XDECREF(size);
+    Py_XDECREF(blob);
+    Py_XDECREF(offs);
     return ok ? 0 : -1;
 }
 
@@ -1758,7 +1773,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         lv->i = index_at(dg, wd.w, depth);
         lv->present = lv->map[lv->i >> 3] >> (lv->i & 7) & 1;
         lv->r = rank(lv->map, lv->i);
-        if (lv->r > PyTuple_GET_SIZE(lv->enc) || (lv->present && lv->r >= PyTuple_GET_SIZE(lv->enc))) {
+        if (lv->r > lv->n || (lv->present && lv->r >= lv->n)) {
             result = Py_None;
             Py_INCREF(result);
             goto done;
@@ -1771,9 +1786,8 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             memcpy(PyBytes_AS_STRING(elem) + 1, PyBytes_AS_STRING(entry), PyBytes_GET_SIZE(entry));
             break;
         }
-        PyObject *e = PyTuple_GET_ITEM(lv->enc, lv->r);
-        const unsigned char *eb = (const unsigned char *)PyBytes_AS_STRING(e);
-        Py_ssize_t elen = PyBytes_GET_SIZE(e);
+        Py_ssize_t at = off_at(lv->offs, lv->r), elen = off_at(lv->offs, lv->r + 1) - at;
+        const unsigned char *eb = (const unsigned char *)PyBytes_AS_STRING(lv->blob) + at;
         if (elen == LINK_LEN && memcmp(eb, LINK_PREFIX, 5) == 0) {
             lv->link = PyBytes_FromStringAndSize((const char *)eb + 5, CID_LEN);
             if (lv->link == NULL)
@@ -1808,7 +1822,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         if (eb[0] >= 0x81 && eb[0] <= 0x80 + BUCKET_SIZE) {
-            elem = bucket_set(e, k, klen, entry);
+            elem = bucket_set(eb, elen, k, klen, entry);
             if (elem == NULL || elem == Py_None) {
                 if (elem == Py_None) {
                     result = elem;  /* overflow or unparsable: the Python path */
@@ -1831,33 +1845,39 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     for (depth = nlevels - 1; depth >= 0; depth--) {
         Level *lv = &levels[depth];
-        PyObject *old = lv->present ? PyTuple_GET_ITEM(lv->enc, lv->r) : NULL;
-        Py_ssize_t size = lv->size - (old ? PyBytes_GET_SIZE(old) : 0) + PyBytes_GET_SIZE(elem);
-        PyObject *enc = tuple_with(lv->enc, lv->r, lv->present, elem);
-        if (enc == NULL)
+        PyObject *blob = NULL, *offs = NULL;
+        int rc = splice(lv, elem, &blob, &offs);
+        if (rc != 0) {
+            if (rc > 0) {
+                result = Py_None;  /* over the block limit: hamt.py raises its error */
+                Py_INCREF(result);
+            }
             goto done;
+        }
+        Py_ssize_t elements = lv->present ? lv->n : lv->n + 1, size = PyBytes_GET_SIZE(blob);
         lv->map[lv->i >> 3] |= (unsigned char)(1u << (lv->i & 7));
-        PyObject *data = depth ? node_data(&wd, lv->map, enc, "", 0, "", 0)
-                               : node_data(&wd, lv->map, enc, PyBytes_AS_STRING(rpre),
+        PyObject *data = depth ? node_data(&wd, lv->map, elements, blob, "", 0, "", 0)
+                               : node_data(&wd, lv->map, elements, blob, PyBytes_AS_STRING(rpre),
                                            PyBytes_GET_SIZE(rpre), PyBytes_AS_STRING(rsuf),
                                            PyBytes_GET_SIZE(rsuf));
         if (data == NULL || data == Py_None) {
-            Py_DECREF(enc);
+            Py_DECREF(blob);
+            Py_DECREF(offs);
             if (data == Py_None)
                 result = data;  /* over the block limit: hamt.py raises its error */
             goto done;
         }
         PyObject *bits = _PyLong_FromByteArray(lv->map, (size_t)wd.map_bytes, 1, 0);
         PyObject *cid = bits ? cid_of(data) : NULL;
-        PyObject *n = cid ? new_node((PyTypeObject *)node_type, bits, enc, wd.p, size) : NULL;
+        PyObject *n = cid ? new_node((PyTypeObject *)node_type, bits, blob, offs, wd.p) : NULL;
         Py_XDECREF(bits);
-        Py_DECREF(enc);
+        Py_DECREF(blob);
+        Py_DECREF(offs);
         if (n == NULL) {
             Py_XDECREF(cid);
             Py_DECREF(data);
             goto done;
         }
-        Py_ssize_t elements = PyTuple_GET_SIZE(lv->enc) + (lv->present ? 0 : 1);
         PyObject *put = Py_BuildValue("(OOL)", cid, n,
                                       WEIGHT_BASE + (long long)WEIGHT_PER_ELEMENT * elements +
                                           (long long)size);
@@ -1909,7 +1929,8 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 done:
     if (levels != NULL) {
         for (int j = 0; j < nlevels; j++) {
-            Py_XDECREF(levels[j].enc);
+            Py_XDECREF(levels[j].blob);
+            Py_XDECREF(levels[j].offs);
             Py_XDECREF(levels[j].link);
         }
         PyMem_Free(levels);
@@ -2426,8 +2447,8 @@ PyMODINIT_FUNC
 PyInit__native(void)
 {
     if (!(S_bits = PyUnicode_InternFromString("bits")) ||
-        !(S_enc = PyUnicode_InternFromString("enc")) ||
-        !(S_size = PyUnicode_InternFromString("size")) ||
+        !(S_blob = PyUnicode_InternFromString("blob")) ||
+        !(S_offs = PyUnicode_InternFromString("offs")) ||
         !(S_p = PyUnicode_InternFromString("p")) ||
         !(S_width = PyUnicode_InternFromString("width")) ||
         !(S_map_bytes = PyUnicode_InternFromString("map_bytes")) ||

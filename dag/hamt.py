@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, NoReturn, TypeAlias, final
@@ -291,9 +292,9 @@ def _skip(data: bytes, pos: int) -> int:
     return pos  # ints, floats (their 8 bytes were read as n), null, booleans
 
 
-def _element_encodings(data: bytes, p: _Width, *, root: bool) -> tuple[int, tuple[bytes, ...]]:
-    """A node's (or root's) bitmap as an int and its elements' bytes in index order, sliced
-    from its block.
+def _element_blob(data: bytes, p: _Width, *, root: bool) -> tuple[int, bytes, bytes]:
+    """A node's (or root's) bitmap as an int, its elements' bytes and where each starts (as
+    _Node holds them), sliced from its block.
 
     A cached node is spliced from these, so they are taken from the stored bytes rather than
     encoded again (the block was strictly decoded: its items are canonical).
@@ -306,16 +307,16 @@ def _element_encodings(data: bytes, p: _Width, *, root: bool) -> tuple[int, tupl
     bits = int.from_bytes(data[pos : pos + p.map_bytes], "little")
     pos += p.map_bytes
     count = bits.bit_count()
-    pos = pos + len(cbor.array_head(count))
-    enc: builtins.list[bytes] = []
+    start = pos = pos + len(cbor.array_head(count))
+    starts = _U32()
     for _ in range(count):
+        starts.append(pos - start)
         if data[pos] == 0xD8 and data[pos + 1] == 0x2A and data[pos + 2] == 0x58:
-            end = pos + 4 + data[pos + 3]  # a link: tag 42, bytes with a one-byte length
+            pos += 4 + data[pos + 3]  # a link: tag 42, bytes with a one-byte length
         else:
-            end = _skip(data, pos)
-        enc.append(data[pos:end])
-        pos = end
-    return bits, tuple(enc)
+            pos = _skip(data, pos)
+    starts.append(pos - start)
+    return bits, data[start:pos], starts.tobytes()
 
 
 # -- building ----------------------------------------------------------------------------
@@ -611,44 +612,73 @@ def empty(store: BlockStore, *, bit_width: int = BIT_WIDTH) -> CID:
 
 
 class _Node:
-    """A node as its bitmap (an int: bit i set when index i holds an element) and the
-    DAG-CBOR encoding of each element, in index order.
+    """A node as its bitmap (an int: bit i set when index i holds an element), the DAG-CBOR
+    encodings of its elements concatenated in index order (`blob`), and where each starts
+    (`offs`: native uint32s, len(blob) last, so element r is blob[offs[r]:offs[r + 1]]).
 
-    Elements are decoded when a change reaches them.  A tuple of bytes and an int hold no
-    references the cyclic GC has to follow: with thousands of cached nodes, a representation
-    with a dict and lists per node made every young-generation collection walk them all.
-    Nor can a node lead back to itself, so ``_native.NodeTable`` takes the nodes it holds
-    out of the GC's lists altogether (the C set's new nodes never enter them).
+    Elements are decoded when a change reaches them.  A node is three flat objects: a change
+    copies and reads each contiguously, where a tuple of one bytes object per element cost
+    a cache miss per element on a large map's path (the first touch of each, and its
+    reference count on every copy and free).  Nor do they hold references the cyclic GC has
+    to follow, and a node cannot lead back to itself, so ``_native.NodeTable`` takes the
+    nodes it holds out of the GC's lists altogether (the C set's new nodes never enter them).
     """
 
-    __slots__ = ("bits", "enc", "p", "size")
+    __slots__ = ("bits", "blob", "offs", "p")
 
-    def __init__(self, bits: int, enc: tuple[bytes, ...], p: _Width, size: int = -1) -> None:
+    def __init__(self, bits: int, blob: bytes, offs: bytes, p: _Width) -> None:
         self.bits = bits
-        self.enc = enc
+        self.blob = blob
+        self.offs = offs
         self.p = p  # the map's bitWidth (one shared object per width)
-        self.size = sum(map(len, enc)) if size < 0 else size  # bytes of the elements
+
+    @classmethod
+    def from_enc(cls, bits: int, enc: Iterable[bytes], p: _Width) -> _Node:
+        """The node of these element encodings, in index order."""
+        starts = [0]
+        for e in enc:
+            starts.append(starts[-1] + len(e))
+        return cls(bits, b"".join(enc), _U32(starts).tobytes(), p)
 
     @classmethod
     def of(cls, slots: Slots, p: _Width) -> _Node:
         bits = 0
         for i in slots:
             bits |= 1 << i
-        return cls(bits, tuple(_encode_element(slots[i]) for i in sorted(slots)), p)
+        return cls.from_enc(bits, [_encode_element(slots[i]) for i in sorted(slots)], p)
+
+    @property
+    def enc(self) -> tuple[bytes, ...]:
+        """The elements' encodings, in index order."""
+        o, blob = memoryview(self.offs).cast("I"), self.blob
+        return tuple(blob[o[r] : o[r + 1]] for r in range(len(o) - 1))
+
+    @property
+    def size(self) -> int:
+        """The bytes of the elements."""
+        return len(self.blob)
+
+    def count(self) -> int:
+        """How many elements the node holds."""
+        return len(self.offs) // 4 - 1
+
+    def _at(self, r: int) -> bytes:
+        o = memoryview(self.offs).cast("I")
+        return self.blob[o[r] : o[r + 1]]
 
     def get(self, i: int) -> Element | None:
         """The element at index `i`, decoded; None if the slot is empty."""
         bits = self.bits
         if not bits >> i & 1:
             return None
-        return _decode_element(self.enc[(bits & ((1 << i) - 1)).bit_count()], i)
+        return _decode_element(self._at((bits & ((1 << i) - 1)).bit_count()), i)
 
     def link(self, i: int) -> CID | None:
         """The child link at index `i`, or None (an empty slot or a bucket)."""
         bits = self.bits
         if not bits >> i & 1:
             return None
-        return _decode_link(self.enc[(bits & ((1 << i) - 1)).bit_count()])
+        return _decode_link(self._at((bits & ((1 << i) - 1)).bit_count()))
 
     def replace(self, i: int, el: Element | None) -> _Node:
         """A copy with element `i` set to `el` (None: removed)."""
@@ -656,17 +686,23 @@ class _Node:
 
     def replace_enc(self, i: int, e: bytes | None) -> _Node:
         """A copy with element `i` set to the element encoded as `e` (None: removed)."""
-        bits, enc = self.bits, self.enc
+        bits = self.bits
         r = (bits & ((1 << i) - 1)).bit_count()
         present = bits >> i & 1
-        size = self.size - len(enc[r]) if present else self.size
-        if e is None:
-            if not present:
-                return self
-            return _Node(bits & ~(1 << i), enc[:r] + enc[r + 1 :], self.p, size)
-        if present:
-            return _Node(bits, (*enc[:r], e, *enc[r + 1 :]), self.p, size + len(e))
-        return _Node(bits | 1 << i, (*enc[:r], e, *enc[r:]), self.p, size + len(e))
+        if e is None and not present:
+            return self
+        o = memoryview(self.offs).cast("I")
+        lo = o[r]
+        hi = o[r + 1] if present else lo
+        new = b"" if e is None else e
+        d = len(new) - (hi - lo)
+        starts = _U32(self.offs[: 4 * r])
+        if e is not None:
+            starts.append(lo)
+        starts.extend(x + d for x in o[r + 1 if present else r :])
+        blob = b"".join((self.blob[:lo], new, self.blob[hi:]))
+        bits = bits & ~(1 << i) if e is None else bits | 1 << i
+        return _Node(bits, blob, starts.tobytes(), self.p)
 
     def links(self) -> builtins.list[CID]:
         return [el for el in map(_decode_link, self.enc) if el is not None]
@@ -691,9 +727,9 @@ class _Node:
     def data(self, before: bytes = b"", after: bytes = b"") -> bytes:
         """The node's bytes: [map, data], spliced from the element encodings (between
         `before` and `after`: a root's other fields)."""
-        enc, p = self.enc, self.p
+        p = self.p
         head = before + p.prefix + self.bits.to_bytes(p.map_bytes, "little")
-        return b"".join((head, cbor.array_head(len(enc)), *enc, after))
+        return b"".join((head, cbor.array_head(self.count()), self.blob, after))
 
 
 def _encode_element(el: Element) -> bytes:
@@ -708,6 +744,13 @@ def _node_block(node: _Node) -> Block:
         raise HamtError(f"HAMT node of {len(block.data)} bytes exceeds {MAX_BLOCK}")
     return block
 
+
+def _U32(items: bytes | Iterable[int] = b"") -> array[int]:
+    """_Node.offs as an array (native uint32s)."""
+    return array("I", items)
+
+
+assert array("I").itemsize == 4, "_Node.offs needs a 4-byte unsigned int"
 
 _LINK36: Final = b"\xd8\x2a\x58\x25\x00"  # tag 42, bytes(37), 0x00: a 36-byte binary CID follows
 
@@ -810,8 +853,9 @@ class NodeCache:
 
     Nodes are immutable (a CID names one content), so one cache serves every HAMT of a store.
     An update drops the nodes it replaces, so the cache holds the live tree rather than past
-    versions of its top nodes: a map of a million entries (65,795 nodes, about 84 MB) stays
-    whole in the default budget and a commit then reads nothing back.  The table is
+    versions of its top nodes: a map of a million entries (50,793 nodes at bitWidth 5, about
+    38 MB; 65,795 nodes and 46 MB at 8) stays whole in the default budget and a commit then
+    reads nothing back.  The table is
     ``_native.NodeTable`` where the C extension is built (``_native.hamt_set`` works on it
     directly), else ``_PyNodeTable``.
     """
@@ -843,22 +887,23 @@ class NodeCache:
         # checked whole on the way in; the node keeps only the element bytes
         if p is None:
             p = _load_root(store, cid, block)[1]
-            node = _Node(*_element_encodings(block.data, p, root=True), p)
+            node = _Node(*_element_blob(block.data, p, root=True), p)
         else:
             _load_node(store, cid, p, block)
-            node = _Node(*_element_encodings(block.data, p, root=False), p)
+            node = _Node(*_element_blob(block.data, p, root=False), p)
         self._put(cid, node)
         return node
 
     @staticmethod
     def _weight(node: _Node) -> int:
-        """A node's memory, estimated: the object, its int bitmap and tuple, each bytes object
-        with its header, and its table entry; dag/_native.c's hamt_set computes the same.
-        Calibrated with sys.getsizeof on the OrderedDict table (_PyNodeTable), where it agreed
-        to 1% for a cached 1,000,000-entry map. The C table takes 62 bytes a node against
-        the OrderedDict's 160 (tracemalloc, 50,793 nodes), so there it errs high by about
-        100 bytes a node, on the side of a smaller cache."""
-        return 350 + 41 * len(node.enc) + node.size
+        """A node's memory, estimated: the object, its int bitmap, its blob and offs with their
+        headers, and its table entry; dag/_native.c's hamt_set computes the same.
+        Calibrated with sys.getsizeof and the OrderedDict table's (_PyNodeTable) 160 bytes an
+        entry: for a cached 1,000,000-entry map at bitWidth 5 it gives 38.1 MB against 35.4
+        MB. The C table takes 62 bytes a node against the OrderedDict's 160 (tracemalloc,
+        50,793 nodes), so there it errs high by about 150 bytes a node, on the side of a
+        smaller cache."""
+        return 380 + 4 * node.count() + node.size
 
     def _put(self, cid: CID, node: _Node) -> None:
         self._nodes.put(cid.buffer, node, self._weight(node))
@@ -902,7 +947,7 @@ def _cset(
     bits = node.bits
     if not bits >> i & 1:
         return node.replace_enc(i, b"\x81" + _entry_enc(k, venc))
-    e = node.enc[(bits & ((1 << i) - 1)).bit_count()]
+    e = node._at((bits & ((1 << i) - 1)).bit_count())
     link = _decode_link(e)
     if link is not None:
         new_link = ov.add(_cset(ov, ov.node(link), depth + 1, k, h, value, venc))

@@ -32,19 +32,18 @@ WIDTHS = [3, 4, 5, 6, 8]
 
 def _cache_state(
     cache: hamt.NodeCache,
-) -> tuple[list[tuple[bytes, int, tuple[bytes, ...], int, int]], int]:
+) -> tuple[list[tuple[bytes, int, bytes, bytes, int]], int]:
     """The cache's nodes in LRU order, with their weights, and its total."""
-    return [(k, n.bits, n.enc, n.size, w) for k, n, w in cache._nodes.items()], cache.bytes
+    return [(k, n.bits, n.blob, n.offs, w) for k, n, w in cache._nodes.items()], cache.bytes
 
 
 def _assert_untracked(cache: hamt.NodeCache) -> None:
-    """No cached node or its element tuple is in the cyclic GC's lists (the nodes hamt_set
-    made and those NodeCache._put filed in the C table)."""
+    """No cached node is in the cyclic GC's lists (the nodes hamt_set made and those
+    NodeCache._put filed in the C table)."""
     assert isinstance(cache._nodes, native.NodeTable)
     assert len(cache._nodes)
     for _, node, _ in cache._nodes.items():
         assert not gc.is_tracked(node)
-        assert not gc.is_tracked(node.enc)
 
 
 class _Counting:
@@ -244,9 +243,16 @@ def test_bad_arguments_raise_type_errors() -> None:
     py_cache._nodes = hamt._PyNodeTable(10, 1000)
     with pytest.raises(TypeError, match="NodeTable"):
         native.hamt_set(top, py_cache, None, b"k", b"\x01", hamt._Node, *affixes)
-    bad = hamt._Node(top.bits, ("not bytes",), top.p)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="elements"):
+    bad = hamt._Node(top.bits, "not bytes", top.offs, top.p)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="blob and offs"):
         native.hamt_set(bad, cache, None, b"k", b"\x01", hamt._Node, *affixes)  # type: ignore[arg-type]
+    bad = hamt._Node(top.bits, top.blob, top.offs[:-1], top.p)
+    with pytest.raises(TypeError, match="uint32s"):
+        native.hamt_set(bad, cache, None, b"k", b"\x01", hamt._Node, *affixes)  # type: ignore[arg-type]
+    for offs in (top.offs[:-4] + b"\xff\xff\x00\x00", b"\x01\x00\x00\x00" + top.offs[4:]):
+        bad = hamt._Node(top.bits, top.blob, offs, top.p)
+        with pytest.raises(ValueError, match="rise from 0 to len"):
+            native.hamt_set(bad, cache, None, b"k", b"\x01", hamt._Node, *affixes)  # type: ignore[arg-type]
 
 
 def _table_ops(seed: int, n: int) -> list[tuple[object, ...]]:
@@ -259,7 +265,7 @@ def _table_ops(seed: int, n: int) -> list[tuple[object, ...]]:
     for i in range(n):
         key, pick = rng.choice(keys), rng.random()
         if pick < 0.5:
-            node = hamt._Node(i, (b"\x81\x82a1\x01",) * rng.randrange(4), p)
+            node = hamt._Node.from_enc(i, (b"\x81\x82a1\x01",) * rng.randrange(4), p)
             ops.append(("put", key, node, rng.randrange(2000)))
         elif pick < 0.7:
             ops.append(("drop", key))
@@ -296,7 +302,6 @@ def test_the_c_node_table_is_python_s(size: int, max_bytes: int) -> None:
     assert sum(1 for op in ops if op[0] == "put") > 1500
     for _, node, _ in c_table.items():
         assert not gc.is_tracked(node)
-        assert not gc.is_tracked(node.enc)
 
 
 def test_the_node_table_refuses_bad_arguments() -> None:
@@ -307,13 +312,16 @@ def test_the_node_table_refuses_bad_arguments() -> None:
     with pytest.raises(KeyError):
         table.touch(key)
     with pytest.raises(TypeError, match="3 arguments"):
-        table.put(key, hamt._Node(1, (b"\x81",), p))  # type: ignore[call-arg]
+        table.put(key, hamt._Node.from_enc(1, (b"\x81",), p))  # type: ignore[call-arg]
+    offs = hamt._U32([0, 1]).tobytes()
     for bad in (
-        hamt._Node(1, ("not bytes",), p),  # type: ignore[arg-type]
-        hamt._Node(1, [b"\x81"], p),  # type: ignore[arg-type]
-        hamt._Node(1.0, (b"\x81",), p),  # type: ignore[arg-type]
+        hamt._Node(1, "not bytes", offs, p),  # type: ignore[arg-type]
+        hamt._Node(1, b"\x81", offs[:-1], p),
+        hamt._Node(1, b"\x81", b"", p),
+        hamt._Node(1, b"\x81", bytearray(offs), p),  # type: ignore[arg-type]
+        hamt._Node(1.0, b"\x81", offs, p),  # type: ignore[arg-type]
     ):
-        with pytest.raises(TypeError, match="bits, enc and size"):
+        with pytest.raises(TypeError, match="bits, blob and offs"):
             table.put(key, bad, 1)
         assert gc.is_tracked(bad)  # left as it was
     with pytest.raises(AttributeError):
@@ -323,7 +331,7 @@ def test_the_node_table_refuses_bad_arguments() -> None:
     with pytest.raises(TypeError, match="non-empty bytes"):
         table.drop(b"")
     with pytest.raises(ValueError, match="weight"):
-        table.put(key, hamt._Node(1, (b"\x81",), p), -1)
+        table.put(key, hamt._Node.from_enc(1, (b"\x81",), p), -1)
     with pytest.raises(ValueError, match=">= 0"):
         native.NodeTable(-1, 10)
     assert len(table) == 0
