@@ -1149,15 +1149,60 @@ get_ssize(PyObject *obj, PyObject *name, Py_ssize_t *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* hamt._Node's slots, read and set in place at their member descriptors' offsets, as
+ * PyMember_GetOne does, rather than through attribute lookup (which finds the descriptor in
+ * the type's dict on every access), as bind_blocks does for Block and CID: resolved once per
+ * node type. A node of another type takes the generic path. */
+typedef struct {
+    PyTypeObject *type;  /* a strong reference, so the pointer stays this type's */
+    Py_ssize_t bits, blob, offs, p;
+} NodeSlots;
+
+static NodeSlots NODE_SLOTS;
+
+/* The slots of node type `type` (slot_offset's kind of member each), or NULL, no error, when
+ * it lacks one: its nodes then take the generic path. */
+static const NodeSlots *
+node_slots(PyTypeObject *type)
+{
+    if (NODE_SLOTS.type != type) {
+        NodeSlots ns = {type, 0, 0, 0, 0};
+        if (slot_offset(type, "bits", &ns.bits) < 0 || slot_offset(type, "blob", &ns.blob) < 0 ||
+            slot_offset(type, "offs", &ns.offs) < 0 || slot_offset(type, "p", &ns.p) < 0) {
+            PyErr_Clear();
+            return NULL;
+        }
+        Py_INCREF(type);
+        Py_XDECREF(NODE_SLOTS.type);
+        NODE_SLOTS = ns;
+    }
+    return &NODE_SLOTS;
+}
+
+/* The attribute `name` of `node` (slot `off` of ns->type), a new reference. */
+static PyObject *
+node_get(const NodeSlots *ns, PyObject *node, Py_ssize_t off, PyObject *name)
+{
+    if (ns == NULL || Py_TYPE(node) != ns->type)
+        return PyObject_GetAttr(node, name);
+    PyObject *v = *(PyObject **)((char *)node + off);
+    if (v == NULL) {  /* an unset slot: what the descriptor raises */
+        PyErr_SetObject(PyExc_AttributeError, name);
+        return NULL;
+    }
+    Py_INCREF(v);
+    return v;
+}
+
 /* The node's map as bytes (little-endian, map_bytes long) and its elements, checked: offs
  * rises from 0 to len(blob), one step per element (no element is empty). */
 static int
-load_level(Level *lv, PyObject *node, const Width *wd)
+load_level(Level *lv, PyObject *node, const Width *wd, const NodeSlots *ns)
 {
     lv->blob = NULL;
     lv->offs = NULL;
     lv->link = NULL;
-    PyObject *bits = PyObject_GetAttr(node, S_bits);
+    PyObject *bits = ns ? node_get(ns, node, ns->bits, S_bits) : PyObject_GetAttr(node, S_bits);
     if (bits == NULL)
         return -1;
     if (!PyLong_Check(bits)) {
@@ -1173,10 +1218,10 @@ load_level(Level *lv, PyObject *node, const Width *wd)
     Py_DECREF(bits);
     if (rc < 0)
         return -1;
-    lv->blob = PyObject_GetAttr(node, S_blob);
+    lv->blob = ns ? node_get(ns, node, ns->blob, S_blob) : PyObject_GetAttr(node, S_blob);
     if (lv->blob == NULL)
         return -1;
-    lv->offs = PyObject_GetAttr(node, S_offs);
+    lv->offs = ns ? node_get(ns, node, ns->offs, S_offs) : PyObject_GetAttr(node, S_offs);
     if (lv->offs == NULL)
         return -1;
     Py_ssize_t nb = PyBytes_Check(lv->offs) ? PyBytes_GET_SIZE(lv->offs) : 0;
@@ -1202,12 +1247,19 @@ load_level(Level *lv, PyObject *node, const Width *wd)
 /* A _Node: allocated and its slots set as _Node.__init__ sets them (with `size` given),
  * without running the Python __init__. */
 static PyObject *
-new_node(PyTypeObject *type, PyObject *bits, PyObject *blob, PyObject *offs, PyObject *p)
+new_node(PyTypeObject *type, const NodeSlots *ns, PyObject *bits, PyObject *blob, PyObject *offs,
+         PyObject *p)
 {
     PyObject *n = type->tp_alloc(type, 0);
     if (n == NULL)
         return NULL;
-    if (PyObject_SetAttr(n, S_bits, bits) < 0 || PyObject_SetAttr(n, S_blob, blob) < 0 ||
+    if (ns != NULL && ns->type == type) {  /* the slots tp_alloc zeroed */
+        put_slot(n, ns->bits, bits);
+        put_slot(n, ns->blob, blob);
+        put_slot(n, ns->offs, offs);
+        put_slot(n, ns->p, p);
+    }
+    else if (PyObject_SetAttr(n, S_bits, bits) < 0 || PyObject_SetAttr(n, S_blob, blob) < 0 ||
         PyObject_SetAttr(n, S_offs, offs) < 0 || PyObject_SetAttr(n, S_p, p) < 0) {
         Py_DECREF(n);
         return NULL;
@@ -1715,7 +1767,8 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
     Width wd;
     Py_ssize_t w, map_bytes;
-    wd.p = PyObject_GetAttr(top, S_p);
+    const NodeSlots *ns = node_slots((PyTypeObject *)node_type);
+    wd.p = node_get(ns, top, ns ? ns->p : 0, S_p);
     if (wd.p == NULL) {
         Py_DECREF(entry);
         return NULL;
@@ -1768,7 +1821,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         Level *lv = &levels[depth];
         nlevels = depth + 1;
-        if (load_level(lv, node, &wd) < 0)
+        if (load_level(lv, node, &wd, ns) < 0)
             goto done;
         lv->i = index_at(dg, wd.w, depth);
         lv->present = lv->map[lv->i >> 3] >> (lv->i & 7) & 1;
@@ -1800,7 +1853,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                      *hit = nt_get((NodeTable *)nodes, lv->link,
                                    key64((const unsigned char *)eb + 5, CID_LEN));
             if (hit != NULL) {
-                PyObject *hp = PyObject_GetAttr(hit, S_p);
+                PyObject *hp = node_get(ns, hit, ns ? ns->p : 0, S_p);
                 if (hp == NULL)
                     goto done;
                 Py_DECREF(hp);
@@ -1869,7 +1922,7 @@ hamt_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         PyObject *bits = _PyLong_FromByteArray(lv->map, (size_t)wd.map_bytes, 1, 0);
         PyObject *cid = bits ? cid_of(data) : NULL;
-        PyObject *n = cid ? new_node((PyTypeObject *)node_type, bits, blob, offs, wd.p) : NULL;
+        PyObject *n = cid ? new_node((PyTypeObject *)node_type, ns, bits, blob, offs, wd.p) : NULL;
         Py_XDECREF(bits);
         Py_DECREF(blob);
         Py_DECREF(offs);

@@ -255,6 +255,58 @@ def test_bad_arguments_raise_type_errors() -> None:
             native.hamt_set(bad, cache, None, b"k", b"\x01", hamt._Node, *affixes)  # type: ignore[arg-type]
 
 
+class _SubNode(hamt._Node):
+    __slots__ = ()
+
+
+def _set_with(node_type: type[hamt._Node]) -> tuple[CID, list[CID], list[type]]:
+    """One hamt_set on a fresh 300-entry map (bitWidth 5) whose cached nodes are of
+    `node_type`: the new root, the new nodes and the types of the nodes the cache then holds."""
+    store, cache = MemoryBlockStore(), hamt.NodeCache()
+    root, blocks = hamt.build_blocks({f"k{i}": i for i in range(300)}, cache, bit_width=5)
+    store.put_many(blocks)
+    for key, node, weight in cache._nodes.items():  # the same nodes, as node_type
+        cache._nodes.put(key, node_type(node.bits, node.blob, node.offs, node.p), weight)
+    top = cache._nodes.get(root.cid.buffer)
+    assert type(top) is node_type
+
+    def lookup(child: bytes) -> hamt._Node:
+        raise AssertionError("every node is cached")
+
+    got = native.hamt_set(
+        top, cache, lookup, b"k7", cbor.encode(-1), node_type, hamt._ROOT_PREFIX,
+        hamt._ROOT_SUFFIX, root.cid.buffer,
+    )  # fmt: skip
+    assert got is not None
+    new_root, new = got
+    return new_root.cid, [b.cid for b in new], [type(n) for _, n, _ in cache._nodes.items()]
+
+
+def test_nodes_of_another_type_take_the_generic_attribute_path() -> None:
+    """hamt_set reads and sets _Node's slots in place; a subclass's nodes (whose type is not
+    _Node) go through attribute lookup, with the same blocks, and the nodes it makes are of
+    the type it is given; a node with an unset slot raises what the attribute would."""
+    assert native is not None
+    plain = _set_with(hamt._Node)
+    sub = _set_with(_SubNode)
+    assert sub[:2] == plain[:2]
+    assert set(plain[2]) == {hamt._Node}
+    assert set(sub[2]) == {_SubNode}
+    store, cache, root, _ = _full_bucket_map()
+    unset = hamt._Node.__new__(hamt._Node)
+    with pytest.raises(AttributeError, match="p"):
+        native.hamt_set(
+            unset, cache, None, b"k", b"\x01", hamt._Node, hamt._ROOT_PREFIX,
+            hamt._ROOT_SUFFIX, root.buffer,
+        )  # type: ignore[arg-type]  # fmt: skip
+    unset.p = cache._get(store, root, None).p
+    with pytest.raises(AttributeError, match="bits"):
+        native.hamt_set(
+            unset, cache, None, b"k", b"\x01", hamt._Node, hamt._ROOT_PREFIX,
+            hamt._ROOT_SUFFIX, root.buffer,
+        )  # type: ignore[arg-type]  # fmt: skip
+
+
 def _table_ops(seed: int, n: int) -> list[tuple[object, ...]]:
     """Random NodeTable operations over a few hundred keys, most of them CIDs (a sha2-256
     multihash at the end) and some not (the table hashes those)."""
