@@ -1179,7 +1179,7 @@ node_slots(PyTypeObject *type)
     return &NODE_SLOTS;
 }
 
-/* The attribute `name` of `node` (slot `off` of ns->type), a new reference. */
+/* The attribute `name` of `node` (slot `off` of ns->type; ns may be NULL), a new reference. */
 static PyObject *
 node_get(const NodeSlots *ns, PyObject *node, Py_ssize_t off, PyObject *name)
 {
@@ -1202,7 +1202,7 @@ load_level(Level *lv, PyObject *node, const Width *wd, const NodeSlots *ns)
     lv->blob = NULL;
     lv->offs = NULL;
     lv->link = NULL;
-    PyObject *bits = ns ? node_get(ns, node, ns->bits, S_bits) : PyObject_GetAttr(node, S_bits);
+    PyObject *bits = node_get(ns, node, ns ? ns->bits : 0, S_bits);
     if (bits == NULL)
         return -1;
     if (!PyLong_Check(bits)) {
@@ -1218,10 +1218,10 @@ load_level(Level *lv, PyObject *node, const Width *wd, const NodeSlots *ns)
     Py_DECREF(bits);
     if (rc < 0)
         return -1;
-    lv->blob = ns ? node_get(ns, node, ns->blob, S_blob) : PyObject_GetAttr(node, S_blob);
+    lv->blob = node_get(ns, node, ns ? ns->blob : 0, S_blob);
     if (lv->blob == NULL)
         return -1;
-    lv->offs = ns ? node_get(ns, node, ns->offs, S_offs) : PyObject_GetAttr(node, S_offs);
+    lv->offs = node_get(ns, node, ns ? ns->offs : 0, S_offs);
     if (lv->offs == NULL)
         return -1;
     Py_ssize_t nb = PyBytes_Check(lv->offs) ? PyBytes_GET_SIZE(lv->offs) : 0;
@@ -1244,8 +1244,8 @@ load_level(Level *lv, PyObject *node, const Width *wd, const NodeSlots *ns)
     return 0;
 }
 
-/* A _Node: allocated and its slots set as _Node.__init__ sets them (with `size` given),
- * without running the Python __init__. */
+/* A _Node: allocated and its slots set as _Node.__init__ sets them, without running the
+ * Python __init__. */
 static PyObject *
 new_node(PyTypeObject *type, const NodeSlots *ns, PyObject *bits, PyObject *blob, PyObject *offs,
          PyObject *p)

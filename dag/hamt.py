@@ -32,7 +32,7 @@ import builtins
 import hashlib
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final, NoReturn, TypeAlias, final
 
 from dag import cbor
@@ -633,7 +633,7 @@ class _Node:
         self.p = p  # the map's bitWidth (one shared object per width)
 
     @classmethod
-    def from_enc(cls, bits: int, enc: Iterable[bytes], p: _Width) -> _Node:
+    def from_enc(cls, bits: int, enc: Sequence[bytes], p: _Width) -> _Node:
         """The node of these element encodings, in index order."""
         starts = [0]
         for e in enc:
@@ -855,9 +855,8 @@ class NodeCache:
     An update drops the nodes it replaces, so the cache holds the live tree rather than past
     versions of its top nodes: a map of a million entries (50,793 nodes at bitWidth 5, about
     38 MB; 65,795 nodes and 46 MB at 8) stays whole in the default budget and a commit then
-    reads nothing back.  The table is
-    ``_native.NodeTable`` where the C extension is built (``_native.hamt_set`` works on it
-    directly), else ``_PyNodeTable``.
+    reads nothing back.  The table is ``_native.NodeTable`` where the C extension is built
+    (``_native.hamt_set`` works on it directly), else ``_PyNodeTable``.
     """
 
     def __init__(self, size: int = 1 << 17, max_bytes: int = 96 << 20) -> None:
