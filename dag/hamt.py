@@ -710,8 +710,9 @@ class _Node:
     def leaf_entries(self) -> builtins.list[Entry] | None:
         """Every entry if the node holds at most BUCKET_SIZE and no links, else None."""
         n = 0
-        for e in self.enc:
-            first = e[0]
+        blob = self.blob
+        for at in memoryview(self.offs).cast("I")[:-1]:  # each element's first byte
+            first = blob[at]
             if not 0x81 <= first <= 0x80 + BUCKET_SIZE:  # a link (or malformed: decode says)
                 return None
             n += first - 0x80
