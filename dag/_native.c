@@ -2281,25 +2281,29 @@ block_parts(PyObject *b, PyObject **key, PyObject **data)
 }
 
 PyDoc_STRVAR(insert_rows_doc,
-"insert_rows(blocks, bits, mask, first, buf, end) -> (args, keys) or None\n"
+"insert_rows(blocks, bits, mask, first, buf, end, share) -> (args, keys) or None\n"
 "\n"
 "The INSERT parameters of SqliteBlockStore._insert for `blocks` (a list or tuple of up to 16\n"
 "dag.block Blocks), each CID once (the first block of a CID wins): id (first, first + 1,\n"
-"...), the CID as a bytearray, then a block of at most 512 bytes' data as a bytearray and\n"
-"0 (the INSERT stores NULL), a larger one's an empty bytearray and where its data is in the\n"
-"data file, an int:\n"
+"...), the CID, then a block of at most 512 bytes' data and 0 (the INSERT stores NULL), a\n"
+"larger one's empty bytes and where its data is in the data file, an int:\n"
 "its offset times 2**24 plus its length (the data is appended to the bytearray `buf`, whose\n"
 "first byte goes to offset `end` of the file). Returns those and the CIDs in that order.\n"
 "None (and `buf` as it was) when the Python path must do it: the filter (bits, mask) may\n"
 "hold one of the CIDs (the store then checks its memory and idx), there are no blocks or\n"
-"more than 16, one is not a dag.block Block or has 2**24 bytes or more.");
+"more than 16, one is not a dag.block Block or has 2**24 bytes or more. The CID and the data\n"
+"are the blocks' own bytes objects if `share` is true (for Sql.run, which binds them in\n"
+"place), else bytearray copies (Python's sqlite3 binds those without an adapter lookup).");
 
 static PyObject *
 insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     unsigned char *bits;
     uint64_t mask, p1, p2;
-    if (nargs_ok(nargs, 6, "insert_rows") < 0)
+    if (nargs_ok(nargs, 7, "insert_rows") < 0)
+        return NULL;
+    int share = PyObject_IsTrue(args[6]);
+    if (share < 0)
         return NULL;
     PyObject *buf = args[4];
     if (!PyByteArray_CheckExact(buf)) {
@@ -2369,13 +2373,19 @@ insert_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t j = 0, at = had; j < m; j++) {
         Py_ssize_t len = PyBytes_GET_SIZE(datas[j]);
         int inline_ = len <= INLINE_MAX;
-        PyObject *id = PyLong_FromLongLong(first + j);
-        PyObject *kb = id ? PyByteArray_FromStringAndSize(PyBytes_AS_STRING(keys[j]),
-                                                          PyBytes_GET_SIZE(keys[j]))
-                          : NULL;
-        PyObject *db = kb ? PyByteArray_FromStringAndSize(
-                                inline_ ? PyBytes_AS_STRING(datas[j]) : NULL, inline_ ? len : 0)
-                          : NULL;
+        PyObject *id = PyLong_FromLongLong(first + j), *kb, *db;
+        if (share) {  /* the empty bytes is a singleton: no allocation */
+            kb = id ? Py_NewRef(keys[j]) : NULL;
+            db = !kb ? NULL : inline_ ? Py_NewRef(datas[j]) : PyBytes_FromStringAndSize("", 0);
+        }
+        else {
+            kb = id ? PyByteArray_FromStringAndSize(PyBytes_AS_STRING(keys[j]),
+                                                    PyBytes_GET_SIZE(keys[j]))
+                    : NULL;
+            db = kb ? PyByteArray_FromStringAndSize(inline_ ? PyBytes_AS_STRING(datas[j]) : NULL,
+                                                    inline_ ? len : 0)
+                    : NULL;
+        }
         PyObject *loc = !db      ? NULL
                         : inline_ ? PyLong_FromLong(0)
                                   : PyLong_FromLongLong((end + at) * DATA_LEN_MAX + len);
@@ -2466,6 +2476,402 @@ insert_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ---- SQLite statements bound from C (dag/store.py's INSERTs) ----
+ *
+ * Python's sqlite3 binds each parameter through an adapter check and copies every blob
+ * (SQLITE_TRANSIENT: a malloc, a memcpy, and a free at the next bind); a commit binds some
+ * 30. Here the store's statements are prepared once and bound in place (SQLITE_STATIC: the
+ * objects are held, and no Python code runs, until the step and reset are done), on the
+ * connection Python's sqlite3 opened. The functions are those of the SQLite library Python's
+ * _sqlite3 loaded (store.py finds them with ctypes; sql_bind); the connection's handle is
+ * given by SQLite itself: an auto-extension hook, which SQLite calls with every connection
+ * it opens, keeps the newest one opened on this thread, and Sql() takes it right after
+ * sqlite3.connect. No header or link to SQLite is needed: these are the stable C API's
+ * signatures. */
+
+typedef struct sqlite3 sqlite3;
+typedef struct sqlite3_stmt sqlite3_stmt;
+#define SQ_OK 0
+#define SQ_NOMEM 7
+#define SQ_CONSTRAINT 19
+#define SQ_MISMATCH 20
+#define SQ_CORRUPT 11
+#define SQ_NOTADB 26
+#define SQ_ROW 100
+#define SQ_DONE 101
+#define SQ_PREPARE_PERSISTENT 0x01
+
+static struct {
+    int (*auto_extension)(void (*)(void));
+    int (*prepare_v3)(sqlite3 *, const char *, int, unsigned int, sqlite3_stmt **,
+                      const char **);
+    int (*bind_parameter_count)(sqlite3_stmt *);
+    int (*bind_int64)(sqlite3_stmt *, int, long long);
+    int (*bind_blob)(sqlite3_stmt *, int, const void *, int, void (*)(void *));
+    int (*bind_null)(sqlite3_stmt *, int);
+    int (*step)(sqlite3_stmt *);
+    int (*reset)(sqlite3_stmt *);
+    int (*clear_bindings)(sqlite3_stmt *);
+    int (*finalize)(sqlite3_stmt *);
+    const char *(*errmsg)(sqlite3 *);
+    int (*extended_errcode)(sqlite3 *);
+    const char *(*db_filename)(sqlite3 *, const char *);
+} SQ;
+#define SQ_FUNCTIONS 13
+static PyObject *SQ_ERRORS; /* (DatabaseError, OperationalError, IntegrityError) */
+static _Thread_local sqlite3 *SQ_OPENED;
+
+/* SQLite's auto-extension entry point: called inside sqlite3_open_v2, on the opening thread. */
+static int
+sq_opened(sqlite3 *db, const char **err, const void *api)
+{
+    (void)err;
+    (void)api;
+    SQ_OPENED = db;
+    return SQ_OK;
+}
+
+PyDoc_STRVAR(sql_bind_doc,
+"sql_bind(addresses, errors)\n"
+"\n"
+"The addresses of the SQLite functions named in SQLITE_FUNCTIONS, in that order, in the\n"
+"library Python's _sqlite3 loaded (store.py finds them with ctypes), and sqlite3's\n"
+"(DatabaseError, OperationalError, IntegrityError) for the errors Sql.run raises. The first\n"
+"call registers the hook that keeps each new connection's handle for Sql().");
+
+static PyObject *
+sql_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs_ok(nargs, 2, "sql_bind") < 0)
+        return NULL;
+    PyObject *a = args[0], *errors = args[1];
+    if (!PyTuple_CheckExact(a) || PyTuple_GET_SIZE(a) != SQ_FUNCTIONS) {
+        PyErr_Format(PyExc_TypeError, "sql_bind: addresses must be a tuple of %d ints",
+                     SQ_FUNCTIONS);
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(errors) || PyTuple_GET_SIZE(errors) != 3) {
+        PyErr_SetString(PyExc_TypeError, "sql_bind: errors must be a tuple of 3 classes");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < 3; i++)
+        if (!PyExceptionClass_Check(PyTuple_GET_ITEM(errors, i))) {
+            PyErr_SetString(PyExc_TypeError, "sql_bind: errors must be exception classes");
+            return NULL;
+        }
+    void *p[SQ_FUNCTIONS];
+    for (Py_ssize_t i = 0; i < SQ_FUNCTIONS; i++) {
+        p[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(a, i));
+        if (p[i] == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "sql_bind: address %zd is 0", i);
+            return NULL;
+        }
+    }
+    if (SQ.auto_extension != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sql_bind: already bound");
+        return NULL;
+    }
+    SQ.prepare_v3 = (int (*)(sqlite3 *, const char *, int, unsigned int, sqlite3_stmt **,
+                             const char **))p[1];
+    SQ.bind_parameter_count = (int (*)(sqlite3_stmt *))p[2];
+    SQ.bind_int64 = (int (*)(sqlite3_stmt *, int, long long))p[3];
+    SQ.bind_blob = (int (*)(sqlite3_stmt *, int, const void *, int, void (*)(void *)))p[4];
+    SQ.bind_null = (int (*)(sqlite3_stmt *, int))p[5];
+    SQ.step = (int (*)(sqlite3_stmt *))p[6];
+    SQ.reset = (int (*)(sqlite3_stmt *))p[7];
+    SQ.clear_bindings = (int (*)(sqlite3_stmt *))p[8];
+    SQ.finalize = (int (*)(sqlite3_stmt *))p[9];
+    SQ.errmsg = (const char *(*)(sqlite3 *))p[10];
+    SQ.extended_errcode = (int (*)(sqlite3 *))p[11];
+    SQ.db_filename = (const char *(*)(sqlite3 *, const char *))p[12];
+    int (*auto_extension)(void (*)(void)) = (int (*)(void (*)(void)))p[0];
+    int rc = auto_extension((void (*)(void))sq_opened);
+    if (rc != SQ_OK) {
+        PyErr_Format(PyExc_RuntimeError, "sql_bind: sqlite3_auto_extension failed (%d)", rc);
+        return NULL;
+    }
+    SQ.auto_extension = auto_extension;
+    Py_INCREF(errors);
+    Py_XSETREF(SQ_ERRORS, errors);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(sql_expect_doc,
+"sql_expect()\n"
+"\n"
+"Forget the handle of the last connection opened on this thread: call it before\n"
+"sqlite3.connect, then Sql() takes the handle of the connection that call opened.");
+
+static PyObject *
+sql_expect(PyObject *self, PyObject *unused)
+{
+    SQ_OPENED = NULL;
+    Py_RETURN_NONE;
+}
+
+#define SQL_MAX_STMTS 256
+
+typedef struct {
+    PyObject_HEAD
+    sqlite3 *db;           /* NULL once closed */
+    PyObject *index;       /* dict: SQL text -> its statement's index in stmts */
+    sqlite3_stmt *stmts[SQL_MAX_STMTS];
+    int n;
+} Sql;
+
+static void
+sql_finalize_all(Sql *s)
+{
+    for (int i = 0; i < s->n; i++)
+        SQ.finalize(s->stmts[i]);
+    s->n = 0;
+    s->db = NULL;
+    if (s->index != NULL)
+        PyDict_Clear(s->index);
+}
+
+/* The current error of `db` as an exception of sqlite3's, chosen by the primary code much as
+ * sqlite3 chooses: IntegrityError for SQLITE_CONSTRAINT and SQLITE_MISMATCH, MemoryError for
+ * SQLITE_NOMEM, OperationalError for the other codes up to SQLITE_SCHEMA but SQLITE_CORRUPT,
+ * else DatabaseError; the extended code as its sqlite_errorcode. */
+static void
+sql_error(sqlite3 *db, const char *what)
+{
+    int code = SQ.extended_errcode(db), primary = code & 0xff;
+    if (primary == SQ_NOMEM) {
+        PyErr_NoMemory();
+        return;
+    }
+    PyObject *cls = PyTuple_GET_ITEM(SQ_ERRORS, 0);
+    if (primary == SQ_CONSTRAINT || primary == SQ_MISMATCH)
+        cls = PyTuple_GET_ITEM(SQ_ERRORS, 2);
+    else if (primary != SQ_CORRUPT && primary != SQ_NOTADB && primary <= 17)
+        cls = PyTuple_GET_ITEM(SQ_ERRORS, 1); /* SQLITE_ERROR .. SQLITE_SCHEMA */
+    PyObject *msg = PyUnicode_FromFormat("%s: %s", what, SQ.errmsg(db));
+    if (msg == NULL)
+        return;
+    PyObject *e = PyObject_CallOneArg(cls, msg);
+    Py_DECREF(msg);
+    if (e == NULL)
+        return;
+    PyObject *c = PyLong_FromLong(code);
+    if (c == NULL || PyObject_SetAttrString(e, "sqlite_errorcode", c) < 0) {
+        Py_XDECREF(c);
+        Py_DECREF(e);
+        return;
+    }
+    Py_DECREF(c);
+    PyErr_SetObject(cls, e);
+    Py_DECREF(e);
+}
+
+static PyObject *
+Sql_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    const char *path;
+    static char *kwlist[] = {"path", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s:Sql", kwlist, &path))
+        return NULL;
+    if (SQ.auto_extension == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "dag._native: sql_bind was not called");
+        return NULL;
+    }
+    sqlite3 *db = SQ_OPENED;
+    if (db == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Sql: no connection was opened on this thread since sql_expect()");
+        return NULL;
+    }
+    SQ_OPENED = NULL;
+    const char *name = SQ.db_filename(db, "main");
+    if (name == NULL || strcmp(name, path) != 0) {
+        PyErr_Format(PyExc_ValueError, "Sql: the connection opened is %s, not %s",
+                     name ? name : "(no file)", path);
+        return NULL;
+    }
+    Sql *s = (Sql *)type->tp_alloc(type, 0);
+    if (s == NULL)
+        return NULL;
+    s->index = PyDict_New();
+    if (s->index == NULL) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    s->db = db;
+    return (PyObject *)s;
+}
+
+static void
+Sql_dealloc(Sql *s)
+{
+    sql_finalize_all(s);
+    Py_XDECREF(s->index);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+/* The prepared statement of `sql` (prepared at its first use), or NULL with an exception. */
+static sqlite3_stmt *
+sql_stmt(Sql *s, PyObject *sql)
+{
+    PyObject *at = PyDict_GetItemWithError(s->index, sql);
+    if (at != NULL)
+        return s->stmts[PyLong_AsLong(at)];
+    if (PyErr_Occurred())
+        return NULL;
+    if (s->n == SQL_MAX_STMTS) {
+        PyErr_SetString(PyExc_OverflowError, "Sql.run: too many distinct statements");
+        return NULL;
+    }
+    Py_ssize_t len;
+    const char *text = PyUnicode_AsUTF8AndSize(sql, &len);
+    if (text == NULL)
+        return NULL;
+    if (len > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "Sql.run: the statement is too long");
+        return NULL;
+    }
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    if (SQ.prepare_v3(s->db, text, (int)len + 1, SQ_PREPARE_PERSISTENT, &st, &tail) != SQ_OK) {
+        sql_error(s->db, "Sql.run: prepare");
+        return NULL;
+    }
+    if (st == NULL || (tail != NULL && *tail != '\0')) {
+        if (st != NULL)
+            SQ.finalize(st);
+        PyErr_SetString(PyExc_ValueError, "Sql.run: the text must be one statement");
+        return NULL;
+    }
+    PyObject *i = PyLong_FromLong(s->n);
+    if (i == NULL || PyDict_SetItem(s->index, sql, i) < 0) {
+        Py_XDECREF(i);
+        SQ.finalize(st);
+        return NULL;
+    }
+    Py_DECREF(i);
+    s->stmts[s->n++] = st;
+    return st;
+}
+
+PyDoc_STRVAR(Sql_run_doc,
+"run(sql, params, start, stop)\n"
+"\n"
+"Execute the statement `sql` (prepared at its first use, then kept) with the parameters\n"
+"params[start:stop] (a list of int, bytes, bytearray or None; as many as it has), on the\n"
+"connection. Its rows, if any, are discarded. An SQLite error raises the sqlite3 exception\n"
+"Python's sqlite3 would; the statement is reset either way.");
+
+static PyObject *
+Sql_run(Sql *s, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs_ok(nargs, 4, "Sql.run") < 0)
+        return NULL;
+    if (s->db == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Sql.run: closed");
+        return NULL;
+    }
+    PyObject *sql = args[0], *params = args[1];
+    if (!PyUnicode_CheckExact(sql) || !PyList_CheckExact(params)) {
+        PyErr_SetString(PyExc_TypeError, "Sql.run: sql must be a str and params a list");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[2]), stop = PyLong_AsSsize_t(args[3]);
+    if ((start == -1 || stop == -1) && PyErr_Occurred())
+        return NULL;
+    if (start < 0 || stop < start || stop > PyList_GET_SIZE(params)) {
+        PyErr_Format(PyExc_IndexError, "Sql.run: %zd:%zd is not a slice of %zd parameters",
+                     start, stop, PyList_GET_SIZE(params));
+        return NULL;
+    }
+    sqlite3_stmt *st = sql_stmt(s, sql);
+    if (st == NULL)
+        return NULL;
+    int want = SQ.bind_parameter_count(st);
+    if (stop - start != want) {
+        PyErr_Format(PyExc_ValueError, "Sql.run: the statement has %d parameters, %zd given",
+                     want, stop - start);
+        return NULL;
+    }
+    /* the list and its items are held, and no Python code runs, until the reset below */
+    Py_INCREF(params);
+    PyObject *result = NULL;
+    int rc = SQ_OK;
+    for (Py_ssize_t j = start; j < stop && rc == SQ_OK; j++) {
+        PyObject *v = PyList_GET_ITEM(params, j);
+        int col = (int)(j - start + 1);
+        if (PyLong_CheckExact(v)) {
+            long long x = PyLong_AsLongLong(v);
+            if (x == -1 && PyErr_Occurred())
+                goto done;
+            rc = SQ.bind_int64(st, col, x);
+        }
+        else if (PyBytes_CheckExact(v) || PyByteArray_CheckExact(v)) {
+            int bytes = PyBytes_CheckExact(v);
+            Py_ssize_t n = bytes ? PyBytes_GET_SIZE(v) : PyByteArray_GET_SIZE(v);
+            if (n > INT_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "Sql.run: a blob is too large");
+                goto done;
+            }
+            rc = SQ.bind_blob(st, col, bytes ? PyBytes_AS_STRING(v) : PyByteArray_AS_STRING(v),
+                              (int)n, NULL /* SQLITE_STATIC */);
+        }
+        else if (v == Py_None)
+            rc = SQ.bind_null(st, col);
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "Sql.run: parameter %zd is %.100s, not int, bytes, bytearray or None",
+                         j, Py_TYPE(v)->tp_name);
+            goto done;
+        }
+    }
+    if (rc != SQ_OK) {
+        sql_error(s->db, "Sql.run: bind");
+        goto done;
+    }
+    do
+        rc = SQ.step(st);
+    while (rc == SQ_ROW);
+    if (rc != SQ_DONE) {
+        sql_error(s->db, "Sql.run");
+        goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    SQ.reset(st);
+    SQ.clear_bindings(st);
+    Py_DECREF(params);
+    return result;
+}
+
+static PyObject *
+Sql_close(Sql *s, PyObject *unused)
+{
+    sql_finalize_all(s);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Sql_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))Sql_run, METH_FASTCALL, Sql_run_doc},
+    {"close", (PyCFunction)Sql_close, METH_NOARGS,
+     "close(): finalize the statements (before the connection closes); run raises after."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject Sql_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dag._native.Sql",
+    .tp_basicsize = sizeof(Sql),
+    .tp_dealloc = (destructor)Sql_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Sql(path): statements bound from C on the connection sqlite3.connect opened on\n"
+              "this thread since sql_expect(), whose main database must be the file `path`\n"
+              "(as SQLite names it: absolute, links resolved).",
+    .tp_methods = Sql_methods,
+    .tp_new = Sql_new,
+};
+
 static PyMethodDef methods[] = {
     {"hamt_set", (PyCFunction)(void (*)(void))hamt_set, METH_FASTCALL, hamt_set_doc},
     {"bloom_add", (PyCFunction)(void (*)(void))bloom_add, METH_FASTCALL, bloom_add_doc},
@@ -2482,6 +2888,8 @@ static PyMethodDef methods[] = {
     {"cbor_links", (PyCFunction)cbor_links, METH_O, cbor_links_doc},
     {"links", (PyCFunction)links, METH_O, links_doc},
     {"sign_spliced", (PyCFunction)(void (*)(void))sign_spliced, METH_FASTCALL, sign_spliced_doc},
+    {"sql_bind", (PyCFunction)(void (*)(void))sql_bind, METH_FASTCALL, sql_bind_doc},
+    {"sql_expect", (PyCFunction)sql_expect, METH_NOARGS, sql_expect_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2508,16 +2916,24 @@ PyInit__native(void)
         !(S_prefix = PyUnicode_InternFromString("prefix")) ||
         !(S_nodes = PyUnicode_InternFromString("_nodes")))
         return NULL;
-    if (PyType_Ready(&NodeTable_Type) < 0)
+    if (PyType_Ready(&NodeTable_Type) < 0 || PyType_Ready(&Sql_Type) < 0)
         return NULL;
-    PyObject *m = PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module), *names = NULL;
     if (m == NULL)
         return NULL;
-    Py_INCREF(&NodeTable_Type);
-    if (PyModule_AddObject(m, "NodeTable", (PyObject *)&NodeTable_Type) < 0) {
-        Py_DECREF(&NodeTable_Type);
+    if (PyModule_AddObjectRef(m, "NodeTable", (PyObject *)&NodeTable_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Sql", (PyObject *)&Sql_Type) < 0 ||
+        (names = Py_BuildValue("(sssssssssssss)", "sqlite3_auto_extension",
+                               "sqlite3_prepare_v3", "sqlite3_bind_parameter_count",
+                               "sqlite3_bind_int64", "sqlite3_bind_blob", "sqlite3_bind_null",
+                               "sqlite3_step", "sqlite3_reset", "sqlite3_clear_bindings",
+                               "sqlite3_finalize", "sqlite3_errmsg", "sqlite3_extended_errcode",
+                               "sqlite3_db_filename")) == NULL ||
+        PyModule_AddObjectRef(m, "SQLITE_FUNCTIONS", names) < 0) {
+        Py_XDECREF(names);
         Py_DECREF(m);
         return NULL;
     }
+    Py_DECREF(names);
     return m;
 }

@@ -232,6 +232,32 @@ _FILTER_GROWTH: Final = 16
 _log = logging.getLogger(__name__)
 
 
+def _bind_sqlite() -> bool:
+    """Whether the store's INSERTs can be bound from C (_native.Sql): the SQLite functions it
+    calls, found with ctypes in the library Python's _sqlite3 loaded, then given to it."""
+    if _native is None:
+        return False
+    try:
+        import _sqlite3
+
+        lib = ctypes.CDLL(_sqlite3.__file__)
+        addresses = tuple(
+            ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+            for name in _native.SQLITE_FUNCTIONS
+        )
+    except (ImportError, OSError, AttributeError):  # e.g. SQLite linked into Python itself
+        return False
+    if not all(addresses):
+        return False
+    _native.sql_bind(
+        addresses, (sqlite3.DatabaseError, sqlite3.OperationalError, sqlite3.IntegrityError)
+    )
+    return True
+
+
+_SQL_BOUND: Final = _bind_sqlite()
+
+
 _Saved = tuple[dict[bytes, int], list[list[bytes]], "_Batch | None", int, int, int, int]
 
 
@@ -406,10 +432,21 @@ class SqliteBlockStore:
 
     def __init__(self, path: str | Path, *, batch: int | None = None) -> None:
         # isolation_level=None: autocommit, so put_many can own its BEGIN/COMMIT.
+        native = _native if _SQL_BOUND else None  # (None, also where a test set _native so)
         try:
+            if native is not None:
+                native.sql_expect()
             self._db = sqlite3.connect(str(path), isolation_level=None)
         except sqlite3.Error as e:
             raise _unopenable(path, e) from e
+        # the INSERTs of new rows and index merges bound from C, on this connection (None:
+        # through Python's sqlite3): its handle from SQLite, checked against the file's name
+        self._sql: _native.Sql | None = None
+        if native is not None:
+            try:
+                self._sql = native.Sql(os.path.realpath(path))
+            except (RuntimeError, ValueError) as e:
+                _log.info("block store: statements bound by Python's sqlite3 (%s)", e)
         self._fixed_batch = batch  # tests: a tiny batch so merges happen often
         self._group_depth = 0  # > 0 inside group(): put_many joins the open transaction
         try:
@@ -419,7 +456,7 @@ class SqliteBlockStore:
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint(), after a data sync
         except sqlite3.Error as e:  # e.g. "file is not a database"
-            self._db.close()
+            self._close_db()
             raise _unopenable(path, e) from e
         self._fd = os.open(f"{path}-data", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._buf = bytearray()  # the open write transaction's bytes for the file, from _end
@@ -452,7 +489,7 @@ class SqliteBlockStore:
         self._inserted = 0  # blocks the open write transaction added
         # INSERT parameters of the open write transaction's newest rows, not yet in blk, 4 a
         # row (id, cid, data, at): ids _tail - len(_rows) // 4 + 1 to _tail
-        self._rows: list[int | bytearray] = []
+        self._rows: list[int | bytes | bytearray] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -462,7 +499,7 @@ class SqliteBlockStore:
                 raise
             self._db.execute("COMMIT")
         except BaseException as e:
-            self._db.close()
+            self._close_db()
             os.close(self._fd)
             if isinstance(e, sqlite3.Error):  # e.g. a damaged page, a database locked
                 raise _unopenable(path, e) from e
@@ -584,12 +621,15 @@ class SqliteBlockStore:
         db = self._db
         rows = len(args) // 2
         whole = rows - rows % _MERGE_ROWS
+        sql = self._sql
         for at in range(0, 2 * whole, 2 * _MERGE_ROWS):  # a multi-row statement costs less per row
-            part = args[at : at + 2 * _MERGE_ROWS]
             before = db.total_changes
-            db.execute(_MERGE, part)
+            if sql is not None:
+                sql.run(_MERGE, args, at, at + 2 * _MERGE_ROWS)
+            else:
+                db.execute(_MERGE, args[at : at + 2 * _MERGE_ROWS])
             if db.total_changes - before < _MERGE_ROWS:
-                self._spill(part)
+                self._spill(args[at : at + 2 * _MERGE_ROWS])
         if whole < rows:
             rest = args[2 * whole :]
             before = db.total_changes
@@ -890,7 +930,9 @@ class SqliteBlockStore:
             # the common case in C: blocks the filter has never seen, so none is in memory or
             # idx (the filter holds every CID of both); None: the checks below are needed
             first = self._tail + 1
-            rows = _native.insert_rows(blocks, f.bits, f.mask, first, self._buf, self._end)
+            rows = _native.insert_rows(
+                blocks, f.bits, f.mask, first, self._buf, self._end, self._sql is not None
+            )
             if rows is not None:
                 params, keys = rows
                 n = len(keys)
@@ -950,7 +992,7 @@ class SqliteBlockStore:
         if len(buf) > DATA_BUFFER_BYTES:
             self._flush()
 
-    def _wait(self, params: list[int | bytearray]) -> None:
+    def _wait(self, params: list[int | bytes | bytearray]) -> None:
         """New rows (their INSERT parameters) wait; each 64 of them go in."""
         self._rows += params
         if len(self._rows) >= 4 * _ROWS_AT_ONCE:
@@ -959,11 +1001,14 @@ class SqliteBlockStore:
     def _put_rows(self, *, whole: bool = False) -> None:
         """The waiting rows into blk (inside the write transaction), _ROWS_AT_ONCE a
         statement; `whole`: only as many as fill statements, the rest wait on."""
-        rows, step = self._rows, 4 * _ROWS_AT_ONCE
+        rows, step, sql = self._rows, 4 * _ROWS_AT_ONCE, self._sql
         end = len(rows) - len(rows) % step if whole else len(rows)
         for at in range(0, end, step):
-            part = rows[at : at + step]
-            self._db.execute(_INSERTS[len(part) // 4], part)
+            stop = min(at + step, end)
+            if sql is not None:
+                sql.run(_INSERTS[(stop - at) // 4], rows, at, stop)
+            else:
+                self._db.execute(_INSERTS[(stop - at) // 4], rows[at:stop])
         del rows[:end]
 
     def _flush(self) -> None:
@@ -1228,13 +1273,18 @@ class SqliteBlockStore:
         try:
             if os.fstat(self._fd).st_size:
                 os.fdatasync(self._fd)
-            self._db.close()
+            self._close_db()
         finally:
             os.close(self._fd)
             self._fd = -1
             if self._shm >= 0:
                 os.close(self._shm)
             self._shm = -2
+
+    def _close_db(self) -> None:
+        if self._sql is not None:
+            self._sql.close()  # its statements before the connection
+        self._db.close()
 
     def __enter__(self) -> SqliteBlockStore:
         return self

@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import random
+import sqlite3
 import struct
 from collections import OrderedDict
 from pathlib import Path
@@ -648,6 +649,7 @@ def test_small_puts_fill_the_store_as_the_python_path_does(
         monkeypatch.setattr(store_mod, "_native", counting if use_native else None)
         live: set[int] = set()  # the pool's blocks the store must hold
         with store_mod.SqliteBlockStore(tmp_path / f"{use_native}.sqlite", batch=64) as s:
+            assert (s._sql is not None) == use_native  # rows and merges bound from C, or not
             for what, ids in plan:
                 blocks = [pool[i] for i in ids]
                 if what == "put":
@@ -670,55 +672,116 @@ def test_small_puts_fill_the_store_as_the_python_path_does(
     assert states[0] == states[1]
 
 
-def test_insert_rows_gives_the_rows_or_declines() -> None:
+@pytest.mark.parametrize("share", [False, True])
+def test_insert_rows_gives_the_rows_or_declines(share: bool) -> None:
     assert native is not None
     f = store_mod._Filter(1 << 12)
     a, b, c = Block.raw(b"a" * 513), Block.raw(b"b" * 512), Block.encode({"c": "x" * 600})
     buf = bytearray(b"xyz")  # bytes buffered before: the file's 1000..1002
-    got = native.insert_rows([a, b, a, c], f.bits, f.mask, 41, buf, 1000)
+    got = native.insert_rows([a, b, a, c], f.bits, f.mask, 41, buf, 1000, share)
     assert got is not None
     args, keys = got
     assert keys == [a.cid.buffer, b.cid.buffer, c.cid.buffer]  # each CID once, first kept
     at = 1003
     assert args == [
-        41, bytearray(a.cid.buffer), bytearray(), at << 24 | len(a.data),
-        42, bytearray(b.cid.buffer), bytearray(b.data), 0,  # 512 bytes or less: in the row
-        43, bytearray(c.cid.buffer), bytearray(), (at + len(a.data)) << 24 | len(c.data),
+        41, a.cid.buffer, b"", at << 24 | len(a.data),
+        42, b.cid.buffer, b.data, 0,  # 512 bytes or less: in the row
+        43, c.cid.buffer, b"", (at + len(a.data)) << 24 | len(c.data),
     ]  # fmt: skip
     assert buf == b"xyz" + a.data + c.data
-    assert all(type(x) is bytearray for x in args[1::4] + args[2::4])
     assert all(type(x) is int for x in args[::4] + args[3::4])  # sqlite3 binds no adapter
+    if share:  # the blocks' own bytes, bound in place by Sql.run
+        assert args[1] is a.cid.buffer
+        assert args[6] is b.data
+        assert all(type(x) is bytes for x in args[1::4] + args[2::4])
+    else:  # copies Python's sqlite3 binds without an adapter lookup
+        assert all(type(x) is bytearray for x in args[1::4] + args[2::4])
     f.add(b.cid.buffer)  # the filter may hold b: the Python path checks memory and idx
-    assert native.insert_rows((a, b), f.bits, f.mask, 1, buf, 0) is None
-    assert native.insert_rows([], f.bits, f.mask, 1, buf, 0) is None
-    assert native.insert_rows([a] * 17, f.bits, f.mask, 1, buf, 0) is None  # two INSERTs
-    assert native.insert_rows([a, object()], f.bits, f.mask, 1, buf, 0) is None  # type: ignore[list-item]
+    assert native.insert_rows((a, b), f.bits, f.mask, 1, buf, 0, share) is None
+    assert native.insert_rows([], f.bits, f.mask, 1, buf, 0, share) is None
+    assert native.insert_rows([a] * 17, f.bits, f.mask, 1, buf, 0, share) is None  # two INSERTs
+    assert native.insert_rows([a, object()], f.bits, f.mask, 1, buf, 0, share) is None  # type: ignore[list-item]
     big = Block.raw(bytes(1 << 24))  # a row's data, not the file's
-    assert native.insert_rows([a, big], f.bits, f.mask, 1, buf, 0) is None
+    assert native.insert_rows([a, big], f.bits, f.mask, 1, buf, 0, share) is None
     assert buf == b"xyz" + a.data + c.data  # declined: the buffer as it was
     with pytest.raises(OverflowError, match="2\\*\\*38"):
-        native.insert_rows([a], f.bits, f.mask, 1, buf, (1 << 38) - 600)
+        native.insert_rows([a], f.bits, f.mask, 1, buf, (1 << 38) - 600, share)
     assert buf == b"xyz" + a.data + c.data
+
+
+def test_sql_runs_on_the_stores_connection_and_raises_as_sqlite3_does(tmp_path: Path) -> None:
+    assert native is not None
+    s = store_mod.SqliteBlockStore(tmp_path / "s.sqlite")
+    sql = s._sql
+    assert sql is not None
+    block = Block.encode({"x": "y" * 600})
+    s.put(block)  # through sql.run: a row, its bytes in the data file
+    meta = "INSERT INTO meta (key, value) VALUES (?, ?)"
+    sql.run(meta, [0, "skipped", b"probe", 7, 1], 2, 4)  # params[2:4]; bytes bind as a blob
+    assert s._db.execute("SELECT value FROM meta WHERE key = ?", (b"probe",)).fetchone() == (7,)
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed") as e:
+        sql.run(meta, [b"probe", 8], 0, 2)
+    assert e.value.sqlite_errorcode == 1555  # SQLITE_CONSTRAINT_PRIMARYKEY
+    with pytest.raises(sqlite3.OperationalError, match='near "VALUSE": syntax error'):
+        sql.run("INSERT INTO meta VALUSE (?, ?)", [1, 2], 0, 2)
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        sql.run("DELETE FROM absent WHERE k = ?", [1], 0, 1)
+    with pytest.raises(ValueError, match="one statement"):
+        sql.run("SELECT 1; SELECT 2", [], 0, 0)
+    with pytest.raises(ValueError, match="has 2 parameters, 1 given"):
+        sql.run(meta, [b"k", 1], 0, 1)
+    with pytest.raises(IndexError, match="0:3 is not a slice of 2"):
+        sql.run(meta, [b"k", 1], 0, 3)
+    with pytest.raises(TypeError, match="parameter 1 is float"):
+        sql.run(meta, [b"k", 1.5], 0, 2)
+    with pytest.raises(OverflowError):
+        sql.run(meta, [b"k", 1 << 64], 0, 2)
+    sql.run("SELECT ?", [None], 0, 1)  # a statement with rows: they are discarded
+    assert s.get(block.cid) == block.data  # the store goes on: nothing was left bound
+    s.put(Block.raw(b"after"))
+    assert len(s) == 2
+    s.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        sql.run(meta, [b"k", 1], 0, 2)
+    with store_mod.SqliteBlockStore(tmp_path / "s.sqlite") as again:  # all of it was committed
+        assert again.get(block.cid) == block.data
+        probe = again._db.execute("SELECT value FROM meta WHERE key = ?", (b"probe",))
+        assert probe.fetchall() == [(7,)]
+
+
+def test_sql_takes_only_the_connection_opened_since_sql_expect(tmp_path: Path) -> None:
+    assert native is not None
+    native.sql_expect()
+    with pytest.raises(RuntimeError, match="no connection was opened"):
+        native.Sql(str(tmp_path / "a.sqlite"))
+    db = sqlite3.connect(tmp_path / "a.sqlite")
+    try:
+        with pytest.raises(ValueError, match=r"not .*b\.sqlite"):
+            native.Sql(os.path.realpath(tmp_path / "b.sqlite"))
+        with pytest.raises(RuntimeError, match="no connection was opened"):  # taken: once
+            native.Sql(os.path.realpath(tmp_path / "a.sqlite"))
+    finally:
+        db.close()
 
 
 def test_bad_insert_arguments_raise() -> None:
     assert native is not None
     bits = bytearray(8)
     buf = bytearray()
-    with pytest.raises(TypeError, match="6 arguments"):
+    with pytest.raises(TypeError, match="7 arguments"):
         native.insert_rows([], bits, 63, 1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="list or a tuple"):
-        native.insert_rows(iter([]), bits, 63, 1, buf, 0)  # type: ignore[arg-type]
+        native.insert_rows(iter([]), bits, 63, 1, buf, 0, False)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="bytearray"):
-        native.insert_rows([], bytes(8), 63, 1, buf, 0)  # type: ignore[arg-type]
+        native.insert_rows([], bytes(8), 63, 1, buf, 0, False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="does not fit"):
-        native.insert_rows([], bits, 127, 1, buf, 0)
+        native.insert_rows([], bits, 127, 1, buf, 0, False)
     with pytest.raises(TypeError):
-        native.insert_rows([], bits, 63, "1", buf, 0)  # type: ignore[arg-type]
+        native.insert_rows([], bits, 63, "1", buf, 0, False)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="buf must be a bytearray"):
-        native.insert_rows([], bits, 63, 1, b"", 0)  # type: ignore[arg-type]
+        native.insert_rows([], bits, 63, 1, b"", 0, False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="end must be"):
-        native.insert_rows([], bits, 63, 1, buf, -1)
+        native.insert_rows([], bits, 63, 1, buf, -1, False)
     buckets: list[list[bytes]] = [[] for _ in range(256)]
     with pytest.raises(TypeError, match="5 arguments"):
         native.insert_record([], 1, {}, buckets)  # type: ignore[call-arg]
