@@ -2481,7 +2481,8 @@ insert_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * Python's sqlite3 binds each parameter through an adapter check and copies every blob
  * (SQLITE_TRANSIENT: a malloc, a memcpy, and a free at the next bind); a commit binds some
  * 30. Here the store's statements are prepared once and bound in place (SQLITE_STATIC: the
- * objects are held, and no Python code runs, until the step and reset are done), on the
+ * objects are held, and no Python code runs, until the step and reset are done; the GIL stays
+ * held, as the statements are short and run in the store's own write transaction), on the
  * connection Python's sqlite3 opened. The functions are those of the SQLite library Python's
  * _sqlite3 loaded (store.py finds them with ctypes; sql_bind); the connection's handle is
  * given by SQLite itself: an auto-extension hook, which SQLite calls with every connection
@@ -2537,7 +2538,8 @@ PyDoc_STRVAR(sql_bind_doc,
 "The addresses of the SQLite functions named in SQLITE_FUNCTIONS, in that order, in the\n"
 "library Python's _sqlite3 loaded (store.py finds them with ctypes), and sqlite3's\n"
 "(DatabaseError, OperationalError, IntegrityError) for the errors Sql.run raises. The first\n"
-"call registers the hook that keeps each new connection's handle for Sql().");
+"call registers the hook that keeps each new connection's handle for Sql(); a later call\n"
+"changes nothing.");
 
 static PyObject *
 sql_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -2568,10 +2570,8 @@ sql_bind(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    if (SQ.auto_extension != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "sql_bind: already bound");
-        return NULL;
-    }
+    if (SQ.auto_extension != NULL)  /* bound before (dag.store imported again): kept */
+        Py_RETURN_NONE;
     SQ.prepare_v3 = (int (*)(sqlite3 *, const char *, int, unsigned int, sqlite3_stmt **,
                              const char **))p[1];
     SQ.bind_parameter_count = (int (*)(sqlite3_stmt *))p[2];

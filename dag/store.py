@@ -125,9 +125,10 @@ _AT_END: Final = 1 << 38
 # A block of at most INLINE_MAX bytes stays in its row: for a few hundred bytes, SQLite's two
 # copies cost less than a write call on the file (a commit of a small pico writes no file).
 INLINE_MAX: Final = 512
-# Every parameter is an int or a bytearray, the types sqlite3 binds without looking for an
-# adapter (a None or a bytes costs a failed lookup each): a row kept inline binds 0 for `at`,
-# stored as NULL.
+# A row kept inline binds 0 for `at`, stored as NULL. Bound from C (_native.Sql, the usual
+# case), the CID and data are the blocks' own bytes; through Python's sqlite3, every parameter
+# is an int or a bytearray, the types it binds without looking for an adapter (a None or a
+# bytes costs a failed lookup each).
 _INSERT: Final = "INSERT INTO blk (id, cid, data, at) VALUES "
 # A write transaction's new rows wait in memory (each is in `_pending` already) until there
 # are _ROWS_AT_ONCE of them, which then go in by one statement: a group of commits costs one
@@ -169,9 +170,10 @@ _GET_SPILLED: Final = (
     "SELECT blk.data, blk.at FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx2.cid = ?"
 )
 _HAS_SPILLED: Final = "SELECT 1 FROM idx2 JOIN blk ON blk.id = idx2.id WHERE idx2.cid = ?"
-# Blob parameters are bound as bytearrays: Python's sqlite3 binds a bytearray directly, and
+# Blob parameters given to Python's sqlite3 are bytearrays: it binds a bytearray directly, and
 # looks up an adapter for anything else but int, float and str (two failed attribute lookups
-# for bytes: 0.45 us a parameter, against 0.13 us for the copy; a commit binds 24 or so).
+# for bytes: 0.45 us a parameter, against 0.13 us for the copy). It then copies each blob into
+# SQLite; the INSERTs of new rows, 30 or so parameters a commit, are bound from C instead.
 _blob: Final = bytearray
 # Blocks a get_many statement asks for (its parameters; SQLite allows 32,766 since 3.32).
 GET_MANY_CHUNK: Final = 512

@@ -751,6 +751,7 @@ def test_sql_runs_on_the_stores_connection_and_raises_as_sqlite3_does(tmp_path: 
 
 def test_sql_takes_only_the_connection_opened_since_sql_expect(tmp_path: Path) -> None:
     assert native is not None
+    assert store_mod._bind_sqlite()  # binding again (a reimport) keeps the first binding
     native.sql_expect()
     with pytest.raises(RuntimeError, match="no connection was opened"):
         native.Sql(str(tmp_path / "a.sqlite"))
