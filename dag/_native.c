@@ -2759,8 +2759,9 @@ PyDoc_STRVAR(Sql_run_doc,
 "\n"
 "Execute the statement `sql` (prepared at its first use, then kept) with the parameters\n"
 "params[start:stop] (a list of int, bytes, bytearray or None; as many as it has), on the\n"
-"connection. Its rows, if any, are discarded. An SQLite error raises the sqlite3 exception\n"
-"Python's sqlite3 would; the statement is reset either way.");
+"connection. Its rows, if any, are discarded. An SQLite error raises one of sqlite3's\n"
+"exceptions, chosen by its code much as sqlite3 chooses (sql_error); the statement is reset\n"
+"and its parameters cleared either way.");
 
 static PyObject *
 Sql_run(Sql *s, PyObject *const *args, Py_ssize_t nargs)
@@ -2898,7 +2899,8 @@ static struct PyModuleDef module = {
     "A commit's hot paths in C: a HAMT set (hamt.update_cached_encoded) and the node cache's\n"
     "table (NodeTable), spliced blocks (block.Block._spliced), and the block store's Bloom\n"
     "filter (store._Filter), index merge rows (store._merge) and insert of new blocks\n"
-    "(store._insert), cbor.encode and cbor.decode (cbor_encode, cbor_decode, cbor_links),\n"
+    "(store._insert) with their statements bound on the store's connection (Sql),\n"
+    "cbor.encode and cbor.decode (cbor_encode, cbor_decode, cbor_links),\n"
     "and a head's signature spliced into its\n"
     "envelope (did.Keypair.sign_spliced).",
     -1, methods,
